@@ -1,0 +1,65 @@
+"""Domain errors of the host, one class per failure kind.
+
+Each carries the problems found (every one, not just the first) with the place they point
+at: a field path (``settings.api_key``, ``$.egress[0]``) or ``file:line``. The HTTP layer
+maps classes to status codes in ``host/api/errors.py``; the CLI prints them in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where it is and what is wrong."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"location": self.location, "message": self.message}
+
+
+class HostError(Exception):
+    """Base of every expected failure; ``kind`` is its stable public name."""
+
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, problems: list[Problem] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return self.message
+        return self.message + "\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+class InvalidInput(HostError):
+    """Input that fails validation (manifest, script, settings, request body)."""
+
+    kind = "invalid_input"
+
+
+class NotFound(HostError):
+    kind = "not_found"
+
+
+class Conflict(HostError):
+    """The request contradicts what is stored (duplicate id, immutable version changed)."""
+
+    kind = "conflict"
+
+
+class Unauthorized(HostError):
+    kind = "unauthorized"
+
+
+class Forbidden(HostError):
+    kind = "forbidden"
