@@ -1,0 +1,68 @@
+"""The host's configuration: one typed object for every ``CRM_HOST_*`` variable, read once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class HostSettings(BaseSettings):
+    """Everything the host reads from the environment (SPEC §7)."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_HOST_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: a SQLite file by default, PostgreSQL in deployments.",
+    )
+    admin_token: str | None = Field(
+        None, description="Bearer token of the platform admin; `serve` generates one if unset."
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Key that encrypts settings secrets. If unset with SQLite, a key file is "
+        "created beside the database file.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of webhook URLs given to services."
+    )
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, host:ports or CIDRs trusted although loopback/private.",
+    )
+    plugins: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Allow-list of entry-point plugin names to load; unset loads all, "
+        "empty loads none.",
+    )
+    sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    max_script_bytes: int = Field(512 * 1024, ge=1024)
+    max_archive_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+
+    _split = field_validator("egress_allow", "plugins", mode="before")(_split_commas)
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def sqlite_path(self) -> Path | None:
+        """The database file when the URL names a SQLite file, else None."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        rest = self.database_url[len(prefix) :].split("?", 1)[0]
+        if rest in ("", ":memory:"):
+            return None
+        return Path(rest)

@@ -1,0 +1,1 @@
+"""The CRM_Marketing_* contract between the host and modules (SPEC §2, §3)."""

@@ -1,0 +1,154 @@
+"""The CRM_Marketing_* functions each module kind may define, with their parameters and the
+type of value the host accepts back (SPEC §2)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from host.contract.enums import AccountType, ModuleKind
+from host.contract.types import (
+    CampaignStats,
+    CreateCampaignResponse,
+    ImportTemplate,
+    MessengerBot,
+    WebhookResult,
+)
+from host.errors import Problem
+
+PREFIX = "CRM_Marketing_"
+
+
+@dataclass(frozen=True)
+class ContractFunction:
+    """One function of the contract: how the host calls it and what it must return."""
+
+    name: str
+    parameters: tuple[str, ...]
+    returns: Any
+    summary: str
+
+    @cached_property
+    def return_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.returns)
+
+    def signature(self) -> str:
+        return f"{self.name}({', '.join(self.parameters)})"
+
+
+def _fn(name: str, params: tuple[str, ...], returns: Any, summary: str) -> ContractFunction:
+    return ContractFunction(PREFIX + name, params, returns, summary)
+
+
+_IMPORT_TEMPLATES = _fn(
+    "ImportTemplates", ("offset", "limit"), list[ImportTemplate], "import templates, one page"
+)
+_EXPORT_CONTACTS = _fn("ExportContacts", ("contactIds",), None, "sync contacts before a send")
+_PREPARE = _fn(
+    "PrepareCampaign", ("campaignId", "type", "contacts"), None, "one batch of recipients"
+)
+_CREATE = _fn(
+    "CreateCampaign", ("request",), CreateCampaignResponse, "create the campaign in the service"
+)
+_STATS = _fn("GetCampaignStats", ("campaignExternalId",), CampaignStats, "read campaign stats")
+_WEBHOOK = _fn("ParseWebhookRequest", ("request",), WebhookResult, "turn a webhook into actions")
+_GET_HTML = _fn("GetTemplateHTML", ("templateExternalId",), str, "template preview")
+_SET_HTML = _fn(
+    "SetTemplateHTML", ("html", "name", "templateExternalId"), str, "publish a template"
+)
+_CREATE_MESSENGER = _fn(
+    "CreateMessengerCampaign", ("request",), CreateCampaignResponse, "create a messenger campaign"
+)
+_MESSENGER_TYPES = _fn(
+    "GetMessengerTypes", (), list[AccountType], "messenger types the module serves"
+)
+_MESSENGER_BOTS = _fn("GetMessengerBots", (), list[MessengerBot], "bots available for campaigns")
+
+FUNCTIONS_BY_KIND: dict[ModuleKind, tuple[ContractFunction, ...]] = {
+    ModuleKind.email: (
+        _IMPORT_TEMPLATES,
+        _EXPORT_CONTACTS,
+        _PREPARE,
+        _CREATE,
+        _STATS,
+        _WEBHOOK,
+        _GET_HTML,
+        _SET_HTML,
+    ),
+    ModuleKind.messenger: (
+        _PREPARE,
+        _CREATE_MESSENGER,
+        _STATS,
+        _WEBHOOK,
+        _MESSENGER_TYPES,
+        _MESSENGER_BOTS,
+    ),
+}
+
+ALL_FUNCTIONS: dict[str, ContractFunction] = {
+    f.name: f for functions in FUNCTIONS_BY_KIND.values() for f in functions
+}
+
+
+def contract_function(kind: ModuleKind | str, name: str) -> ContractFunction | None:
+    """The function ``name`` as defined for modules of ``kind``, or None if it is not theirs."""
+    for function in FUNCTIONS_BY_KIND[ModuleKind(kind)]:
+        if function.name == name:
+            return function
+    return None
+
+
+@dataclass(frozen=True)
+class DefinedFunction:
+    """What the compiler learnt about a function a script defines (a neutral view of it)."""
+
+    name: str
+    line: int
+    positional: tuple[str, ...]
+    required_positional: int
+    has_varargs: bool
+
+
+def check_defined_functions(
+    kind: ModuleKind | str, defined: list[DefinedFunction], script_name: str
+) -> list[Problem]:
+    """Every problem with the CRM_Marketing_* functions a script defines, for its kind.
+
+    A function of the kind must accept exactly the documented positional arguments (the host
+    calls positionally). A ``CRM_Marketing_*`` name that is not a function of the kind is a
+    mistake (a typo, or a function of the other kind) and is reported with a suggestion.
+    """
+    kind = ModuleKind(kind)
+    expected = {f.name: f for f in FUNCTIONS_BY_KIND[kind]}
+    problems: list[Problem] = []
+    for fn in defined:
+        if not fn.name.startswith(PREFIX):
+            continue
+        where = f"{script_name}:{fn.line}"
+        contract = expected.get(fn.name)
+        if contract is None:
+            hint = difflib.get_close_matches(fn.name, expected, n=1)
+            other = "" if fn.name not in ALL_FUNCTIONS else " (it belongs to other module kinds)"
+            suggestion = f"; did you mean {hint[0]}?" if hint else ""
+            problems.append(
+                Problem(
+                    where,
+                    f"{fn.name} is not a function of {kind.value} modules{other}{suggestion}",
+                )
+            )
+            continue
+        wanted = len(contract.parameters)
+        accepts = fn.has_varargs or len(fn.positional) >= wanted
+        if fn.required_positional > wanted or not accepts:
+            problems.append(
+                Problem(
+                    where,
+                    f"{fn.name} must accept the parameters ({', '.join(contract.parameters)}); "
+                    f"it is defined as ({', '.join(fn.positional)})",
+                )
+            )
+    return problems

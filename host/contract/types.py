@@ -1,0 +1,159 @@
+"""Pydantic models of the values that cross the module boundary (SPEC §3).
+
+Field names are the camelCase names of the original TypeScript API; every value a module
+returns is validated against these before the host touches the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from host.contract.enums import (
+    AccountType,
+    CampaignStatus,
+    CampaignType,
+    DeliveryStatus,
+)
+
+
+class ContractModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CampaignStats(ContractModel):
+    total: NonNegativeInt = 0
+    sent: NonNegativeInt = 0
+    delivered: NonNegativeInt = 0
+    opened: NonNegativeInt = 0
+    clicked: NonNegativeInt = 0
+    bounced: NonNegativeInt = 0
+    unsubscribed: NonNegativeInt = 0
+    complained: NonNegativeInt = 0
+    failed: NonNegativeInt = 0
+
+
+class CreateCampaignRequest(ContractModel):
+    campaignId: str
+    name: str
+    type: CampaignType
+    subject: str
+    senderName: str
+    senderEmail: str
+    templateExternalId: str | None = None
+    html: str | None = None
+    scheduledAt: datetime | None = None
+    categoryExternalId: str | None = None
+
+
+class CreateCampaignResponse(ContractModel):
+    externalId: Annotated[str, Field(min_length=1, max_length=255)]
+    status: CampaignStatus | None = None
+
+
+class CreateMessengerCampaignRequest(ContractModel):
+    campaignId: str
+    name: str
+    campaignType: AccountType
+    botId: str
+    text: str
+    scheduledAt: datetime | None = None
+
+
+class ImportTemplate(ContractModel):
+    externalId: Annotated[str, Field(min_length=1, max_length=255)]
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    subject: str | None = None
+    html: str | None = None
+
+
+class MessengerBot(ContractModel):
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    name: str
+    type: AccountType
+    description: str | None = None
+
+
+class UpdateCampaignAction(ContractModel):
+    type: Literal["UpdateCampaign"]
+    externalId: str
+    status: CampaignStatus
+    error: str | None = None
+
+
+class UpdateCampaignStatsAction(ContractModel):
+    type: Literal["UpdateCampaignStats"]
+    externalId: str
+    stats: CampaignStats
+
+
+class UpdateDeliveryStatusAction(ContractModel):
+    type: Literal["UpdateDeliveryStatus"]
+    email: str
+    externalId: str
+    status: DeliveryStatus
+
+
+class AllCategories(ContractModel):
+    all: Literal[True]
+
+
+class UnsubscribeAction(ContractModel):
+    type: Literal["Unsubscribe"]
+    email: str
+    externalId: str | AllCategories
+
+
+class SendEmailAction(ContractModel):
+    type: Literal["SendEmail"]
+    email: str
+    subject: str
+    html: str
+
+
+Action = Annotated[
+    UpdateCampaignAction
+    | UpdateCampaignStatsAction
+    | UpdateDeliveryStatusAction
+    | UnsubscribeAction
+    | SendEmailAction,
+    Field(discriminator="type"),
+]
+
+
+class WebhookResponse(ContractModel):
+    status: Annotated[int, Field(ge=100, le=599)] = 200
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+
+
+class WebhookResult(ContractModel):
+    actions: list[Action] = Field(default_factory=list)
+    response: WebhookResponse | None = None
+
+
+class FetchRequest(ContractModel):
+    """An HTTP request received on a module's webhook URL, as the module sees it."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+    query: dict[str, str | list[str]] = Field(default_factory=dict)
+
+
+RECORD_TYPES: dict[str, type[ContractModel]] = {
+    "CRM_Marketing_CampaignStats": CampaignStats,
+    "CRM_Marketing_CreateCampaignResponse": CreateCampaignResponse,
+    "CRM_Marketing_ImportTemplate": ImportTemplate,
+    "CRM_Marketing_MessengerBot": MessengerBot,
+    "CRM_Marketing_UpdateCampaignAction": UpdateCampaignAction,
+    "CRM_Marketing_UpdateCampaignStatsAction": UpdateCampaignStatsAction,
+    "CRM_Marketing_UpdateDeliveryStatusAction": UpdateDeliveryStatusAction,
+    "CRM_Marketing_UnsubscribeAction": UnsubscribeAction,
+    "CRM_Marketing_SendEmailAction": SendEmailAction,
+    "CRM_Marketing_WebhookResult": WebhookResult,
+}
+"""Constructors scripts may call to build return values (they produce plain dicts)."""
