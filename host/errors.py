@@ -63,3 +63,40 @@ class Unauthorized(HostError):
 
 class Forbidden(HostError):
     kind = "forbidden"
+
+
+class ModuleCallFailed(HostError):
+    """A module function failed; ``kind`` is one of SPEC §7's kinds (script_error, timeout,
+    memory_limit, limit_exceeded, policy_violation, egress_denied, invalid_return,
+    not_implemented, invalid_module)."""
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        module: str = "",
+        function: str = "",
+        line: int | None = None,
+        trace: object | None = None,
+    ):
+        super().__init__(message)
+        self.kind = kind  # type: ignore[misc]
+        self.module = module
+        self.function = function
+        self.line = line
+        self.trace = trace
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.kind}: {self.message}{where}"
+
+
+class ModuleNotImplemented(ModuleCallFailed):
+    def __init__(self, module: str, function: str):
+        super().__init__(
+            "not_implemented",
+            f"module {module} does not implement {function}",
+            module=module,
+            function=function,
+        )

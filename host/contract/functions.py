@@ -152,3 +152,15 @@ def check_defined_functions(
                 )
             )
     return problems
+
+
+def hook_name(function: str) -> str:
+    """The pluggy hook of a contract function: ``CRM_Marketing_ImportTemplates`` →
+    ``crm_marketing_import_templates``."""
+    bare = function.removeprefix(PREFIX)
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in bare).lstrip("_")
+    return "crm_marketing_" + snake.replace("h_t_m_l", "html")
+
+
+HOOK_NAMES: dict[str, str] = {name: hook_name(name) for name in ALL_FUNCTIONS}
+"""Contract function name → hook name."""

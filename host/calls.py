@@ -1,0 +1,57 @@
+"""What a hook implementation needs to know about a CRM_Marketing_* call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModuleCall:
+    """One call of a tenant's module: which version, with which settings.
+
+    ``settings`` includes decrypted secrets (the module needs its API key); ``secret_values``
+    lists them so whoever surfaces script output can mask them.
+    """
+
+    tenant_id: str
+    module_id: str
+    version: str
+    function: str
+    manifest: dict[str, Any]
+    script: str
+    settings: dict[str, Any] = field(repr=False)
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
+    storage: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def module_ref(self) -> str:
+        return f"{self.module_id}@{self.version}"
+
+
+@dataclass
+class ModuleResult:
+    """What serving a call produced: the value plus what the run left behind (captured log,
+    fetch records, resource use, a new storage snapshot), for the invocation log.
+
+    Hook implementations return this envelope rather than the bare value, because ``None`` is
+    a legitimate return of some functions and means "not served here" to pluggy.
+    """
+
+    value: Any
+    log: str = ""
+    fetches: list[dict[str, Any]] = field(default_factory=list)
+    cpu_ms: float | None = None
+    peak_memory_kb: int | None = None
+    storage: dict[str, Any] | None = None
+
+
+def mask_secrets(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """``text`` with every secret value replaced by ``***`` (longest first, so a secret that
+    contains another is masked whole)."""
+    if not text:
+        return text
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text

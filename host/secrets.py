@@ -1,0 +1,94 @@
+"""Encryption of settings secrets at rest (Fernet), and hashing of API keys.
+
+The key comes from ``CRM_HOST_SECRET_KEY``: either a Fernet key or any passphrase of at
+least 16 characters (stretched with HKDF). With SQLite and no key configured, a random key
+is kept in a file beside the database (mode 0600), so a quick start needs no set-up and a
+restart can still read what it stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from host.errors import HostError
+
+MIN_PASSPHRASE = 16
+
+
+class SecretKeyError(HostError):
+    kind = "configuration"
+
+
+def fernet_from_setting(value: str) -> Fernet:
+    """A Fernet for a configured key: a Fernet key as is, a passphrase stretched by HKDF."""
+    try:
+        if len(base64.urlsafe_b64decode(value.encode())) == 32:
+            return Fernet(value.encode())
+    except (binascii.Error, ValueError):
+        pass
+    if len(value) < MIN_PASSPHRASE:
+        raise SecretKeyError(
+            f"CRM_HOST_SECRET_KEY must be a Fernet key or at least {MIN_PASSPHRASE} characters"
+        )
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"crm-module-host settings"
+    ).derive(value.encode())
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def key_file_fernet(path: Path) -> Fernet:
+    """The Fernet kept in ``path``, created (0600) on first use."""
+    if path.exists():
+        return Fernet(path.read_bytes().strip())
+    key = Fernet.generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key + b"\n")
+    return Fernet(key)
+
+
+class SecretBox:
+    """Encrypts and decrypts the secret part of a tenant's module settings."""
+
+    def __init__(self, fernet: Fernet):
+        self._fernet = fernet
+
+    def seal(self, values: dict[str, Any]) -> str | None:
+        if not values:
+            return None
+        return self._fernet.encrypt(json.dumps(values).encode()).decode()
+
+    def open(self, token: str | None) -> dict[str, Any]:
+        if not token:
+            return {}
+        try:
+            return json.loads(self._fernet.decrypt(token.encode()))  # type: ignore[no-any-return]
+        except InvalidToken:
+            raise SecretKeyError(
+                "stored secrets cannot be decrypted: CRM_HOST_SECRET_KEY differs from the key "
+                "they were written with"
+            ) from None
+
+
+def new_api_key() -> str:
+    return "crm_" + secrets.token_urlsafe(32)
+
+
+def new_webhook_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """API keys are 256-bit random strings, so a plain SHA-256 is a sound one-way store."""
+    return hashlib.sha256(key.encode()).hexdigest()

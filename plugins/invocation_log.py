@@ -1,0 +1,78 @@
+"""Writes every CRM_Marketing_* call into the invocation log table: who called what, when,
+for how long, how it ended, and what the run captured. The outermost wrapper, so it sees the
+final outcome (including a contract violation found by the host's enforcer)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from datetime import UTC, datetime
+from typing import Any
+
+from host.calls import ModuleCall, ModuleResult, mask_secrets
+from host.db.engine import Database
+from host.db.models import Invocation
+from host.errors import ModuleCallFailed
+from host.hookspecs import wraps_every_function
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 4000
+
+
+@wraps_every_function(tryfirst=True)
+class InvocationLog:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def around_call(self, call: ModuleCall) -> Generator[None, Any, Any]:
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+        try:
+            result = yield
+        except ModuleCallFailed as exc:
+            trace = exc.trace if isinstance(exc.trace, ModuleResult) else None
+            self._record(call, started, clock, exc.kind, exc.message, exc.line, trace)
+            raise
+        except Exception as exc:
+            self._record(call, started, clock, "plugin_error", f"{type(exc).__name__}: {exc}")
+            raise
+        if result is None:
+            self._record(call, started, clock, "not_implemented", None)
+        else:
+            self._record(call, started, clock, "ok", None, None, result)
+        return result
+
+    def _record(
+        self,
+        call: ModuleCall,
+        started: datetime,
+        clock: float,
+        outcome: str,
+        error: str | None,
+        line: int | None = None,
+        trace: ModuleResult | None = None,
+    ) -> None:
+        secrets = call.secret_values
+        row = Invocation(
+            tenant_id=call.tenant_id,
+            module_id=call.module_id,
+            version=call.version,
+            function=call.function,
+            started_at=started,
+            duration_ms=round((time.perf_counter() - clock) * 1000, 3),
+            outcome=outcome,
+            error=mask_secrets(error[:MAX_ERROR_CHARS] if error else None, secrets),
+            error_line=line,
+            log=mask_secrets(trace.log if trace else None, secrets),
+            fetches=trace.fetches if trace else [],
+            cpu_ms=trace.cpu_ms if trace else None,
+            peak_memory_kb=trace.peak_memory_kb if trace else None,
+        )
+        try:
+            with self.db.transaction() as session:
+                session.add(row)
+        except Exception:
+            # The call's own outcome matters more than its log line.
+            log.exception("could not write the invocation log for %s", call.module_ref)
