@@ -1,0 +1,589 @@
+"""Egress policy: which hosts a sandboxed script may reach with ``fetch()``, and at which IP.
+
+A script names hosts in its manifest (``egress``: exact hosts and ``*.example.com``
+wildcards, each optionally ``host:port``). The platform admin may additionally trust hosts,
+``host:port``s and CIDRs (``CRM_HOST_EGRESS_ALLOW`` / ``--allow-host``) even though they are
+loopback or private — for on-premises services and tests.
+
+Why so many steps: SSRF is won or lost on the details. A URL is judged on the host the
+connection will actually go to, not on how it is spelt, so the policy
+
+1. accepts only ``http``/``https`` and refuses credentials in the authority
+   (``http://api.example.com@127.0.0.1/`` reads like one host and connects to another);
+2. normalises the host (lowercase, trailing dot, IDNA) before comparing it to patterns;
+3. treats every IPv4 spelling the C resolver accepts (``2130706433``, ``0177.0.0.1``,
+   ``0x7f.1``, ``127.1``) as the address it denotes — a literal IP is never matched by a
+   hostname pattern;
+4. resolves names once, checks EVERY address the name resolves to (one private answer among
+   public ones is enough to refuse), and returns one of them as the *pinned* IP that the
+   transport connects to, so a second lookup cannot be rebound to an internal address.
+
+The policy is pure and synchronous; :mod:`sandbox.fetch` applies it per request and per
+redirect hop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sandbox.errors import EgressDenied
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: ``resolver(host, port) -> addresses`` (IP strings, in preference order).
+Resolver = Callable[[str, int], Sequence[str]]
+
+ENV_ALLOW = "CRM_HOST_EGRESS_ALLOW"
+ALLOWED_SCHEMES: Mapping[str, int] = {"http": 80, "https": 443}
+
+# Host names that serve cloud instance credentials. They are refused by name, before any
+# lookup, because some resolve only inside the cloud and would otherwise look harmless here.
+METADATA_HOSTNAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.internal",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+METADATA_ADDRESSES: Mapping[IPAddress, str] = {
+    ipaddress.ip_address("169.254.169.254"): "link-local / cloud metadata address",
+    ipaddress.ip_address("169.254.170.2"): "link-local / cloud metadata address (ECS)",
+    ipaddress.ip_address("fd00:ec2::254"): "unique-local / cloud metadata address (AWS)",
+    ipaddress.ip_address("100.100.100.200"): "CGNAT / cloud metadata address (Alibaba)",
+}
+
+_N = ipaddress.ip_network
+# Ordered: the first matching network names the reason shown to the integrator.
+_V4_CLASSES: Sequence[tuple[IPNetwork, str]] = (
+    (_N("255.255.255.255/32"), "broadcast address"),
+    (_N("0.0.0.0/32"), "unspecified address"),
+    (_N("0.0.0.0/8"), '"this network" address'),
+    (_N("127.0.0.0/8"), "loopback address"),
+    (_N("10.0.0.0/8"), "private address"),
+    (_N("172.16.0.0/12"), "private address"),
+    (_N("192.168.0.0/16"), "private address"),
+    (_N("169.254.0.0/16"), "link-local address"),
+    (_N("100.64.0.0/10"), "CGNAT (shared address space) address"),
+    (_N("224.0.0.0/4"), "multicast address"),
+    (_N("240.0.0.0/4"), "reserved address"),
+)
+_V6_CLASSES: Sequence[tuple[IPNetwork, str]] = (
+    (_N("::/128"), "unspecified address"),
+    (_N("::1/128"), "loopback address"),
+    (_N("fe80::/10"), "link-local address"),
+    (_N("fec0::/10"), "site-local address"),
+    (_N("fc00::/7"), "unique-local address"),
+    (_N("ff00::/8"), "multicast address"),
+    (_N("2001::/32"), "Teredo tunnel address"),
+    (_N("64:ff9b:1::/48"), "local-use NAT64 address"),
+    (_N("100::/64"), "discard-only address"),
+)
+_NAT64 = _N("64:ff9b::/96")
+_SIX_TO_FOUR = _N("2002::/16")
+_V4_COMPATIBLE = _N("::/96")
+
+
+class UnresolvableHost(LookupError):
+    """The resolver gave no usable address for a host (a network failure, not a denial)."""
+
+    def __init__(self, host: str, detail: str):
+        super().__init__(f"could not resolve host {host}: {detail}")
+        self.host = host
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve with ``socket.getaddrinfo``; unique addresses, in the system's order."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnresolvableHost(host, str(exc)) from exc
+    seen: list[str] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        address = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone id
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+# --------------------------------------------------------------------------- host spelling
+
+
+def parse_ipv4_spelling(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a host string denotes under ``inet_aton`` rules, else ``None``.
+
+    The C resolver (and browsers, per the WHATWG URL standard) read ``2130706433``,
+    ``0177.0.0.1``, ``0x7f.1`` and ``127.1`` as 127.0.0.1; a policy that saw only a "name"
+    there would let a script walk around every IP check. Raises ``ValueError`` for a host
+    that *looks* numeric (its last label is a number) but is out of range, since such a
+    host is neither a valid name nor a valid address.
+    """
+    labels = host.split(".")
+    if not labels or not _is_numeric_label(labels[-1]):
+        return None
+    if len(labels) > 4 or not all(_is_numeric_label(label) for label in labels):
+        raise ValueError(f"{host} looks like an IP address but is not a valid one")
+    values = [_parse_number(label, host) for label in labels]
+    *head, last = values
+    if any(v > 0xFF for v in head) or last >= 256 ** (4 - len(head)):
+        raise ValueError(f"{host} looks like an IP address but is out of range")
+    number = last
+    for index, value in enumerate(head):
+        number |= value << (8 * (3 - index))
+    return ipaddress.IPv4Address(number)
+
+
+def _is_numeric_label(label: str) -> bool:
+    if label[:2] in ("0x", "0X"):
+        return all(c in "0123456789abcdefABCDEF" for c in label[2:])
+    return label != "" and label.isascii() and label.isdigit()
+
+
+def _parse_number(label: str, host: str) -> int:
+    if label[:2] in ("0x", "0X"):
+        return int(label[2:] or "0", 16)
+    if len(label) > 1 and label.startswith("0"):
+        if any(c in "89" for c in label):
+            raise ValueError(f"{host} looks like an IP address but {label} is not octal")
+        return int(label, 8)
+    return int(label, 10)
+
+
+def normalise_host(host: str) -> str:
+    """Lowercase, drop brackets and one trailing dot, IDNA-encode; ``ValueError`` if invalid.
+
+    Patterns and URLs go through the same function so ``API.Example.com.`` and
+    ``bücher.de`` compare equal to ``api.example.com`` and ``xn--bcher-kva.de``.
+    """
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if ":" in text:  # an IPv6 literal; zone ids are refused (they name a local interface)
+        if "%" in text:
+            raise ValueError(f"IPv6 zone identifiers are not allowed ({host})")
+        return str(ipaddress.IPv6Address(text))
+    if text.endswith("."):
+        text = text[:-1]
+    if not text:
+        raise ValueError("empty host")
+    if not text.isascii():
+        try:
+            import idna
+
+            text = idna.encode(text, uts46=True).decode("ascii")
+        except (ImportError, UnicodeError, ValueError):
+            try:
+                text = text.encode("idna").decode("ascii")
+            except UnicodeError as exc:
+                raise ValueError(f"invalid host name {host!r}") from exc
+    text = text.lower()
+    if len(text) > 253 or any(label == "" or len(label) > 63 for label in text.split(".")):
+        raise ValueError(f"invalid host name {host!r}")
+    if any(not (c.isalnum() or c in "-_.") for c in text):
+        raise ValueError(f"invalid host name {host!r}")
+    return text
+
+
+def host_ip(host: str) -> IPAddress | None:
+    """The address a *normalised* host literally denotes (any IPv4 spelling, or IPv6)."""
+    if ":" in host:
+        return ipaddress.IPv6Address(host)
+    return parse_ipv4_spelling(host)
+
+
+# --------------------------------------------------------------------------- address classes
+
+
+def classify_address(ip: IPAddress) -> str | None:
+    """Why ``ip`` must not be reached from a sandbox, or ``None`` for a public address.
+
+    IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by
+    the address they carry, because that is where the packets end up.
+    """
+    if ip in METADATA_ADDRESSES:
+        return METADATA_ADDRESSES[ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_v4(ip)
+        if embedded is not None:
+            form, v4 = embedded
+            inner = classify_address(v4)
+            if form == "IPv4-compatible":
+                return f"deprecated IPv4-compatible IPv6 address (embeds {v4})"
+            if inner is not None:
+                return f"{form} IPv6 address embedding {v4}, a {inner}"
+            return None
+        table = _V6_CLASSES
+    else:
+        table = _V4_CLASSES
+    for network, reason in table:
+        if ip in network:
+            return reason
+    if ip.is_multicast:
+        return "multicast address"
+    if ip.is_loopback:
+        return "loopback address"
+    if ip.is_link_local:
+        return "link-local address"
+    if ip.is_unspecified:
+        return "unspecified address"
+    if ip.is_reserved:
+        return "reserved address"
+    if ip.is_private or not ip.is_global:
+        return "non-public (special-purpose) address"
+    return None
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    if ip.ipv4_mapped is not None:
+        return "IPv4-mapped", ip.ipv4_mapped
+    if ip in _NAT64:
+        return "NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return "6to4", ip.sixtofour
+    if ip in _V4_COMPATIBLE and int(ip) > 1:
+        return "IPv4-compatible", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _same_host_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that ``ip`` *is* (IPv4-mapped), for allow-list matching.
+
+    Only the mapped form is the same host: the kernel connects ``::ffff:a.b.c.d`` over IPv4.
+    The other embedding forms route elsewhere (a NAT64 or 6to4 gateway), so a CIDR naming
+    the IPv4 address must not open them."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ip.ipv4_mapped
+    return None
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+@dataclass(frozen=True)
+class HostPattern:
+    """One ``egress`` entry: ``api.x.com``, ``*.x.com`` (any depth of subdomain, never the
+    bare ``x.com``), an IP literal, each with an optional ``:port`` that pins the port."""
+
+    host: str  # normalised; for a wildcard, the suffix after "*."
+    wildcard: bool = False
+    ip: IPAddress | None = None
+    port: int | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> HostPattern:
+        raw = text.strip()
+        if not raw or "/" in raw or "@" in raw or any(c.isspace() for c in raw):
+            raise ValueError(f"invalid egress host pattern {text!r}: expected host[:port]")
+        host, port = _split_host_port(raw)
+        wildcard = host.startswith("*.")
+        if wildcard:
+            host = host[2:]
+        if "*" in host:
+            raise ValueError(f"invalid egress host pattern {text!r}: '*' only as '*.domain'")
+        try:
+            host = normalise_host(host)
+            ip = host_ip(host)
+        except ValueError as exc:
+            raise ValueError(f"invalid egress host pattern {text!r}: {exc}") from exc
+        if wildcard and (ip is not None or "." not in host):
+            raise ValueError(
+                f"invalid egress host pattern {text!r}: a wildcard needs a domain with at "
+                "least two labels, like *.example.com"
+            )
+        if ip is not None:
+            host = str(ip)
+        return cls(host=host, wildcard=wildcard, ip=ip, port=port, text=raw)
+
+    def matches(self, host: str, ip: IPAddress | None, port: int) -> bool:
+        """Does a normalised ``host`` (``ip`` when it is a literal) on ``port`` match?"""
+        if self.port is not None and self.port != port:
+            return False
+        if ip is not None or self.ip is not None:
+            return self.ip is not None and ip is not None and _same_ip(self.ip, ip)
+        if self.wildcard:
+            return host.endswith("." + self.host)
+        return host == self.host
+
+    def matches_host(self, host: str, ip: IPAddress | None) -> bool:
+        """Like :meth:`matches` but ignoring the port (to explain a port mismatch)."""
+        return HostPattern(self.host, self.wildcard, self.ip, None, self.text).matches(
+            host, ip, 0
+        )
+
+
+def _same_ip(a: IPAddress, b: IPAddress) -> bool:
+    return a == b or _same_host_v4(a) == b or a == _same_host_v4(b)
+
+
+def _split_host_port(raw: str) -> tuple[str, int | None]:
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0:
+            raise ValueError(f"invalid host {raw!r}: unclosed '['")
+        host, rest = raw[: end + 1], raw[end + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError(f"invalid host {raw!r}")
+        return host, _parse_port(rest[1:], raw)
+    if raw.count(":") == 1:
+        host, port_text = raw.split(":")
+        return host, _parse_port(port_text, raw)
+    return raw, None  # a bare name, or a bare IPv6 literal without a port
+
+
+def _parse_port(text: str, raw: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"invalid port in {raw!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """One admin allow-list entry: a host pattern (``host``, ``host:port``, ``*.corp``) or
+    a CIDR (``10.0.0.0/8``). It opens loopback/private destinations the admin trusts."""
+
+    pattern: HostPattern | None = None
+    network: IPNetwork | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> AllowRule:
+        raw = text.strip()
+        if "/" in raw:
+            try:
+                return cls(network=ipaddress.ip_network(raw, strict=False), text=raw)
+            except ValueError as exc:
+                raise ValueError(f"invalid egress allow-list entry {text!r}: {exc}") from exc
+        try:
+            return cls(pattern=HostPattern.parse(raw), text=raw)
+        except ValueError as exc:
+            raise ValueError(f"invalid egress allow-list entry {text!r}: {exc}") from exc
+
+    def covers_host(self, host: str, ip: IPAddress | None, port: int) -> bool:
+        """Does this entry name the requested host (or, for a literal IP, cover it)?"""
+        if self.pattern is not None:
+            return self.pattern.matches(host, ip, port)
+        return ip is not None and self.covers_ip(ip)
+
+    def covers_ip(self, ip: IPAddress) -> bool:
+        """Does this entry cover a resolved address? Cloud metadata addresses are only
+        covered by an entry that names that very address: a broad ``169.254.0.0/16``
+        written for a link-local device must not silently hand out instance credentials."""
+        candidates = [ip] + ([v4] if (v4 := _same_host_v4(ip)) is not None else [])
+        for candidate in candidates:
+            if self.network is not None and candidate in self.network:
+                single = self.network.num_addresses == 1
+                if single or candidate not in METADATA_ADDRESSES:
+                    return True
+            if self.pattern is not None and self.pattern.ip is not None:
+                if _same_ip(self.pattern.ip, candidate):
+                    return True
+        return False
+
+
+def parse_allow_list(value: str | None) -> list[str]:
+    """Split a comma-separated ``CRM_HOST_EGRESS_ALLOW`` value into entries."""
+    if not value:
+        return []
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+@dataclass(frozen=True)
+class EgressTarget:
+    """Where an allowed request goes: the host as named and the IP to connect to."""
+
+    scheme: str
+    host: str  # normalised host as the URL names it (used for Host header and TLS SNI)
+    port: int
+    ip: IPAddress  # the pinned address: the transport connects here and nowhere else
+    addresses: tuple[IPAddress, ...]
+    trusted: Literal["egress", "allow-list"]
+
+    @property
+    def host_is_ip(self) -> bool:
+        return host_ip(self.host) is not None
+
+
+@dataclass
+class EgressPolicy:
+    """Decides, per URL, whether a script may connect, and to which pinned IP.
+
+    ``egress`` comes from the module manifest; ``allow`` from the platform admin.
+    """
+
+    egress: Sequence[HostPattern] = ()
+    allow: Sequence[AllowRule] = ()
+    resolver: Resolver = field(default=system_resolver, repr=False)
+
+    @classmethod
+    def from_config(
+        cls,
+        patterns: Iterable[str],
+        allow: Iterable[str] = (),
+        *,
+        resolver: Resolver | None = None,
+    ) -> EgressPolicy:
+        """Build from manifest ``egress`` strings and admin allow-list strings.
+
+        Raises ``ValueError`` naming the first malformed entry (a configuration error)."""
+        return cls(
+            egress=tuple(HostPattern.parse(p) for p in patterns),
+            allow=tuple(AllowRule.parse(a) for a in allow),
+            resolver=resolver or system_resolver,
+        )
+
+    @classmethod
+    def from_env(
+        cls,
+        patterns: Iterable[str],
+        environ: Mapping[str, str] | None = None,
+        *,
+        extra_allow: Iterable[str] = (),
+        resolver: Resolver | None = None,
+    ) -> EgressPolicy:
+        """Like :meth:`from_config`, taking the allow-list from ``CRM_HOST_EGRESS_ALLOW``
+        plus ``extra_allow`` (the CLI's ``--allow-host`` values)."""
+        env = os.environ if environ is None else environ
+        allow = [*parse_allow_list(env.get(ENV_ALLOW)), *extra_allow]
+        return cls.from_config(patterns, allow, resolver=resolver)
+
+    def to_config(self) -> dict[str, list[str]]:
+        """JSON-compatible form, to ship the policy to a worker process."""
+        return {"egress": [p.text for p in self.egress], "allow": [a.text for a in self.allow]}
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def check(self, url: str, *, resolver: Resolver | None = None) -> EgressTarget:
+        """Check a URL string (parsed with :func:`urllib.parse.urlsplit`)."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+            host = parts.hostname or ""
+        except ValueError as exc:
+            raise EgressDenied(f"fetch to {url!r} denied: invalid URL ({exc})") from exc
+        userinfo = "@" in parts.netloc
+        return self.check_target(parts.scheme, host, port, userinfo=userinfo, resolver=resolver)
+
+    def check_target(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        *,
+        userinfo: bool = False,
+        resolver: Resolver | None = None,
+    ) -> EgressTarget:
+        """Check an already-parsed URL (the transport passes httpx's own parse, so the
+        policy judges exactly the host the connection is made for)."""
+        scheme = scheme.lower()
+        shown = host or "(no host)"
+        if scheme not in ALLOWED_SCHEMES:
+            raise EgressDenied(
+                f"fetch to {shown} denied: scheme {scheme or '(none)'!r} is not allowed "
+                "(only http and https)"
+            )
+        if userinfo:
+            raise EgressDenied(
+                f"fetch to {shown} denied: credentials in the URL (user@host) are not "
+                "allowed; send them in a header"
+            )
+        try:
+            name = normalise_host(host)
+            literal = host_ip(name)
+        except ValueError as exc:
+            raise EgressDenied(f"fetch to {shown} denied: {exc}") from exc
+        port = port or ALLOWED_SCHEMES[scheme]
+        if literal is not None:
+            return self._check_literal(scheme, name, literal, port)
+        return self._check_name(scheme, name, port, resolver or self.resolver)
+
+    def _check_literal(self, scheme: str, host: str, ip: IPAddress, port: int) -> EgressTarget:
+        spelled = "" if host == str(ip) else f"{host} is {ip}, "
+        allowed = [rule for rule in self.allow if rule.covers_host(host, ip, port)]
+        reason = classify_address(ip)
+        if reason is not None and not any(rule.covers_ip(ip) for rule in allowed):
+            article = "an" if reason[0] in "aeiouAEIOU" else "a"
+            raise EgressDenied(
+                f"fetch to {host} denied: {spelled}{article} {reason}"
+                if spelled
+                else f"fetch to {host} denied: {reason}"
+            )
+        if allowed:
+            return self._target(scheme, host, port, (ip,), "allow-list")
+        if any(p.matches(host, ip, port) for p in self.egress):
+            return self._target(scheme, host, port, (ip,), "egress")
+        raise EgressDenied(
+            f"fetch to {host} denied: {spelled}an IP address not in the module's egress "
+            "list (host name patterns never match IP addresses)"
+        )
+
+    def _check_name(self, scheme: str, host: str, port: int, resolver: Resolver) -> EgressTarget:
+        allowed = [rule for rule in self.allow if rule.covers_host(host, None, port)]
+        if not allowed and not any(p.matches(host, None, port) for p in self.egress):
+            raise EgressDenied(f"fetch to {host} denied: {self._not_listed(host, port)}")
+        if host in METADATA_HOSTNAMES and not any(
+            rule.pattern is not None and not rule.pattern.wildcard for rule in allowed
+        ):
+            raise EgressDenied(f"fetch to {host} denied: cloud metadata host name")
+        answers = resolver(host, port)
+        addresses: list[IPAddress] = []
+        for answer in answers:
+            try:
+                addresses.append(ipaddress.ip_address(str(answer).split("%", 1)[0]))
+            except ValueError as exc:
+                raise UnresolvableHost(host, f"resolver returned {answer!r}") from exc
+        if not addresses:
+            raise UnresolvableHost(host, "no addresses")
+        for ip in addresses:
+            reason = classify_address(ip)
+            if reason is None:
+                continue
+            # A host named by the admin is trusted wherever it resolves (except metadata
+            # addresses, which only an entry naming that address opens); else by CIDR.
+            named = any(rule.pattern is not None for rule in allowed)
+            if named and ip not in METADATA_ADDRESSES:
+                continue
+            if any(rule.covers_ip(ip) for rule in self.allow):
+                continue
+            article = "an" if reason[0] in "aeiouAEIOU" else "a"
+            raise EgressDenied(f"fetch to {host} denied: it resolves to {ip}, {article} {reason}")
+        return self._target(scheme, host, port, tuple(addresses), "allow-list" if allowed else "egress")
+
+    def _not_listed(self, host: str, port: int) -> str:
+        same_host = [p.text for p in self.egress if p.matches_host(host, None)]
+        if same_host:
+            return (
+                f"host {host} port {port} is not in the module's egress list "
+                f"(listed: {', '.join(same_host)})"
+            )
+        return f"host {host} is not in the module's egress list"
+
+    @staticmethod
+    def _target(
+        scheme: str,
+        host: str,
+        port: int,
+        addresses: tuple[IPAddress, ...],
+        trusted: Literal["egress", "allow-list"],
+    ) -> EgressTarget:
+        pinned = addresses[0]
+        if isinstance(pinned, ipaddress.IPv6Address) and pinned.ipv4_mapped is not None:
+            pinned = pinned.ipv4_mapped  # connect over IPv4 to the host it really is
+        return EgressTarget(scheme, host, port, pinned, addresses, trusted)
