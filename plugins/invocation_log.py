@@ -8,13 +8,16 @@ import logging
 import time
 from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.db.engine import Database
 from host.db.models import Invocation
 from host.errors import ModuleCallFailed
 from host.hookspecs import wraps_every_function
+
+if TYPE_CHECKING:
+    from host.platform import Host
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,8 @@ MAX_ERROR_CHARS = 4000
 
 @wraps_every_function(tryfirst=True)
 class InvocationLog:
-    def __init__(self, db: Database):
-        self.db = db
+    def __init__(self, host: Host):
+        self.db: Database = host.db
 
     def around_call(self, call: ModuleCall) -> Generator[None, Any, Any]:
         started = datetime.now(UTC)

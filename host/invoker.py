@@ -1,0 +1,49 @@
+"""Calling a tenant's module function: resolve the enablement, build the ModuleCall, call the
+function's hook, and turn "nobody served it" into not_implemented. Every caller in the host
+(flows, routes, CLI) goes through here, so every call is validated and logged the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from host.calls import ModuleCall, ModuleResult
+from host.contract.functions import HOOK_NAMES, contract_function
+from host.errors import ModuleNotImplemented, NotFound
+from host.tenants import TenantService
+
+
+class ModuleInvoker:
+    def __init__(self, tenants: TenantService, hooks: pluggy.PluginManager):
+        self.tenants = tenants
+        self.hooks = hooks
+
+    def call(self, tenant_id: str, module_id: str, function: str, **arguments: Any) -> Any:
+        """Call ``function`` of the module enabled for the tenant and return its validated
+        value; raises ModuleCallFailed (with its SPEC kind) on failure."""
+        return self.call_with_trace(tenant_id, module_id, function, **arguments).value
+
+    def call_with_trace(
+        self, tenant_id: str, module_id: str, function: str, **arguments: Any
+    ) -> ModuleResult:
+        runtime = self.tenants.runtime(tenant_id, module_id)
+        contract = contract_function(runtime.manifest.kind, function)
+        if contract is None:
+            raise NotFound(f"{function} is not a function of {runtime.manifest.kind} modules")
+        call = ModuleCall(
+            tenant_id=tenant_id,
+            module_id=module_id,
+            version=runtime.version,
+            function=function,
+            manifest=runtime.manifest.model_dump(mode="json"),
+            script=runtime.script,
+            settings=runtime.settings,
+            secret_values=runtime.secret_values,
+        )
+        hook = getattr(self.hooks.hook, HOOK_NAMES[function])
+        result = hook(call=call, **arguments)
+        if result is None:
+            raise ModuleNotImplemented(call.module_ref, function)
+        assert isinstance(result, ModuleResult)
+        return result

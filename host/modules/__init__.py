@@ -1,0 +1,1 @@
+"""The module registry: packages in, immutable validated versions out."""

@@ -1,0 +1,231 @@
+"""Module versions: validate an uploaded package completely, store it immutably, list it.
+
+Upload checks the manifest against the JSON Schema, compiles the script with the sandbox's
+compiler, and checks the contract functions it defines, reporting every problem at once.
+A version, once stored, never changes: the same id and version with other content is a
+conflict; the same content again is accepted as a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pluggy
+from sqlalchemy import select
+
+from host.contract.functions import FUNCTIONS_BY_KIND, DefinedFunction, check_defined_functions
+from host.db.engine import Database
+from host.db.models import Module, ModuleVersion
+from host.errors import Conflict, InvalidInput, NotFound, Problem
+from host.manifest import Manifest, parse_manifest
+from host.modules.inspection import stub_functions
+from host.modules.packages import ModulePackage
+from host.plugin_manager import notify
+from sandbox.compiler import CompiledScript, compile_script
+from sandbox.errors import ScriptCompileError
+
+
+@dataclass(frozen=True)
+class ValidatedModule:
+    manifest: Manifest
+    script: str
+    functions: list[str]
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: str
+    version: str
+    name: str
+    kind: str
+    functions: list[str]
+    uploaded_at: datetime
+    created: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "kind": self.kind,
+            "functions": self.functions,
+            "uploadedAt": self.uploaded_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    id: str
+    kind: str
+    versions: list[VersionInfo] = field(default_factory=list)
+
+    @property
+    def latest(self) -> VersionInfo:
+        return self.versions[-1]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.latest.name,
+            "latestVersion": self.latest.version,
+            "versions": [v.as_dict() for v in self.versions],
+        }
+
+
+def validate_package(package: ModulePackage, *, max_script_bytes: int) -> ValidatedModule:
+    """Everything wrong with ``package``, all at once, as one InvalidInput."""
+    problems: list[Problem] = []
+    manifest: Manifest | None = None
+    try:
+        manifest = parse_manifest(package.manifest_text, package.manifest_source())
+    except InvalidInput as exc:
+        problems.extend(exc.problems)
+    script_name = package.script_name or "module.py"
+    compiled: CompiledScript | None = None
+    if package.script is None:
+        if manifest is not None:
+            problems.append(Problem(script_name, "script file is missing"))
+    else:
+        try:
+            compiled = compile_script(
+                package.script, script_name, max_source_bytes=max_script_bytes
+            )
+        except ScriptCompileError as exc:
+            problems.extend(Problem(p.location(), p.message) for p in exc.problems)
+    if manifest is not None and compiled is not None:
+        problems.extend(check_defined_functions(manifest.kind, _defined(compiled), script_name))
+    if problems:
+        raise InvalidInput(_invalid_title(manifest), problems)
+    assert manifest is not None and compiled is not None and package.script is not None
+    stubs = stub_functions(package.script)
+    functions = [
+        f.name
+        for f in FUNCTIONS_BY_KIND[manifest.kind]
+        if f.name in compiled.functions and f.name not in stubs
+    ]
+    return ValidatedModule(manifest, package.script, functions, _content_hash(manifest, package))
+
+
+def _invalid_title(manifest: Manifest | None) -> str:
+    if manifest is None:
+        return "module is invalid"
+    return f"module {manifest.id}@{manifest.version} is invalid"
+
+
+def _defined(compiled: CompiledScript) -> list[DefinedFunction]:
+    defined = []
+    for sig in compiled.functions.values():
+        positional = sig.positional_names
+        required = sum(1 for p in sig.parameters if p.kind == "positional" and not p.has_default)
+        varargs = any(p.kind == "vararg" for p in sig.parameters)
+        defined.append(DefinedFunction(sig.name, sig.line, positional, required, varargs))
+    return defined
+
+
+def _content_hash(manifest: Manifest, package: ModulePackage) -> str:
+    canonical = json.dumps(manifest.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode() + b"\0" + package.script.encode()).hexdigest()  # type: ignore[union-attr]
+
+
+def _version_info(row: ModuleVersion, kind: str, created: bool = True) -> VersionInfo:
+    return VersionInfo(
+        row.module_id, row.version, row.name, kind, list(row.functions), row.uploaded_at, created
+    )
+
+
+class ModuleRegistry:
+    def __init__(self, db: Database, hooks: pluggy.PluginManager, *, max_script_bytes: int):
+        self.db = db
+        self.hooks = hooks
+        self.max_script_bytes = max_script_bytes
+
+    def upload(self, package: ModulePackage) -> VersionInfo:
+        module = validate_package(package, max_script_bytes=self.max_script_bytes)
+        manifest = module.manifest
+        with self.db.transaction() as session:
+            stored = session.get(Module, manifest.id)
+            if stored is None:
+                stored = Module(id=manifest.id, kind=manifest.kind)
+                session.add(stored)
+            elif stored.kind != manifest.kind:
+                raise Conflict(
+                    f"module {manifest.id} is a {stored.kind} module; "
+                    f"version {manifest.version} declares kind {manifest.kind}",
+                    [Problem("manifest.json: $.kind", f"must stay {stored.kind}")],
+                )
+            existing = session.scalar(
+                select(ModuleVersion).where(
+                    ModuleVersion.module_id == manifest.id,
+                    ModuleVersion.version == manifest.version,
+                )
+            )
+            if existing is not None:
+                if existing.content_hash != module.content_hash:
+                    raise Conflict(
+                        f"module {manifest.id}@{manifest.version} already exists with other "
+                        "content; versions are immutable, upload a new version",
+                        [Problem("manifest.json: $.version", "already used")],
+                    )
+                return _version_info(existing, stored.kind, created=False)
+            row = ModuleVersion(
+                module_id=manifest.id,
+                version=manifest.version,
+                name=manifest.name,
+                manifest=manifest.model_dump(mode="json"),
+                script=module.script,
+                content_hash=module.content_hash,
+                functions=module.functions,
+            )
+            session.add(row)
+            session.flush()
+            info = _version_info(row, stored.kind)
+        notify(
+            self.hooks,
+            "crm_host_module_uploaded",
+            module_id=info.id,
+            version=info.version,
+            kind=info.kind,
+        )
+        return info
+
+    def list(self) -> list[ModuleInfo]:
+        with self.db.transaction() as session:
+            modules = session.scalars(select(Module).order_by(Module.id)).all()
+            return [self._info(m) for m in modules if m.versions]
+
+    def get(self, module_id: str) -> ModuleInfo:
+        with self.db.transaction() as session:
+            module = session.get(Module, module_id)
+            if module is None or not module.versions:
+                raise NotFound(f"module {module_id} does not exist")
+            return self._info(module)
+
+    def version(self, module_id: str, version: str | None = None) -> ModuleVersion:
+        """A stored version (the latest by semver when ``version`` is None)."""
+        info = self.get(module_id)
+        wanted = version or info.latest.version
+        with self.db.transaction() as session:
+            row = session.scalar(
+                select(ModuleVersion).where(
+                    ModuleVersion.module_id == module_id, ModuleVersion.version == wanted
+                )
+            )
+            if row is None:
+                known = ", ".join(v.version for v in info.versions)
+                raise NotFound(
+                    f"module {module_id} has no version {wanted}",
+                    [Problem("version", f"known versions: {known}")],
+                )
+            return row
+
+    @staticmethod
+    def _info(module: Module) -> ModuleInfo:
+        versions = sorted(
+            module.versions, key=lambda v: Manifest.model_validate(v.manifest).semver_key()
+        )
+        return ModuleInfo(module.id, module.kind, [_version_info(v, module.kind) for v in versions])

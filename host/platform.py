@@ -1,0 +1,79 @@
+"""The host assembled: configuration, database (migrated), plugins and services. The HTTP
+app, the CLI and embedding applications all start from :class:`Host`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from host.config import HostSettings
+from host.contract.enforce import ContractEnforcer
+from host.db.engine import Database
+from host.db.migrate import upgrade_to_head
+from host.invoker import ModuleInvoker
+from host.modules.registry import ModuleRegistry
+from host.plugin_manager import make_plugin_manager
+from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
+from host.tenants import TenantService
+
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("invocation_log", "plugins.invocation_log:InvocationLog"),
+)
+"""Built-in plugins, named ``module:factory``; each factory is called with the Host. Named
+rather than imported so that ``host`` never depends on ``plugins`` (plugins extend the host,
+not the other way round), like pytest's list of default plugins."""
+
+
+def _instantiate(reference: str, host: Any) -> object:
+    module_name, _, factory = reference.partition(":")
+    return getattr(importlib.import_module(module_name), factory)(host)
+
+
+def _fernet(settings: HostSettings) -> Fernet:
+    if settings.secret_key:
+        return fernet_from_setting(settings.secret_key)
+    db_file = settings.sqlite_path()
+    if db_file is None:
+        raise SecretKeyError(
+            "CRM_HOST_SECRET_KEY must be set when the database is not a SQLite file"
+        )
+    return key_file_fernet(Path(str(db_file) + ".key"))
+
+
+class Host:
+    """One running host. ``extra_plugins`` are registered before entry-point plugins (tests
+    and embedding applications pass theirs here)."""
+
+    def __init__(
+        self,
+        settings: HostSettings | None = None,
+        *,
+        extra_plugins: Iterable[tuple[str, object]] = (),
+        load_entry_points: bool = True,
+    ):
+        self.settings = settings or HostSettings()
+        self.db = Database(self.settings.database_url)
+        upgrade_to_head(self.db.engine)
+        self.box = SecretBox(_fernet(self.settings))
+        builtins: list[tuple[str, object]] = [
+            ("contract", ContractEnforcer()),
+            *((name, _instantiate(ref, self)) for name, ref in DEFAULT_PLUGINS),
+            *extra_plugins,
+        ]
+        self.hooks = make_plugin_manager(
+            builtins, allow=self.settings.plugins, load_entry_points=load_entry_points
+        )
+        self.registry = ModuleRegistry(
+            self.db, self.hooks, max_script_bytes=self.settings.max_script_bytes
+        )
+        self.tenants = TenantService(
+            self.db, self.registry, self.box, self.hooks, self.settings.public_url
+        )
+        self.invoker = ModuleInvoker(self.tenants, self.hooks)
+
+    def close(self) -> None:
+        self.db.dispose()

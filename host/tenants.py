@@ -1,0 +1,289 @@
+"""Tenants and the modules enabled for them: API keys (shown once, stored hashed), pinned
+versions, rollback, settings validated against the manifest, secrets sealed at rest, and the
+unguessable webhook URL of each (tenant, module)."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pluggy
+from sqlalchemy import select
+
+from host.db.engine import Database
+from host.db.models import Enablement, Tenant
+from host.errors import Conflict, InvalidInput, NotFound, Problem
+from host.manifest import Manifest
+from host.modules.registry import ModuleRegistry
+from host.plugin_manager import notify
+from host.secrets import SecretBox, hash_api_key, new_api_key, new_webhook_token
+from host.settings_schema import mask_settings, merge_settings, validate_settings
+
+TENANT_ID = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    id: str
+    name: str
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "createdAt": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class EnablementInfo:
+    """What an admin may see of an enablement: secrets only as "set" markers."""
+
+    tenant_id: str
+    module_id: str
+    version: str
+    previous_version: str | None
+    enabled: bool
+    settings: dict[str, Any]
+    webhook_url: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant_id,
+            "module": self.module_id,
+            "version": self.version,
+            "previousVersion": self.previous_version,
+            "enabled": self.enabled,
+            "settings": self.settings,
+            "webhookUrl": self.webhook_url,
+        }
+
+
+@dataclass(frozen=True)
+class RuntimeEnablement:
+    """Everything needed to call a tenant's module: the pinned version and full settings
+    (secrets decrypted). Never serialised to any surface."""
+
+    tenant_id: str
+    module_id: str
+    version: str
+    manifest: Manifest
+    script: str
+    settings: dict[str, Any]
+    secret_values: tuple[str, ...]
+
+
+class TenantService:
+    def __init__(
+        self,
+        db: Database,
+        registry: ModuleRegistry,
+        box: SecretBox,
+        hooks: pluggy.PluginManager,
+        public_url: str,
+    ):
+        self.db = db
+        self.registry = registry
+        self.box = box
+        self.hooks = hooks
+        self.public_url = public_url
+
+    # --- tenants --------------------------------------------------------------------------
+
+    def create(self, tenant_id: str, name: str) -> tuple[TenantInfo, str]:
+        """A new tenant and its API key; the key is returned here and never again."""
+        problems = []
+        if not TENANT_ID.match(tenant_id or ""):
+            problems.append(
+                Problem(
+                    "id",
+                    "must be 2-64 characters: lowercase letters, digits, '-' or '_', "
+                    "starting with a letter",
+                )
+            )
+        if not (name or "").strip() or len(name) > 200:
+            problems.append(Problem("name", "must be 1-200 characters"))
+        if problems:
+            raise InvalidInput("tenant is invalid", problems)
+        key = new_api_key()
+        with self.db.transaction() as session:
+            if session.get(Tenant, tenant_id) is not None:
+                raise Conflict(f"tenant {tenant_id} already exists", [Problem("id", "taken")])
+            tenant = Tenant(id=tenant_id, name=name.strip(), api_key_hash=hash_api_key(key))
+            session.add(tenant)
+            session.flush()
+            return TenantInfo(tenant.id, tenant.name, tenant.created_at), key
+
+    def list(self) -> list[TenantInfo]:
+        with self.db.transaction() as session:
+            rows = session.scalars(select(Tenant).order_by(Tenant.id)).all()
+            return [TenantInfo(t.id, t.name, t.created_at) for t in rows]
+
+    def get(self, tenant_id: str) -> TenantInfo:
+        with self.db.transaction() as session:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None:
+                raise NotFound(f"tenant {tenant_id} does not exist")
+            return TenantInfo(tenant.id, tenant.name, tenant.created_at)
+
+    def tenant_for_key(self, api_key: str) -> str | None:
+        with self.db.transaction() as session:
+            return session.scalar(
+                select(Tenant.id).where(Tenant.api_key_hash == hash_api_key(api_key))
+            )
+
+    # --- enablement -----------------------------------------------------------------------
+
+    def configure(
+        self,
+        tenant_id: str,
+        module_id: str,
+        *,
+        version: str | None = None,
+        settings: dict[str, Any] | None = None,
+        enabled: bool | None = None,
+    ) -> EnablementInfo:
+        """Enable (or update) a module for a tenant in one step: pin ``version`` (default:
+        the current pin, or the latest for a new enablement), replace the non-secret settings
+        with ``settings`` (secrets left out keep their stored values), set ``enabled``
+        (default: true). Nothing is stored unless everything validates."""
+        self.get(tenant_id)
+        with self.db.transaction() as session:
+            current = session.get(Enablement, (tenant_id, module_id))
+            stored = self._full_settings(current) if current else {}
+            pinned = current.version if current else None
+        version_row = self.registry.version(module_id, version or pinned)
+        manifest = Manifest.model_validate(version_row.manifest)
+        merged = merge_settings(manifest, stored, settings) if settings is not None else stored
+        validated = validate_settings(manifest, merged)
+        public, secret = _split_secrets(manifest, validated)
+        changed = sorted(
+            k for k in set(stored) | set(validated) if stored.get(k) != validated.get(k)
+        )
+        with self.db.transaction() as session:
+            row = session.get(Enablement, (tenant_id, module_id))
+            was_enabled = row.enabled if row else False
+            if row is None:
+                row = Enablement(
+                    tenant_id=tenant_id,
+                    module_id=module_id,
+                    version=version_row.version,
+                    enabled=True if enabled is None else enabled,
+                    webhook_token=new_webhook_token(),
+                )
+                session.add(row)
+            elif row.version != version_row.version:
+                row.previous_version = row.version
+                row.version = version_row.version
+            if enabled is not None:
+                row.enabled = enabled
+            row.settings = public
+            row.secrets_encrypted = self.box.seal(secret)
+            session.flush()
+            info = self._info(row, manifest)
+        if info.enabled and (not was_enabled or version is not None):
+            notify(
+                self.hooks,
+                "crm_host_module_enabled",
+                tenant_id=tenant_id,
+                module_id=module_id,
+                version=info.version,
+            )
+        if was_enabled and not info.enabled:
+            notify(self.hooks, "crm_host_module_disabled", tenant_id=tenant_id, module_id=module_id)
+        if changed:
+            notify(
+                self.hooks,
+                "crm_host_settings_changed",
+                tenant_id=tenant_id,
+                module_id=module_id,
+                fields=changed,
+            )
+        return info
+
+    def disable(self, tenant_id: str, module_id: str) -> EnablementInfo:
+        self._require(tenant_id, module_id)
+        return self.configure(tenant_id, module_id, enabled=False)
+
+    def rollback(self, tenant_id: str, module_id: str) -> EnablementInfo:
+        """Pin the version that was pinned before the current one."""
+        row = self._require(tenant_id, module_id)
+        if row.previous_version is None:
+            raise Conflict(
+                f"module {module_id} has no previous version pinned for tenant {tenant_id}"
+            )
+        return self.configure(tenant_id, module_id, version=row.previous_version)
+
+    def enablement(self, tenant_id: str, module_id: str) -> EnablementInfo:
+        row = self._require(tenant_id, module_id)
+        manifest = Manifest.model_validate(self.registry.version(module_id, row.version).manifest)
+        return self._info(row, manifest)
+
+    def enablements(self, tenant_id: str) -> list[EnablementInfo]:
+        self.get(tenant_id)
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(Enablement)
+                .where(Enablement.tenant_id == tenant_id)
+                .order_by(Enablement.module_id)
+            ).all()
+        return [self.enablement(tenant_id, r.module_id) for r in rows]
+
+    def runtime(self, tenant_id: str, module_id: str) -> RuntimeEnablement:
+        """The enabled module with decrypted settings, for calling it."""
+        row = self._require(tenant_id, module_id)
+        if not row.enabled:
+            raise Conflict(f"module {module_id} is disabled for tenant {tenant_id}")
+        version_row = self.registry.version(module_id, row.version)
+        manifest = Manifest.model_validate(version_row.manifest)
+        settings = self._full_settings(row)
+        secrets = tuple(
+            str(v) for k, v in self.box.open(row.secrets_encrypted).items() if v not in (None, "")
+        )
+        return RuntimeEnablement(
+            tenant_id, module_id, row.version, manifest, version_row.script, settings, secrets
+        )
+
+    def webhook_target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
+        """The enablement a webhook URL points to; any mismatch is "not found", so a probe
+        learns nothing about which part was wrong."""
+        with self.db.transaction() as session:
+            row = session.get(Enablement, (tenant_id, module_id))
+            stored = row.webhook_token if row else ""
+        if row is None or not hmac.compare_digest(stored.encode(), token.encode()):
+            raise NotFound("no such webhook")
+        return self.runtime(tenant_id, module_id)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _require(self, tenant_id: str, module_id: str) -> Enablement:
+        self.get(tenant_id)
+        with self.db.transaction() as session:
+            row = session.get(Enablement, (tenant_id, module_id))
+            if row is None:
+                raise NotFound(f"module {module_id} is not enabled for tenant {tenant_id}")
+            return row
+
+    def _full_settings(self, row: Enablement) -> dict[str, Any]:
+        return {**(row.settings or {}), **self.box.open(row.secrets_encrypted)}
+
+    def _info(self, row: Enablement, manifest: Manifest) -> EnablementInfo:
+        full = self._full_settings(row)
+        return EnablementInfo(
+            row.tenant_id,
+            row.module_id,
+            row.version,
+            row.previous_version,
+            row.enabled,
+            mask_settings(manifest, full),
+            f"{self.public_url}/hooks/{row.tenant_id}/{row.module_id}/{row.webhook_token}",
+        )
+
+
+def _split_secrets(
+    manifest: Manifest, settings: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    secret_names = set(manifest.secret_fields)
+    public = {k: v for k, v in settings.items() if k not in secret_names}
+    secret = {k: v for k, v in settings.items() if k in secret_names}
+    return public, secret
