@@ -1,0 +1,594 @@
+"""The module manifest: parsing, validation against the published JSON Schema, and the model.
+
+Why it is built this way:
+
+* **The JSON Schema is the contract.** ``module_manifests/schema/manifest.schema.json`` is what
+  integrators read (and what their editors validate against), so the host validates with that
+  very file instead of re-stating the rules in pydantic. :class:`Manifest` is only the typed,
+  frozen view of a manifest that already passed the schema.
+* **Every problem at once, each with its place.** An integrator uploading a module wants the
+  whole list, compiler-style, not one error per round trip. Locations have one format:
+
+  - JSON syntax: ``<source>:<line>:<col>`` (``manifest.json:3:17``)
+  - a field:     ``<source>: <json path>`` (``manifest.json: $.limits.timeout_s``,
+    ``manifest.json: $.egress[2]``, ``manifest.json: $.settings.properties["api-key"]``)
+
+  A missing required key is reported at the path where it should be (``$.id``), an unknown key
+  at the path where it is, a duplicate list entry at the later copy.
+* **Human messages.** jsonschema's defaults (``'x' does not match '^[a-z]...'``) are rewritten
+  into what is expected; a schema may carry its own text under the ``errorMessage`` keyword
+  (same convention as ajv-errors), with ``{expected}``/``{value}`` placeholders.
+* **ECMA-262 regex anchors.** JSON Schema patterns are ECMA-262, where ``$`` matches only at the
+  end; Python's ``$`` also matches before a trailing newline, so ``"sendgrid\\n"`` would pass
+  ``^[a-z]+$``. Patterns are evaluated with ``$`` translated to ``\\Z``.
+* **No network from schemas.** Validators get an empty ``referencing.Registry``: a third-party
+  settings schema's ``$ref`` can never make the host fetch a URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import referencing
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.protocols import Validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from host.errors import InvalidInput, Problem
+
+#: The canonical schema file in the source tree (what SPEC §6 names and integrators read).
+MANIFEST_SCHEMA_PATH = (
+    Path(__file__).resolve().parent.parent / "module_manifests" / "schema" / "manifest.schema.json"
+)
+#: Name of the copy shipped inside the ``host`` package for non-editable installs (wheels),
+#: where ``module_manifests/`` is not installed. Only read when the source file is absent.
+PACKAGED_SCHEMA_NAME = "manifest.schema.json"
+
+#: Largest manifest accepted; a manifest is a few KiB, anything near this is not a manifest.
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+#: Settings schema of a module that declares none: no settings at all.
+EMPTY_SETTINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {},
+    "additionalProperties": False,
+}
+
+PathParts = tuple[str | int, ...]
+
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*)?"
+)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+# --------------------------------------------------------------------------- schema loading
+
+
+@functools.cache
+def load_manifest_schema() -> dict[str, Any]:
+    """The manifest JSON Schema, read once per process.
+
+    Source checkouts and editable installs read :data:`MANIFEST_SCHEMA_PATH`; a wheel install
+    reads the copy packaged as ``host/manifest.schema.json`` (build step, see pyproject).
+    """
+    if MANIFEST_SCHEMA_PATH.is_file():
+        text = MANIFEST_SCHEMA_PATH.read_text(encoding="utf-8")
+    else:
+        packaged = importlib.resources.files("host").joinpath(PACKAGED_SCHEMA_NAME)
+        if not packaged.is_file():
+            raise RuntimeError(
+                f"manifest schema not found: neither {MANIFEST_SCHEMA_PATH} nor the packaged "
+                f"host/{PACKAGED_SCHEMA_NAME} exists; the installation is incomplete"
+            )
+        text = packaged.read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+# ------------------------------------------------------------------ validators and messages
+
+
+def _ecma_to_python(pattern: str) -> str:
+    """Translate ECMA-262 ``$`` (end of input only) to Python's ``\\Z``.
+
+    Escapes and character classes are copied untouched; only a bare ``$`` changes.
+    """
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a JSON Schema ``pattern`` with ECMA-262 end-anchor semantics."""
+    return re.compile(_ecma_to_python(pattern))
+
+
+def _pattern_keyword(
+    validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        matched = compile_pattern(pattern).search(instance) is not None
+    except re.error as exc:
+        yield ValidationError(f"the schema's pattern {pattern!r} is not a valid regex: {exc}")
+        return
+    if not matched:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with ECMA-262 ``$`` semantics for ``pattern``. Used for manifests and settings.
+HostSchemaValidator = jsonschema.validators.extend(
+    Draft202012Validator, {"pattern": _pattern_keyword}
+)
+
+#: No remote retrieval: an unresolvable ``$ref`` fails instead of fetching a URL.
+EMPTY_REGISTRY: referencing.Registry[Any] = referencing.Registry()
+
+
+@functools.cache
+def _manifest_validator() -> Validator:
+    return HostSchemaValidator(load_manifest_schema(), registry=EMPTY_REGISTRY)
+
+
+@functools.cache
+def _meta_validator() -> Validator:
+    """Validates a settings schema against the draft 2020-12 meta-schema (all errors)."""
+    return Draft202012Validator(
+        Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def format_path(root: str, parts: Iterable[str | int]) -> str:
+    """``$`` + ``("limits", "timeout_s")`` → ``$.limits.timeout_s``; odd keys are quoted."""
+    out = root
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.fullmatch(part):
+            out += f".{part}"
+        else:
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return out
+
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean (true/false)",
+    "object": "an object",
+    "array": "an array",
+    "null": "null",
+}
+_FORMAT_NAMES = {
+    "email": "email address (name@example.com)",
+    "idn-email": "email address",
+    "uri": "absolute URI (https://example.com/path)",
+    "uri-reference": "URI reference",
+    "hostname": "host name",
+    "date-time": "RFC 3339 date-time (2024-05-01T12:00:00Z)",
+    "date": "date (YYYY-MM-DD)",
+    "time": "time (HH:MM:SS)",
+    "ipv4": "IPv4 address",
+    "ipv6": "IPv6 address",
+    "uuid": "UUID",
+    "regex": "regular expression",
+}
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a decoded JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+
+
+def explain_error(error: ValidationError, *, echo_values: bool) -> Iterator[tuple[PathParts, str]]:
+    """Turn one jsonschema error into ``(path, message)`` pairs a person can act on.
+
+    Some keywords fan out (``additionalProperties`` → one problem per unknown key). With
+    ``echo_values=False`` no part of the offending value is repeated (tenant settings may hold
+    secrets); messages then say only what is expected.
+    """
+    path: PathParts = tuple(error.absolute_path)
+    keyword = error.validator
+    expected = error.validator_value
+    instance = error.instance
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    got = f", got {_show(instance)}" if echo_values else ""
+
+    custom = schema.get("errorMessage")
+    if isinstance(custom, dict):
+        custom = custom.get(str(keyword))
+    if isinstance(custom, str):
+        text = custom.replace("{expected}", _show(expected))
+        text = text.replace("{value}", _show(instance) if echo_values else "(hidden)")
+        yield path, text
+        return
+
+    if keyword == "required":
+        for name in expected:
+            if isinstance(instance, dict) and name not in instance:
+                yield (*path, name), "is required but missing"
+    elif keyword in ("additionalProperties", "unevaluatedProperties"):
+        declared = schema.get("properties", {})
+        patterns = [compile_pattern(p) for p in schema.get("patternProperties", {})]
+        allowed = ", ".join(declared) or "none"
+        for key in instance:
+            if key not in declared and not any(p.search(key) for p in patterns):
+                yield (*path, key), f"unknown key {_show(key)} (allowed: {allowed})"
+    elif keyword == "type":
+        names = expected if isinstance(expected, list) else [expected]
+        wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        yield path, f"must be {wanted}, not {_TYPE_NAMES.get(json_type(instance), '?')}"
+    elif keyword == "enum":
+        yield path, f"must be one of {', '.join(_show(v) for v in expected)}{got}"
+    elif keyword == "const":
+        yield path, f"must be {_show(expected)}{got}"
+    elif keyword == "pattern":
+        yield path, f"must match the pattern {expected}"
+    elif keyword == "format":
+        cause = f" ({error.cause})" if echo_values and error.cause is not None else ""
+        yield path, f"must be a valid {_FORMAT_NAMES.get(expected, expected)}{cause}"
+    elif keyword == "minLength":
+        yield (
+            path,
+            "must not be empty" if expected == 1 else f"must be at least {expected} characters",
+        )
+    elif keyword == "maxLength":
+        length = f" (it has {len(instance)})" if echo_values else ""
+        yield path, f"must be at most {expected} characters{length}"
+    elif keyword == "minimum":
+        yield path, f"must be at least {expected}{got}"
+    elif keyword == "maximum":
+        yield path, f"must be at most {expected}{got}"
+    elif keyword == "exclusiveMinimum":
+        yield path, f"must be greater than {expected}{got}"
+    elif keyword == "exclusiveMaximum":
+        yield path, f"must be less than {expected}{got}"
+    elif keyword == "multipleOf":
+        yield path, f"must be a multiple of {expected}{got}"
+    elif keyword == "minItems":
+        yield path, f"must have at least {expected} item{'s' if expected != 1 else ''}"
+    elif keyword == "maxItems":
+        yield path, f"must have at most {expected} item{'s' if expected != 1 else ''}"
+    elif keyword == "minProperties":
+        yield path, f"must have at least {expected} key{'s' if expected != 1 else ''}"
+    elif keyword == "maxProperties":
+        yield path, f"must have at most {expected} key{'s' if expected != 1 else ''}"
+    elif keyword == "uniqueItems":
+        seen: dict[str, int] = {}
+        for index, item in enumerate(instance):
+            first = seen.setdefault(_canonical(item), index)
+            if first != index:
+                yield (*path, index), f"duplicate of item [{first}]{got and ': ' + _show(item)}"
+    elif keyword == "dependentRequired":
+        for trigger, needed in expected.items():
+            if trigger in instance:
+                for name in needed:
+                    if name not in instance:
+                        yield (*path, name), f"is required when {_show(trigger)} is set"
+    elif keyword in ("anyOf", "oneOf") and error.context:
+        # Prefer the branch whose type matched: its error says what is really wrong.
+        typed = [e for e in error.context if e.validator != "type"] or list(error.context)
+        best = best_match(typed)
+        if best is not None:
+            yield from explain_error(best, echo_values=echo_values)
+    elif keyword is None:  # a ``false`` schema
+        yield path, "is not allowed here"
+    elif echo_values:
+        yield path, error.message
+    else:
+        yield path, f"does not satisfy the schema keyword {_show(keyword)}"
+
+
+Hint = Callable[[PathParts, ValidationError], str | None]
+
+
+def schema_problems(
+    errors: Iterable[ValidationError],
+    *,
+    location: str,
+    root: str,
+    prefix: PathParts = (),
+    echo_values: bool = True,
+    hint: Hint | None = None,
+) -> list[Problem]:
+    """All errors as :class:`Problem` s, deduplicated, in the order jsonschema found them.
+
+    ``location`` is the prefix of every location (``"manifest.json: "`` or ``""``), ``root``
+    the path root (``$`` or ``settings``), ``prefix`` the path of the validated value.
+    ``hint`` may replace the message of an error with a more specific one.
+    """
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for error in errors:
+        specific = hint(tuple(error.absolute_path), error) if hint else None
+        explained: Iterable[tuple[PathParts, str]] = (
+            [(tuple(error.absolute_path), specific)]
+            if specific
+            else explain_error(error, echo_values=echo_values)
+        )
+        for path, message in explained:
+            where = location + format_path(root, (*prefix, *path))
+            if (where, message) not in seen:
+                seen.add((where, message))
+                problems.append(Problem(where, message))
+    return problems
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def parse_manifest(text: str | bytes, source: str = "manifest.json") -> Manifest:
+    """Parse and validate a manifest file's content.
+
+    Syntax errors point at ``source:line:col``; a duplicate key, ``NaN`` or a file that is not
+    UTF-8 is rejected too (last-key-wins would silently drop half of a manifest).
+    Raises :class:`InvalidInput` listing every problem.
+    """
+    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    if size > MAX_MANIFEST_BYTES:
+        problem = Problem(
+            source, f"is {size} bytes; a manifest may be at most {MAX_MANIFEST_BYTES}"
+        )
+        raise InvalidInput(f"{source} is not a valid module manifest", [problem])
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            problem = Problem(source, f"is not UTF-8 text (invalid byte at offset {exc.start})")
+            raise InvalidInput(f"{source} is not a valid module manifest", [problem]) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        problem = Problem(f"{source}:{exc.lineno}:{exc.colno}", f"invalid JSON: {exc.msg}")
+        raise InvalidInput(f"{source} is not valid JSON", [problem]) from None
+    except _DuplicateKey as exc:
+        problem = Problem(source, f"invalid JSON: key {_show(exc.key)} appears twice in one object")
+        raise InvalidInput(f"{source} is not valid JSON", [problem]) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise InvalidInput(f"{source} is not valid JSON", [Problem(source, str(exc))]) from None
+    except RecursionError:
+        problem = Problem(source, "invalid JSON: nested too deeply")
+        raise InvalidInput(f"{source} is not valid JSON", [problem]) from None
+    return validate_manifest(data, source)
+
+
+def _settings_problems(settings: dict[str, Any], location: str) -> list[Problem]:
+    """Problems of a settings schema that already has the required object shape."""
+    prefix: PathParts = ("settings",)
+    problems = schema_problems(
+        _meta_validator().iter_errors(settings), location=location, root="$", prefix=prefix
+    )
+
+    def walk(node: Any, path: PathParts) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    if not value.startswith("#"):
+                        problems.append(
+                            Problem(
+                                location + format_path("$", (*prefix, *path, key)),
+                                f'only local references ("#/...") are allowed, not {_show(value)}',
+                            )
+                        )
+                else:
+                    walk(value, (*path, key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, (*path, index))
+
+    walk(settings, ())
+    declared = settings.get("properties", {})
+    for index, name in enumerate(settings.get("required", [])):
+        if name not in declared:
+            problems.append(
+                Problem(
+                    location + format_path("$", (*prefix, "required", index)),
+                    f"required setting {_show(name)} is not declared in settings.properties",
+                )
+            )
+    return problems
+
+
+def _egress_hint(path: PathParts, error: ValidationError) -> str | None:
+    """Say exactly what is wrong with an egress entry instead of repeating the whole rule."""
+    if len(path) != 2 or path[0] != "egress" or error.validator != "pattern":
+        return None
+    entry = error.instance
+    if entry.strip() == "*":
+        return 'a bare "*" would allow every host; list the hosts, or use "*.example.com"'
+    if "://" in entry:
+        host = entry.split("://", 1)[1].split("/", 1)[0]
+        return f'must be a host without a scheme: write "{host}", not "{entry}"'
+    if "/" in entry:
+        return f'must be a host without a path: write "{entry.split("/", 1)[0]}"'
+    if entry != entry.lower():
+        return f'must be lowercase: write "{entry.lower()}"'
+    if entry.startswith("*.") and "." not in entry[2:].split(":", 1)[0]:
+        return f'"{entry}" is too broad: "*." must be followed by a domain of two or more labels'
+    if "*" in entry:
+        return 'a wildcard may only be a leading "*." (e.g. "*.example.com")'
+    return None
+
+
+def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
+    """Validate decoded manifest JSON and return the :class:`Manifest`.
+
+    Checks the manifest schema, then (when ``settings`` has the right shape) that ``settings``
+    is itself a valid draft 2020-12 schema with local references only. Raises
+    :class:`InvalidInput` with every problem, each located as ``source: $.path``.
+    """
+    location = f"{source}: "
+    problems = schema_problems(
+        _manifest_validator().iter_errors(data), location=location, root="$", hint=_egress_hint
+    )
+    settings_broken = any(p.location.startswith(location + "$.settings") for p in problems)
+    if isinstance(data, dict) and "settings" in data and not settings_broken:
+        problems.extend(_settings_problems(data["settings"], location))
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        raise InvalidInput(f"{source} is not a valid module manifest ({count})", problems)
+    return Manifest.model_validate(data, context={_VALIDATED: True})
+
+
+# ------------------------------------------------------------------------------- semver
+
+SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+def semver_key(version: str) -> SemverKey:
+    """Sort key with semver 2.0.0 precedence: ``sorted(versions, key=semver_key)``.
+
+    1.9.0 < 1.10.0; 1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0-rc.1 < 1.0.0; numeric
+    prerelease identifiers sort numerically and before alphanumeric ones; build metadata
+    (``+...``) is ignored. Raises :class:`ValueError` for a string that is not semver.
+    """
+    match = _SEMVER.fullmatch(version)
+    if match is None:
+        raise ValueError(f"not a semantic version: {version!r}")
+    major, minor, patch, prerelease = match.groups()
+    if prerelease is None:
+        return int(major), int(minor), int(patch), 1, ()
+    identifiers = tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in prerelease.split(".")
+    )
+    return int(major), int(minor), int(patch), 0, identifiers
+
+
+# -------------------------------------------------------------------------------- model
+
+_VALIDATED = "manifest_schema_validated"
+
+
+class Manifest(BaseModel):
+    """A validated module manifest (SPEC §6). Frozen: a version's manifest never changes.
+
+    Build it with :func:`parse_manifest` / :func:`validate_manifest`; constructing it
+    directly runs the same schema validation (and raises the same :class:`InvalidInput`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    version: str
+    kind: Literal["email", "messenger"]
+    script: str
+    description: str = ""
+    egress: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=lambda: dict(EMPTY_SETTINGS_SCHEMA))
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_schema(cls, data: Any, info: ValidationInfo) -> Any:
+        if not (info.context or {}).get(_VALIDATED):
+            validate_manifest(data, source="manifest")
+        return data
+
+    @property
+    def ref(self) -> str:
+        """``id@version``, how logs and errors name a module version."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        """Dotted paths of settings marked ``writeOnly: true``, in declaration order.
+
+        Nested objects are followed through ``properties`` (``auth.token``); secrets inside
+        arrays or behind ``$ref``/``allOf`` are not recognised — declare them directly.
+        """
+        return tuple(_secret_paths(self.settings, ""))
+
+    def semver_key(self) -> SemverKey:
+        """Sort key of :attr:`version` (see :func:`semver_key`)."""
+        return semver_key(self.version)
+
+    def as_json(self) -> dict[str, Any]:
+        """The manifest as JSON data (what was uploaded, with defaults filled in)."""
+        return self.model_dump(mode="json")
+
+
+def _secret_paths(schema: Any, prefix: str) -> Iterator[str]:
+    if not isinstance(schema, dict):
+        return
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for name, sub in properties.items():
+        if not isinstance(sub, dict):
+            continue
+        path = f"{prefix}{name}"
+        if sub.get("writeOnly") is True:
+            yield path
+        else:
+            yield from _secret_paths(sub, path + ".")
