@@ -317,9 +317,7 @@ class HostPattern:
 
     def matches_host(self, host: str, ip: IPAddress | None) -> bool:
         """Like :meth:`matches` but ignoring the port (to explain a port mismatch)."""
-        return HostPattern(self.host, self.wildcard, self.ip, None, self.text).matches(
-            host, ip, 0
-        )
+        return HostPattern(self.host, self.wildcard, self.ip, None, self.text).matches(host, ip, 0)
 
 
 def _same_ip(a: IPAddress, b: IPAddress) -> bool:
@@ -387,9 +385,9 @@ class AllowRule:
                 single = self.network.num_addresses == 1
                 if single or candidate not in METADATA_ADDRESSES:
                     return True
-            if self.pattern is not None and self.pattern.ip is not None:
-                if _same_ip(self.pattern.ip, candidate):
-                    return True
+            pattern_ip = self.pattern.ip if self.pattern is not None else None
+            if pattern_ip is not None and _same_ip(pattern_ip, candidate):
+                return True
         return False
 
 
@@ -564,7 +562,9 @@ class EgressPolicy:
                 continue
             article = "an" if reason[0] in "aeiouAEIOU" else "a"
             raise EgressDenied(f"fetch to {host} denied: it resolves to {ip}, {article} {reason}")
-        return self._target(scheme, host, port, tuple(addresses), "allow-list" if allowed else "egress")
+        return self._target(
+            scheme, host, port, tuple(addresses), "allow-list" if allowed else "egress"
+        )
 
     def _not_listed(self, host: str, port: int) -> str:
         same_host = [p.text for p in self.egress if p.matches_host(host, None)]

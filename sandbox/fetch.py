@@ -1,0 +1,592 @@
+"""The ``fetch()`` shim: HTTP for sandboxed scripts, through an SSRF-proof httpx transport.
+
+Why a transport and not checks in the caller: every request httpx sends — the first one
+and each redirect hop — passes through :class:`PinnedTransport`, which asks the
+:class:`~sandbox.egress.EgressPolicy` for a verdict and a pinned IP, then connects to that
+IP and nowhere else. The Host header and the TLS SNI / certificate check still use the
+name from the URL (httpcore's ``sni_hostname`` request extension), so HTTPS keeps working
+while a second DNS lookup — the one a rebinding attacker would answer with 127.0.0.1 —
+never happens.
+
+:class:`Fetcher` is what a worker gives one invocation: JSON-compatible dicts in and out,
+manual redirects (each hop re-checked), a per-call deadline, a streamed response-size cap
+that never buffers more than the cap (compressed bodies included), a per-invocation call
+cap, and a record of every request for the invocation log.
+"""
+
+from __future__ import annotations
+
+import http
+import json as jsonlib
+import ssl
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from sandbox.egress import (
+    EgressPolicy,
+    Resolver,
+    UnresolvableHost,
+)
+from sandbox.errors import EgressDenied, LimitExceeded, SandboxError, ScriptError
+
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+USER_AGENT = "crm-module-host-fetch/1"
+# Headers the shim owns: a script may not point Host elsewhere, frame the body itself, or
+# ask for an encoding the size cap cannot decode incrementally.
+_OWNED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+        "accept-encoding",
+    }
+)
+_CREDENTIAL_HEADERS = ("authorization", "cookie")
+_EXTENSION_TARGET = "crm_egress_target"
+_CHUNK = 64 * 1024
+
+
+class FetchFailed(ScriptError):
+    """A network failure (refused, unreachable, timed out, bad response, invalid request).
+
+    Kind ``script_error``: unlike a denial or a cap, the script may catch it and retry."""
+
+    kind = "script_error"
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Per-invocation fetch limits (SPEC §5 defaults; a manifest may only lower them)."""
+
+    max_fetches: int = 50
+    timeout_s: float = 10.0
+    max_response_bytes: int = 10 * 1024 * 1024
+
+    def lowered(
+        self,
+        *,
+        max_fetches: int | None = None,
+        timeout_s: float | None = None,
+        max_response_bytes: int | None = None,
+    ) -> FetchLimits:
+        """These limits, lowered (never raised) by the given values."""
+        return FetchLimits(
+            max_fetches=min(self.max_fetches, max_fetches or self.max_fetches),
+            timeout_s=min(self.timeout_s, timeout_s or self.timeout_s),
+            max_response_bytes=min(
+                self.max_response_bytes, max_response_bytes or self.max_response_bytes
+            ),
+        )
+
+
+@dataclass
+class FetchRecord:
+    """One HTTP request (each redirect hop is its own record) for the invocation log.
+
+    The URL is deliberately absent: query strings often carry API keys."""
+
+    method: str
+    host: str
+    status: int | None = None
+    bytes: int = 0
+    ms: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+_default_ssl_context: ssl.SSLContext | None = None
+
+
+def _default_inner(verify: Any) -> Callable[[], httpx.BaseTransport]:
+    """Connecting transports share one SSL context (loading the CA bundle costs ~50 ms)."""
+    context: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
+
+    def make() -> httpx.BaseTransport:
+        nonlocal context
+        global _default_ssl_context
+        if context is None:
+            if verify is True:
+                if _default_ssl_context is None:
+                    _default_ssl_context = httpx.create_ssl_context(trust_env=False)
+                context = _default_ssl_context
+            else:
+                context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        # No proxy and no environment: the connection goes to the pinned IP itself.
+        return httpx.HTTPTransport(verify=context, trust_env=False, retries=0)
+
+    return make
+
+
+class PinnedTransport(httpx.BaseTransport):
+    """Checks every request against the policy and connects to the pinned IP only.
+
+    The request reaching the inner transport has the pinned IP as its URL host, the original
+    ``Host`` header, and ``sni_hostname`` set to the original name, so certificates are
+    verified for the name the script asked for. Inner transports are kept per
+    (scheme, host, port) so a TLS connection verified for one name is never reused for
+    another name that happens to share the IP.
+    """
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        resolver: Resolver | None = None,
+        inner_factory: Callable[[], httpx.BaseTransport] | None = None,
+        verify: Any = True,
+    ):
+        self.policy = policy
+        self.resolver = resolver or policy.resolver
+        self._inner_factory = inner_factory or _default_inner(verify)
+        self._inners: dict[tuple[str, str, int], httpx.BaseTransport] = {}
+        self.resolutions = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        timeout = request.extensions.get("timeout", {}).get("connect")
+        target = self.policy.check_target(
+            url.scheme,
+            url.raw_host.decode("ascii"),
+            url.port,
+            userinfo=bool(url.userinfo),
+            resolver=self._bounded_resolver(timeout),
+        )
+        request.extensions[_EXTENSION_TARGET] = target
+        extensions = {k: v for k, v in request.extensions.items() if k != _EXTENSION_TARGET}
+        if target.scheme == "https" and not target.host_is_ip:
+            extensions["sni_hostname"] = target.host
+        pinned = httpx.Request(
+            request.method,
+            url.copy_with(host=str(target.ip)),
+            headers=request.headers,  # keeps Host: <original name>
+            stream=request.stream,
+            extensions=extensions,
+        )
+        key = (target.scheme, target.host, target.port)
+        inner = self._inners.get(key)
+        if inner is None:
+            inner = self._inners[key] = self._inner_factory()
+        return inner.handle_request(pinned)
+
+    def _bounded_resolver(self, timeout: float | None) -> Resolver:
+        """The resolver, bounded by the connect timeout: ``getaddrinfo`` cannot be
+        cancelled, so it runs in a daemon thread that is abandoned when time runs out."""
+        resolver = self.resolver
+
+        def resolve(host: str, port: int) -> list[str]:
+            self.resolutions += 1
+            box: dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    box["answer"] = list(resolver(host, port))
+                except BaseException as exc:
+                    box["error"] = exc
+
+            worker = threading.Thread(target=run, name=f"resolve {host}", daemon=True)
+            worker.start()
+            worker.join(timeout)
+            if worker.is_alive():
+                raise httpx.ConnectTimeout(f"resolving {host} timed out")
+            if "error" in box:
+                error = box["error"]
+                if isinstance(error, UnresolvableHost | SandboxError):
+                    raise error
+                raise UnresolvableHost(host, str(error)) from error
+            return box["answer"]  # type: ignore[no-any-return]
+
+        return resolve
+
+    def close(self) -> None:
+        for inner in self._inners.values():
+            inner.close()
+        self._inners.clear()
+
+
+# --------------------------------------------------------------------------- body decoding
+
+
+class _CappedBody:
+    """Accumulates a response body, decoding gzip/deflate itself, never past ``cap`` bytes.
+
+    httpx's own decoders inflate a whole chunk at once; a 64 KiB gzip chunk can become
+    tens of MiB. ``zlib``'s ``max_length`` lets us stop at cap + 1 instead."""
+
+    def __init__(self, encoding: str, cap: int):
+        self.cap = cap
+        self.data = bytearray()
+        self.raw_bytes = 0
+        encoding = encoding.strip().lower()
+        self._mode: Literal["identity", "gzip", "deflate"] = "identity"
+        self._inflater: Any = None
+        if encoding in ("gzip", "x-gzip"):
+            self._mode = "gzip"
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif encoding == "deflate":
+            self._mode = "deflate"
+        self._first = True
+
+    def feed(self, chunk: bytes) -> bool:
+        """Add a raw chunk; ``False`` once the decoded body would exceed the cap."""
+        self.raw_bytes += len(chunk)
+        if self.raw_bytes > self.cap:
+            return False
+        room = self.cap - len(self.data)
+        self.data += (
+            chunk[: room + 1] if self._mode == "identity" else self._inflate(chunk, room + 1)
+        )
+        return len(self.data) <= self.cap
+
+    def finish(self) -> bool:
+        if self._inflater is not None:
+            self.data += self._inflater.flush()
+        return len(self.data) <= self.cap
+
+    def _inflate(self, chunk: bytes, max_length: int) -> bytes:
+        try:
+            if self._mode == "deflate" and self._first:
+                # "deflate" is zlib-wrapped per RFC, raw in practice: try both.
+                self._first = False
+                self._inflater = zlib.decompressobj()
+                try:
+                    return bytes(self._inflater.decompress(chunk, max_length))
+                except zlib.error:
+                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            return bytes(self._inflater.decompress(chunk, max_length))
+        except zlib.error as exc:
+            raise FetchFailed(f"response body is not valid {self._mode}: {exc}") from exc
+
+
+def _text(data: bytes, charset: str | None) -> str:
+    """Decode as the response says (UTF-8 otherwise); undecodable bytes become U+FFFD
+    instead of failing, so a binary body never crashes the call."""
+    try:
+        return data.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- the fetcher
+
+
+@dataclass
+class _Call:
+    """A script's request, validated."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    params: dict[str, str] | None
+    timeout: float
+    deadline: float = field(default=0.0)
+
+
+class Fetcher:
+    """``fetch()`` for one invocation. Not thread-safe; create one per invocation.
+
+    ``resolver`` overrides the policy's resolver; ``transport_factory`` builds the
+    transport that actually connects (given pinned requests), ``verify`` is passed to the
+    default one (a ``ssl.SSLContext`` for private CAs)."""
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        limits: FetchLimits | None = None,
+        *,
+        resolver: Resolver | None = None,
+        transport_factory: Callable[[], httpx.BaseTransport] | None = None,
+        verify: Any = True,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.policy = policy
+        self.limits = limits or FetchLimits()
+        self.records: list[FetchRecord] = []
+        self.calls = 0
+        self._clock = clock
+        self.transport = PinnedTransport(
+            policy, resolver=resolver, inner_factory=transport_factory, verify=verify
+        )
+        self._client = httpx.Client(
+            transport=self.transport,
+            trust_env=False,
+            follow_redirects=False,
+            headers={"user-agent": USER_AGENT},
+            timeout=self.limits.timeout_s,
+        )
+
+    # -- public API --------------------------------------------------------------------
+
+    def fetch(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Perform one script ``fetch``; see the module docstring for the rules.
+
+        ``request``: ``{method, url, headers, body (str|None), json?, query?, timeout}``.
+        Returns ``{status, statusText, headers, url, body}`` (lowercase header names, body
+        decoded as text). Raises :class:`EgressDenied`, :class:`LimitExceeded` or
+        :class:`FetchFailed`."""
+        self.calls += 1
+        if self.calls > self.limits.max_fetches:
+            if self.calls == self.limits.max_fetches + 1:
+                self.records.append(
+                    FetchRecord(
+                        str(request.get("method") or "GET").upper(),
+                        _host_of(request.get("url")),
+                        error=LimitExceeded.kind,
+                    )
+                )
+            raise LimitExceeded(
+                f"fetch limit reached: at most {self.limits.max_fetches} fetch calls per invocation"
+            )
+        call = self._validate(request)
+        call.deadline = self._clock() + call.timeout
+        return self._follow(call)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _validate(self, request: Mapping[str, Any]) -> _Call:
+        if not isinstance(request, Mapping):
+            raise FetchFailed("fetch request must be a mapping")
+        url = request.get("url")
+        if not isinstance(url, str) or not url:
+            raise FetchFailed("fetch needs a url (a string)")
+        method = str(request.get("method") or "GET").upper()
+        if method not in ALLOWED_METHODS:
+            raise FetchFailed(f"fetch method {method!r} is not supported")
+        headers: dict[str, str] = {}
+        for name, value in dict(request.get("headers") or {}).items():
+            if not isinstance(name, str) or not isinstance(value, str | int | float):
+                raise FetchFailed(f"invalid header {name!r}: names and values are strings")
+            text = str(value)
+            if any(c in name + text for c in "\r\n\0") or not name.strip():
+                raise FetchFailed(f"invalid header {name!r}: control characters")
+            if name.lower() not in _OWNED_HEADERS:
+                headers[name] = text
+        body = request.get("body")
+        content: bytes | None
+        if body is None and request.get("json") is not None:
+            content = jsonlib.dumps(request["json"]).encode()
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["content-type"] = "application/json"
+        elif body is None:
+            content = None
+        elif isinstance(body, str):
+            content = body.encode("utf-8")
+        elif isinstance(body, bytes | bytearray):
+            content = bytes(body)
+        else:
+            raise FetchFailed("fetch body must be a string")
+        query = request.get("query")
+        params = {str(k): str(v) for k, v in query.items()} if isinstance(query, Mapping) else None
+        timeout = self.limits.timeout_s
+        requested = request.get("timeout")
+        if requested is not None:
+            if not isinstance(requested, int | float) or requested <= 0:
+                raise FetchFailed("fetch timeout must be a positive number of seconds")
+            timeout = min(float(requested), timeout)
+        return _Call(method, url, headers, content, params, timeout)
+
+    def _follow(self, call: _Call) -> dict[str, Any]:
+        method, url, headers, body = call.method, call.url, dict(call.headers), call.body
+        params = call.params
+        for hop in range(MAX_REDIRECTS + 1):
+            response, record, started = self._send(method, url, headers, body, params, call)
+            record.status = response.status_code
+            location = response.headers.get("location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                return self._finish(response, record, started, call)
+            response.close()
+            record.ms = round((self._clock() - started) * 1000, 1)
+            if hop == MAX_REDIRECTS:
+                break
+            try:
+                next_url = response.url.join(location)
+            except httpx.InvalidURL as exc:
+                raise FetchFailed(f"invalid redirect location from {record.host}") from exc
+            # 301/302/303 turn into a GET without a body (what browsers do); 307/308 replay.
+            if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
+                method, body = "GET", None
+                headers = {k: v for k, v in headers.items() if not k.lower().startswith("content-")}
+            if _origin(next_url) != _origin(response.url):
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+            url, params = str(next_url), None
+        raise LimitExceeded(f"too many redirects (more than {MAX_REDIRECTS}) from {call.url}")
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        params: dict[str, str] | None,
+        call: _Call,
+    ) -> tuple[httpx.Response, FetchRecord, float]:
+        record = FetchRecord(method, _host_of(url))
+        self.records.append(record)
+        started = self._clock()
+        remaining = call.deadline - started
+        try:
+            if remaining <= 0:
+                raise httpx.TimeoutException("deadline passed")
+            request = self._client.build_request(
+                method, url, headers=headers, content=body, params=params, timeout=remaining
+            )
+            request.headers["accept-encoding"] = "gzip, deflate"
+            record.host = request.url.host or record.host
+            return self._client.send(request, stream=True), record, started
+        except httpx.InvalidURL as exc:
+            # httpx refuses some spellings (e.g. 0177.0.0.1) the C resolver would accept;
+            # let the policy name what they denote before calling the URL merely invalid.
+            self._explain_invalid(url, record)
+            record.error = FetchFailed.kind
+            raise FetchFailed(f"invalid URL {url!r}: {exc}") from exc
+        except (EgressDenied, LimitExceeded, FetchFailed) as exc:
+            self._fail(record, started, exc)
+            raise
+        except UnresolvableHost as exc:
+            self._fail(record, started, exc)
+            raise FetchFailed(str(exc)) from exc
+        except httpx.UnsupportedProtocol as exc:
+            self._fail(record, started, exc)
+            raise EgressDenied(f"fetch to {record.host} denied: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            self._fail(record, started, exc)
+            raise FetchFailed(f"fetch to {record.host} timed out after {call.timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            self._fail(record, started, exc)
+            raise FetchFailed(f"fetch to {record.host} failed: {_describe(exc)}") from exc
+        finally:
+            record.ms = round((self._clock() - started) * 1000, 1)
+
+    def _finish(
+        self, response: httpx.Response, record: FetchRecord, started: float, call: _Call
+    ) -> dict[str, Any]:
+        cap = self.limits.max_response_bytes
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise LimitExceeded(
+                    f"response from {record.host} is {int(declared)} bytes, over the "
+                    f"{cap}-byte limit"
+                )
+            body = _CappedBody(response.headers.get("content-encoding", ""), cap)
+            for chunk in _chunks(response):
+                if self._clock() > call.deadline:
+                    raise FetchFailed(f"fetch to {record.host} timed out after {call.timeout:g}s")
+                if not body.feed(chunk):
+                    raise LimitExceeded(
+                        f"response from {record.host} exceeded the {cap}-byte limit"
+                    )
+            if not body.finish():
+                raise LimitExceeded(f"response from {record.host} exceeded the {cap}-byte limit")
+        except (LimitExceeded, FetchFailed) as exc:
+            record.error = exc.kind
+            raise
+        except httpx.TimeoutException as exc:
+            record.error = FetchFailed.kind
+            raise FetchFailed(f"fetch to {record.host} timed out after {call.timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            record.error = FetchFailed.kind
+            raise FetchFailed(f"fetch to {record.host} failed: {_describe(exc)}") from exc
+        finally:
+            response.close()
+            record.ms = round((self._clock() - started) * 1000, 1)
+        record.bytes = len(body.data)
+        headers: dict[str, str] = {}
+        for name, value in response.headers.multi_items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        return {
+            "status": response.status_code,
+            "statusText": response.reason_phrase or _phrase(response.status_code),
+            "headers": headers,
+            "url": str(response.url),
+            "body": _text(bytes(body.data), response.charset_encoding),
+        }
+
+    def _explain_invalid(self, url: str, record: FetchRecord) -> None:
+        try:
+            self.policy.check(url, resolver=_no_resolution)
+        except EgressDenied:
+            record.error = EgressDenied.kind
+            raise
+        except _UnresolvedName:
+            pass
+
+    @staticmethod
+    def _fail(record: FetchRecord, started: float, exc: BaseException) -> None:
+        if isinstance(exc, SandboxError):
+            record.error = exc.kind
+        else:
+            record.error = FetchFailed.kind
+
+
+class _UnresolvedName(Exception):
+    """Never raised to scripts; see :func:`_no_resolution`."""
+
+
+def _no_resolution(host: str, port: int) -> list[str]:
+    # Used only to explain an unparseable URL: a name there is reported as invalid.
+    raise _UnresolvedName(host)
+
+
+def _chunks(response: httpx.Response) -> Iterator[bytes]:
+    yield from response.iter_raw(_CHUNK)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _host_of(url: object) -> str:
+    try:
+        return httpx.URL(str(url)).host or "(no host)"
+    except (httpx.InvalidURL, TypeError):
+        from urllib.parse import urlsplit
+
+        try:
+            return urlsplit(str(url)).hostname or "(no host)"
+        except ValueError:
+            return "(invalid url)"
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
+        return "connection refused"
+    return text
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
