@@ -268,7 +268,7 @@ def explain_error(error: ValidationError, *, echo_values: bool) -> Iterator[tupl
                 yield (*path, key), f"unknown key {_show(key)} (allowed: {allowed})"
     elif keyword == "type":
         names = expected if isinstance(expected, list) else [expected]
-        wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+        wanted = " or ".join(_TYPE_NAMES.get(str(n), str(n)) for n in names)
         yield path, f"must be {wanted}, not {_TYPE_NAMES.get(json_type(instance), '?')}"
     elif keyword == "enum":
         yield path, f"must be one of {', '.join(_show(v) for v in expected)}{got}"

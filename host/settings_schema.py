@@ -1,0 +1,276 @@
+"""A tenant's settings for a module: validation against the manifest's schema, partial
+updates that keep secrets, and masking for display.
+
+Why it works this way:
+
+* **Locations are field paths from ``settings``** (``settings.api_key``,
+  ``settings.lists[2]``, ``settings["x-token"]``); a missing required field is reported where
+  it should be. Every problem is reported at once.
+* **Messages never repeat the value.** Settings hold API keys; an admin who pastes a key into
+  the wrong field must not see it echoed in an error, a log line or an HTTP 422 body. Messages
+  say what is expected instead.
+* **Formats are checked.** jsonschema only checks formats whose optional dependencies are
+  installed (``uri`` needs ``rfc3987``, ``email`` is just "contains @"), so the checks that
+  matter for settings (``email``, ``uri``, ``hostname``, ``date-time``) are defined here.
+* **Secrets survive edits.** Admin UIs show secrets masked and send back only what changed, so
+  :func:`merge_settings` keeps a stored secret the update omits (or sends back as the mask
+  marker); ``null`` removes it.
+* **The marker is :data:`SECRET_MARKER` (``"***set***"``)**: it says that a value is set
+  without revealing anything about it (not even its length), is obviously not a real key, and
+  is recognised on the way back in so a masked value is never stored as the secret.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import functools
+import json
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import referencing.exceptions
+from jsonschema import FormatChecker
+from jsonschema.protocols import Validator
+
+from host.errors import InvalidInput, Problem
+from host.manifest import (
+    EMPTY_REGISTRY,
+    HostSchemaValidator,
+    Manifest,
+    json_type,
+    schema_problems,
+)
+
+#: What :func:`mask_settings` shows instead of a secret value.
+SECRET_MARKER = "***set***"
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    rf"@(?:{_LABEL}\.)+[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
+)
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_NETWORK_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp"})
+
+
+def _is_email(value: object) -> bool:
+    """``local@domain.tld`` (ASCII, RFC 5321 lengths); what an email service will accept."""
+    if not isinstance(value, str):
+        return True
+    match = _EMAIL.fullmatch(value)
+    return match is not None and len(value) <= 254 and len(match["local"]) <= 64
+
+
+def _is_hostname(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    return len(value) <= 253 and _HOSTNAME.fullmatch(value) is not None
+
+
+def _is_uri(value: object) -> bool:
+    """An absolute RFC 3986 URI; ``http(s)``/``ws(s)``/``ftp`` ones must name a host."""
+    if not isinstance(value, str):
+        return True
+    if _URI.fullmatch(value) is None or _BAD_PERCENT.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return parts.scheme.lower() not in _NETWORK_SCHEMES or bool(parts.hostname)
+
+
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if _DATE_TIME.fullmatch(value) is None:
+        return False
+    normalized = value.upper().replace("T", " ").replace("Z", "+00:00")
+    try:
+        datetime.datetime.fromisoformat(normalized)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.cache
+def settings_format_checker() -> FormatChecker:
+    """jsonschema's available format checks plus ours for email, uri, hostname, date-time."""
+    checker = FormatChecker()
+    checker.checks("email")(_is_email)
+    checker.checks("uri")(_is_uri)
+    checker.checks("hostname")(_is_hostname)
+    checker.checks("date-time")(_is_date_time)
+    return checker
+
+
+@functools.lru_cache(maxsize=256)
+def _validator_for(schema_json: str) -> Validator:
+    """One compiled validator per distinct settings schema (keyed by its canonical JSON)."""
+    return HostSchemaValidator(
+        json.loads(schema_json), registry=EMPTY_REGISTRY, format_checker=settings_format_checker()
+    )
+
+
+def _invalid(manifest: Manifest, problems: list[Problem]) -> InvalidInput:
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    return InvalidInput(f"settings for module {manifest.ref} are invalid ({count})", problems)
+
+
+def validate_settings(manifest: Manifest, settings: Any) -> dict[str, Any]:
+    """Check a tenant's settings against the manifest's ``settings`` schema; return them.
+
+    Raises :class:`InvalidInput` listing every problem (``settings.api_key: is required but
+    missing``). A secret whose value is :data:`SECRET_MARKER` is rejected: it is a masked value
+    sent back, not a key — use :func:`merge_settings` to keep the stored one.
+    """
+    if not isinstance(settings, dict):
+        raise _invalid(
+            manifest, [Problem("settings", f"must be an object, not {json_type(settings)}")]
+        )
+    validator = _validator_for(json.dumps(manifest.settings, sort_keys=True))
+    try:
+        problems = schema_problems(
+            validator.iter_errors(settings), location="", root="settings", echo_values=False
+        )
+    except referencing.exceptions.Unresolvable as exc:
+        problem = Problem(
+            "settings", f"the settings schema of {manifest.ref} has an unresolvable $ref: {exc}"
+        )
+        raise _invalid(manifest, [problem]) from None
+    for path in manifest.secret_fields:
+        if _get(settings, path) == SECRET_MARKER:
+            problems.append(
+                Problem(
+                    f"settings.{path}",
+                    f"is the mask marker {SECRET_MARKER!r}, not a value; omit the field to keep "
+                    "the stored secret",
+                )
+            )
+    if problems:
+        raise _invalid(manifest, problems)
+    return settings
+
+
+_MISSING = object()
+
+
+def _get(data: Any, dotted: str) -> Any:
+    """The value at a dotted path, or ``_MISSING`` when any step is absent."""
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return _MISSING
+        data = data[key]
+    return data
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch: ``null`` removes, objects merge, everything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _drop_markers(manifest: Manifest, update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``update`` without secrets sent back as :data:`SECRET_MARKER`."""
+    cleaned = copy.deepcopy(update)
+    for path in manifest.secret_fields:
+        *parents, leaf = path.split(".")
+        node: Any = cleaned
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf) == SECRET_MARKER:
+            del node[leaf]
+    return cleaned
+
+
+def merge_settings(
+    manifest: Manifest,
+    stored: dict[str, Any],
+    update: dict[str, Any],
+    *,
+    mode: Literal["patch", "replace"] = "patch",
+) -> dict[str, Any]:
+    """The settings after an admin's update; validate the result with :func:`validate_settings`.
+
+    ``mode="patch"`` (default): ``update`` is an RFC 7396 merge patch — omitted fields keep
+    their stored value, ``null`` removes a field, nested objects merge.
+    ``mode="replace"``: ``update`` is the complete new settings (a form submitted whole);
+    only secrets are special.
+
+    In both modes a secret (``writeOnly``) that the update omits, or sends back as
+    :data:`SECRET_MARKER`, keeps its stored value — so an admin can change the sender address
+    without re-entering the API key — and a secret given as ``null`` is removed. Neither input
+    is modified.
+    """
+    if not isinstance(update, dict):
+        raise _invalid(
+            manifest, [Problem("settings", f"must be an object, not {json_type(update)}")]
+        )
+    cleaned = _drop_markers(manifest, update)
+    if mode == "patch":
+        merged: dict[str, Any] = _merge_patch(stored, cleaned)
+        return merged
+    result = cleaned
+    for path in manifest.secret_fields:
+        kept = _get(stored, path)
+        if kept is _MISSING:
+            continue
+        *parents, leaf = path.split(".")
+        node: Any = result
+        for key in parents:
+            if key not in node:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):  # null or a wrong type: not ours to repair
+                break
+        else:
+            if leaf not in node:
+                node[leaf] = copy.deepcopy(kept)
+            elif node[leaf] is None:
+                del node[leaf]
+    return result
+
+
+def mask_settings(manifest: Manifest, settings: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``settings`` fit to show: every set secret replaced by :data:`SECRET_MARKER`.
+
+    Unset secrets stay absent, so a UI can tell "set" from "not set"; nothing of the value,
+    not even its length or type, is kept.
+    """
+    masked = copy.deepcopy(settings)
+    for path in manifest.secret_fields:
+        *parents, leaf = path.split(".")
+        node: Any = masked
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf) is not None:
+            node[leaf] = SECRET_MARKER
+    return masked
+
+
+def secret_values(manifest: Manifest, settings: dict[str, Any]) -> tuple[str, ...]:
+    """The secret values as text, longest first, for masking them in script output."""
+    values: set[str] = set()
+    for path in manifest.secret_fields:
+        value = _get(settings, path)
+        if value is _MISSING or value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if text:
+            values.add(text)
+    return tuple(sorted(values, key=lambda v: (-len(v), v)))
