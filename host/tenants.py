@@ -4,6 +4,7 @@ unguessable webhook URL of each (tenant, module)."""
 
 from __future__ import annotations
 
+import copy
 import hmac
 import re
 from dataclasses import dataclass
@@ -201,6 +202,14 @@ class TenantService:
             )
         return info
 
+    def update_settings(
+        self, tenant_id: str, module_id: str, changes: dict[str, Any]
+    ) -> EnablementInfo:
+        """Change some top-level settings and keep the rest (PATCH semantics); secrets not
+        named in ``changes`` keep their values."""
+        row = self._require(tenant_id, module_id)
+        return self.configure(tenant_id, module_id, settings={**(row.settings or {}), **changes})
+
     def disable(self, tenant_id: str, module_id: str) -> EnablementInfo:
         self._require(tenant_id, module_id)
         return self.configure(tenant_id, module_id, enabled=False)
@@ -265,7 +274,7 @@ class TenantService:
             return row
 
     def _full_settings(self, row: Enablement) -> dict[str, Any]:
-        return {**(row.settings or {}), **self.box.open(row.secrets_encrypted)}
+        return _join_secrets(row.settings or {}, self.box.open(row.secrets_encrypted))
 
     def _info(self, row: Enablement, manifest: Manifest) -> EnablementInfo:
         full = self._full_settings(row)
@@ -283,7 +292,26 @@ class TenantService:
 def _split_secrets(
     manifest: Manifest, settings: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    secret_names = set(manifest.secret_fields)
-    public = {k: v for k, v in settings.items() if k not in secret_names}
-    secret = {k: v for k, v in settings.items() if k in secret_names}
+    """Settings without their secrets, and the secrets keyed by dotted path (``auth.token``),
+    so nested secrets are sealed too."""
+    public = copy.deepcopy(settings)
+    secret: dict[str, Any] = {}
+    for path in manifest.secret_fields:
+        *parents, leaf = path.split(".")
+        node: Any = public
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            secret[path] = node.pop(leaf)
     return public, secret
+
+
+def _join_secrets(public: dict[str, Any], secret: dict[str, Any]) -> dict[str, Any]:
+    joined = copy.deepcopy(public)
+    for path, value in secret.items():
+        *parents, leaf = path.split(".")
+        node = joined
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return joined

@@ -20,7 +20,7 @@ from host.contract.functions import FUNCTIONS_BY_KIND, DefinedFunction, check_de
 from host.db.engine import Database
 from host.db.models import Module, ModuleVersion
 from host.errors import Conflict, InvalidInput, NotFound, Problem
-from host.manifest import Manifest, parse_manifest
+from host.manifest import Manifest, parse_manifest, semver_key
 from host.modules.inspection import stub_functions
 from host.modules.packages import ModulePackage
 from host.plugin_manager import notify
@@ -225,7 +225,5 @@ class ModuleRegistry:
 
     @staticmethod
     def _info(module: Module) -> ModuleInfo:
-        versions = sorted(
-            module.versions, key=lambda v: Manifest.model_validate(v.manifest).semver_key()
-        )
+        versions = sorted(module.versions, key=lambda v: semver_key(v.version))
         return ModuleInfo(module.id, module.kind, [_version_info(v, module.kind) for v in versions])

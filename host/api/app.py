@@ -1,0 +1,24 @@
+"""The FastAPI application of a Host."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from host.api.errors import install_error_handlers
+from host.api.routes import meta, modules, tenants
+from host.platform import Host
+
+DESCRIPTION = """Runs CRM Marketing integration modules for many tenants.
+
+Admin calls carry `Authorization: Bearer <admin token>`; tenant calls carry
+`Authorization: Bearer <tenant API key>` (the admin token works there too). Every error
+answers `{"error", "message", "problems": [{"location", "message"}]}`."""
+
+
+def create_app(host: Host) -> FastAPI:
+    app = FastAPI(title="crm-module-host", version="0.1.0", description=DESCRIPTION)
+    app.state.host = host
+    install_error_handlers(app)
+    for router in (meta.router, modules.router, tenants.router):
+        app.include_router(router)
+    return app

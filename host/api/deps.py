@@ -1,0 +1,72 @@
+"""Request dependencies: the Host, and who is calling (admin token or tenant API key)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from host.errors import Forbidden, Unauthorized
+from host.platform import Host
+
+_bearer = HTTPBearer(auto_error=False, description="Admin token or a tenant's API key")
+
+
+def get_host(request: Request) -> Host:
+    host: Host = request.app.state.host
+    return host
+
+
+HostDep = Annotated[Host, Depends(get_host)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller: the admin, or one tenant."""
+
+    is_admin: bool
+    tenant_id: str | None = None
+
+    def may_act_for(self, tenant_id: str) -> bool:
+        return self.is_admin or self.tenant_id == tenant_id
+
+
+def get_caller(
+    host: HostDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    token = credentials.credentials
+    admin = host.settings.admin_token
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        return Caller(is_admin=True)
+    tenant_id = host.tenants.tenant_for_key(token)
+    if tenant_id is None:
+        raise Unauthorized("invalid token")
+    return Caller(is_admin=False, tenant_id=tenant_id)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_admin(caller: CallerDep) -> Caller:
+    if not caller.is_admin:
+        raise Forbidden("this call needs the admin token")
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+def require_tenant_access(tenant_id: str, caller: CallerDep) -> str:
+    """The tenant in the path, if the caller is the admin or that tenant."""
+    if not caller.may_act_for(tenant_id):
+        raise Forbidden(f"this API key does not belong to tenant {tenant_id}")
+    return tenant_id
+
+
+TenantDep = Annotated[str, Depends(require_tenant_access)]

@@ -1,0 +1,22 @@
+"""Operational routes: health and the plugin listing (datasette's ``/-/plugins``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from host.api.deps import AdminDep, HostDep
+from host.plugin_manager import describe_plugins
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/healthz")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/-/plugins")
+def plugins(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
+    return describe_plugins(host.hooks)

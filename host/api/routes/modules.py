@@ -1,0 +1,81 @@
+"""Admin routes for module versions: upload (zip or JSON), list, show."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from host.api.deps import AdminDep, HostDep
+from host.errors import InvalidInput, Problem
+from host.modules.packages import ModulePackage, from_json_body, from_zip
+
+router = APIRouter(prefix="/api/v1/modules", tags=["modules"])
+
+UPLOAD_DOC = """Upload a module version, as a zip (`multipart/form-data`, field `package`) or as
+JSON `{"manifest": {...}, "script": "..."}`. 201 with `{id, version, functions}` when stored,
+200 when the identical version already exists, 409 when the version exists with other
+content, 422 listing every problem (manifest field paths, script file:line)."""
+
+
+@router.post("", status_code=201, description=UPLOAD_DOC)
+async def upload_module(
+    request: Request, response: Response, host: HostDep, _admin: AdminDep
+) -> dict[str, Any]:
+    package = await _read_package(request, host.settings.max_archive_bytes)
+    info = await run_in_threadpool(host.registry.upload, package)
+    if not info.created:
+        response.status_code = 200
+    return info.as_dict()
+
+
+async def _read_package(request: Request, max_archive_bytes: int) -> ModulePackage:
+    content_type = request.headers.get("content-type", "")
+    max_script = request.app.state.host.settings.max_script_bytes
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=5)
+        upload = form.get("package")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput(
+                "module upload is invalid", [Problem("package", "a zip file field is required")]
+            )
+        data = await upload.read(max_archive_bytes + 1)
+        return from_zip(data, max_archive_bytes=max_archive_bytes, max_script_bytes=max_script)
+    raw = await request.body()
+    if len(raw) > max_archive_bytes:
+        raise InvalidInput(
+            "module upload is too large",
+            [Problem("body", f"more than the limit of {max_archive_bytes} bytes")],
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput("request body is not JSON", [Problem("body", str(exc))]) from None
+    return from_json_body(body, max_script_bytes=max_script)
+
+
+@router.get("")
+def list_modules(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
+    return [m.as_dict() for m in host.registry.list()]
+
+
+@router.get("/{module_id}")
+def show_module(module_id: str, host: HostDep, _admin: AdminDep) -> dict[str, Any]:
+    return host.registry.get(module_id).as_dict()
+
+
+@router.get("/{module_id}/versions/{version}")
+def show_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) -> dict[str, Any]:
+    """One version with its manifest and script, exactly as uploaded."""
+    row = host.registry.version(module_id, version)
+    return {
+        "id": row.module_id,
+        "version": row.version,
+        "functions": row.functions,
+        "manifest": row.manifest,
+        "script": row.script,
+        "uploadedAt": row.uploaded_at.isoformat(),
+    }

@@ -1,0 +1,46 @@
+"""Bodies of the admin API (camelCase, as in SPEC §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModuleUpload(ApiModel):
+    manifest: dict[str, Any] = Field(description="The manifest, as in manifest.json")
+    script: str = Field(description="The module's Python source")
+
+
+class TenantCreate(ApiModel):
+    id: str = Field(description="Slug: lowercase letters, digits, '-', '_'", examples=["acme"])
+    name: str = Field(examples=["Acme Corp"])
+
+
+class TenantCreated(ApiModel):
+    id: str
+    name: str
+    apiKey: str = Field(description="Shown once; store it now.")
+
+
+class EnablementUpdate(ApiModel):
+    version: str | None = Field(None, description="Version to pin; default: current or latest")
+    settings: dict[str, Any] | None = Field(
+        None,
+        description="Settings; secrets left out keep their stored value, null removes one.",
+    )
+    enabled: bool | None = Field(None, description="Default: true for a new enablement")
+
+
+class EnablementOut(ApiModel):
+    tenant: str
+    module: str
+    version: str
+    previousVersion: str | None
+    enabled: bool
+    settings: dict[str, Any] = Field(description="Secrets appear only as a 'set' marker")
+    webhookUrl: str

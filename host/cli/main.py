@@ -1,0 +1,298 @@
+"""``crm-host``: serve the host, and administer modules and tenants against the same
+database the server uses (``CRM_HOST_DATABASE_URL``)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from host.cli.output import err, handles_errors, out, print_json, table
+from host.config import HostSettings
+from host.errors import InvalidInput, Problem
+from host.modules.packages import ModulePackage, from_directory, from_zip
+from host.platform import Host
+
+app = typer.Typer(
+    help="Run CRM Marketing integration modules for many tenants.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+module_app = typer.Typer(help="Upload and inspect module versions.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants and the modules enabled for them.", no_args_is_help=True)
+app.add_typer(module_app, name="module")
+app.add_typer(tenant_app, name="tenant")
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides CRM_HOST_DATABASE_URL.", show_default=False),
+]
+
+
+def open_host(database_url: str | None) -> Host:
+    settings = HostSettings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    return Host(settings)
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def serve(
+    host_address: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Run the HTTP API (OpenAPI at /docs) under uvicorn."""
+    import uvicorn
+
+    from host.api.app import create_app
+
+    settings = HostSettings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": database_url})
+    if not settings.admin_token:
+        token = secrets.token_urlsafe(32)
+        settings = settings.model_copy(update={"admin_token": token})
+        err.print(
+            f"CRM_HOST_ADMIN_TOKEN is not set; this run's admin token (shown once):\n  {token}",
+            markup=False,
+            highlight=False,
+        )
+    host = Host(settings)
+    err.print(
+        f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
+        markup=False,
+        highlight=False,
+    )
+    try:
+        uvicorn.run(create_app(host), host=host_address, port=port, log_level="info")
+    finally:
+        host.close()
+
+
+# --- module --------------------------------------------------------------------------------
+
+
+def read_package(path: Path, settings: HostSettings) -> ModulePackage:
+    if path.is_dir():
+        return from_directory(path, max_script_bytes=settings.max_script_bytes)
+    if path.is_file():
+        return from_zip(
+            path.read_bytes(),
+            max_archive_bytes=settings.max_archive_bytes,
+            max_script_bytes=settings.max_script_bytes,
+        )
+    raise InvalidInput("module package not found", [Problem(str(path), "no such file or folder")])
+
+
+@module_app.command("upload")
+@handles_errors
+def module_upload(
+    path: Annotated[Path, typer.Argument(help="Module folder or .zip archive.")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Validate and store a module version."""
+    host = open_host(database_url)
+    info = host.registry.upload(read_package(path, host.settings))
+    verb = "stored" if info.created else "already stored (identical)"
+    out.print(f"{info.id}@{info.version} {verb}: {info.kind} module")
+    out.print("functions: " + (", ".join(info.functions) or "none"))
+
+
+@module_app.command("list")
+@handles_errors
+def module_list(database_url: DatabaseOption = None) -> None:
+    """Modules and their versions."""
+    host = open_host(database_url)
+    table(
+        "Modules",
+        ("id", "name", "kind", "latest", "versions"),
+        (
+            (
+                m.id,
+                m.latest.name,
+                m.kind,
+                m.latest.version,
+                ", ".join(v.version for v in m.versions),
+            )
+            for m in host.registry.list()
+        ),
+    )
+
+
+@module_app.command("show")
+@handles_errors
+def module_show(module_id: str, database_url: DatabaseOption = None) -> None:
+    """One module with each version's implemented functions."""
+    host = open_host(database_url)
+    info = host.registry.get(module_id)
+    table(
+        f"{info.id} ({info.kind})",
+        ("version", "uploaded", "functions"),
+        ((v.version, v.uploaded_at, ", ".join(v.functions)) for v in info.versions),
+    )
+
+
+# --- tenant --------------------------------------------------------------------------------
+
+
+@tenant_app.command("create")
+@handles_errors
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(help="Slug, e.g. acme.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a tenant and print its API key (shown this once)."""
+    host = open_host(database_url)
+    tenant, key = host.tenants.create(tenant_id, name)
+    out.print(f"tenant {tenant.id} created")
+    out.print(f"API key (shown once, store it now): {key}", markup=False, highlight=False)
+
+
+@tenant_app.command("list")
+@handles_errors
+def tenant_list(database_url: DatabaseOption = None) -> None:
+    host = open_host(database_url)
+    table(
+        "Tenants",
+        ("id", "name", "created"),
+        ((t.id, t.name, t.created_at) for t in host.tenants.list()),
+    )
+
+
+def parse_settings(
+    pairs: list[str], settings_file: Path | None, secret_names: list[str]
+) -> dict[str, Any] | None:
+    """Settings from a JSON file, ``key=value`` pairs (values parsed as JSON when they can be)
+    and hidden prompts for secrets (so they stay out of shell history and ``ps``)."""
+    if settings_file is None and not pairs and not secret_names:
+        return None
+    settings: dict[str, Any] = {}
+    if settings_file is not None:
+        try:
+            loaded = json.loads(settings_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(
+                "settings file is unreadable", [Problem(str(settings_file), str(exc))]
+            ) from None
+        if not isinstance(loaded, dict):
+            raise InvalidInput(
+                "settings file is invalid", [Problem(str(settings_file), "must hold a JSON object")]
+            )
+        settings.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(
+                "setting is malformed", [Problem(f"--set {pair}", "expected key=value")]
+            )
+        try:
+            settings[key] = json.loads(raw)
+        except ValueError:
+            settings[key] = raw
+    for name in secret_names:
+        settings[name] = typer.prompt(name, hide_input=True)
+    return settings
+
+
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="A setting as key=value (repeatable).")
+]
+SettingsFileOption = Annotated[
+    Path | None, typer.Option("--settings-file", help="Settings as a JSON object.")
+]
+SecretOption = Annotated[
+    list[str] | None,
+    typer.Option("--secret", help="Prompt (hidden) for this setting's value (repeatable)."),
+]
+
+
+def print_enablement(info: Any) -> None:
+    state = "enabled" if info.enabled else "disabled"
+    out.print(f"{info.module_id}@{info.version} {state} for tenant {info.tenant_id}")
+    out.print(f"webhook URL: {info.webhook_url}", markup=False, highlight=False)
+    print_json(info.settings)
+
+
+@tenant_app.command("enable")
+@handles_errors
+def tenant_enable(
+    tenant_id: str,
+    module_id: str,
+    version: Annotated[str | None, typer.Option(help="Version to pin (default: latest).")] = None,
+    set_: SetOption = None,
+    settings_file: SettingsFileOption = None,
+    secret: SecretOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Enable a module version for a tenant (or pin another version), with settings."""
+    host = open_host(database_url)
+    settings = parse_settings(set_ or [], settings_file, secret or [])
+    info = host.tenants.configure(
+        tenant_id, module_id, version=version, settings=settings, enabled=True
+    )
+    print_enablement(info)
+
+
+@tenant_app.command("disable")
+@handles_errors
+def tenant_disable(tenant_id: str, module_id: str, database_url: DatabaseOption = None) -> None:
+    """Disable a module for a tenant; its settings are kept."""
+    host = open_host(database_url)
+    info = host.tenants.disable(tenant_id, module_id)
+    out.print(f"{info.module_id} disabled for tenant {info.tenant_id}")
+
+
+@tenant_app.command("rollback")
+@handles_errors
+def tenant_rollback(tenant_id: str, module_id: str, database_url: DatabaseOption = None) -> None:
+    """Pin the version that was pinned before the current one."""
+    host = open_host(database_url)
+    print_enablement(host.tenants.rollback(tenant_id, module_id))
+
+
+@tenant_app.command("settings")
+@handles_errors
+def tenant_settings(
+    tenant_id: str,
+    module_id: str,
+    set_: SetOption = None,
+    settings_file: SettingsFileOption = None,
+    secret: SecretOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Show a tenant's settings of a module (secrets masked), or change them. Given
+    settings are merged into the stored ones."""
+    host = open_host(database_url)
+    update = parse_settings(set_ or [], settings_file, secret or [])
+    if update is None:
+        print_enablement(host.tenants.enablement(tenant_id, module_id))
+        return
+    print_enablement(host.tenants.update_settings(tenant_id, module_id, update))
+
+
+@tenant_app.command("modules")
+@handles_errors
+def tenant_modules(tenant_id: str, database_url: DatabaseOption = None) -> None:
+    """Modules enabled for a tenant, with their webhook URLs."""
+    host = open_host(database_url)
+    table(
+        f"Modules of {tenant_id}",
+        ("module", "version", "enabled", "webhook URL"),
+        (
+            (e.module_id, e.version, e.enabled, e.webhook_url)
+            for e in host.tenants.enablements(tenant_id)
+        ),
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
