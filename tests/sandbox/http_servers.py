@@ -10,7 +10,11 @@ proxy is never contacted, that a 50 MiB stream is cut off) only show on a real s
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -110,11 +114,14 @@ class LocalHTTPServer:
     seen: list[Seen] = field(default_factory=list)
     bytes_sent: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self._server = _Server((self.host, self.port), RequestHandler)
         self._server.owner = self
         self.port = self._server.server_address[1]
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def route(self, path: str) -> Callable[[Handler], Handler]:
@@ -125,7 +132,8 @@ class LocalHTTPServer:
         return register
 
     def url(self, path: str = "/", host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     def start(self) -> LocalHTTPServer:
         self._thread.start()
@@ -205,3 +213,70 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@dataclass
+class TLSPair:
+    """A throw-away CA and a server certificate for ``names``: the server's context and a
+    client context that trusts only that CA."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def make_tls_pair(*names: str) -> TLSPair:
+    """Issue a certificate for ``names`` (DNS names or IPs) from a fresh in-memory CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+        with open(cert_file, "wb") as out:
+            out.write(cert.public_bytes(pem))
+        with open(key_file, "wb") as out:
+            out.write(
+                key.private_bytes(
+                    pem,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=ca_cert.public_bytes(pem).decode("ascii"))
+    return TLSPair(server=server, client=client)
