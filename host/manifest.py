@@ -343,14 +343,17 @@ def schema_problems(
     echo_values: bool = True,
     hint: Hint | None = None,
 ) -> list[Problem]:
-    """All errors as :class:`Problem` s, deduplicated, in the order jsonschema found them.
+    """All errors as :class:`Problem` s, in the order jsonschema found them.
+
+    One problem per location: when a value breaks several keywords (an empty name is both too
+    short and blank) the first, most basic one is enough to fix it and the rest is noise.
 
     ``location`` is the prefix of every location (``"manifest.json: "`` or ``""``), ``root``
     the path root (``$`` or ``settings``), ``prefix`` the path of the validated value.
     ``hint`` may replace the message of an error with a more specific one.
     """
     problems: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
     for error in errors:
         specific = hint(tuple(error.absolute_path), error) if hint else None
         explained: Iterable[tuple[PathParts, str]] = (
@@ -360,8 +363,8 @@ def schema_problems(
         )
         for path, message in explained:
             where = location + format_path(root, (*prefix, *path))
-            if (where, message) not in seen:
-                seen.add((where, message))
+            if where not in seen:
+                seen.add(where)
                 problems.append(Problem(where, message))
     return problems
 
