@@ -8,6 +8,7 @@ import io
 import json
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -165,8 +166,20 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> b
             "module package is too large",
             [Problem(info.filename, f"{info.file_size} bytes, more than the limit of {cap}")],
         )
-    with archive.open(info) as handle:
-        data = handle.read(cap + 1)
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(cap + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        # A declared size that lies stops the stream early and fails the CRC check here.
+        raise InvalidInput(
+            "module archive is not readable",
+            [Problem(info.filename, f"corrupt archive entry ({exc})")],
+        ) from None
+    except (NotImplementedError, RuntimeError) as exc:  # unknown compression, encryption
+        raise InvalidInput(
+            "module archive is not readable",
+            [Problem(info.filename, f"unsupported archive entry ({exc})")],
+        ) from None
     if len(data) > cap:
         raise InvalidInput(
             "module package is too large",
