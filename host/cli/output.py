@@ -14,8 +14,8 @@ from rich.table import Table
 from host.errors import HostError
 from sandbox.errors import SandboxError
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,7 +46,7 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     grid = Table(title=title, title_justify="left")
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(column, overflow="fold")
     count = 0
     for row in rows:
         grid.add_row(*("" if v is None else str(v) for v in row))
