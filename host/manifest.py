@@ -223,6 +223,12 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def describe_type(value: Any) -> str:
+    """``"an array"``, ``"a string"``, ``"null"``: the JSON type of a value, for messages."""
+    kind = json_type(value)
+    return _TYPE_NAMES.get(kind, kind)
+
+
 def _show(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False, default=repr)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -269,7 +275,7 @@ def explain_error(error: ValidationError, *, echo_values: bool) -> Iterator[tupl
     elif keyword == "type":
         names = expected if isinstance(expected, list) else [expected]
         wanted = " or ".join(_TYPE_NAMES.get(str(n), str(n)) for n in names)
-        yield path, f"must be {wanted}, not {_TYPE_NAMES.get(json_type(instance), '?')}"
+        yield path, f"must be {wanted}, not {describe_type(instance)}"
     elif keyword == "enum":
         yield path, f"must be one of {', '.join(_show(v) for v in expected)}{got}"
     elif keyword == "const":

@@ -39,7 +39,8 @@ from host.manifest import (
     EMPTY_REGISTRY,
     HostSchemaValidator,
     Manifest,
-    json_type,
+    describe_type,
+    format_path,
     schema_problems,
 )
 
@@ -114,7 +115,7 @@ def settings_format_checker() -> FormatChecker:
 
 @functools.lru_cache(maxsize=256)
 def _validator_for(schema_json: str) -> Validator:
-    """One compiled validator per distinct settings schema (keyed by its canonical JSON)."""
+    """One compiled validator per distinct settings schema (keyed by its JSON text)."""
     return HostSchemaValidator(
         json.loads(schema_json), registry=EMPTY_REGISTRY, format_checker=settings_format_checker()
     )
@@ -134,11 +135,22 @@ def validate_settings(manifest: Manifest, settings: Any) -> dict[str, Any]:
     """
     if not isinstance(settings, dict):
         raise _invalid(
-            manifest, [Problem("settings", f"must be an object, not {json_type(settings)}")]
+            manifest, [Problem("settings", f"must be an object, not {describe_type(settings)}")]
         )
-    validator = _validator_for(json.dumps(manifest.settings, sort_keys=True))
+    # Key order is kept (not sorted): messages list fields in declaration order.
+    validator = _validator_for(json.dumps(manifest.settings))
+    problems = [
+        Problem(
+            format_path("settings", path.split(".")),
+            f"is the mask marker {SECRET_MARKER!r}, not a value; omit the field to keep "
+            "the stored secret",
+        )
+        for path in manifest.secret_fields
+        if _get(settings, path) == SECRET_MARKER
+    ]
+    marked = {p.location for p in problems}
     try:
-        problems = schema_problems(
+        found = schema_problems(
             validator.iter_errors(settings), location="", root="settings", echo_values=False
         )
     except referencing.exceptions.Unresolvable as exc:
@@ -146,15 +158,7 @@ def validate_settings(manifest: Manifest, settings: Any) -> dict[str, Any]:
             "settings", f"the settings schema of {manifest.ref} has an unresolvable $ref: {exc}"
         )
         raise _invalid(manifest, [problem]) from None
-    for path in manifest.secret_fields:
-        if _get(settings, path) == SECRET_MARKER:
-            problems.append(
-                Problem(
-                    f"settings.{path}",
-                    f"is the mask marker {SECRET_MARKER!r}, not a value; omit the field to keep "
-                    "the stored secret",
-                )
-            )
+    problems.extend(p for p in found if p.location not in marked)
     if problems:
         raise _invalid(manifest, problems)
     return settings
@@ -219,7 +223,7 @@ def merge_settings(
     """
     if not isinstance(update, dict):
         raise _invalid(
-            manifest, [Problem("settings", f"must be an object, not {json_type(update)}")]
+            manifest, [Problem("settings", f"must be an object, not {describe_type(update)}")]
         )
     cleaned = _drop_markers(manifest, update)
     if mode == "patch":
