@@ -15,8 +15,12 @@ from types import CodeType
 from RestrictedPython import compile_restricted_exec
 
 from sandbox.errors import InvalidModule, PolicyViolation, ScriptCompileError, ScriptProblem
+from sandbox.policy import ScriptPolicy
 
 DEFAULT_MAX_SOURCE_BYTES = 512 * 1024
+
+#: Deepest AST a script may have; real code stays far below, the compiler stack does not.
+MAX_NESTING_DEPTH = 100
 
 _LINE_PREFIX = re.compile(r"^Line (\d+): (.*)$", re.DOTALL)
 
@@ -59,12 +63,14 @@ def compile_script(
     *,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
 ) -> CompiledScript:
-    """Compile ``source`` under the sandbox policy.
+    """Compile ``source`` under the sandbox policy (:class:`sandbox.policy.ScriptPolicy`).
 
     Raises :class:`ScriptCompileError` listing every problem (syntax error, policy
-    violation, oversize source) with its line.
+    violation, oversize or pathologically nested source) with its line. Never lets a
+    ``RecursionError``/``MemoryError`` of the parser or compiler escape: a hostile source
+    must produce a report, not crash the process that validates it.
     """
-    size = len(source.encode("utf-8"))
+    size = len(source.encode("utf-8", errors="surrogatepass"))
     if size > max_source_bytes:
         raise ScriptCompileError(
             [
@@ -75,11 +81,22 @@ def compile_script(
                 )
             ]
         )
+    tree = _parse(source, filename)
+    _check_nesting(tree, filename)
+    functions = _functions(tree)
     try:
-        result = compile_restricted_exec(source, filename=filename)
+        result = compile_restricted_exec(tree, filename=filename, policy=ScriptPolicy)
+    except SyntaxError as exc:  # found by the compiler, not the parser ("return" outside def)
+        raise ScriptCompileError([_syntax_problem(exc, filename)]) from None
     except (RecursionError, MemoryError, ValueError) as exc:
         raise ScriptCompileError(
-            [ScriptProblem(InvalidModule.kind, f"script cannot be parsed: {type(exc).__name__}", filename)]
+            [
+                ScriptProblem(
+                    InvalidModule.kind,
+                    f"script cannot be compiled: {type(exc).__name__}",
+                    filename,
+                )
+            ]
         ) from None
     if result.errors:
         raise ScriptCompileError([_problem(e, filename) for e in result.errors])
@@ -88,11 +105,66 @@ def compile_script(
         filename=filename,
         source_hash=source_hash(source),
         code=result.code,
-        functions=_functions(ast.parse(source, filename=filename)),
+        functions=functions,
     )
 
 
+def _parse(source: str, filename: str) -> ast.Module:
+    try:
+        return ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        raise ScriptCompileError([_syntax_problem(exc, filename)]) from None
+    except (RecursionError, MemoryError, ValueError) as exc:
+        # ValueError: NUL bytes in the source; the others: pathological nesting
+        raise ScriptCompileError(
+            [
+                ScriptProblem(
+                    InvalidModule.kind,
+                    f"script cannot be parsed: {type(exc).__name__}: {exc}"[:300],
+                    filename,
+                )
+            ]
+        ) from None
+
+
+def _syntax_problem(exc: SyntaxError, filename: str) -> ScriptProblem:
+    return ScriptProblem(
+        InvalidModule.kind,
+        f"{type(exc).__name__}: {exc.msg}",
+        filename,
+        exc.lineno,
+        exc.offset,
+    )
+
+
+def _check_nesting(tree: ast.AST, filename: str) -> None:
+    """Refuse trees deeper than :data:`MAX_NESTING_DEPTH`, pointing at the deepest line.
+
+    The policy transformer and the byte-code compiler recurse once per level; a
+    100,000-term ``1+1+...`` would exhaust the interpreter stack there. Measured here with
+    an explicit stack, so the check itself cannot overflow.
+    """
+    stack: list[tuple[ast.AST, int, int | None]] = [(tree, 0, None)]
+    while stack:
+        node, depth, line = stack.pop()
+        line = getattr(node, "lineno", line)
+        if depth > MAX_NESTING_DEPTH:
+            raise ScriptCompileError(
+                [
+                    ScriptProblem(
+                        PolicyViolation.kind,
+                        f"code is nested too deeply (more than {MAX_NESTING_DEPTH} levels of "
+                        "expressions and blocks); split it into smaller parts",
+                        filename,
+                        line,
+                    )
+                ]
+            )
+        stack.extend((child, depth + 1, line) for child in ast.iter_child_nodes(node))
+
+
 def _problem(error: str, filename: str) -> ScriptProblem:
+    """Turn one RestrictedPython error string (``Line N: message``) into a problem."""
     match = _LINE_PREFIX.match(error)
     line, message = (int(match.group(1)), match.group(2)) if match else (None, error)
     kind = InvalidModule.kind if "SyntaxError" in message else PolicyViolation.kind

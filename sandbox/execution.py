@@ -1,0 +1,148 @@
+"""Run one function of a compiled script, in-process, and say precisely how it ended.
+
+:func:`execute` is the language-level half of an invocation: fresh globals, the module
+body, the function, the return value converted to plain data, and every failure turned into
+exactly one :mod:`sandbox.errors` kind with the script line it happened on. OS-level limits
+(rlimits, wall-clock kill) belong to the worker process that calls this.
+
+No traceback, frame or host exception object ever reaches the script or leaves this module:
+failures leave as fresh :class:`SandboxError` instances raised ``from None``.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from sandbox import errors
+from sandbox.compiler import CompiledScript
+from sandbox.facades import ImportDenied
+from sandbox.guards import AccessDenied, WriteDenied
+from sandbox.records import InvalidReturn, to_plain, wrap
+from sandbox.world import (
+    Capabilities,
+    CapabilityError,
+    InMemoryCapabilities,
+    WorldSpec,
+    build_globals,
+)
+
+MAX_MESSAGE_CHARS = 2000
+
+
+def execute(
+    compiled: CompiledScript,
+    function: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    capabilities: Capabilities | None = None,
+    spec: WorldSpec | None = None,
+) -> Any:
+    """Run the module body of ``compiled`` in fresh globals, then call ``function``.
+
+    ``args``/``kwargs`` must be JSON-compatible; the script receives dicts and lists as
+    read-only records. Returns the result as plain JSON data.
+
+    Raises :class:`NotImplementedFunction` (function absent, not a function, or raising
+    ``NotImplementedError``), :class:`InvalidReturn` (non-JSON result), or the kind of the
+    failure: :class:`ScriptError` (``Type: message``, script line), :class:`PolicyViolation`
+    (refused import/attribute), :class:`LimitExceeded` (recursion, lent limits),
+    :class:`MemoryLimit`, :class:`EgressDenied` (an uncaught refused fetch) ...
+    """
+    capabilities = capabilities if capabilities is not None else InMemoryCapabilities()
+    arguments = [wrap(to_plain(a, what="argument", error=TypeError)) for a in args]
+    keyword_arguments = {
+        str(k): wrap(to_plain(v, what=f"argument {k}", error=TypeError))
+        for k, v in (kwargs or {}).items()
+    }
+    world = build_globals(capabilities, spec)
+    try:
+        exec(compiled.code, world)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise _translate(exc, compiled, function, None, in_body=True) from None
+
+    target: Any = world.get(function)
+    if not _is_script_function(target, compiled):
+        raise errors.NotImplementedFunction(
+            f"the script does not implement {function}", filename=compiled.filename
+        )
+    try:
+        result = target(*arguments, **keyword_arguments)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise _translate(exc, compiled, function, target, in_body=False) from None
+    finally:
+        world.clear()  # break cycles through the script's globals at once
+    return to_plain(
+        result,
+        what=f"{function} returned an invalid value",
+        error=lambda message: InvalidReturn(message, filename=compiled.filename),
+    )
+
+
+def _is_script_function(target: Any, compiled: CompiledScript) -> bool:
+    return (
+        isinstance(target, types.FunctionType) and target.__code__.co_filename == compiled.filename
+    )
+
+
+def _translate(
+    exc: BaseException,
+    compiled: CompiledScript,
+    function: str,
+    target: Any,
+    *,
+    in_body: bool,
+) -> errors.SandboxError:
+    """Exactly one sandbox error for an exception that left the script."""
+    filename = compiled.filename
+    line = script_line(exc.__traceback__, filename)
+    if line is None and target is not None:
+        line = target.__code__.co_firstlineno
+    message = _message(exc)
+
+    if isinstance(exc, CapabilityError) and exc._error_class is not None:
+        return exc._error_class(exc.message, filename=filename, line=line)
+    if isinstance(exc, errors.SandboxError):  # raised by a capability outside the wrappers
+        return type(exc)(exc.message, filename=filename, line=line)
+    if isinstance(exc, NotImplementedError) and not in_body:
+        detail = f": {message}" if message else ""
+        return errors.NotImplementedFunction(
+            f"the script does not implement {function}{detail}", filename=filename, line=line
+        )
+    if isinstance(exc, (ImportDenied, AccessDenied)):
+        return errors.PolicyViolation(message, filename=filename, line=line)
+    if isinstance(exc, RecursionError):
+        return errors.LimitExceeded(
+            "maximum recursion depth exceeded", filename=filename, line=line
+        )
+    if isinstance(exc, MemoryError):
+        return errors.MemoryLimit("out of memory", filename=filename, line=line)
+    name = "TypeError" if isinstance(exc, WriteDenied) else type(exc).__name__
+    text = f"{name}: {message}" if message else name
+    return errors.ScriptError(text, filename=filename, line=line)
+
+
+def script_line(tb: TracebackType | None, filename: str) -> int | None:
+    """The line of the innermost traceback entry that lies in the script."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<unprintable message>"
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + "..."
+    return text
