@@ -78,7 +78,13 @@ class Invocation:
 
     @functools.cached_property
     def source_hash(self) -> str:
-        return source_hash(self.source)
+        return _source_hash(self.source)
+
+
+@functools.lru_cache(maxsize=512)
+def _source_hash(source: str) -> str:
+    """Callers build a new Invocation per call with the same (interned) source text."""
+    return source_hash(source)
 
 
 @dataclass(frozen=True)

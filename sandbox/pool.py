@@ -1,0 +1,435 @@
+"""A pool of warm worker processes and the supervisor that keeps it whole.
+
+``SandboxPool.run(invocation)`` is thread-safe: any number of host threads (an asyncio
+threadpool, a web server's workers) may call it at once. Each call takes an idle worker —
+a worker never runs two invocations at once — and the **calling thread supervises its own
+invocation**: it waits on the worker's pipe with the time left, relays fetch()/host
+callbacks, and at the wall-clock deadline (or when the worker's CPU, read from
+``/proc/<pid>/stat``, passes the CPU limit without the in-worker SIGXCPU having stopped it —
+e.g. a long C loop such as ``sum(range(10**12))``) it SIGKILLs the worker. A worker that died
+or was killed is handed to the **supervisor thread**, which spawns a replacement in the
+background so the pool returns to full size while the failed call already has its answer.
+Nothing is shared between workers, so a kill never touches other invocations.
+
+Replacement takes one interpreter start (~100 ms). Workers can also be recycled after N
+calls (``recycle_after``) to bound slow leaks in long-lived processes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sandbox.channel import (
+    DEFAULT_MAX_FRAME_BYTES,
+    ChannelClosed,
+    ChannelError,
+    ChannelTimeout,
+    FrameReader,
+    ProtocolViolation,
+    encode,
+    write_frame,
+)
+from sandbox.conversation import Conversation, died_error
+from sandbox.invocation import ErrorInfo, Invocation, InvocationResult
+from sandbox.limits import DEFAULT_LIMITS
+
+logger = logging.getLogger(__name__)
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from sandbox.worker import main; main(sys.argv[2])"
+#: the only environment a worker gets: no CRM_HOST_*, no tokens, no proxies
+WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class PoolClosed(RuntimeError):
+    """``run`` was called on (or during) ``close``."""
+
+
+class WorkerStartError(RuntimeError):
+    """Workers cannot be started (the pool is empty and spawning keeps failing)."""
+
+
+class WorkerProcess:
+    """The parent's handle of one worker process."""
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any],
+        stderr: int | None,
+        max_frame_bytes: int,
+        python: str,
+    ):
+        self.proc = subprocess.Popen(
+            [python, "-I", "-B", "-c", _BOOT, _ROOT, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=dict(WORKER_ENV),
+            bufsize=0,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.pid = self.proc.pid
+        self.write_fd = self.proc.stdin.fileno()
+        os.set_blocking(self.write_fd, False)
+        self.reader = FrameReader(self.proc.stdout.fileno(), max_frame_bytes)
+        self.known: set[str] = set()
+        self.calls = 0
+        self.cpu_total = 0.0
+        self.info: dict[str, Any] = {}
+        self.kill_reason: str | None = None
+        self.started = time.monotonic()
+
+    def wait_hello(self, deadline: float) -> None:
+        hello = self.reader.read(deadline)
+        if hello.get("op") != "hello":
+            raise ProtocolViolation("worker did not say hello")
+        self.info = hello
+
+    def send(self, message: dict[str, Any], deadline: float | None) -> None:
+        write_frame(self.write_fd, encode(message), deadline)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the process so far (Linux /proc), None when unknown."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def kill(self, reason: str | None = None) -> int:
+        """SIGKILL and reap; returns the exit status (negative signal number)."""
+        if reason and self.kill_reason is None:
+            self.kill_reason = reason
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+        status = self.proc.wait()
+        self._close_pipes()
+        return status
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask politely, then kill."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ChannelError, OSError):
+                self.send({"op": "exit"}, time.monotonic() + timeout)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def _close_pipes(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class SandboxPool:
+    """Warm, supervised worker processes that run :class:`Invocation` s.
+
+    ``size`` workers are started before the constructor returns (pass ``start=False`` and
+    call :meth:`start` to defer). ``max_memory_mb`` is the largest memory limit any
+    invocation may ask for (it fixes the workers' hard address-space limit).
+    ``recycle_after`` replaces a worker after that many invocations (None = never).
+    ``acquire_timeout_s`` bounds the wait for an idle worker (None = wait).
+    ``executor`` (``"module:function"``, imported in the worker) runs one function of a
+    compiled script; the default is :func:`sandbox.world.execute` (``executor_path`` is
+    prepended to the worker's ``sys.path`` to find another one).
+    """
+
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        recycle_after: int | None = None,
+        max_memory_mb: int = DEFAULT_LIMITS.memory_mb,
+        isolate_network: bool = True,
+        drop_privileges: bool = True,
+        worker_stderr: int | None = subprocess.DEVNULL,
+        start_timeout_s: float = 30.0,
+        acquire_timeout_s: float | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        python: str = sys.executable,
+        executor: str = "sandbox.world:execute",
+        executor_path: Sequence[str] = (),
+        start: bool = True,
+    ):
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self.recycle_after = recycle_after
+        self.acquire_timeout_s = acquire_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self._worker_kwargs: dict[str, Any] = {
+            "config": {
+                "max_memory_mb": max_memory_mb,
+                "isolate_network": isolate_network,
+                "drop_privileges": drop_privileges,
+                "executor": executor,
+                "executor_path": list(executor_path),
+            },
+            "stderr": worker_stderr,
+            "max_frame_bytes": max_frame_bytes,
+            "python": python,
+        }
+        self._cond = threading.Condition()
+        self._idle: deque[WorkerProcess] = deque()
+        self._workers: set[WorkerProcess] = set()
+        self._wanted = 0
+        self._spawn_failures = 0
+        self._last_spawn_error: BaseException | None = None
+        self._closed = False
+        self._started = False
+        self._spec_cache: dict[int, tuple[Any, dict[str, Any], str]] = {}
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="sandbox-supervisor", daemon=True
+        )
+        self.replacements = 0
+        if start:
+            self.start()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers (in parallel) and the supervisor; returns when all are warm."""
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+        atexit.register(self.close)
+        started = self._spawn(self.size)
+        with self._cond:
+            self._idle.extend(started)
+            self._workers.update(started)
+            self._wanted += self.size - len(started)
+        if not started:
+            self.close()
+            raise WorkerStartError(f"no worker could start: {self._last_spawn_error!r}")
+        self._supervisor.start()
+
+    def close(self) -> None:
+        """Stop every worker (running invocations fail) and the supervisor. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self.close)
+        for worker in workers:
+            worker.kill("pool closed")
+        if self._supervisor.is_alive() and threading.current_thread() is not self._supervisor:
+            self._supervisor.join(timeout=10)
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- introspection --------------------------------------------------------------------
+
+    def worker_pids(self) -> list[int]:
+        with self._cond:
+            return sorted(w.pid for w in self._workers)
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        """What each worker reported at start (network isolation, limits, privileges)."""
+        with self._cond:
+            return [dict(w.info) for w in self._workers]
+
+    @property
+    def idle_count(self) -> int:
+        with self._cond:
+            return len(self._idle)
+
+    def wait_full(self, timeout: float = 10.0) -> bool:
+        """Block until ``size`` workers are alive (after kills/replacements)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._workers) < self.size or self._wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, invocation: Invocation) -> InvocationResult:
+        """Run one invocation in an idle worker; never raises for script failures (they are
+        in the result), raises :class:`PoolClosed`/:class:`WorkerStartError` for the pool's
+        own and ``TypeError`` for arguments that are not JSON-compatible."""
+        for _attempt in range(3):
+            worker = self._acquire()
+            conversation = Conversation(self, worker, invocation)
+            healthy = False
+            try:
+                result = conversation.run()
+                healthy = conversation.worker_healthy
+                return result
+            except ChannelClosed:
+                if conversation.dispatched:
+                    raise
+                continue  # the worker died before it got the call: try another
+            finally:
+                self._release(worker, healthy)
+        return InvocationResult(
+            ok=False,
+            error=ErrorInfo("script_error", "no worker could take the invocation"),
+        )
+
+    def spec_payload(self, spec: Any) -> tuple[dict[str, Any], str]:
+        """The JSON form of a world spec and its hash, computed once per spec object."""
+        cached = self._spec_cache.get(id(spec))
+        if cached is not None and cached[0] is spec:
+            return cached[1], cached[2]
+        if isinstance(spec, dict):
+            data = spec
+        elif hasattr(spec, "to_dict"):
+            data = spec.to_dict()
+        elif hasattr(spec, "as_dict"):
+            data = spec.as_dict()
+        else:
+            import dataclasses
+
+            data = dataclasses.asdict(spec)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        digest = "spec:" + hashlib.sha256(text.encode()).hexdigest()
+        if len(self._spec_cache) > 256:
+            self._spec_cache.clear()
+        self._spec_cache[id(spec)] = (spec, data, digest)
+        return data, digest
+
+    def _acquire(self) -> WorkerProcess:
+        deadline = (
+            None if self.acquire_timeout_s is None else time.monotonic() + self.acquire_timeout_s
+        )
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise PoolClosed("the sandbox pool is closed")
+                if self._idle:
+                    # no liveness syscall here: a worker that died while idle fails the
+                    # write with EPIPE before it is dispatched, and run() retries
+                    return self._idle.popleft()
+                if not self._workers and self._spawn_failures >= 3:
+                    raise WorkerStartError(
+                        f"sandbox workers cannot start: {self._last_spawn_error!r}"
+                    )
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("no idle sandbox worker")
+                self._cond.wait(remaining)
+
+    def _release(self, worker: WorkerProcess, healthy: bool) -> None:
+        worker.calls += 1
+        if self.recycle_after is not None and worker.calls >= self.recycle_after:
+            healthy = False
+        if not healthy:
+            worker.kill()  # SIGKILL + reap: cheap, and outside the lock
+        with self._cond:
+            if healthy and not self._closed and worker in self._workers:
+                self._idle.append(worker)
+                self._cond.notify()
+            else:
+                healthy = False
+                self._discard_locked(worker)
+                self._cond.notify_all()
+        if not healthy:
+            worker.kill()  # closed while it was busy
+
+    def _discard_locked(self, worker: WorkerProcess) -> None:
+        if worker in self._workers:
+            self._workers.discard(worker)
+            if not self._closed:
+                self._wanted += 1
+                self._cond.notify_all()
+
+    # -- supervisor -------------------------------------------------------------------------
+
+    def _spawn(self, count: int) -> list[WorkerProcess]:
+        """Start ``count`` workers at once and wait for their hellos."""
+        pending: list[WorkerProcess] = []
+        for _ in range(count):
+            try:
+                pending.append(WorkerProcess(**self._worker_kwargs))
+            except OSError as exc:
+                self._last_spawn_error = exc
+        deadline = time.monotonic() + self.start_timeout_s
+        ready: list[WorkerProcess] = []
+        for worker in pending:
+            try:
+                worker.wait_hello(deadline)
+                ready.append(worker)
+            except ChannelError as exc:
+                status = worker.kill()
+                self._last_spawn_error = RuntimeError(f"worker failed to start ({exc}, {status})")
+        with self._cond:
+            if ready:
+                self._spawn_failures = 0
+            elif count:
+                self._spawn_failures += 1
+        return ready
+
+    def _supervise(self) -> None:
+        """Keep the pool at ``size``: spawn replacements for discarded workers."""
+        while True:
+            with self._cond:
+                while not self._closed and not self._wanted:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                count, self._wanted = self._wanted, 0
+                failures = self._spawn_failures
+            if failures:
+                time.sleep(min(2.0, 0.1 * 2**failures))
+            started = self._spawn(count)
+            with self._cond:
+                if self._closed:
+                    closing = started
+                else:
+                    closing = []
+                    self._workers.update(started)
+                    self._idle.extend(started)
+                    self._wanted += count - len(started)
+                    self.replacements += len(started)
+                self._cond.notify_all()
+            for worker in closing:
+                worker.kill("pool closed")
+
+
+__all__ = [
+    "PoolClosed",
+    "SandboxPool",
+    "WorkerProcess",
+    "WorkerStartError",
+    "died_error",
+]
