@@ -27,8 +27,8 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import copy
 import functools
-import importlib.resources
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -48,9 +48,11 @@ from host.errors import InvalidInput, Problem
 MANIFEST_SCHEMA_PATH = (
     Path(__file__).resolve().parent.parent / "module_manifests" / "schema" / "manifest.schema.json"
 )
-#: Name of the copy shipped inside the ``host`` package for non-editable installs (wheels),
-#: where ``module_manifests/`` is not installed. Only read when the source file is absent.
-PACKAGED_SCHEMA_NAME = "manifest.schema.json"
+#: The copy shipped inside the ``host`` package for non-editable installs (wheels), where
+#: ``module_manifests/`` is not installed (pyproject's ``host = ["*.json"]`` package-data
+#: includes it). Only read when the source file is absent. A plain path, not
+#: ``importlib.resources``: wheels install as files, and it behaves the same under pytest.
+PACKAGED_SCHEMA_PATH = Path(__file__).resolve().parent / "manifest.schema.json"
 
 #: Largest manifest accepted; a manifest is a few KiB, anything near this is not a manifest.
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -81,18 +83,17 @@ def load_manifest_schema() -> dict[str, Any]:
     """The manifest JSON Schema, read once per process.
 
     Source checkouts and editable installs read :data:`MANIFEST_SCHEMA_PATH`; a wheel install
-    reads the copy packaged as ``host/manifest.schema.json`` (build step, see pyproject).
+    reads :data:`PACKAGED_SCHEMA_PATH`, a copy of the same file.
     """
     if MANIFEST_SCHEMA_PATH.is_file():
         text = MANIFEST_SCHEMA_PATH.read_text(encoding="utf-8")
+    elif PACKAGED_SCHEMA_PATH.is_file():
+        text = PACKAGED_SCHEMA_PATH.read_text(encoding="utf-8")
     else:
-        packaged = importlib.resources.files("host").joinpath(PACKAGED_SCHEMA_NAME)
-        if not packaged.is_file():
-            raise RuntimeError(
-                f"manifest schema not found: neither {MANIFEST_SCHEMA_PATH} nor the packaged "
-                f"host/{PACKAGED_SCHEMA_NAME} exists; the installation is incomplete"
-            )
-        text = packaged.read_text(encoding="utf-8")
+        raise RuntimeError(
+            f"manifest schema not found: neither {MANIFEST_SCHEMA_PATH} nor the packaged "
+            f"{PACKAGED_SCHEMA_PATH} exists; the installation is incomplete"
+        )
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -554,7 +555,7 @@ class Manifest(BaseModel):
     script: str
     description: str = ""
     egress: list[str] = Field(default_factory=list)
-    settings: dict[str, Any] = Field(default_factory=lambda: dict(EMPTY_SETTINGS_SCHEMA))
+    settings: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(EMPTY_SETTINGS_SCHEMA))
     limits: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
