@@ -19,7 +19,7 @@ from typing import Any
 from sandbox import errors
 from sandbox.compiler import CompiledScript
 from sandbox.facades import ImportDenied
-from sandbox.guards import AccessDenied, WriteDenied
+from sandbox.guards import AccessDenied, WriteDenied, WriteGuard
 from sandbox.records import InvalidReturn, to_plain, wrap
 from sandbox.world import (
     Capabilities,
@@ -58,11 +58,12 @@ def execute(
         for k, v in (kwargs or {}).items()
     }
     world = build_globals(capabilities, spec)
+    write_guard: WriteGuard = world["_write_"]
     try:
         exec(compiled.code, world)
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except BaseException as exc:
+        if not _from_script(exc, write_guard):
+            raise
         raise _translate(exc, compiled, function, None, in_body=True) from None
 
     target: Any = world.get(function)
@@ -72,9 +73,9 @@ def execute(
         )
     try:
         result = target(*arguments, **keyword_arguments)
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except BaseException as exc:
+        if not _from_script(exc, write_guard):
+            raise
         raise _translate(exc, compiled, function, target, in_body=False) from None
     finally:
         world.clear()  # break cycles through the script's globals at once
@@ -83,6 +84,19 @@ def execute(
         what=f"{function} returned an invalid value",
         error=lambda message: InvalidReturn(message, filename=compiled.filename),
     )
+
+
+def _from_script(exc: BaseException, write_guard: WriteGuard) -> bool:
+    """Whether ``exc`` is the script's failure to report, rather than the worker's own
+    interruption (CPU-time signal, shutdown) that must pass through untouched.
+
+    Every ``Exception`` is the script's; of the other ``BaseException`` classes only those a
+    script can name or define are.
+    """
+    cls = type(exc)
+    if isinstance(exc, Exception) or cls in (BaseException, GeneratorExit):
+        return True
+    return write_guard.is_script_class(cls)
 
 
 def _is_script_function(target: Any, compiled: CompiledScript) -> bool:

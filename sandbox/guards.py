@@ -128,11 +128,15 @@ class WriteGuard:
     def register_class(self, cls: type) -> None:
         self._script_classes.add(cls)
 
+    def is_script_class(self, cls: type) -> bool:
+        """Whether ``cls`` or one of its bases was defined by the script."""
+        return any(base in self._script_classes for base in cls.__mro__)
+
     def may_write(self, obj: Any) -> bool:
         cls = type(obj)
         if cls in WRITABLE_TYPES:
             return True
-        return any(base in self._script_classes for base in cls.__mro__)
+        return self.is_script_class(cls)
 
     def __call__(self, obj: Any) -> Any:
         if self.may_write(obj):

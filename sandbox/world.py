@@ -46,20 +46,6 @@ from sandbox.records import (
 # What the caller lends
 
 
-class StorageBackend(Protocol):
-    """Persistent key-value store of one (tenant, module); values are JSON-compatible.
-
-    ``get`` raises ``KeyError`` for an absent key. Any method may raise
-    :class:`sandbox.errors.LimitExceeded` (quota) or another :class:`SandboxError`.
-    """
-
-    def get(self, key: str) -> Any: ...
-
-    def set(self, key: str, value: Any) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-
 class Capabilities(Protocol):
     """Everything a script can reach beyond pure computation, supplied by the caller.
 
@@ -70,7 +56,10 @@ class Capabilities(Protocol):
       :class:`sandbox.errors.EgressDenied`, :class:`sandbox.errors.LimitExceeded`,
       :class:`sandbox.errors.Timeout` or any other :class:`SandboxError`; any other
       exception counts as a network failure.
-    - ``storage``: a :class:`StorageBackend`.
+    - ``storage_get(key, default)`` / ``storage_set(key, value)`` / ``storage_delete(key)``:
+      the persistent key-value store of one (tenant, module), JSON values; ``storage_get``
+      returns ``default`` (an opaque marker object) for an absent key; any of them may raise
+      :class:`sandbox.errors.LimitExceeded` (quota) or another :class:`SandboxError`.
     - ``log(text)``: one captured line (``log(...)`` or ``print(...)``), without newline.
     - ``call(name, args)``: a host callback declared in ``WorldSpec.namespaces``
       (``"crm.contacts"``, ``[ids]``); JSON in, JSON out.
@@ -79,14 +68,17 @@ class Capabilities(Protocol):
     @property
     def settings(self) -> Mapping[str, Any]: ...
 
-    @property
-    def storage(self) -> StorageBackend: ...
-
     def fetch(self, request: dict[str, Any]) -> dict[str, Any]: ...
 
     def log(self, text: str) -> None: ...
 
     def call(self, name: str, args: list[Any]) -> Any: ...
+
+    def storage_get(self, key: str, default: Any = None) -> Any: ...
+
+    def storage_set(self, key: str, value: Any) -> None: ...
+
+    def storage_delete(self, key: str) -> None: ...
 
 
 # What the caller describes as data
@@ -351,6 +343,9 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
+_ABSENT: Any = object()
+
+
 class ScriptStorage:
     """``storage.get(key, default=None)`` / ``set(key, value)`` / ``delete(key)``.
 
@@ -358,32 +353,27 @@ class ScriptStorage:
     what is stored.
     """
 
-    __slots__ = ("_backend",)
-    _backend: StorageBackend
+    __slots__ = ("_capabilities",)
+    _capabilities: Capabilities
 
-    def __init__(self, backend: StorageBackend) -> None:
-        object.__setattr__(self, "_backend", backend)
+    def __init__(self, capabilities: Capabilities) -> None:
+        object.__setattr__(self, "_capabilities", capabilities)
 
     def get(self, key: str, default: Any = None) -> Any:
         _check_key(key)
-        try:
-            value = self._backend.get(key)
-        except KeyError:
+        value = _lend(CapabilityError, "storage.get", self._capabilities.storage_get, key, _ABSENT)
+        if value is _ABSENT:
             return default
-        except errors.SandboxError as exc:
-            raise _script_error(exc, CapabilityError) from None
-        except Exception as exc:
-            raise CapabilityError(f"storage.get failed: {type(exc).__name__}") from None
         return to_plain(value, what="stored value", error=CapabilityError)
 
     def set(self, key: str, value: Any) -> None:
         _check_key(key)
         plain = to_plain(value, what="storage value", error=TypeError)
-        _lend(CapabilityError, "storage.set", self._backend.set, key, plain)
+        _lend(CapabilityError, "storage.set", self._capabilities.storage_set, key, plain)
 
     def delete(self, key: str) -> None:
         _check_key(key)
-        _lend(CapabilityError, "storage.delete", self._backend.delete, key)
+        _lend(CapabilityError, "storage.delete", self._capabilities.storage_delete, key)
 
     def __repr__(self) -> str:
         return "<storage>"
@@ -557,7 +547,7 @@ def build_globals(
     lent: dict[str, Any] = {
         "settings": Record(to_plain(dict(capabilities.settings), what="settings", error=TypeError)),
         "fetch": _make_fetch(capabilities),
-        "storage": ScriptStorage(capabilities.storage),
+        "storage": ScriptStorage(capabilities),
         "log": log,
         **CAPABILITY_ERRORS,
     }
@@ -586,29 +576,13 @@ def build_globals(
 
 
 @dataclass
-class DictStorage:
-    """A :class:`StorageBackend` over a dict."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str) -> Any:
-        return copy.deepcopy(self.data[key])
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = copy.deepcopy(value)
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-
-@dataclass
 class InMemoryCapabilities:
     """Capabilities held in memory: ``fetch`` answers through ``fetch_handler`` (default:
     every request is refused with ``EgressDenied``), host callbacks through ``handlers``,
-    log lines collect in ``logs``."""
+    log lines collect in ``logs``, storage lives in ``stored``. For tests and local tools."""
 
     settings: dict[str, Any] = field(default_factory=dict)
-    storage: DictStorage = field(default_factory=DictStorage)
+    stored: dict[str, Any] = field(default_factory=dict)
     fetch_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
@@ -622,6 +596,17 @@ class InMemoryCapabilities:
 
     def log(self, text: str) -> None:
         self.logs.append(text)
+
+    def storage_get(self, key: str, default: Any = None) -> Any:
+        if key not in self.stored:
+            return default
+        return copy.deepcopy(self.stored[key])
+
+    def storage_set(self, key: str, value: Any) -> None:
+        self.stored[key] = copy.deepcopy(value)
+
+    def storage_delete(self, key: str) -> None:
+        self.stored.pop(key, None)
 
     def call(self, name: str, args: list[Any]) -> Any:
         try:
