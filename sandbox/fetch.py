@@ -58,7 +58,6 @@ _OWNED_HEADERS = frozenset(
 )
 _CREDENTIAL_HEADERS = ("authorization", "cookie")
 _EXTENSION_TARGET = "crm_egress_target"
-_CHUNK = 64 * 1024
 
 
 class FetchFailed(ScriptError):
@@ -438,7 +437,9 @@ class Fetcher:
             if _origin(next_url) != _origin(response.url):
                 headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
             url, params = str(next_url), None
-        raise LimitExceeded(f"too many redirects (more than {MAX_REDIRECTS}) from {call.url}")
+        raise LimitExceeded(
+            f"too many redirects (more than {MAX_REDIRECTS}) from {_host_of(call.url)}"
+        )
 
     def _send(
         self,
@@ -456,6 +457,11 @@ class Fetcher:
         try:
             if remaining <= 0:
                 raise httpx.TimeoutException("deadline passed")
+            parsed = httpx.URL(url)
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                # The client would treat a host-less URL ("file:///etc/passwd") as relative
+                # and rewrite it; refuse it here with the policy's reason instead.
+                raise httpx.InvalidURL("an absolute http(s) URL with a host is required")
             request = self._client.build_request(
                 method, url, headers=headers, content=body, params=params, timeout=remaining
             )
@@ -467,7 +473,7 @@ class Fetcher:
             # let the policy name what they denote before calling the URL merely invalid.
             self._explain_invalid(url, record)
             record.error = FetchFailed.kind
-            raise FetchFailed(f"invalid URL {url!r}: {exc}") from exc
+            raise FetchFailed(f"invalid URL for {record.host}: {exc}") from exc
         except (EgressDenied, LimitExceeded, FetchFailed) as exc:
             self._fail(record, started, exc)
             raise
@@ -559,7 +565,10 @@ def _no_resolution(host: str, port: int) -> list[str]:
 
 
 def _chunks(response: httpx.Response) -> Iterator[bytes]:
-    yield from response.iter_raw(_CHUNK)
+    try:
+        yield from response.iter_raw()  # as received: a chunk_size would wait to fill it
+    except httpx.StreamConsumed:
+        yield response.content  # an injected transport (MockTransport) read it already
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

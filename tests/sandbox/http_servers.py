@@ -122,7 +122,9 @@ class LocalHTTPServer:
         self.port = self._server.server_address[1]
         if self.tls is not None:
             self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     def route(self, path: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:

@@ -1,0 +1,538 @@
+"""The fetch shim against real local servers on 127.0.0.x (random ports, fake DNS).
+
+Reaching 127.0.0.1 needs the admin allow-list, exactly as in production; each test that
+opens it states how, and :func:`test_same_fetch_is_denied_without_the_allow_list` shows the
+fetch is refused otherwise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from sandbox.egress import EgressPolicy, UnresolvableHost
+from sandbox.errors import EgressDenied, LimitExceeded
+from sandbox.fetch import Fetcher, FetchFailed, FetchLimits
+from tests.sandbox.http_servers import (
+    LocalHTTPServer,
+    RecordingListener,
+    RequestHandler,
+    closed_port,
+    free_port_on,
+    make_tls_pair,
+)
+
+API = "api.example.com"
+MiB = 1024 * 1024
+
+
+class FakeResolver:
+    """Answers from a script of address lists, one per call (the last one repeats)."""
+
+    def __init__(self, *answers: list[str], names: dict[str, list[str]] | None = None):
+        self.answers = list(answers)
+        self.names = names or {}
+        self.calls: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        if host in self.names:
+            return self.names[host]
+        if not self.answers:
+            raise UnresolvableHost(host, "unknown name (fake resolver)")
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def make_fetcher(
+    allow: list[str] | None = None,
+    egress: list[str] | None = None,
+    resolver: FakeResolver | None = None,
+    limits: FetchLimits | None = None,
+    **kwargs: object,
+) -> Fetcher:
+    policy = EgressPolicy.from_config(
+        egress if egress is not None else [API, "other.example.com"],
+        allow if allow is not None else ["127.0.0.1"],
+        resolver=resolver or FakeResolver(["127.0.0.1"]),
+    )
+    return Fetcher(policy, limits or FetchLimits(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def server() -> Iterator[LocalHTTPServer]:
+    srv = LocalHTTPServer()
+
+    @srv.route("/hello")
+    def hello(req: RequestHandler) -> None:
+        req.reply(200, b'{"greeting": "hi"}', {"Content-Type": "application/json", "X-Id": "7"})
+
+    @srv.route("/echo")
+    def echo(req: RequestHandler) -> None:
+        payload = {
+            "method": req.command,
+            "path": req.path,
+            "body": req.body.decode(),
+            "contentType": req.headers.get("content-type"),
+            "host": req.headers.get("host"),
+            "authorization": req.headers.get("authorization"),
+        }
+        req.reply(200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+    with srv:
+        yield srv
+
+
+@pytest.fixture
+def fetcher() -> Iterator[Fetcher]:
+    with make_fetcher() as f:
+        yield f
+
+
+def url(srv: LocalHTTPServer, path: str, host: str = API) -> str:
+    return srv.url(path, host=host)
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_allowed_get_returns_status_headers_body_and_final_url(
+    server: LocalHTTPServer, fetcher: Fetcher
+) -> None:
+    response = fetcher.fetch({"method": "GET", "url": url(server, "/hello"), "headers": {}})
+    assert response["status"] == 200
+    assert response["statusText"] == "OK"
+    assert response["headers"]["content-type"] == "application/json"
+    assert response["headers"]["x-id"] == "7"
+    assert json.loads(response["body"]) == {"greeting": "hi"}
+    assert response["url"] == url(server, "/hello")
+    assert server.seen[0].headers["host"] == f"{API}:{server.port}"  # Host kept as named
+    [record] = fetcher.records
+    assert record.as_dict() == {
+        "method": "GET",
+        "host": API,
+        "status": 200,
+        "bytes": 18,
+        "ms": record.ms,
+        "error": None,
+    }
+    json.dumps([r.as_dict() for r in fetcher.records])  # JSON-serialisable
+
+
+def test_post_with_body_json_and_query(server: LocalHTTPServer, fetcher: Fetcher) -> None:
+    response = fetcher.fetch(
+        {
+            "method": "post",
+            "url": url(server, "/echo"),
+            "headers": {"Content-Type": "text/plain", "Host": "evil.internal"},
+            "body": "héllo",
+            "query": {"page": 2},
+        }
+    )
+    echoed = json.loads(response["body"])
+    assert echoed["method"] == "POST"
+    assert echoed["body"] == "héllo"
+    assert echoed["contentType"] == "text/plain"
+    assert echoed["path"] == "/echo?page=2"
+    assert echoed["host"] == f"{API}:{server.port}"  # a script cannot override Host
+    response = fetcher.fetch({"method": "PUT", "url": url(server, "/echo"), "json": {"a": [1]}})
+    echoed = json.loads(response["body"])
+    assert echoed["method"] == "PUT"
+    assert json.loads(echoed["body"]) == {"a": [1]}
+    assert echoed["contentType"] == "application/json"
+
+
+def test_same_fetch_is_denied_without_the_allow_list(server: LocalHTTPServer) -> None:
+    with make_fetcher(allow=[]) as fetcher, pytest.raises(EgressDenied) as info:
+        fetcher.fetch({"url": url(server, "/hello")})
+    assert str(info.value) == f"fetch to {API} denied: it resolves to 127.0.0.1, a loopback address"
+    assert server.seen == []
+    assert fetcher.records[0].error == "egress_denied"
+    with make_fetcher(allow=[]) as fetcher, pytest.raises(EgressDenied, match="loopback"):
+        fetcher.fetch({"url": url(server, "/hello", host="127.0.0.1")})
+
+
+def test_ip_spellings_connect_to_the_address_they_denote(server: LocalHTTPServer) -> None:
+    with make_fetcher() as fetcher:  # allow-list: 127.0.0.1
+        response = fetcher.fetch({"url": url(server, "/hello", host="2130706433")})
+    assert response["status"] == 200 and server.seen[0].client == "127.0.0.1"
+    with make_fetcher(allow=[]) as fetcher:
+        for host in ("0177.0.0.1", "0x7f.1", "127.1"):
+            with pytest.raises(EgressDenied, match=rf"{host} is 127\.0\.0\.1, a loopback"):
+                fetcher.fetch({"url": url(server, "/hello", host=host)})
+
+
+def test_non_http_scheme_and_unlisted_host_are_denied(fetcher: Fetcher) -> None:
+    with pytest.raises(EgressDenied, match="scheme 'file' is not allowed"):
+        fetcher.fetch({"url": "file:///etc/passwd"})
+    with pytest.raises(EgressDenied, match=r"host evil\.com is not in the module's egress list"):
+        fetcher.fetch({"url": "http://evil.com/"})
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+def test_redirects_are_followed_with_get_semantics_and_307_replays(
+    server: LocalHTTPServer, fetcher: Fetcher
+) -> None:
+    @server.route("/see-other")
+    def see_other(req: RequestHandler) -> None:
+        req.reply(303, headers={"Location": "/echo"})
+
+    @server.route("/temporary")
+    def temporary(req: RequestHandler) -> None:
+        req.reply(307, headers={"Location": "/echo"})
+
+    echoed = json.loads(
+        fetcher.fetch({"method": "POST", "url": url(server, "/see-other"), "body": "x"})["body"]
+    )
+    assert (echoed["method"], echoed["body"]) == ("GET", "")
+    echoed = json.loads(
+        fetcher.fetch({"method": "POST", "url": url(server, "/temporary"), "body": "x"})["body"]
+    )
+    assert (echoed["method"], echoed["body"]) == ("POST", "x")
+    assert [(r.status, r.method) for r in fetcher.records] == [
+        (303, "POST"),
+        (200, "GET"),
+        (307, "POST"),
+        (200, "POST"),
+    ]
+
+
+def test_redirect_to_unallowed_loopback_is_denied_at_the_hop(server: LocalHTTPServer) -> None:
+    @server.route("/to-loopback")
+    def to_loopback(req: RequestHandler) -> None:
+        req.reply(302, headers={"Location": url(server, "/secret", host="127.0.0.1")})
+
+    # The admin trusts the host by name (it lives on loopback) but not 127.0.0.1 itself.
+    with (
+        make_fetcher(allow=[API]) as fetcher,
+        pytest.raises(EgressDenied, match=r"fetch to 127\.0\.0\.1 denied: loopback address"),
+    ):
+        fetcher.fetch({"url": url(server, "/to-loopback")})
+    assert [s.path for s in server.seen] == ["/to-loopback"]
+    assert [(r.host, r.status, r.error) for r in fetcher.records] == [
+        (API, 302, None),
+        ("127.0.0.1", None, "egress_denied"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local / cloud metadata address"),
+        ("http://[::ffff:169.254.169.254]/", "cloud metadata"),
+        ("http://metadata.google.internal/", "not in the module's egress list"),
+        ("gopher://api.example.com/", "scheme 'gopher' is not allowed"),
+    ],
+)
+def test_redirect_to_metadata_or_other_schemes_is_denied(
+    server: LocalHTTPServer, fetcher: Fetcher, location: str, message: str
+) -> None:
+    @server.route("/bounce")
+    def bounce(req: RequestHandler) -> None:
+        req.reply(301, headers={"Location": location})
+
+    with pytest.raises(EgressDenied, match=message):
+        fetcher.fetch({"url": url(server, "/bounce")})
+
+
+def test_cross_origin_redirect_drops_credentials(server: LocalHTTPServer, fetcher: Fetcher) -> None:
+    @server.route("/away")
+    def away(req: RequestHandler) -> None:
+        req.reply(302, headers={"Location": url(server, "/echo", host="other.example.com")})
+
+    @server.route("/here")
+    def here(req: RequestHandler) -> None:
+        req.reply(302, headers={"Location": "/echo"})
+
+    auth = {"Authorization": "Bearer secret"}
+    same = json.loads(fetcher.fetch({"url": url(server, "/here"), "headers": auth})["body"])
+    assert same["authorization"] == "Bearer secret"
+    other = json.loads(fetcher.fetch({"url": url(server, "/away"), "headers": auth})["body"])
+    assert other["authorization"] is None
+    assert other["host"] == f"other.example.com:{server.port}"
+
+
+def test_redirect_loop_is_capped(server: LocalHTTPServer, fetcher: Fetcher) -> None:
+    @server.route("/loop")
+    def loop(req: RequestHandler) -> None:
+        req.reply(302, headers={"Location": "/loop"})
+
+    with pytest.raises(LimitExceeded, match=r"too many redirects \(more than 5\)"):
+        fetcher.fetch({"url": url(server, "/loop")})
+    assert len(server.seen) == 6  # the request and five redirects, then stop
+
+
+# --------------------------------------------------------------------------- pinning
+
+
+def test_dns_rebinding_cannot_redirect_the_connection() -> None:
+    """The resolver answers 127.0.0.1 (trusted, standing in for a public address) first,
+    then 127.0.0.2 (not trusted). Servers on both, same port, record who got connections."""
+    port = free_port_on("127.0.0.1", "127.0.0.2")
+    good, evil = LocalHTTPServer("127.0.0.1", port), LocalHTTPServer("127.0.0.2", port)
+    for srv in (good, evil):
+        srv.route("/")(lambda req: req.reply(200, b"ok"))
+    resolver = FakeResolver(["127.0.0.1"], ["127.0.0.2"])
+    with good, evil, make_fetcher(allow=["127.0.0.1/32"], resolver=resolver) as fetcher:
+        response = fetcher.fetch({"url": f"http://{API}:{port}/"})
+        assert response["body"] == "ok"
+        assert resolver.calls == [API]  # one lookup; httpx never resolved the name again
+        assert [(s.client, s.headers["host"]) for s in good.seen] == [
+            ("127.0.0.1", f"{API}:{port}")
+        ]
+        with pytest.raises(EgressDenied, match=r"resolves to 127\.0\.0\.2, a loopback"):
+            fetcher.fetch({"url": f"http://{API}:{port}/"})
+    assert evil.seen == []
+
+
+def test_pinned_request_carries_original_host_and_sni() -> None:
+    seen: list[httpx.Request] = []
+
+    def inner() -> httpx.BaseTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return httpx.Response(200, content=b"pinned")
+
+        return httpx.MockTransport(handle)
+
+    resolver = FakeResolver(["93.184.216.34"])
+    with make_fetcher(allow=[], resolver=resolver, transport_factory=inner) as fetcher:
+        response = fetcher.fetch({"url": f"https://{API}/v3/mail?x=1"})
+    assert response["body"] == "pinned"
+    assert response["url"] == f"https://{API}/v3/mail?x=1"
+    [request] = seen
+    assert str(request.url) == "https://93.184.216.34/v3/mail?x=1"
+    assert request.headers["host"] == API
+    assert request.extensions["sni_hostname"] == API
+
+
+def test_https_verifies_the_certificate_for_the_name_while_pinned() -> None:
+    tls = make_tls_pair(API)
+    srv = LocalHTTPServer(tls=tls.server)
+    srv.route("/")(lambda req: req.reply(200, b"secure"))
+    with srv, make_fetcher(verify=tls.client) as fetcher:
+        assert fetcher.fetch({"url": srv.url("/", host=API)})["body"] == "secure"
+        # other.example.com is in egress and resolves to the same IP, but the certificate
+        # does not name it: verification fails, it is a network failure.
+        with pytest.raises(FetchFailed, match=r"fetch to other\.example\.com failed"):
+            fetcher.fetch({"url": srv.url("/", host="other.example.com")})
+
+
+# --------------------------------------------------------------------------- caps and time
+
+
+def test_huge_streamed_response_stops_at_the_cap_with_bounded_memory(
+    server: LocalHTTPServer,
+) -> None:
+    block = b"x" * (256 * 1024)
+
+    @server.route("/huge")
+    def huge(req: RequestHandler) -> None:
+        req.stream(200, (block for _ in range(200)))  # 50 MiB, chunked, no length
+
+    cap = 1 * MiB
+    with make_fetcher(limits=FetchLimits(max_response_bytes=cap)) as fetcher:
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(LimitExceeded, match="exceeded the 1048576-byte limit"):
+                fetcher.fetch({"url": url(server, "/huge")})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert time.monotonic() - started < 2
+    assert peak < 4 * cap, f"peak {peak} bytes"
+    assert fetcher.records[0].error == "limit_exceeded"
+    time.sleep(0.05)
+    assert server.bytes_sent < 50 * MiB
+
+
+def test_declared_content_length_over_the_cap_fails_before_reading(
+    server: LocalHTTPServer,
+) -> None:
+    @server.route("/declared")
+    def declared(req: RequestHandler) -> None:
+        req.send_response(200)
+        req.send_header("Content-Length", str(50 * MiB))
+        req.end_headers()
+        req.wfile.write(b"x" * 1024)
+
+    with (
+        make_fetcher(limits=FetchLimits(max_response_bytes=MiB)) as fetcher,
+        pytest.raises(LimitExceeded, match="is 52428800 bytes, over the 1048576-byte limit"),
+    ):
+        fetcher.fetch({"url": url(server, "/declared")})
+
+
+def test_gzip_is_decoded_and_a_gzip_bomb_is_capped(server: LocalHTTPServer) -> None:
+    small = gzip.compress(b'{"ok": true}')
+    bomb = gzip.compress(b"\0" * (16 * MiB))  # ~16 KiB on the wire
+
+    @server.route("/small")
+    def small_route(req: RequestHandler) -> None:
+        req.reply(200, small, {"Content-Encoding": "gzip"})
+
+    @server.route("/bomb")
+    def bomb_route(req: RequestHandler) -> None:
+        req.reply(200, bomb, {"Content-Encoding": "gzip"})
+
+    with make_fetcher(limits=FetchLimits(max_response_bytes=MiB)) as fetcher:
+        assert fetcher.fetch({"url": url(server, "/small")})["body"] == '{"ok": true}'
+        assert server.seen[0].headers["accept-encoding"] == "gzip, deflate"
+        tracemalloc.start()
+        try:
+            with pytest.raises(LimitExceeded):
+                fetcher.fetch({"url": url(server, "/bomb")})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 * MiB, f"peak {peak} bytes"
+
+
+def test_slow_response_hits_the_timeout(server: LocalHTTPServer) -> None:
+    @server.route("/slow")
+    def slow(req: RequestHandler) -> None:
+        server.stopping.wait(3)
+        req.reply(200, b"late")
+
+    # The request asks for 5 s; the limit (0.3 s) wins.
+    with make_fetcher(limits=FetchLimits(timeout_s=0.3)) as fetcher:
+        started = time.monotonic()
+        with pytest.raises(FetchFailed, match=r"fetch to api.example.com timed out after 0.3s"):
+            fetcher.fetch({"url": url(server, "/slow"), "timeout": 5})
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        with pytest.raises(FetchFailed, match=r"timed out after 0\.2s"):
+            fetcher.fetch({"url": url(server, "/slow"), "timeout": 0.2})
+        assert time.monotonic() - started < 1.5
+    assert fetcher.records[0].error == "script_error"
+
+
+def test_slow_drip_body_hits_the_overall_deadline(server: LocalHTTPServer) -> None:
+    def drip() -> Iterator[bytes]:
+        for _ in range(40):
+            if server.stopping.wait(0.05):
+                return
+            yield b"."
+
+    @server.route("/drip")
+    def drip_route(req: RequestHandler) -> None:
+        req.stream(200, drip())
+
+    with make_fetcher(limits=FetchLimits(timeout_s=0.4)) as fetcher:
+        started = time.monotonic()
+        with pytest.raises(FetchFailed, match="timed out"):
+            fetcher.fetch({"url": url(server, "/drip")})
+        assert time.monotonic() - started < 1.2
+
+
+def test_hanging_dns_resolution_is_bounded_by_the_timeout() -> None:
+    release = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        release.wait(3)
+        return ["127.0.0.1"]
+
+    policy = EgressPolicy.from_config([API], ["127.0.0.1"], resolver=hanging)
+    try:
+        with Fetcher(policy, FetchLimits(timeout_s=0.2)) as fetcher:
+            started = time.monotonic()
+            with pytest.raises(FetchFailed, match="timed out"):
+                fetcher.fetch({"url": f"http://{API}/"})
+            assert time.monotonic() - started < 1
+    finally:
+        release.set()
+
+
+def test_too_many_fetches_fail_on_the_n_plus_first(
+    server: LocalHTTPServer,
+) -> None:
+    with make_fetcher(limits=FetchLimits(max_fetches=3)) as fetcher:
+        for _ in range(3):
+            assert fetcher.fetch({"url": url(server, "/hello")})["status"] == 200
+        with pytest.raises(LimitExceeded, match="at most 3 fetch calls per invocation"):
+            fetcher.fetch({"url": url(server, "/hello")})
+        with pytest.raises(LimitExceeded):
+            fetcher.fetch({"url": url(server, "/hello")})
+    assert len(server.seen) == 3
+    assert [r.error for r in fetcher.records] == [None, None, None, "limit_exceeded"]
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_environment_proxies_are_ignored(
+    server: LocalHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RecordingListener() as proxy:
+        proxy_url = f"http://127.0.0.1:{proxy.port}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with make_fetcher() as fetcher:
+            assert fetcher.fetch({"url": url(server, "/hello")})["status"] == 200
+        # Sanity: a client that honours the environment would have used the proxy.
+        with httpx.Client() as honest:
+            assert honest.get(url(server, "/hello", host="127.0.0.1")).status_code == 502
+    assert proxy.connections == 1  # only the sanity client's
+    assert len(server.seen) == 1
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_connection_refused_is_a_catchable_fetch_failure() -> None:
+    with (
+        make_fetcher() as fetcher,
+        pytest.raises(FetchFailed, match=r"fetch to api\.example\.com failed") as info,
+    ):
+        fetcher.fetch({"url": f"http://{API}:{closed_port()}/"})
+    assert info.value.kind == "script_error"
+    assert fetcher.records[0].error == "script_error"
+
+
+def test_unresolvable_host_is_a_fetch_failure() -> None:
+    with (
+        make_fetcher(resolver=FakeResolver()) as fetcher,
+        pytest.raises(FetchFailed, match=r"could not resolve host api\.example\.com"),
+    ):
+        fetcher.fetch({"url": f"http://{API}/"})
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"url": ""}, "needs a url"),
+        ({"url": "http://api.example.com/", "method": "CONNECT"}, "not supported"),
+        ({"url": "http://api.example.com/", "headers": {"X": "a\r\nB: c"}}, "control"),
+        ({"url": "http://api.example.com/", "timeout": -1}, "positive"),
+        ({"url": "http://api.example.com/", "body": 5}, "must be a string"),
+    ],
+)
+def test_invalid_requests_fail_clearly(request_: dict[str, object], message: str) -> None:
+    with make_fetcher() as fetcher, pytest.raises(FetchFailed, match=message):
+        fetcher.fetch(request_)
+
+
+def test_binary_and_latin1_bodies_decode_without_failing(
+    server: LocalHTTPServer, fetcher: Fetcher
+) -> None:
+    @server.route("/binary")
+    def binary(req: RequestHandler) -> None:
+        req.reply(200, b"\xff\xfe\x00ok", {"Content-Type": "application/octet-stream"})
+
+    @server.route("/latin1")
+    def latin1(req: RequestHandler) -> None:
+        req.reply(200, "café".encode("latin-1"), {"Content-Type": "text/plain; charset=latin-1"})
+
+    assert fetcher.fetch({"url": url(server, "/binary")})["body"] == "\ufffd\ufffd\x00ok"
+    assert fetcher.fetch({"url": url(server, "/latin1")})["body"] == "café"
