@@ -28,7 +28,6 @@ from sandbox.invocation import (
     redact_data,
     redact_text,
 )
-
 from sandbox.limits import Limits
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from typing import Any
 from sandbox import errors
 from sandbox.compiler import source_hash
 from sandbox.limits import DEFAULT_LIMITS, Limits
+from sandbox.records import InvalidReturn
 
 #: every kind a result may carry; anything else a worker claims becomes ``script_error``
 ERROR_KINDS: dict[str, type[errors.SandboxError]] = {
@@ -36,6 +37,7 @@ ERROR_KINDS: dict[str, type[errors.SandboxError]] = {
         errors.LimitExceeded,
         errors.EgressDenied,
         errors.NotImplementedFunction,
+        InvalidReturn,
     )
 }
 

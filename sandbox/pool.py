@@ -37,7 +37,6 @@ from sandbox.channel import (
     DEFAULT_MAX_FRAME_BYTES,
     ChannelClosed,
     ChannelError,
-    ChannelTimeout,
     FrameReader,
     ProtocolViolation,
     encode,
@@ -132,10 +131,8 @@ class WorkerProcess:
         if self.proc.poll() is None:
             with contextlib.suppress(ChannelError, OSError):
                 self.send({"op": "exit"}, time.monotonic() + timeout)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
     def _close_pipes(self) -> None:
@@ -157,7 +154,7 @@ class SandboxPool:
     ``recycle_after`` replaces a worker after that many invocations (None = never).
     ``acquire_timeout_s`` bounds the wait for an idle worker (None = wait).
     ``executor`` (``"module:function"``, imported in the worker) runs one function of a
-    compiled script; the default is :func:`sandbox.world.execute` (``executor_path`` is
+    compiled script; the default is :func:`sandbox.execution.execute` (``executor_path`` is
     prepended to the worker's ``sys.path`` to find another one).
     """
 
@@ -174,7 +171,7 @@ class SandboxPool:
         acquire_timeout_s: float | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         python: str = sys.executable,
-        executor: str = "sandbox.world:execute",
+        executor: str = "sandbox.execution:execute",
         executor_path: Sequence[str] = (),
         start: bool = True,
     ):

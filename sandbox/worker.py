@@ -38,7 +38,6 @@ import os
 import resource
 import signal
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -49,10 +48,24 @@ from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_al
 from sandbox.limits import MIB, Limits
 
 #: modules scripts may import (SPEC §4), imported once at start so scripts never load files
-PRELOAD = (
-    "json re datetime time math hashlib hmac base64 urllib.parse uuid decimal random string "
-    "itertools functools collections"
-).split()
+PRELOAD = [
+    "json",
+    "re",
+    "datetime",
+    "time",
+    "math",
+    "hashlib",
+    "hmac",
+    "base64",
+    "urllib.parse",
+    "uuid",
+    "decimal",
+    "random",
+    "string",
+    "itertools",
+    "functools",
+    "collections",
+]
 
 #: exit status when the worker itself ran out of memory outside a script
 EXIT_MEMORY = 87
@@ -64,7 +77,7 @@ CLONE_NEWNET = 0x40000000
 HEADROOM_BYTES = 64 * MIB
 #: largest frame the worker sends back; a bigger result is a limit violation, not a crash
 MAX_RESULT_BYTES = 32 * MIB
-DEFAULT_EXECUTOR = "sandbox.world:execute"
+DEFAULT_EXECUTOR = "sandbox.execution:execute"
 #: compiled scripts / world specs kept per worker
 CACHE_SIZE = 64
 
@@ -247,14 +260,15 @@ class WorkerCapabilities:
 
     # log --------------------------------------------------------------------------------
     def log(self, text: str) -> None:
-        text = str(text)
-        size = len(text.encode("utf-8", "surrogatepass"))
+        """One captured line (print/log); lone surrogates are replaced, not carried."""
+        text = str(text).encode("utf-8", "replace").decode("utf-8") + "\n"
+        size = len(text.encode("utf-8"))
         self.log_total_bytes += size
         room = self._log_keep_bytes - self._log_kept
         if room <= 0:
             return
         if size > room:
-            text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+            text = text.encode("utf-8")[:room].decode("utf-8", "ignore")
             size = room
         self._log.append(text)
         self._log_kept += size
@@ -357,9 +371,8 @@ def _usage() -> tuple[float, int]:
 
 def _reset_peak_rss() -> None:
     """Reset VmHWM; done right after a reply is sent, off the critical path."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def _cached_script(state: _State, digest: str) -> Any:
@@ -459,7 +472,7 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     try:
         if soft_as is not None:
             _soft_limit(resource.RLIMIT_AS, soft_as, state.as_hard)
-        _soft_limit(resource.RLIMIT_CPU, int(math.ceil(cpu_start + limits.cpu_s)), state.cpu_hard)
+        _soft_limit(resource.RLIMIT_CPU, math.ceil(cpu_start + limits.cpu_s), state.cpu_hard)
         sys.setrecursionlimit(_frame_depth() + limits.recursion_depth + 20)
         state.in_script = True
         if compiled is None:
@@ -562,6 +575,7 @@ def main(config_json: str = "{}") -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     import sandbox.compiler  # noqa: F401
+    import sandbox.world  # noqa: F401
 
     state = _State(in_fd, out_fd, config)
     _state = state
