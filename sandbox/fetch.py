@@ -496,14 +496,15 @@ class Fetcher:
         self, response: httpx.Response, record: FetchRecord, started: float, call: _Call
     ) -> dict[str, Any]:
         cap = self.limits.max_response_bytes
+        body = _CappedBody(response.headers.get("content-encoding", ""), cap)
         try:
             declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
+            has_body = response.request.method != "HEAD" and response.status_code not in (204, 304)
+            if has_body and declared.isdigit() and int(declared) > cap:
                 raise LimitExceeded(
                     f"response from {record.host} is {int(declared)} bytes, over the "
                     f"{cap}-byte limit"
                 )
-            body = _CappedBody(response.headers.get("content-encoding", ""), cap)
             for chunk in _chunks(response):
                 if self._clock() > call.deadline:
                     raise FetchFailed(f"fetch to {record.host} timed out after {call.timeout:g}s")
@@ -525,7 +526,7 @@ class Fetcher:
         finally:
             response.close()
             record.ms = round((self._clock() - started) * 1000, 1)
-        record.bytes = len(body.data)
+            record.bytes = len(body.data)
         headers: dict[str, str] = {}
         for name, value in response.headers.multi_items():
             key = name.lower()
@@ -539,6 +540,8 @@ class Fetcher:
         }
 
     def _explain_invalid(self, url: str, record: FetchRecord) -> None:
+        if not url.split(":", 1)[0].isalpha() or ":" not in url:
+            return  # a relative URL: nothing to explain, it is just invalid
         try:
             self.policy.check(url, resolver=_no_resolution)
         except EgressDenied:

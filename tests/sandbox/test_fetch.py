@@ -536,3 +536,31 @@ def test_binary_and_latin1_bodies_decode_without_failing(
 
     assert fetcher.fetch({"url": url(server, "/binary")})["body"] == "\ufffd\ufffd\x00ok"
     assert fetcher.fetch({"url": url(server, "/latin1")})["body"] == "café"
+
+
+def test_head_with_a_large_declared_length_is_not_a_cap_breach(
+    server: LocalHTTPServer, fetcher: Fetcher
+) -> None:
+    @server.route("/big-head")
+    def big_head(req: RequestHandler) -> None:
+        req.send_response(200)
+        req.send_header("Content-Length", str(50 * MiB))
+        req.end_headers()
+
+    response = fetcher.fetch({"method": "HEAD", "url": url(server, "/big-head")})
+    assert response["status"] == 200 and response["body"] == ""
+    assert response["headers"]["content-length"] == str(50 * MiB)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ("/relative/path", FetchFailed, "an absolute http(s) URL with a host is required"),
+        ("api.example.com/x", FetchFailed, "an absolute http(s) URL with a host is required"),
+        ("http:///no-host", EgressDenied, "fetch to (no host) denied: empty host"),
+    ],
+)
+def test_relative_or_hostless_urls_are_refused(bad: str, error: type, message: str) -> None:
+    with make_fetcher() as fetcher, pytest.raises(error) as info:
+        fetcher.fetch({"url": bad})
+    assert message in str(info.value)
