@@ -16,6 +16,7 @@ from datetime import datetime
 import pluggy
 from sqlalchemy import select
 
+from host.contract.enums import ModuleKind
 from host.contract.functions import FUNCTIONS_BY_KIND, DefinedFunction, check_defined_functions
 from host.db.engine import Database
 from host.db.models import Module, ModuleVersion
@@ -97,18 +98,30 @@ def validate_package(package: ModulePackage, *, max_script_bytes: int) -> Valida
             )
         except ScriptCompileError as exc:
             problems.extend(Problem(p.location(), p.message) for p in exc.problems)
-    if manifest is not None and compiled is not None:
-        problems.extend(check_defined_functions(manifest.kind, _defined(compiled), script_name))
+    kind = manifest.kind if manifest is not None else _declared_kind(package.manifest_text)
+    if kind is not None and compiled is not None:
+        problems.extend(check_defined_functions(kind, _defined(compiled), script_name))
     if problems:
         raise InvalidInput(_invalid_title(manifest), problems)
     assert manifest is not None and compiled is not None and package.script is not None
     stubs = stub_functions(package.script)
     functions = [
         f.name
-        for f in FUNCTIONS_BY_KIND[manifest.kind]
+        for f in FUNCTIONS_BY_KIND[ModuleKind(manifest.kind)]
         if f.name in compiled.functions and f.name not in stubs
     ]
     return ValidatedModule(manifest, package.script, functions, _content_hash(manifest, package))
+
+
+def _declared_kind(manifest_text: str) -> str | None:
+    """The kind an invalid manifest still declares validly, so the script's functions are
+    checked in the same answer as the manifest's other problems."""
+    try:
+        data = json.loads(manifest_text)
+    except (ValueError, RecursionError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind in FUNCTIONS_BY_KIND else None
 
 
 def _invalid_title(manifest: Manifest | None) -> str:
