@@ -104,6 +104,10 @@ class _Server(ThreadingHTTPServer):
     owner: LocalHTTPServer
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 @dataclass
 class LocalHTTPServer:
     """An HTTP server on ``host`` (default 127.0.0.1) and a free (or given) port."""
@@ -117,7 +121,8 @@ class LocalHTTPServer:
     tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
-        self._server = _Server((self.host, self.port), RequestHandler)
+        server_class = _Server6 if ":" in self.host else _Server
+        self._server = server_class((self.host, self.port), RequestHandler)
         self._server.owner = self
         self.port = self._server.server_address[1]
         if self.tls is not None:
@@ -135,7 +140,10 @@ class LocalHTTPServer:
 
     def url(self, path: str = "/", host: str | None = None) -> str:
         scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://{host or self.host}:{self.port}{path}"
+        host = host or self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def start(self) -> LocalHTTPServer:
         self._thread.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 import time
 import tracemalloc
@@ -291,6 +292,38 @@ def test_dns_rebinding_cannot_redirect_the_connection() -> None:
         with pytest.raises(EgressDenied, match=r"resolves to 127\.0\.0\.2, a loopback"):
             fetcher.fetch({"url": f"http://{API}:{port}/"})
     assert evil.seen == []
+
+
+def _ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback_available(), reason="no IPv6 loopback here")
+def test_ipv6_pinning_and_mapped_addresses() -> None:
+    srv = LocalHTTPServer("::1")
+    srv.route("/")(lambda req: req.reply(200, b"six"))
+    with srv:
+        with make_fetcher(allow=["::1"], resolver=FakeResolver(["::1"])) as fetcher:
+            assert fetcher.fetch({"url": srv.url("/", host=API)})["body"] == "six"
+            assert fetcher.fetch({"url": srv.url("/")})["body"] == "six"  # http://[::1]:p/
+        assert [s.headers["host"] for s in srv.seen] == [f"{API}:{srv.port}", f"[::1]:{srv.port}"]
+        with (
+            make_fetcher(allow=[], resolver=FakeResolver(["::1"])) as fetcher,
+            pytest.raises(EgressDenied, match="it resolves to ::1, a loopback address"),
+        ):
+            fetcher.fetch({"url": srv.url("/", host=API)})
+
+
+def test_mapped_ipv6_answer_is_pinned_to_its_ipv4_address(server: LocalHTTPServer) -> None:
+    resolver = FakeResolver(["::ffff:127.0.0.1"])
+    with make_fetcher(allow=["127.0.0.1"], resolver=resolver) as fetcher:
+        assert fetcher.fetch({"url": url(server, "/hello")})["status"] == 200
+    assert server.seen[0].client == "127.0.0.1"
 
 
 def test_pinned_request_carries_original_host_and_sni() -> None:
