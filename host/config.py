@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 
 
 def _split_commas(value: object) -> object:
@@ -35,7 +36,9 @@ class HostSettings(BaseSettings):
         "created beside the database file.",
     )
     public_url: str = Field(
-        "http://127.0.0.1:8000", description="Base URL of webhook URLs given to services."
+        DEFAULT_PUBLIC_URL,
+        description="Base URL of webhook URLs given to services; `serve` uses its own "
+        "address when this is not set.",
     )
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

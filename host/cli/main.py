@@ -65,6 +65,8 @@ def serve(
             markup=False,
             highlight=False,
         )
+    if "public_url" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"public_url": f"http://{host_address}:{port}"})
     host = Host(settings)
     err.print(
         f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
