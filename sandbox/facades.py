@@ -160,7 +160,7 @@ class SleepBudget:
             raise ValueError("sleep length must be a finite non-negative number")
         if seconds > self._left:
             raise self._limit_error(
-                f"time.sleep() would exceed the sleep budget of {self._total:g} s per call"
+                f"time.sleep() would exceed the sleep budget of {self._total:g} s per invocation"
             )
         self._left -= seconds
         time.sleep(seconds)

@@ -320,5 +320,5 @@ def _key(key: Any, path: str, what: str, error: ErrorFactory) -> str:
 def _describe(value: Any) -> str:
     kind = type(value).__name__
     if callable(value):
-        return f"a {kind} (callable)"
-    return f"a {kind}"
+        return f"a callable ({kind})"
+    return f"a value of type {kind}"
