@@ -23,7 +23,8 @@ from host.plugin_manager import notify
 from host.secrets import SecretBox, hash_api_key, new_api_key, new_webhook_token
 from host.settings_schema import mask_settings, merge_settings, validate_settings
 
-TENANT_ID = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
+TENANT_ID = re.compile(r"[a-z][a-z0-9_-]{1,63}")
+"""Tenant id slug; used with ``fullmatch`` (``$`` would also accept a trailing newline)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class TenantService:
     def create(self, tenant_id: str, name: str) -> tuple[TenantInfo, str]:
         """A new tenant and its API key; the key is returned here and never again."""
         problems = []
-        if not TENANT_ID.match(tenant_id or ""):
+        if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id):
             problems.append(
                 Problem(
                     "id",
