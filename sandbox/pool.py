@@ -49,7 +49,10 @@ from sandbox.limits import DEFAULT_LIMITS
 logger = logging.getLogger(__name__)
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from sandbox.worker import main; main(sys.argv[2])"
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from sandbox.worker import main; main(sys.argv[2])"
+)
 #: the only environment a worker gets: no CRM_HOST_*, no tokens, no proxies
 WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 

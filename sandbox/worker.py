@@ -574,7 +574,7 @@ def main(config_json: str = "{}") -> None:
     os.close(devnull)
     for name in PRELOAD:
         importlib.import_module(name)
-    import sandbox.compiler  # noqa: F401
+    import sandbox.compiler
     import sandbox.world  # noqa: F401
 
     state = _State(in_fd, out_fd, config)
