@@ -255,6 +255,16 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address]
     return None
 
 
+def is_metadata_address(ip: IPAddress) -> bool:
+    """A cloud metadata address, also when carried inside an IPv6 address."""
+    if ip in METADATA_ADDRESSES:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_v4(ip)
+        return embedded is not None and embedded[1] in METADATA_ADDRESSES
+    return False
+
+
 def _same_host_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 address that ``ip`` *is* (IPv4-mapped), for allow-list matching.
 
@@ -375,15 +385,20 @@ class AllowRule:
             return self.pattern.matches(host, ip, port)
         return ip is not None and self.covers_ip(ip)
 
-    def covers_ip(self, ip: IPAddress) -> bool:
-        """Does this entry cover a resolved address? Cloud metadata addresses are only
-        covered by an entry that names that very address: a broad ``169.254.0.0/16``
-        written for a link-local device must not silently hand out instance credentials."""
+    def covers_ip(self, ip: IPAddress, port: int | None = None) -> bool:
+        """Does this entry cover a resolved address (on ``port``, if the entry has one)?
+
+        Cloud metadata addresses are only covered by an entry that names that very
+        address: a broad ``169.254.0.0/16`` (or ``::/0``) written for something else must
+        not silently hand out instance credentials."""
+        pinned_port = self.pattern.port if self.pattern is not None else None
+        if pinned_port is not None and port is not None and pinned_port != port:
+            return False
         candidates = [ip] + ([v4] if (v4 := _same_host_v4(ip)) is not None else [])
         for candidate in candidates:
             if self.network is not None and candidate in self.network:
                 single = self.network.num_addresses == 1
-                if single or candidate not in METADATA_ADDRESSES:
+                if single or not is_metadata_address(candidate):
                     return True
             pattern_ip = self.pattern.ip if self.pattern is not None else None
             if pattern_ip is not None and _same_ip(pattern_ip, candidate):
@@ -516,7 +531,7 @@ class EgressPolicy:
         spelled = "" if host == str(ip) else f"{host} is {ip}, "
         allowed = [rule for rule in self.allow if rule.covers_host(host, ip, port)]
         reason = classify_address(ip)
-        if reason is not None and not any(rule.covers_ip(ip) for rule in allowed):
+        if reason is not None and not any(rule.covers_ip(ip, port) for rule in allowed):
             article = "an" if reason[0] in "aeiouAEIOU" else "a"
             raise EgressDenied(
                 f"fetch to {host} denied: {spelled}{article} {reason}"
@@ -556,9 +571,9 @@ class EgressPolicy:
             # A host named by the admin is trusted wherever it resolves (except metadata
             # addresses, which only an entry naming that address opens); else by CIDR.
             named = any(rule.pattern is not None for rule in allowed)
-            if named and ip not in METADATA_ADDRESSES:
+            if named and not is_metadata_address(ip):
                 continue
-            if any(rule.covers_ip(ip) for rule in self.allow):
+            if any(rule.covers_ip(ip, port) for rule in self.allow):
                 continue
             article = "an" if reason[0] in "aeiouAEIOU" else "a"
             raise EgressDenied(f"fetch to {host} denied: it resolves to {ip}, {article} {reason}")

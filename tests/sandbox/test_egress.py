@@ -331,3 +331,17 @@ def test_allow_list_parsing() -> None:
     assert p.check("http://[::1]:8080/").trusted == "allow-list"
     with pytest.raises(ValueError, match="invalid egress allow-list entry"):
         AllowRule.parse("10.0.0.0/33")
+
+
+def test_ip_port_allow_entries_do_not_open_other_ports_of_resolved_addresses() -> None:
+    p = policy(allow=["127.0.0.1:8080"], answers={"api.example.com": ["127.0.0.1"]})
+    assert p.check("http://api.example.com:8080/").port == 8080
+    assert "resolves to 127.0.0.1, a loopback" in denied(p, "http://api.example.com:22/")
+
+
+def test_trusted_names_and_wide_ranges_never_reach_metadata_in_any_disguise() -> None:
+    for answer in ("169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"):
+        p = policy(allow=["api.example.com"], answers={"api.example.com": [answer]})
+        assert "cloud metadata" in denied(p, "http://api.example.com/"), answer
+    p = policy(allow=["::/0", "0.0.0.0/0"])
+    assert "cloud metadata" in denied(p, "http://[::ffff:169.254.169.254]/")
