@@ -380,19 +380,27 @@ class Fetcher:
         method = str(request.get("method") or "GET").upper()
         if method not in ALLOWED_METHODS:
             raise FetchFailed(f"fetch method {method!r} is not supported")
+        raw_headers = request.get("headers") or {}
+        if not isinstance(raw_headers, Mapping):
+            raise FetchFailed("fetch headers must be a mapping of names to strings")
         headers: dict[str, str] = {}
-        for name, value in dict(request.get("headers") or {}).items():
+        for name, value in raw_headers.items():
             if not isinstance(name, str) or not isinstance(value, str | int | float):
                 raise FetchFailed(f"invalid header {name!r}: names and values are strings")
             text = str(value)
             if any(c in name + text for c in "\r\n\0") or not name.strip():
                 raise FetchFailed(f"invalid header {name!r}: control characters")
+            if not (name + text).isascii():
+                raise FetchFailed(f"invalid header {name!r}: only ASCII is allowed in headers")
             if name.lower() not in _OWNED_HEADERS:
                 headers[name] = text
         body = request.get("body")
         content: bytes | None
         if body is None and request.get("json") is not None:
-            content = jsonlib.dumps(request["json"]).encode()
+            try:
+                content = jsonlib.dumps(request["json"]).encode()
+            except (TypeError, ValueError) as exc:
+                raise FetchFailed(f"fetch json is not JSON-serialisable: {exc}") from exc
             if not any(k.lower() == "content-type" for k in headers):
                 headers["content-type"] = "application/json"
         elif body is None:
@@ -408,7 +416,9 @@ class Fetcher:
         timeout = self.limits.timeout_s
         requested = request.get("timeout")
         if requested is not None:
-            if not isinstance(requested, int | float) or requested <= 0:
+            if isinstance(requested, bool) or not isinstance(requested, int | float):
+                raise FetchFailed("fetch timeout must be a positive number of seconds")
+            if requested <= 0:
                 raise FetchFailed("fetch timeout must be a positive number of seconds")
             timeout = min(float(requested), timeout)
         return _Call(method, url, headers, content, params, timeout)

@@ -549,6 +549,9 @@ def test_unresolvable_host_is_a_fetch_failure() -> None:
         ({"url": "http://api.example.com/", "headers": {"X": "a\r\nB: c"}}, "control"),
         ({"url": "http://api.example.com/", "timeout": -1}, "positive"),
         ({"url": "http://api.example.com/", "body": 5}, "must be a string"),
+        ({"url": "http://api.example.com/", "headers": ["X"]}, "must be a mapping"),
+        ({"url": "http://api.example.com/", "headers": {"X": "é"}}, "only ASCII"),
+        ({"url": "http://api.example.com/", "json": {1j}}, "not JSON-serialisable"),
     ],
 )
 def test_invalid_requests_fail_clearly(request_: dict[str, object], message: str) -> None:
