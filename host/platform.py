@@ -4,24 +4,30 @@ app, the CLI and embedding applications all start from :class:`Host`."""
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet
 
+from host.calls import ModuleCall
 from host.config import HostSettings
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
 from host.db.migrate import upgrade_to_head
 from host.invoker import ModuleInvoker
+from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import make_plugin_manager
 from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
 from host.tenants import TenantService
+from sandbox.invocation import HostCallback
+from sandbox.pool import SandboxPool
 
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("invocation_log", "plugins.invocation_log:InvocationLog"),
+    ("sandbox_bridge", "plugins.sandbox_bridge:SandboxBridge"),
 )
 """Built-in plugins, named ``module:factory``; each factory is called with the Host. Named
 rather than imported so that ``host`` never depends on ``plugins`` (plugins extend the host,
@@ -54,8 +60,12 @@ class Host:
         *,
         extra_plugins: Iterable[tuple[str, object]] = (),
         load_entry_points: bool = True,
+        sandbox: SandboxPool | None = None,
     ):
         self.settings = settings or HostSettings()
+        self._sandbox = sandbox
+        self._owns_sandbox = sandbox is None
+        self._sandbox_lock = threading.Lock()
         self.db = Database(self.settings.database_url)
         upgrade_to_head(self.db.engine)
         self.box = SecretBox(_fernet(self.settings))
@@ -74,6 +84,23 @@ class Host:
             self.db, self.registry, self.box, self.hooks, self.settings.public_url
         )
         self.invoker = ModuleInvoker(self.tenants, self.hooks)
+        self.module_storage = ModuleStorageStore(self.db)
+
+    @property
+    def sandbox(self) -> SandboxPool:
+        """The pool of sandbox workers, started on first use (``serve`` warms it at once)."""
+        with self._sandbox_lock:
+            if self._sandbox is None:
+                self._sandbox = SandboxPool(size=self.settings.sandbox_workers)
+            return self._sandbox
+
+    def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
+        """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""
+        return {}
 
     def close(self) -> None:
+        with self._sandbox_lock:
+            if self._sandbox is not None and self._owns_sandbox:
+                self._sandbox.close()
+            self._sandbox = None
         self.db.dispose()

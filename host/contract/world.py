@@ -1,0 +1,41 @@
+"""What scripts see of the contract besides their arguments: the enums and the record
+constructors of SPEC §3, and the ``crm`` namespace of host callbacks — described as data
+for the sandbox (it knows nothing about CRM marketing)."""
+
+from __future__ import annotations
+
+import functools
+import typing
+from typing import Any
+
+from host.contract.enums import SCRIPT_ENUMS
+from host.contract.types import RECORD_TYPES, ContractModel
+from sandbox.world import WorldSpec
+
+CRM_CALLBACKS = {"crm": ["contacts"]}
+"""Host callbacks scripts may call: ``crm.contacts(ids)``."""
+
+
+def _record_defaults(model: type[ContractModel]) -> dict[str, Any]:
+    """Field → default. A Literal discriminator (an action's ``type``) defaults to its one
+    value, so ``CRM_Marketing_UnsubscribeAction(email=..., externalId=...)`` is complete.
+    Required fields default to None and are reported by validation if left out."""
+    defaults: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        choices = typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) is typing.Literal and len(choices) == 1:
+            defaults[name] = choices[0]
+        elif field.is_required():
+            defaults[name] = None
+        else:
+            defaults[name] = field.get_default(call_default_factory=True)
+    return defaults
+
+
+@functools.cache
+def script_world() -> WorldSpec:
+    return WorldSpec(
+        enums={name: {m.name: m.value for m in enum} for name, enum in SCRIPT_ENUMS.items()},
+        record_types={name: _record_defaults(model) for name, model in RECORD_TYPES.items()},
+        namespaces=CRM_CALLBACKS,
+    )

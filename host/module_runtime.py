@@ -1,0 +1,91 @@
+"""One contract function of a module, run in the sandbox: the Invocation a ModuleCall
+becomes, and the ModuleResult (or ModuleCallFailed) that comes back. The server's bridge
+plugin and ``crm-host module run`` both go through here, so a local run has exactly the
+server's policy, limits and error kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from host.calls import ModuleCall, ModuleResult
+from host.contract.functions import ALL_FUNCTIONS
+from host.contract.world import script_world
+from host.errors import ModuleCallFailed, ModuleNotImplemented
+from sandbox.egress import EgressPolicy
+from sandbox.invocation import HostCallback, Invocation, InvocationResult
+from sandbox.limits import DEFAULT_LIMITS
+from sandbox.pool import SandboxPool
+
+
+def positional_arguments(function: str, arguments: Mapping[str, Any]) -> list[Any]:
+    """The hook's keyword arguments in the order the contract calls the script."""
+    return [arguments[name] for name in ALL_FUNCTIONS[function].parameters]
+
+
+def module_invocation(
+    call: ModuleCall,
+    args: Sequence[Any],
+    *,
+    egress_allow: Sequence[str],
+    callbacks: Mapping[str, HostCallback],
+    storage: Mapping[str, Any] | None,
+) -> Invocation:
+    manifest = call.manifest
+    return Invocation(
+        source=call.script,
+        function=call.function,
+        args=list(args),
+        filename=manifest.get("script", "module.py"),
+        settings=call.settings,
+        limits=DEFAULT_LIMITS.lowered_by(manifest.get("limits") or {}),
+        egress=EgressPolicy.from_config(manifest.get("egress") or [], egress_allow),
+        world=script_world(),
+        storage=dict(storage or {}),
+        callbacks=dict(callbacks),
+        redact=list(call.secret_values),
+        label=f"{call.tenant_id}/{call.module_ref}",
+    )
+
+
+def as_module_result(call: ModuleCall, result: InvocationResult) -> ModuleResult:
+    """The envelope of a successful run; a failure raises ModuleCallFailed with its SPEC
+    kind, line and the run's trace (captured log, fetches) for the invocation log."""
+    trace = ModuleResult(
+        value=result.value,
+        log=result.log,
+        fetches=list(result.fetches),
+        cpu_ms=result.cpu_ms,
+        peak_memory_kb=result.peak_memory_kb,
+        storage=result.storage,
+    )
+    if result.ok:
+        return trace
+    assert result.error is not None
+    if result.error.kind == "not_implemented":
+        failure: ModuleCallFailed = ModuleNotImplemented(call.module_ref, call.function)
+        failure.trace = trace
+        raise failure
+    raise ModuleCallFailed(
+        result.error.kind,
+        result.error.message,
+        module=call.module_ref,
+        function=call.function,
+        line=result.error.line,
+        trace=trace,
+    )
+
+
+def run_module_function(
+    pool: SandboxPool,
+    call: ModuleCall,
+    args: Sequence[Any],
+    *,
+    egress_allow: Sequence[str] = (),
+    callbacks: Mapping[str, HostCallback] | None = None,
+    storage: Mapping[str, Any] | None = None,
+) -> ModuleResult:
+    invocation = module_invocation(
+        call, args, egress_allow=egress_allow, callbacks=callbacks or {}, storage=storage
+    )
+    return as_module_result(call, pool.run(invocation))

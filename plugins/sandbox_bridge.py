@@ -1,0 +1,94 @@
+"""Serves every CRM_Marketing_* hook from the tenant's module, run in the sandbox.
+
+Registered last among servers (``trylast``), so a trusted in-process plugin may serve a
+function instead (for tests, or a native integration). The module's storage snapshot is
+loaded before the call and saved only if the call succeeded and changed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from host.calls import ModuleCall, ModuleResult
+from host.hookspecs import hookimpl
+from host.module_runtime import run_module_function
+from sandbox.invocation import HostCallback
+
+if TYPE_CHECKING:
+    from host.platform import Host
+
+
+class SandboxBridge:
+    def __init__(self, host: Host):
+        self.host = host
+
+    def _serve(self, call: ModuleCall, *args: Any) -> ModuleResult:
+        storage = self.host.module_storage.load(call.tenant_id, call.module_id)
+        result = run_module_function(
+            self.host.sandbox,
+            call,
+            args,
+            egress_allow=self.host.settings.egress_allow,
+            callbacks=self._callbacks(call),
+            storage=storage,
+        )
+        if result.storage is not None:
+            self.host.module_storage.save(call.tenant_id, call.module_id, result.storage)
+        return result
+
+    def _callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
+        provide: Callable[[ModuleCall], dict[str, HostCallback]] = self.host.script_callbacks
+        return provide(call)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_import_templates(self, call: ModuleCall, offset: int, limit: int) -> Any:
+        return self._serve(call, offset, limit)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_export_contacts(self, call: ModuleCall, contactIds: list[str]) -> Any:
+        return self._serve(call, contactIds)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_prepare_campaign(
+        self, call: ModuleCall, campaignId: str, type: str, contacts: list[str]
+    ) -> Any:
+        return self._serve(call, campaignId, type, contacts)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_create_campaign(self, call: ModuleCall, request: dict[str, Any]) -> Any:
+        return self._serve(call, request)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_create_messenger_campaign(
+        self, call: ModuleCall, request: dict[str, Any]
+    ) -> Any:
+        return self._serve(call, request)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_get_campaign_stats(self, call: ModuleCall, campaignExternalId: str) -> Any:
+        return self._serve(call, campaignExternalId)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_parse_webhook_request(
+        self, call: ModuleCall, request: dict[str, Any]
+    ) -> Any:
+        return self._serve(call, request)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_get_template_html(self, call: ModuleCall, templateExternalId: str) -> Any:
+        return self._serve(call, templateExternalId)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_set_template_html(
+        self, call: ModuleCall, html: str, name: str, templateExternalId: str | None
+    ) -> Any:
+        return self._serve(call, html, name, templateExternalId)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_get_messenger_types(self, call: ModuleCall) -> Any:
+        return self._serve(call)
+
+    @hookimpl(trylast=True)
+    def crm_marketing_get_messenger_bots(self, call: ModuleCall) -> Any:
+        return self._serve(call)
