@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.config import HostSettings
 from host.errors import InvalidInput, Problem
@@ -24,6 +25,7 @@ app = typer.Typer(
 module_app = typer.Typer(help="Upload and inspect module versions.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and the modules enabled for them.", no_args_is_help=True)
 app.add_typer(module_app, name="module")
+module_app.command("run")(module_run)
 app.add_typer(tenant_app, name="tenant")
 
 DatabaseOption = Annotated[
