@@ -91,7 +91,9 @@ def test_runaway_recursion_keeps_the_worker(sandbox_pool: SandboxPool) -> None:
     result, _ = bomb(sandbox_pool, "def f(n=0):\n    return f(n + 1)\n")
     assert result.error is not None and result.error.kind == "limit_exceeded"
     assert result.worker_pid in sandbox_pool.worker_pids()  # not killed, still serving
-    ok = sandbox_pool.run(Invocation(source="def f(n=0):\n    return n if n > 100 else f(n + 1)\n", function="f"))
+    ok = sandbox_pool.run(
+        Invocation(source="def f(n=0):\n    return n if n > 100 else f(n + 1)\n", function="f")
+    )
     assert ok.ok and ok.value == 101
 
 
@@ -115,9 +117,7 @@ def test_killed_worker_is_replaced(sandbox_pool: SandboxPool) -> None:
 def test_memory_limit_is_lowered_per_invocation(sandbox_pool: SandboxPool) -> None:
     """40 MiB fits in the default 256 MiB but not in a 32 MiB invocation."""
     source = "def f():\n    return len(bytearray(40 * 1024 * 1024))\n"
-    small = sandbox_pool.run(
-        Invocation(source=source, function="f", limits=Limits(memory_mb=32))
-    )
+    small = sandbox_pool.run(Invocation(source=source, function="f", limits=Limits(memory_mb=32)))
     assert small.error is not None and small.error.kind == "memory_limit"
     assert sandbox_pool.run(Invocation(source=source, function="f")).value == 40 * 1024 * 1024
 
