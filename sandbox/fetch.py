@@ -85,12 +85,14 @@ class FetchLimits:
     ) -> FetchLimits:
         """These limits, lowered (never raised) by the given values."""
         return FetchLimits(
-            max_fetches=min(self.max_fetches, max_fetches or self.max_fetches),
-            timeout_s=min(self.timeout_s, timeout_s or self.timeout_s),
-            max_response_bytes=min(
-                self.max_response_bytes, max_response_bytes or self.max_response_bytes
-            ),
+            max_fetches=_lower(self.max_fetches, max_fetches),
+            timeout_s=_lower(self.timeout_s, timeout_s),
+            max_response_bytes=_lower(self.max_response_bytes, max_response_bytes),
         )
+
+
+def _lower(current: Any, asked: Any) -> Any:
+    return current if asked is None else min(current, asked)
 
 
 @dataclass

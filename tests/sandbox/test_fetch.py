@@ -600,3 +600,8 @@ def test_relative_or_hostless_urls_are_refused(bad: str, error: type, message: s
     with make_fetcher() as fetcher, pytest.raises(error) as info:
         fetcher.fetch({"url": bad})
     assert message in str(info.value)
+
+
+def test_limits_can_only_be_lowered() -> None:
+    limits = FetchLimits().lowered(max_fetches=100, timeout_s=2, max_response_bytes=0)
+    assert limits == FetchLimits(max_fetches=50, timeout_s=2, max_response_bytes=0)
