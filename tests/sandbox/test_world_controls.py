@@ -608,3 +608,33 @@ def test_invalid_return_names_the_path(run: Run) -> None:
 def test_non_json_argument_is_the_callers_error(run: Run) -> None:
     with pytest.raises(TypeError):
         run("def f(x):\n    return x\n", object())
+
+
+def test_worker_interruptions_pass_through_untouched(caps: InMemoryCapabilities) -> None:
+    """A BaseException the script cannot name (the worker's CPU-time signal) must leave
+    execute() as itself, even through ``except Exception`` in the script."""
+
+    class WorkerInterrupt(BaseException):
+        pass
+
+    def interrupt(request: dict[str, Any]) -> dict[str, Any]:
+        raise WorkerInterrupt()
+
+    caps.fetch_handler = interrupt
+    source = """
+        def f():
+            try:
+                fetch("https://x.test")
+            except Exception:
+                return "swallowed"
+        """
+    with pytest.raises(WorkerInterrupt):
+        execute(compile_script(textwrap.dedent(source)), "f", [], {}, caps, None)
+
+
+def test_sleep_budget_is_per_invocation(caps: InMemoryCapabilities) -> None:
+    compiled = compile_script("import time\ndef f(s):\n    time.sleep(s)\n    return s\n")
+    assert execute(compiled, "f", [0.01], {}, caps, None) == 0.01
+    with pytest.raises(errors.LimitExceeded, match="sleep budget"):
+        execute(compiled, "f", [10], {}, caps, None)
+    assert execute(compiled, "f", [0.01], {}, caps, None) == 0.01
