@@ -88,7 +88,6 @@ _V6_CLASSES: Sequence[tuple[IPNetwork, str]] = (
     (_N("100::/64"), "discard-only address"),
 )
 _NAT64 = _N("64:ff9b::/96")
-_SIX_TO_FOUR = _N("2002::/16")
 _V4_COMPATIBLE = _N("::/96")
 
 
