@@ -479,7 +479,9 @@ class Fetcher:
             )
             request.headers["accept-encoding"] = "gzip, deflate"
             record.host = request.url.host or record.host
-            return self._client.send(request, stream=True), record, started
+            response = self._client.send(request, stream=True)
+            self._client.cookies.clear()  # no ambient state: a script sends cookies itself
+            return response, record, started
         except httpx.InvalidURL as exc:
             # httpx refuses some spellings (e.g. 0177.0.0.1) the C resolver would accept;
             # let the policy name what they denote before calling the URL merely invalid.

@@ -83,6 +83,7 @@ def server() -> Iterator[LocalHTTPServer]:
             "contentType": req.headers.get("content-type"),
             "host": req.headers.get("host"),
             "authorization": req.headers.get("authorization"),
+            "cookie": req.headers.get("cookie"),
         }
         req.reply(200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
@@ -605,3 +606,17 @@ def test_relative_or_hostless_urls_are_refused(bad: str, error: type, message: s
 def test_limits_can_only_be_lowered() -> None:
     limits = FetchLimits().lowered(max_fetches=100, timeout_s=2, max_response_bytes=0)
     assert limits == FetchLimits(max_fetches=50, timeout_s=2, max_response_bytes=0)
+
+
+def test_cookies_set_by_a_server_are_not_replayed(
+    server: LocalHTTPServer, fetcher: Fetcher
+) -> None:
+    @server.route("/login")
+    def login(req: RequestHandler) -> None:
+        req.reply(200, b"", {"Set-Cookie": "session=abc; Path=/"})
+
+    login_response = fetcher.fetch({"url": url(server, "/login")})
+    assert login_response["headers"]["set-cookie"].startswith("session=abc")
+    assert json.loads(fetcher.fetch({"url": url(server, "/echo")})["body"])["cookie"] is None
+    echoed = fetcher.fetch({"url": url(server, "/echo"), "headers": {"Cookie": "session=abc"}})
+    assert json.loads(echoed["body"])["cookie"] == "session=abc"
