@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from host.manifest import Manifest
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import notify
 from host.secrets import SecretBox, hash_api_key, new_api_key, new_webhook_token
-from host.settings_schema import mask_settings, merge_settings, validate_settings
+from host.settings_schema import mask_settings, merge_settings, secret_values, validate_settings
 
 TENANT_ID = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 """Tenant id slug; used with ``fullmatch`` (``$`` would also accept a trailing newline)."""
@@ -71,8 +71,8 @@ class RuntimeEnablement:
     version: str
     manifest: Manifest
     script: str
-    settings: dict[str, Any]
-    secret_values: tuple[str, ...]
+    settings: dict[str, Any] = field(repr=False)
+    secret_values: tuple[str, ...] = field(repr=False)
 
 
 class TenantService:
@@ -247,9 +247,7 @@ class TenantService:
         version_row = self.registry.version(module_id, row.version)
         manifest = Manifest.model_validate(version_row.manifest)
         settings = self._full_settings(row)
-        secrets = tuple(
-            str(v) for k, v in self.box.open(row.secrets_encrypted).items() if v not in (None, "")
-        )
+        secrets = secret_values(manifest, settings)
         return RuntimeEnablement(
             tenant_id, module_id, row.version, manifest, version_row.script, settings, secrets
         )

@@ -1,0 +1,175 @@
+"""Settings secrets: never in an API answer, never in the database file (main file or WAL),
+never in logs; decrypted only for the module call; a wrong key is a clear error."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+
+from host.api.app import create_app
+from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
+from host.settings_schema import SECRET_MARKER
+from tests.host.conftest import (
+    SECRET_API_KEY,
+    checkpoint,
+    database_bytes,
+    email_manifest,
+    json_body,
+    make_host,
+)
+
+NESTED_SECRET = "nested-token-4d2b8e61a0"
+
+
+@pytest.fixture
+def enabled(client, admin, caplog):
+    """The sample module enabled for ``acme`` with a secret api_key, every response kept."""
+    caplog.set_level(logging.DEBUG)
+    responses = [
+        client.post("/api/v1/modules", headers=admin, json=json_body()),
+        client.post("/api/v1/tenants", headers=admin, json={"id": "acme", "name": "Acme"}),
+        client.put(
+            "/api/v1/tenants/acme/modules/sendmail",
+            headers=admin,
+            json={"settings": {"api_key": SECRET_API_KEY, "sender_email": "a@acme.test"}},
+        ),
+        client.put(
+            "/api/v1/tenants/acme/modules/sendmail",
+            headers=admin,
+            json={"settings": {"batch_size": 50}},
+        ),
+        client.get("/api/v1/tenants/acme/modules/sendmail", headers=admin),
+        client.get("/api/v1/tenants/acme/modules", headers=admin),
+        client.get("/api/v1/tenants", headers=admin),
+        client.get("/api/v1/tenants/acme", headers=admin),
+        client.get("/api/v1/modules", headers=admin),
+        client.get("/api/v1/modules/sendmail/versions/1.0.0", headers=admin),
+    ]
+    assert all(r.status_code in (200, 201) for r in responses), [r.text for r in responses]
+    return responses
+
+
+def test_secret_never_in_api_responses(enabled) -> None:
+    for response in enabled:
+        assert SECRET_API_KEY not in response.text
+        assert SECRET_API_KEY not in str(response.headers)
+    assert enabled[2].json()["settings"] == {
+        "api_key": SECRET_MARKER,
+        "sender_email": "a@acme.test",
+    }
+    assert enabled[4].json()["settings"]["api_key"] == SECRET_MARKER
+
+
+def test_secret_never_in_the_database_files(enabled, db_path: Path) -> None:
+    raw = database_bytes(db_path)  # main file + WAL as they are on disk, not checkpointed
+    assert Path(str(db_path) + "-wal").exists()
+    assert b"a@acme.test" in raw  # the check would see a plaintext value if one were there
+    assert SECRET_API_KEY.encode() not in raw
+    checkpoint(db_path)
+    assert SECRET_API_KEY.encode() not in database_bytes(db_path)
+
+
+def test_secret_never_in_logs(enabled, caplog) -> None:
+    records = caplog.get_records("setup")
+    assert records  # something was logged, so the check means something
+    for record in records:
+        assert SECRET_API_KEY not in record.getMessage()
+        assert SECRET_API_KEY not in repr(record.args)
+
+
+def test_secret_decrypted_only_for_the_module(enabled, host) -> None:
+    runtime = host.tenants.runtime("acme", "sendmail")
+    assert runtime.settings == {
+        "api_key": SECRET_API_KEY,
+        "sender_email": "a@acme.test",
+        "batch_size": 50,
+    }
+    assert SECRET_API_KEY in runtime.secret_values
+    assert SECRET_API_KEY not in repr(runtime)
+
+
+def test_nested_secret_is_sealed_too(host, upload, tenant, db_path) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "auth": {
+                "type": "object",
+                "properties": {"token": {"type": "string", "writeOnly": True}},
+            }
+        },
+    }
+    upload(email_manifest(id="nested", settings=schema))
+    info = host.tenants.configure("acme", "nested", settings={"auth": {"token": NESTED_SECRET}})
+    assert info.settings == {"auth": {"token": SECRET_MARKER}}
+    assert NESTED_SECRET.encode() not in database_bytes(db_path)
+    assert host.tenants.runtime("acme", "nested").settings == {"auth": {"token": NESTED_SECRET}}
+
+
+def test_restart_with_the_same_key_reads_secrets(enabled, host, db_path) -> None:
+    host.close()
+    again = make_host(db_path)
+    try:
+        assert again.tenants.runtime("acme", "sendmail").settings["api_key"] == SECRET_API_KEY
+    finally:
+        again.close()
+
+
+def test_restart_with_a_wrong_key_is_a_clear_error(enabled, host, db_path, admin) -> None:
+    host.close()
+    wrong = make_host(db_path, secret_key="another passphrase, also long enough")
+    try:
+        with pytest.raises(SecretKeyError, match="CRM_HOST_SECRET_KEY differs"):
+            wrong.tenants.runtime("acme", "sendmail")
+        with TestClient(create_app(wrong)) as client:
+            response = client.get("/api/v1/tenants/acme/modules/sendmail", headers=admin)
+        assert response.status_code == 500
+        body = response.json()
+        assert body["error"] == "configuration"
+        assert "CRM_HOST_SECRET_KEY" in body["message"]
+        assert SECRET_API_KEY not in response.text
+    finally:
+        wrong.close()
+
+
+def test_key_file_is_created_beside_the_database(tmp_path) -> None:
+    db = tmp_path / "keyless.db"
+    first = make_host(db, secret_key=None)
+    try:
+        first.tenants.create("acme", "Acme")
+        sealed = first.box.seal({"k": "v"})
+    finally:
+        first.close()
+    key_file = Path(str(db) + ".key")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    second = make_host(db, secret_key=None)
+    try:
+        assert second.box.open(sealed) == {"k": "v"}
+    finally:
+        second.close()
+
+
+def test_key_forms() -> None:
+    key = Fernet.generate_key().decode()
+    box = SecretBox(fernet_from_setting(key))
+    assert SecretBox(Fernet(key.encode())).open(box.seal({"a": 1})) == {"a": 1}
+    passphrase = SecretBox(fernet_from_setting("x" * 16))
+    assert passphrase.open(passphrase.seal({"a": 1})) == {"a": 1}
+    with pytest.raises(SecretKeyError, match="at least 16"):
+        fernet_from_setting("short")
+
+
+def test_empty_secrets_are_not_sealed() -> None:
+    box = SecretBox(fernet_from_setting("x" * 16))
+    assert box.seal({}) is None
+    assert box.open(None) == {}
+
+
+def test_key_file_reused(tmp_path) -> None:
+    path = tmp_path / "k.key"
+    token = key_file_fernet(path).encrypt(b"x")
+    assert key_file_fernet(path).decrypt(token) == b"x"
