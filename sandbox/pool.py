@@ -155,6 +155,8 @@ class SandboxPool:
     call :meth:`start` to defer). ``max_memory_mb`` is the largest memory limit any
     invocation may ask for (it fixes the workers' hard address-space limit).
     ``recycle_after`` replaces a worker after that many invocations (None = never).
+    ``spares`` warm workers wait beside the pool (not serving) and are promoted the moment a
+    worker is killed, so kill-and-replace costs a SIGKILL, not an interpreter start.
     ``acquire_timeout_s`` bounds the wait for an idle worker (None = wait).
     ``executor`` (``"module:function"``, imported in the worker) runs one function of a
     compiled script; the default is :func:`sandbox.execution.execute` (``executor_path`` is
@@ -173,6 +175,7 @@ class SandboxPool:
         start_timeout_s: float = 30.0,
         acquire_timeout_s: float | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        spares: int = 1,
         python: str = sys.executable,
         executor: str = "sandbox.execution:execute",
         executor_path: Sequence[str] = (),
@@ -181,6 +184,7 @@ class SandboxPool:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
+        self.spares = max(0, spares)
         self.recycle_after = recycle_after
         self.acquire_timeout_s = acquire_timeout_s
         self.start_timeout_s = start_timeout_s
@@ -200,6 +204,8 @@ class SandboxPool:
         self._idle: deque[WorkerProcess] = deque()
         self._workers: set[WorkerProcess] = set()
         self._wanted = 0
+        self._spare_pool: deque[WorkerProcess] = deque()
+        self._wanted_spares = 0
         self._spawn_failures = 0
         self._last_spawn_error: BaseException | None = None
         self._closed = False
@@ -226,6 +232,8 @@ class SandboxPool:
             self._idle.extend(started)
             self._workers.update(started)
             self._wanted += self.size - len(started)
+            self._wanted_spares += self.spares
+            self._cond.notify_all()
         if not started:
             self.close()
             raise WorkerStartError(f"no worker could start: {self._last_spawn_error!r}")
@@ -237,9 +245,10 @@ class SandboxPool:
             if self._closed:
                 return
             self._closed = True
-            workers = list(self._workers)
+            workers = [*self._workers, *self._spare_pool]
             self._workers.clear()
             self._idle.clear()
+            self._spare_pool.clear()
             self._cond.notify_all()
         with contextlib.suppress(ValueError):
             atexit.unregister(self.close)
@@ -256,9 +265,10 @@ class SandboxPool:
 
     # -- introspection --------------------------------------------------------------------
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self, *, include_spares: bool = False) -> list[int]:
         with self._cond:
-            return sorted(w.pid for w in self._workers)
+            spares = self._spare_pool if include_spares else ()
+            return sorted(w.pid for w in (*self._workers, *spares))
 
     def worker_info(self) -> list[dict[str, Any]]:
         """What each worker reported at start (network isolation, limits, privileges)."""
@@ -367,11 +377,20 @@ class SandboxPool:
             worker.kill()  # closed while it was busy
 
     def _discard_locked(self, worker: WorkerProcess) -> None:
+        """Drop a dead worker; promote a warm spare at once if there is one, so that the
+        pool is back to full size without waiting for an interpreter to start."""
         if worker in self._workers:
             self._workers.discard(worker)
-            if not self._closed:
+            if self._closed:
+                return
+            if self._spare_pool:
+                spare = self._spare_pool.popleft()
+                self._workers.add(spare)
+                self._idle.append(spare)
+                self._wanted_spares += 1
+            else:
                 self._wanted += 1
-                self._cond.notify_all()
+            self._cond.notify_all()
 
     # -- supervisor -------------------------------------------------------------------------
 
@@ -403,24 +422,29 @@ class SandboxPool:
         """Keep the pool at ``size``: spawn replacements for discarded workers."""
         while True:
             with self._cond:
-                while not self._closed and not self._wanted:
+                while not self._closed and not self._wanted and not self._wanted_spares:
                     self._cond.wait()
                 if self._closed:
                     return
                 count, self._wanted = self._wanted, 0
+                spares, self._wanted_spares = self._wanted_spares, 0
                 failures = self._spawn_failures
             if failures:
                 time.sleep(min(2.0, 0.1 * 2**failures))
-            started = self._spawn(count)
+            started = self._spawn(count + spares)
             with self._cond:
                 if self._closed:
                     closing = started
                 else:
                     closing = []
-                    self._workers.update(started)
-                    self._idle.extend(started)
-                    self._wanted += count - len(started)
-                    self.replacements += len(started)
+                    serving, extra = started[:count], started[count:]
+                    self._workers.update(serving)
+                    self._idle.extend(serving)
+                    self._spare_pool.extend(extra)
+                    missing = count + spares - len(started)
+                    self._wanted += max(0, count - len(serving))
+                    self._wanted_spares += missing - max(0, count - len(serving))
+                    self.replacements += len(serving)
                 self._cond.notify_all()
             for worker in closing:
                 worker.kill("pool closed")

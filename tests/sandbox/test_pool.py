@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -223,9 +224,13 @@ def test_workers_are_recycled_after_n_invocations() -> None:
 
 
 def test_close_leaves_no_child_processes() -> None:
-    pool = SandboxPool(size=2)
-    pids = pool.worker_pids()
-    assert len(pids) == 2 and set(pids) <= child_pids()
+    pool = SandboxPool(size=2, spares=1)
+    assert pool.wait_full(10)
+    deadline = time.monotonic() + 10
+    while len(pool.worker_pids(include_spares=True)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pids = pool.worker_pids(include_spares=True)
+    assert len(pids) == 3 and set(pids) <= child_pids()
     assert pool.run(Invocation(source="def f():\n    return 1\n", function="f")).ok
     pool.close()
     pool.close()  # idempotent
