@@ -20,6 +20,8 @@ from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
 from host.modules.registry import validate_package
 from host.settings_schema import secret_values, validate_settings
+from sandbox.compiler import compile_script
+from sandbox.errors import ScriptCompileError
 from sandbox.pool import SandboxPool
 
 LOCAL_TENANT = "local"
@@ -60,9 +62,13 @@ def module_run(
     host_settings = HostSettings()
     try:
         package = from_directory(directory, max_script_bytes=host_settings.max_script_bytes)
-        module = validate_package(package, max_script_bytes=host_settings.max_script_bytes)
     except InvalidInput as exc:
         raise _failure("invalid_module", f"{exc.message}: {_one_line(exc.problems)}") from None
+    try:
+        module = validate_package(package, max_script_bytes=host_settings.max_script_bytes)
+    except InvalidInput as exc:
+        kind = _compile_kind(package.script)
+        raise _failure(kind, f"{exc.message}: {_one_line(exc.problems)}") from None
     manifest = module.manifest
     name = function if function.startswith(PREFIX) else PREFIX + function
     contract = contract_function(manifest.kind, name)
@@ -93,6 +99,15 @@ def module_run(
             raise _usage(str(exc)) from None
     json.dump(_plain(result.value), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
+
+
+def _compile_kind(script: str | None) -> str:
+    """policy_violation when the sandbox policy refused the script, else invalid_module."""
+    try:
+        compile_script(script or "")
+    except ScriptCompileError as exc:
+        return exc.kind
+    return "invalid_module"
 
 
 def _parse_arguments(raw: list[str], parameters: tuple[str, ...]) -> list[Any]:
