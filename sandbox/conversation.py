@@ -16,7 +16,7 @@ import logging
 import math
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from sandbox import errors
 from sandbox.channel import ChannelClosed, ChannelTimeout, ProtocolViolation
@@ -380,7 +380,7 @@ def _limits_wire(limits: Limits) -> dict[str, Any]:
     return limits.as_dict()
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

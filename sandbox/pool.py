@@ -432,11 +432,11 @@ class SandboxPool:
             if failures:
                 time.sleep(min(2.0, 0.1 * 2**failures))
             started = self._spawn(count + spares)
+            closing: list[WorkerProcess] = []
             with self._cond:
                 if self._closed:
                     closing = started
                 else:
-                    closing = []
                     serving, extra = started[:count], started[count:]
                     self._workers.update(serving)
                     self._idle.extend(serving)
