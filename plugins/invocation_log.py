@@ -66,7 +66,8 @@ class InvocationLog:
             started_at=started,
             duration_ms=round((time.perf_counter() - clock) * 1000, 3),
             outcome=outcome,
-            error=mask_secrets(error[:MAX_ERROR_CHARS] if error else None, secrets),
+            # mask before cutting: a cut through a secret would leave its prefix unmasked
+            error=(mask_secrets(error, secrets) or "")[:MAX_ERROR_CHARS] or None,
             error_line=line,
             log=mask_secrets(trace.log if trace else None, secrets),
             fetches=trace.fetches if trace else [],

@@ -253,3 +253,22 @@ def test_sandbox_serves_what_the_plugin_leaves(bridged_host, plugin) -> None:
         (IMPORT, "ok"),
         ("CRM_Marketing_GetTemplateHTML", "not_implemented"),
     ]
+
+
+def test_secret_cut_by_the_error_cap_is_still_masked(host, plugin) -> None:
+    """The error text is capped; a secret straddling the cap must not leave its prefix."""
+    from plugins.invocation_log import MAX_ERROR_CHARS
+
+    padding = "x" * (MAX_ERROR_CHARS - 10)
+
+    class Verbose:
+        @hookimpl(tryfirst=True)
+        def crm_marketing_import_templates(self, call, offset, limit):
+            raise ModuleCallFailed("script_error", padding + call.settings["api_key"])
+
+    host.hooks.register(Verbose(), name="verbose")
+    with pytest.raises(ModuleCallFailed):
+        host.invoker.call("acme", "sendmail", IMPORT, offset=0, limit=10)
+    (row,) = rows(host)
+    assert row.error == padding + "***"
+    assert SECRET_API_KEY[:10] not in (row.error or "")
