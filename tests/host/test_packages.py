@@ -389,3 +389,15 @@ def test_zip_upload_good_path(client, admin) -> None:
     )
     assert response.status_code == 201, response.text
     assert response.json()["functions"] == EMAIL_FUNCTIONS
+
+
+def test_duplicate_entries_are_refused() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(email_manifest()))
+        archive.writestr("module.py", EMAIL_SCRIPT)
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("module.py", "def CRM_Marketing_X(): pass\n")
+    with pytest.raises(InvalidInput) as excinfo:
+        read_zip(buffer.getvalue())
+    assert problems_of(excinfo) == [("module.py", "appears more than once in the archive")]
