@@ -111,12 +111,12 @@ def from_zip(data: bytes, *, max_archive_bytes: int, max_script_bytes: int) -> M
             )
         problems = [p for info in infos if (p := _unsafe_entry(info)) is not None]
         seen: set[str] = set()
-        for info in infos:
-            if info.filename in seen:
+        for entry in infos:
+            if entry.filename in seen:
                 # unzip tools disagree on which copy wins; what is validated must be what
                 # the integrator sees
-                problems.append(Problem(info.filename, "appears more than once in the archive"))
-            seen.add(info.filename)
+                problems.append(Problem(entry.filename, "appears more than once in the archive"))
+            seen.add(entry.filename)
         if problems:
             raise InvalidInput("module archive contains unsafe entries", problems)
         files = {info.filename: info for info in infos if not info.is_dir()}
