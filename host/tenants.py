@@ -4,6 +4,7 @@ unguessable webhook URL of each (tenant, module)."""
 
 from __future__ import annotations
 
+import builtins
 import copy
 import hmac
 import re
@@ -229,7 +230,7 @@ class TenantService:
         manifest = Manifest.model_validate(self.registry.version(module_id, row.version).manifest)
         return self._info(row, manifest)
 
-    def enablements(self, tenant_id: str) -> list[EnablementInfo]:
+    def enablements(self, tenant_id: str) -> builtins.list[EnablementInfo]:
         self.get(tenant_id)
         with self.db.transaction() as session:
             rows = session.scalars(
