@@ -302,3 +302,32 @@ def test_tenant_key_cannot_configure_its_own_modules(client, admin, acme, module
 def test_openapi_is_served(client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/api/v1/tenants/{tenant_id}/modules/{module_id}" in spec["paths"]
+
+
+def test_multipart_without_package_field_is_422(client, admin, host) -> None:
+    before = table_dump(host)
+    response = client.post(
+        "/api/v1/modules", headers=admin, files={"other": ("m.zip", b"PK", "application/zip")}
+    )
+    assert response.status_code == 422
+    assert response.json()["problems"] == [
+        {"location": "package", "message": "a zip file field is required"}
+    ]
+    response = client.post("/api/v1/modules", headers=admin, data={"package": "text"})
+    assert response.status_code == 422
+    assert table_dump(host) == before
+
+
+def test_oversize_json_upload_is_422(client, admin, host) -> None:
+    cap = host.settings.max_archive_bytes
+    body = json_body(script="#" * cap)
+    response = client.post("/api/v1/modules", headers=admin, json=body)
+    assert response.status_code == 422
+    assert response.json()["problems"][0]["location"] == "body"
+
+
+def test_json_upload_with_oversize_script_is_422(client, admin, host) -> None:
+    body = json_body(script="#" * (host.settings.max_script_bytes + 1))
+    response = client.post("/api/v1/modules", headers=admin, json=body)
+    assert response.status_code == 422
+    assert response.json()["problems"][0]["location"] == "body.script"
