@@ -126,6 +126,30 @@ def crm_host_settings_changed(tenant_id: str, module_id: str, fields: list[str])
     settings; values are never passed, since some are secrets."""
 
 
+@hookspec
+def crm_host_campaign_status_changed(
+    tenant_id: str, campaign_id: str, old_status: str, new_status: str, error: str | None
+) -> None:
+    """A campaign moved from ``old_status`` to ``new_status`` (CampaignStatus values), after
+    the change was committed."""
+
+
+@hookspec
+def crm_host_actions_applied(
+    tenant_id: str, module_id: str, applied: list[dict[str, Any]], skipped: list[dict[str, Any]]
+) -> None:
+    """A webhook's actions were committed in one transaction. ``applied`` are the actions
+    that changed something; ``skipped`` carry a ``reason`` (unknown campaign or contact,
+    replay that changes nothing)."""
+
+
+@hookspec
+def crm_host_contact_unsubscribed(
+    tenant_id: str, contact_id: str, email: str, category: str | None
+) -> None:
+    """A contact unsubscribed, from one category or (``category`` None) from everything."""
+
+
 # --- helpers for plugins -------------------------------------------------------------------
 
 C = TypeVar("C", bound=type)
