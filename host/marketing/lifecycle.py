@@ -1,0 +1,47 @@
+"""Which way statuses may move. Webhooks arrive late, twice and out of order, so a status
+only ever moves forward: a replayed "delivered" never downgrades a "clicked"."""
+
+from __future__ import annotations
+
+from host.contract.enums import CampaignStatus, DeliveryStatus
+
+DELIVERY_RANK: dict[str, int] = {
+    DeliveryStatus.Pending: 0,
+    DeliveryStatus.Sent: 1,
+    DeliveryStatus.SoftBounced: 2,
+    DeliveryStatus.Delivered: 3,
+    DeliveryStatus.Opened: 4,
+    DeliveryStatus.Clicked: 5,
+    DeliveryStatus.Failed: 6,
+    DeliveryStatus.Bounced: 6,
+    DeliveryStatus.Unsubscribed: 7,
+    DeliveryStatus.Complained: 8,
+}
+"""Engagement grows Sent → Delivered → Opened → Clicked; a soft bounce may still be
+delivered later; a hard failure, an unsubscribe or a complaint outranks engagement (it is
+what the sender must act on)."""
+
+CAMPAIGN_RANK: dict[str, int] = {
+    CampaignStatus.Draft: 0,
+    CampaignStatus.Scheduled: 1,
+    CampaignStatus.Sending: 2,
+    CampaignStatus.Paused: 2,
+    CampaignStatus.Sent: 3,
+    CampaignStatus.Cancelled: 4,
+    CampaignStatus.Failed: 4,
+}
+"""Sending and Paused may alternate; Sent, Cancelled and Failed are final."""
+
+FINAL_CAMPAIGN_STATUSES = frozenset(
+    {CampaignStatus.Sent, CampaignStatus.Cancelled, CampaignStatus.Failed}
+)
+
+
+def delivery_moves_forward(current: str, new: str) -> bool:
+    return DELIVERY_RANK[new] > DELIVERY_RANK[current]
+
+
+def campaign_moves_forward(current: str, new: str) -> bool:
+    if current == new or current in FINAL_CAMPAIGN_STATUSES:
+        return False
+    return CAMPAIGN_RANK[new] >= CAMPAIGN_RANK[current]
