@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
@@ -52,6 +52,22 @@ class HostSettings(BaseSettings):
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
     max_script_bytes: int = Field(512 * 1024, ge=1024)
     max_archive_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    webhook_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest webhook body accepted (413 above)."
+    )
+    smtp_host: str | None = Field(
+        None, description="SMTP relay for the outbox (SendEmail); unset keeps mail queued."
+    )
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_sender: str = Field("crm-host@localhost", description="From address of outbox mail.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(30.0, gt=0)
+    outbox_max_attempts: int = Field(5, ge=1, description="Delivery attempts before failed.")
+    outbox_retry_s: float = Field(
+        30.0, gt=0, description="First retry delay; doubles per attempt (capped at 1 h)."
+    )
 
     _split = field_validator("egress_allow", "plugins", mode="before")(_split_commas)
 
