@@ -91,3 +91,6 @@ class ScriptCompileError(SandboxError):
         )
         if any(p.kind == PolicyViolation.kind for p in problems):
             self.kind = PolicyViolation.kind  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        return self.message  # each problem already names its file and line

@@ -93,13 +93,17 @@ class WorldSpec:
       (field → default) → ``Stats(total=1)`` returns a plain dict;
     - ``constants``: ``{"PAGE_SIZE": 100}`` → JSON values, deep-copied per invocation;
     - ``namespaces``: ``{"crm": ["contacts"]}`` → ``crm.contacts(ids)`` calls
-      ``capabilities.call("crm.contacts", [ids])``.
+      ``capabilities.call("crm.contacts", [ids])``;
+    - ``sdk_module``: a module name scripts may import to get every lent name (``from
+      my_sdk import fetch, Status``), so that the same source type-checks in an editor
+      against an installed stub package of that name.
     """
 
     enums: dict[str, dict[str, str]] = field(default_factory=dict)
     record_types: dict[str, list[str] | dict[str, Any]] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
     namespaces: dict[str, list[str]] = field(default_factory=dict)
+    sdk_module: str | None = None
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -121,6 +125,8 @@ class WorldSpec:
         for functions in self.namespaces.values():
             for function in functions:
                 _check_global_name(function)
+        if self.sdk_module is not None and not self.sdk_module.isidentifier():
+            raise ValueError(f"sdk_module must be a plain module name, not {self.sdk_module!r}")
         json.dumps(self.to_dict())  # constants and defaults must be JSON
 
     def names(self) -> list[str]:
@@ -133,11 +139,12 @@ class WorldSpec:
             "record_types": copy.deepcopy(self.record_types),
             "constants": copy.deepcopy(self.constants),
             "namespaces": copy.deepcopy(self.namespaces),
+            "sdk_module": self.sdk_module,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorldSpec:
-        unknown = set(data) - {"enums", "record_types", "constants", "namespaces"}
+        unknown = set(data) - {"enums", "record_types", "constants", "namespaces", "sdk_module"}
         if unknown:
             raise ValueError(f"unknown world spec keys: {', '.join(sorted(unknown))}")
         return cls(
@@ -145,6 +152,7 @@ class WorldSpec:
             record_types=copy.deepcopy(dict(data.get("record_types", {}))),
             constants=copy.deepcopy(dict(data.get("constants", {}))),
             namespaces={k: list(v) for k, v in dict(data.get("namespaces", {})).items()},
+            sdk_module=data.get("sdk_module"),
         )
 
 
@@ -569,6 +577,8 @@ def build_globals(
     if clashes:
         raise ValueError(f"world spec redefines built-in names: {', '.join(clashes)}")
     world.update(lent)
+    if spec.sdk_module:
+        facades[spec.sdk_module] = ModuleFacade(spec.sdk_module, lent)
     return world
 
 

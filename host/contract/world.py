@@ -15,6 +15,22 @@ from sandbox.world import WorldSpec
 CRM_CALLBACKS = {"crm": ["contacts"]}
 """Host callbacks scripts may call: ``crm.contacts(ids)``."""
 
+SDK_MODULE = "crm_module_sdk"
+"""What scripts import lent names from, matching the installable stub package of that name
+(``crm_module_sdk/``) so one source runs in the sandbox and type-checks in an editor."""
+
+TYPE_ONLY_NAMES = (
+    "FetchRequest",
+    "FetchResponse",
+    "Contact",
+    "CRM_Marketing_CreateCampaignRequest",
+    "CRM_Marketing_CreateMessengerCampaignRequest",
+    "CRM_Marketing_Action",
+    "CRM_Marketing_WebhookResponse",
+)
+"""SDK names that exist for annotations only; in the sandbox each is its own name as a
+string, so ``def f(request: FetchRequest)`` and importing it both work."""
+
 
 def _record_defaults(model: type[ContractModel]) -> dict[str, Any]:
     """Field → default. A Literal discriminator (an action's ``type``) defaults to its one
@@ -37,5 +53,7 @@ def script_world() -> WorldSpec:
     return WorldSpec(
         enums={name: {m.name: m.value for m in enum} for name, enum in SCRIPT_ENUMS.items()},
         record_types={name: _record_defaults(model) for name, model in RECORD_TYPES.items()},
+        constants={name: name for name in TYPE_ONLY_NAMES},
         namespaces=CRM_CALLBACKS,
+        sdk_module=SDK_MODULE,
     )
