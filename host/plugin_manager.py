@@ -11,8 +11,17 @@ from typing import Any
 import pluggy
 
 from host import hookspecs
+from host.errors import HostError
 
 ENTRY_POINT_GROUP = "crm_module_host.plugins"
+
+
+class PluginLoadError(HostError):
+    """An installed, allowed entry-point plugin failed to import: the host does not start
+    without a plugin it was told to trust (an audit plugin silently missing is worse)."""
+
+    kind = "configuration"
+
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,14 @@ def _load_entry_points(manager: pluggy.PluginManager, allow: list[str] | None) -
             continue
         if manager.get_plugin(entry.name) is not None:
             continue
-        manager.register(entry.load(), name=entry.name)
+        try:
+            plugin = entry.load()
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {entry.name} ({entry.value}) could not be loaded: "
+                f"{type(exc).__name__}: {exc}; uninstall it or leave it out of CRM_HOST_PLUGINS"
+            ) from exc
+        manager.register(plugin, name=entry.name)
         log.info("loaded plugin %s from %s", entry.name, entry.value)
 
 

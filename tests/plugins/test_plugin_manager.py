@@ -195,3 +195,20 @@ def test_upload_event_reaches_an_entry_point_plugin(installed, tmp_path) -> None
         assert installed["audit"]._plugin.seen == ["sendmail@1.0.0"]
     finally:
         host.close()
+
+
+def test_plugin_that_fails_to_load_is_a_clear_error(installed) -> None:
+    from host.plugin_manager import PluginLoadError
+
+    class Broken(FakeEntryPoint):
+        def load(self) -> object:
+            raise ImportError("No module named 'missing_dependency'")
+
+    installed["broken"] = Broken("broken", None)
+    with pytest.raises(PluginLoadError) as excinfo:
+        make_plugin_manager(allow=None)
+    message = str(excinfo.value)
+    assert "plugin broken (tests.fake:broken) could not be loaded" in message
+    assert "missing_dependency" in message
+    # left out of the allow-list, it is never imported
+    assert names(make_plugin_manager(allow=["audit"])) == {"audit"}
