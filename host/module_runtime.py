@@ -13,7 +13,7 @@ from host.contract.functions import ALL_FUNCTIONS
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
 from sandbox.egress import EgressPolicy
-from sandbox.invocation import HostCallback, Invocation, InvocationResult
+from sandbox.invocation import FetchFunction, HostCallback, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.pool import SandboxPool
 
@@ -30,7 +30,10 @@ def module_invocation(
     egress_allow: Sequence[str],
     callbacks: Mapping[str, HostCallback],
     storage: Mapping[str, Any] | None,
+    fetch: FetchFunction | None = None,
 ) -> Invocation:
+    """``fetch`` replaces the egress-checked built-in fetch (``module run --record/--replay``
+    and ``module test`` pass one); it runs here, in the parent, never in the worker."""
     manifest = call.manifest
     return Invocation(
         source=call.script,
@@ -42,6 +45,7 @@ def module_invocation(
         egress=EgressPolicy.from_config(manifest.get("egress") or [], egress_allow),
         world=script_world(),
         storage=dict(storage or {}),
+        fetch=fetch,
         callbacks=dict(callbacks),
         redact=list(call.secret_values),
         label=f"{call.tenant_id}/{call.module_ref}",
@@ -84,8 +88,14 @@ def run_module_function(
     egress_allow: Sequence[str] = (),
     callbacks: Mapping[str, HostCallback] | None = None,
     storage: Mapping[str, Any] | None = None,
+    fetch: FetchFunction | None = None,
 ) -> ModuleResult:
     invocation = module_invocation(
-        call, args, egress_allow=egress_allow, callbacks=callbacks or {}, storage=storage
+        call,
+        args,
+        egress_allow=egress_allow,
+        callbacks=callbacks or {},
+        storage=storage,
+        fetch=fetch,
     )
     return as_module_result(call, pool.run(invocation))
