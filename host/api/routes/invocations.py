@@ -1,0 +1,39 @@
+"""Tenant route of the invocation log: every module call of the tenant, newest first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from host.api.deps import HostDep, TenantDep
+from host.marketing.invocation_log import DEFAULT_LIMIT, MAX_LIMIT, InvocationFilter
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=["invocations"])
+
+
+@router.get("")
+def list_invocations(
+    tenant_id: TenantDep,
+    host: HostDep,
+    module: Annotated[str | None, Query(description="Module id")] = None,
+    function: Annotated[
+        str | None, Query(description="CRM_Marketing_ImportTemplates or ImportTemplates")
+    ] = None,
+    outcome: Annotated[
+        str | None, Query(description="ok, not_implemented, or a failure kind (SPEC §7)")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Started at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="Started before (ISO 8601)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    before: Annotated[
+        int | None, Query(description="`nextBefore` of the previous page", ge=1)
+    ] = None,
+) -> dict[str, Any]:
+    """`{"items": [...], "nextBefore": id or null}`; pass `nextBefore` as `before` for the
+    next page. Items: id, module, version, function, startedAt, durationMs, outcome, error,
+    errorLine, log, fetches, cpuMs, peakMemoryKb (secrets already masked)."""
+    host.tenants.get(tenant_id)
+    where = InvocationFilter(module, function, outcome, since, until)
+    return host.invocation_log.list_page(tenant_id, where, limit=limit, before=before).as_dict()

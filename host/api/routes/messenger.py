@@ -1,0 +1,30 @@
+"""Tenant routes of messenger modules: the account types and bots a campaign may use.
+
+Both ask the module each time (the list lives in the service); a module that does not
+implement the function answers 501, a failing one 502 with its error kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from host.api.deps import HostDep, TenantDep
+
+router = APIRouter(
+    prefix="/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger", tags=["messenger"]
+)
+
+
+@router.get("/types")
+def messenger_types(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
+    """`CRM_Marketing_GetMessengerTypes` → `{"types": ["Telegram", ...]}`."""
+    types = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerTypes")
+    return {"types": [getattr(t, "value", t) for t in types]}
+
+
+@router.get("/bots")
+def messenger_bots(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
+    """`CRM_Marketing_GetMessengerBots` → `{"bots": [{id, name, type, description}]}`."""
+    bots = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerBots")
+    return {"bots": [bot.model_dump(mode="json") for bot in bots]}

@@ -1,0 +1,126 @@
+"""Reading the invocation log (the writing side is ``plugins/invocation_log.py``).
+
+Newest first means by ``started_at`` (then id, for calls started in the same instant). Rows
+are written when a call ends, so ordering by id alone would put a long call that started
+early above a short one that started later. Pages are keyset-paginated: ``before`` is the id
+of the last item of the previous page, and the next page holds what sorts after it. Unlike
+an offset, that stays correct while new calls are being logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from host.contract.functions import PREFIX
+from host.db.engine import Database
+from host.db.models import Invocation
+from host.errors import InvalidInput, Problem
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class InvocationFilter:
+    """Which calls to list; every field narrows the result."""
+
+    module: str | None = None
+    function: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InvocationPage:
+    items: list[dict[str, Any]]
+    next_before: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "nextBefore": self.next_before}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without an offset are taken as UTC (the log stores UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def invocation_dict(row: Invocation) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "module": row.module_id,
+        "version": row.version,
+        "function": row.function,
+        "startedAt": row.started_at.isoformat(),
+        "durationMs": row.duration_ms,
+        "outcome": row.outcome,
+        "error": row.error,
+        "errorLine": row.error_line,
+        "log": row.log,
+        "fetches": row.fetches or [],
+        "cpuMs": row.cpu_ms,
+        "peakMemoryKb": row.peak_memory_kb,
+    }
+
+
+class InvocationLogReader:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def list_page(
+        self,
+        tenant_id: str,
+        where: InvocationFilter | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        before: int | None = None,
+    ) -> InvocationPage:
+        """One page of the tenant's calls, newest first; ``next_before`` continues it (None
+        when this page is the last)."""
+        where = where or InvocationFilter()
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput("query is invalid", [Problem("limit", f"must be 1-{MAX_LIMIT}")])
+        query = select(Invocation).where(Invocation.tenant_id == tenant_id)
+        if where.module:
+            query = query.where(Invocation.module_id == where.module)
+        if where.function:
+            function = where.function
+            if not function.startswith(PREFIX):
+                function = PREFIX + function  # "ImportTemplates" is accepted too
+            query = query.where(Invocation.function == function)
+        if where.outcome:
+            query = query.where(Invocation.outcome == where.outcome)
+        if (since := _utc(where.since)) is not None:
+            query = query.where(Invocation.started_at >= since)
+        if (until := _utc(where.until)) is not None:
+            query = query.where(Invocation.started_at < until)
+        with self.db.transaction() as session:
+            if before is not None:
+                cursor = session.get(Invocation, before)
+                if cursor is None or cursor.tenant_id != tenant_id:
+                    raise InvalidInput(
+                        "query is invalid", [Problem("before", "is not an invocation id")]
+                    )
+                query = query.where(
+                    or_(
+                        Invocation.started_at < cursor.started_at,
+                        and_(
+                            Invocation.started_at == cursor.started_at,
+                            Invocation.id < cursor.id,
+                        ),
+                    )
+                )
+            query = query.order_by(Invocation.started_at.desc(), Invocation.id.desc())
+            rows = list(session.scalars(query.limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return InvocationPage(
+            items=[invocation_dict(r) for r in rows],
+            next_before=rows[-1].id if more and rows else None,
+        )
