@@ -17,6 +17,12 @@ from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
 from host.db.migrate import upgrade_to_head
 from host.invoker import ModuleInvoker
+from host.marketing.actions import ActionApplier
+from host.marketing.contacts import ContactService
+from host.marketing.invocation_log import InvocationLogReader
+from host.marketing.outbox import OutboxWorker
+from host.marketing.templates import TemplateService
+from host.marketing.webhooks import WebhookReceiver
 from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import make_plugin_manager
@@ -85,6 +91,19 @@ class Host:
         )
         self.invoker = ModuleInvoker(self.tenants, self.hooks)
         self.module_storage = ModuleStorageStore(self.db)
+        self.contacts = ContactService(self.db)
+        self.templates = TemplateService(self.db, self.invoker, self.tenants)
+        self.invocation_log = InvocationLogReader(self.db)
+        self.outbox = OutboxWorker.from_settings(self.db, self.settings)
+        self.actions = ActionApplier(self.db, self.hooks, on_mail_queued=self.outbox.wake)
+        self.webhooks = WebhookReceiver(
+            self.db,
+            self.tenants,
+            self.invoker,
+            self.actions,
+            max_body_bytes=self.settings.webhook_max_body_bytes,
+        )
+        self.outbox.start()  # a no-op without an SMTP relay
 
     @property
     def sandbox(self) -> SandboxPool:
@@ -96,9 +115,10 @@ class Host:
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""
-        return {}
+        return {"crm.contacts": self.contacts.script_callback(call.tenant_id)}
 
     def close(self) -> None:
+        self.outbox.stop()
         with self._sandbox_lock:
             if self._sandbox is not None and self._owns_sandbox:
                 self._sandbox.close()

@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from host.api.errors import install_error_handlers
-from host.api.routes import meta, modules, tenants
+from host.api.routes import (
+    contacts,
+    invocations,
+    messenger,
+    meta,
+    modules,
+    templates,
+    tenants,
+    webhooks,
+)
 from host.platform import Host
 
 DESCRIPTION = """Runs CRM Marketing integration modules for many tenants.
@@ -19,6 +28,15 @@ def create_app(host: Host) -> FastAPI:
     app = FastAPI(title="crm-module-host", version="0.1.0", description=DESCRIPTION)
     app.state.host = host
     install_error_handlers(app)
-    for router in (meta.router, modules.router, tenants.router):
+    for router in (
+        meta.router,
+        modules.router,
+        tenants.router,
+        webhooks.router,
+        contacts.router,
+        templates.router,
+        messenger.router,
+        invocations.router,
+    ):
         app.include_router(router)
     return app

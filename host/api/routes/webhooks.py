@@ -1,0 +1,76 @@
+"""The public webhook endpoint: ``ANY /hooks/{tenant}/{module}/{token}``, no bearer token.
+
+The URL's token is the credential. The body is read with a cap (413 above
+``CRM_HOST_WEBHOOK_MAX_BODY_BYTES``, checked on Content-Length first and again while
+streaming, so a lying or chunked sender cannot make the host buffer more). The blocking
+work (database, sandbox) runs in the thread pool so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from host.api.deps import HostDep
+from host.marketing.webhooks import IncomingRequest
+
+router = APIRouter(tags=["webhooks"])
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": 'The module\'s response (default `{"ok": true}`).'},
+    404: {"description": "No such webhook (any part of the URL wrong, or disabled)."},
+    413: {"description": "Body over the configured cap; the module was not called."},
+    500: {"description": "The module failed; nothing was applied."},
+}
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def receive_webhook(
+    tenant_id: str, module_id: str, token: str, request: Request, host: HostDep
+) -> Response:
+    """Hand the request to the module's ParseWebhookRequest, apply its actions in one
+    transaction and answer with the module's response."""
+    receiver = host.webhooks
+    target = await run_in_threadpool(receiver.target, tenant_id, module_id, token)
+    body = await read_capped(request, receiver.max_body_bytes)
+    if body is None:
+        reply = await run_in_threadpool(receiver.refuse_oversized, target)
+    else:
+        incoming = IncomingRequest(
+            method=request.method,
+            url=str(request.url),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            query_string=request.scope.get("query_string", b"").decode("latin-1"),
+            body=body,
+        )
+        reply = await run_in_threadpool(receiver.handle, target, incoming)
+    return Response(
+        reply.body, status_code=reply.status, headers=reply.headers, media_type=reply.media_type
+    )
+
+
+for _method in METHODS:
+    # One route per method: one OpenAPI operation each, with its own operation id.
+    router.add_api_route(
+        "/hooks/{tenant_id}/{module_id}/{token}",
+        receive_webhook,
+        methods=[_method],
+        operation_id=f"receive_webhook_{_method.lower()}",
+        response_class=Response,
+        responses=RESPONSES,
+    )

@@ -1,0 +1,330 @@
+"""Applying a module's WebhookResult actions to the CRM data, all in one transaction.
+
+Services deliver webhooks late, twice and out of order, so every action is idempotent: a
+status only moves forward (``host.marketing.lifecycle``), stats are SET (never added), an
+unsubscribe already recorded is not recorded again. An action that names a campaign or
+contact this tenant's module does not know is *skipped* with a reason, not an error: one
+stray event must not make the service retry (and the host re-apply) a whole batch.
+
+Everything a module names is looked up within the calling tenant, and campaigns also within
+the calling module, so a module can never reach another tenant's (or module's) data, whatever
+ids it sends. Events (``crm_host_*``) fire only after the transaction committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pluggy
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from host.contract.enums import SubscriberStatus
+from host.contract.types import (
+    Action,
+    AllCategories,
+    SendEmailAction,
+    UnsubscribeAction,
+    UpdateCampaignAction,
+    UpdateCampaignStatsAction,
+    UpdateDeliveryStatusAction,
+)
+from host.db.engine import Database
+from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, OutboxMessage
+from host.marketing.lifecycle import (
+    FINAL_CAMPAIGN_STATUSES,
+    campaign_moves_forward,
+    delivery_moves_forward,
+)
+from host.marketing.outbox import QUEUED, clean_header, queue_message, valid_recipient
+from host.plugin_manager import notify
+
+UNKNOWN_CAMPAIGN = "unknown_campaign"
+UNKNOWN_RECIPIENT = "unknown_recipient"
+UNKNOWN_CONTACT = "unknown_contact"
+INVALID_RECIPIENT = "invalid_recipient"
+NO_CHANGE = "no_change"
+SKIP_REASONS = (UNKNOWN_CAMPAIGN, UNKNOWN_RECIPIENT, UNKNOWN_CONTACT, INVALID_RECIPIENT, NO_CHANGE)
+"""Why an action changed nothing; stable codes for receipts, events and dashboards."""
+
+NOT_MAILABLE = frozenset({SubscriberStatus.Unsubscribed, SubscriberStatus.Complained})
+"""Contact statuses an "unsubscribe from everything" leaves as they are."""
+
+
+class Skip(Exception):
+    """An action that changes nothing; ``reason`` is one of SKIP_REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class ApplyOutcome:
+    """What applying a result did. ``applied``/``skipped`` describe each action (by
+    ``index`` in the result; skipped ones carry ``reason`` and ``detail``)."""
+
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    queued_mail: int = 0
+    _events: list[tuple[str, dict[str, Any]]] = field(default_factory=list, repr=False)
+
+
+def describe(index: int, action: Any) -> dict[str, Any]:
+    """An action for receipts and events: its fields without bulky HTML."""
+    described: dict[str, Any] = {"index": index}
+    described.update(action.model_dump(mode="json", exclude={"html"}))
+    return described
+
+
+def email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+class ActionApplier:
+    """Applies validated actions for one (tenant, module); see the module docstring."""
+
+    def __init__(
+        self,
+        db: Database,
+        hooks: pluggy.PluginManager,
+        *,
+        on_mail_queued: Callable[[], None] | None = None,
+    ):
+        self.db = db
+        self.hooks = hooks
+        self.on_mail_queued = on_mail_queued
+
+    def apply(
+        self,
+        tenant_id: str,
+        module_id: str,
+        actions: Sequence[Action],
+        *,
+        record: Callable[[Session, ApplyOutcome], None] | None = None,
+    ) -> ApplyOutcome:
+        """Apply ``actions`` in one transaction, then fire the events. ``record`` runs in the
+        same transaction after the last action (the webhook receipt), so the receipt and the
+        changes are committed together or not at all. Any exception rolls everything back."""
+        outcome = ApplyOutcome()
+        with self.db.transaction() as session:
+            for index, action in enumerate(actions):
+                try:
+                    self._apply_one(session, tenant_id, module_id, action, outcome)
+                except Skip as skip:
+                    outcome.skipped.append(
+                        {**describe(index, action), "reason": skip.reason, "detail": skip.detail}
+                    )
+                else:
+                    outcome.applied.append(describe(index, action))
+                session.flush()
+            if record is not None:
+                record(session, outcome)
+        self._after_commit(tenant_id, module_id, actions, outcome)
+        return outcome
+
+    def _after_commit(
+        self, tenant_id: str, module_id: str, actions: Sequence[Action], outcome: ApplyOutcome
+    ) -> None:
+        if outcome.queued_mail and self.on_mail_queued is not None:
+            self.on_mail_queued()
+        for event, kwargs in outcome._events:
+            notify(self.hooks, event, **kwargs)
+        if actions:
+            notify(
+                self.hooks,
+                "crm_host_actions_applied",
+                tenant_id=tenant_id,
+                module_id=module_id,
+                applied=outcome.applied,
+                skipped=outcome.skipped,
+            )
+
+    def _apply_one(
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        action: Action,
+        outcome: ApplyOutcome,
+    ) -> None:
+        if isinstance(action, UpdateDeliveryStatusAction):
+            self._update_delivery(session, tenant_id, module_id, action)
+        elif isinstance(action, UpdateCampaignAction):
+            self._update_campaign(session, tenant_id, module_id, action, outcome)
+        elif isinstance(action, UpdateCampaignStatsAction):
+            self._update_stats(session, tenant_id, module_id, action)
+        elif isinstance(action, UnsubscribeAction):
+            self._unsubscribe(session, tenant_id, module_id, action, outcome)
+        elif isinstance(action, SendEmailAction):
+            self._send_email(session, tenant_id, module_id, action, outcome)
+        else:  # pragma: no cover - the Action union is closed
+            raise TypeError(f"unknown action {type(action).__name__}")
+
+    # --- lookups --------------------------------------------------------------------------
+
+    def _campaign(
+        self, session: Session, tenant_id: str, module_id: str, external_id: str
+    ) -> Campaign:
+        campaign = session.scalars(
+            select(Campaign)
+            .where(
+                Campaign.tenant_id == tenant_id,
+                Campaign.module_id == module_id,
+                Campaign.external_id == external_id,
+            )
+            .order_by(Campaign.created_at.desc(), Campaign.id)
+            .limit(1)
+        ).first()
+        if campaign is None:
+            raise Skip(UNKNOWN_CAMPAIGN, f"no campaign with externalId {external_id!r}")
+        return campaign
+
+    def _contact(self, session: Session, tenant_id: str, email: str) -> Contact:
+        contact = session.scalars(
+            select(Contact).where(
+                Contact.tenant_id == tenant_id, Contact.email_key == email_key(email)
+            )
+        ).first()
+        if contact is None:
+            raise Skip(UNKNOWN_CONTACT, f"no contact with email {email!r}")
+        return contact
+
+    # --- actions --------------------------------------------------------------------------
+
+    def _update_delivery(
+        self, session: Session, tenant_id: str, module_id: str, action: UpdateDeliveryStatusAction
+    ) -> None:
+        campaign = self._campaign(session, tenant_id, module_id, action.externalId)
+        deliveries = session.scalars(
+            select(Delivery).where(
+                Delivery.campaign_id == campaign.id, Delivery.email_key == email_key(action.email)
+            )
+        ).all()
+        if not deliveries:
+            raise Skip(UNKNOWN_RECIPIENT, f"{action.email!r} is not a recipient of the campaign")
+        moved = [d for d in deliveries if delivery_moves_forward(d.status, action.status)]
+        if not moved:
+            raise Skip(
+                NO_CHANGE, f"delivery is {deliveries[0].status}; {action.status} is not forward"
+            )
+        at = datetime.now(UTC).isoformat()
+        for delivery in moved:
+            delivery.status = action.status
+            delivery.history = [*(delivery.history or []), {"status": action.status, "at": at}]
+
+    def _update_campaign(
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        action: UpdateCampaignAction,
+        outcome: ApplyOutcome,
+    ) -> None:
+        campaign = self._campaign(session, tenant_id, module_id, action.externalId)
+        old = campaign.status
+        if not campaign_moves_forward(old, action.status):
+            raise Skip(NO_CHANGE, f"campaign is {old}; {action.status} is not forward")
+        campaign.status = action.status
+        if action.error is not None:
+            campaign.error = action.error
+        if action.status in FINAL_CAMPAIGN_STATUSES and campaign.finished_at is None:
+            campaign.finished_at = datetime.now(UTC)
+        outcome._events.append(
+            (
+                "crm_host_campaign_status_changed",
+                {
+                    "tenant_id": tenant_id,
+                    "campaign_id": campaign.id,
+                    "old_status": old,
+                    "new_status": str(action.status),
+                    "error": campaign.error,
+                },
+            )
+        )
+
+    def _update_stats(
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        action: UpdateCampaignStatsAction,
+    ) -> None:
+        campaign = self._campaign(session, tenant_id, module_id, action.externalId)
+        stats = action.stats.model_dump(mode="json")
+        if campaign.stats == stats and not campaign.stats_stale:
+            raise Skip(NO_CHANGE, "stats are already these values")
+        campaign.stats = stats
+        campaign.stats_fetched_at = datetime.now(UTC)
+        campaign.stats_stale = False
+
+    def _unsubscribe(
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        action: UnsubscribeAction,
+        outcome: ApplyOutcome,
+    ) -> None:
+        contact = self._contact(session, tenant_id, action.email)
+        category: str | None
+        if isinstance(action.externalId, AllCategories):
+            category = None
+            if contact.status in NOT_MAILABLE:
+                raise Skip(NO_CHANGE, f"contact is already {contact.status}")
+            contact.status = SubscriberStatus.Unsubscribed
+        else:
+            category = action.externalId
+            key = (tenant_id, contact.id, category)
+            if session.get(ContactUnsubscription, key) is not None:
+                raise Skip(NO_CHANGE, f"already unsubscribed from {category!r}")
+            session.add(
+                ContactUnsubscription(
+                    tenant_id=tenant_id,
+                    contact_id=contact.id,
+                    category=category,
+                    module_id=module_id,
+                )
+            )
+        outcome._events.append(
+            (
+                "crm_host_contact_unsubscribed",
+                {
+                    "tenant_id": tenant_id,
+                    "contact_id": contact.id,
+                    "email": contact.email or action.email,
+                    "category": category,
+                },
+            )
+        )
+
+    def _send_email(
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        action: SendEmailAction,
+        outcome: ApplyOutcome,
+    ) -> None:
+        if not valid_recipient(action.email.strip()):
+            raise Skip(INVALID_RECIPIENT, f"{action.email!r} is not an email address")
+        duplicate = session.scalars(
+            select(OutboxMessage.id).where(
+                OutboxMessage.tenant_id == tenant_id,
+                OutboxMessage.module_id == module_id,
+                OutboxMessage.status == QUEUED,
+                OutboxMessage.recipient == action.email.strip(),
+                OutboxMessage.subject == clean_header(action.subject),
+                OutboxMessage.html == action.html,
+            )
+        ).first()
+        if duplicate is not None:
+            # A replayed webhook must not mail twice while the first copy is still waiting;
+            # once it is sent, the contract gives no event id to tell a replay from a resend.
+            raise Skip(NO_CHANGE, f"an identical message is already queued (#{duplicate})")
+        queue_message(session, tenant_id, module_id, action.email, action.subject, action.html)
+        outcome.queued_mail += 1

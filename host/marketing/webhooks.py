@@ -1,0 +1,250 @@
+"""A request on a module's webhook URL, end to end: find the (tenant, module) the URL's token
+belongs to, hand the request to the module's ``CRM_Marketing_ParseWebhookRequest`` as a
+FetchRequest, apply the returned actions in one transaction, answer with the module's
+``response``. Every request that reaches a real target leaves a WebhookReceipt, so an admin
+can see why an event changed nothing.
+
+Decisions a module author relies on:
+
+* **Body text.** ``request.body`` is the raw body decoded as UTF-8 when it is valid UTF-8
+  (every JSON or form webhook), otherwise as ISO-8859-1 (latin-1), which maps each byte to
+  one character and so never fails and loses nothing. The host says which it used in the
+  header ``x-crm-host-body-encoding`` (``utf-8`` or ``latin-1``; a header of that name sent by
+  the caller is replaced). A module verifying a signature over the exact bytes does::
+
+      raw = request.body.encode(request.headers["x-crm-host-body-encoding"])
+      expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+  Both decodings round-trip exactly, so ``raw`` is byte for byte what the service signed.
+* **Headers** are a str→str mapping with lower-case names; a header sent several times is
+  joined with ", " (RFC 9110 §5.3). **query** maps each name to a string, or to a list of
+  strings when the name repeats. **url** is the full URL as received (with the token).
+* **Response.** The module's ``response`` is sent as given: status, headers, and a body that
+  is sent as text (``text/plain; charset=utf-8`` unless the module set Content-Type) when it
+  is a string, as ``application/json`` when it is any other JSON value, empty when None. No
+  ``response`` at all answers ``200 {"ok": true}``. Hop-by-hop and framing headers
+  (Content-Length, Transfer-Encoding, Connection, ...) and headers that are not valid HTTP
+  (line breaks) are dropped; a 1xx status becomes 200 (it cannot end an exchange).
+* **Failures.** A module that raises, times out or returns an invalid value → 500 (501 when
+  it does not implement the function) with ``{"error": kind, "message": ...}`` and nothing
+  applied; the details go to the receipt and the invocation log, not to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from host.calls import mask_secrets
+from host.contract.types import FetchRequest, WebhookResponse, WebhookResult
+from host.db.engine import Database
+from host.db.models import WebhookReceipt
+from host.errors import Conflict, ModuleCallFailed, NotFound
+from host.invoker import ModuleInvoker
+from host.marketing.actions import ActionApplier
+from host.tenants import RuntimeEnablement, TenantService
+
+log = logging.getLogger(__name__)
+
+FUNCTION = "CRM_Marketing_ParseWebhookRequest"
+BODY_ENCODING_HEADER = "x-crm-host-body-encoding"
+MAX_ERROR_CHARS = 2000
+DROPPED_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+DEFAULT_BODY = {"ok": True}
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """The HTTP request as the route received it, before any interpretation."""
+
+    method: str
+    url: str
+    headers: Sequence[tuple[str, str]]
+    query_string: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """What to answer the caller."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    media_type: str | None = None
+
+
+def decode_body(raw: bytes) -> tuple[str, str]:
+    """The body as text and the encoding that gives back the exact bytes."""
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), "latin-1"
+
+
+def parse_query(query_string: str) -> dict[str, str | list[str]]:
+    query: dict[str, str | list[str]] = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        current = query.get(name)
+        if current is None:
+            query[name] = value
+        elif isinstance(current, list):
+            current.append(value)
+        else:
+            query[name] = [current, value]
+    return query
+
+
+def fetch_request(incoming: IncomingRequest) -> dict[str, Any]:
+    """The FetchRequest the module receives (see the module docstring)."""
+    headers: dict[str, str] = {}
+    for name, value in incoming.headers:
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    body, encoding = decode_body(incoming.body)
+    headers[BODY_ENCODING_HEADER] = encoding
+    request = FetchRequest(
+        method=incoming.method.upper(),
+        url=incoming.url,
+        headers=headers,
+        body=body,
+        query=parse_query(incoming.query_string),
+    )
+    return request.model_dump(mode="json")
+
+
+def json_reply(status: int, body: Any) -> WebhookReply:
+    return WebhookReply(status, {}, json.dumps(body).encode(), "application/json")
+
+
+def reply_from(response: WebhookResponse | None) -> WebhookReply:
+    """The module's response made safe to send (see the module docstring)."""
+    if response is None:
+        return json_reply(200, DEFAULT_BODY)
+    status = response.status if response.status >= 200 else 200
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name.lower() not in DROPPED_RESPONSE_HEADERS
+        and HEADER_NAME.fullmatch(name)
+        and HEADER_VALUE.fullmatch(value)
+    }
+    has_type = any(name.lower() == "content-type" for name in headers)
+    body = response.body
+    if status in (204, 304) or body is None:
+        return WebhookReply(status, headers, b"", None)
+    if isinstance(body, str):
+        return WebhookReply(
+            status, headers, body.encode(), None if has_type else "text/plain; charset=utf-8"
+        )
+    return WebhookReply(
+        status, headers, json.dumps(body).encode(), None if has_type else "application/json"
+    )
+
+
+def failure_reply(status: int, kind: str) -> WebhookReply:
+    """A small body for the caller; what went wrong is in the receipt, not here."""
+    return json_reply(status, {"error": kind, "message": "the webhook could not be processed"})
+
+
+class WebhookReceiver:
+    """Serves ``ANY /hooks/{tenant}/{module}/{token}`` for the HTTP route (and embedders)."""
+
+    def __init__(
+        self,
+        db: Database,
+        tenants: TenantService,
+        invoker: ModuleInvoker,
+        actions: ActionApplier,
+        *,
+        max_body_bytes: int,
+    ):
+        self.db = db
+        self.tenants = tenants
+        self.invoker = invoker
+        self.actions = actions
+        self.max_body_bytes = max_body_bytes
+
+    def target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
+        """The enabled module the URL points to. Unknown tenant, module or token and a
+        disabled module all raise the same NotFound, so a probe learns nothing."""
+        try:
+            return self.tenants.webhook_target(tenant_id, module_id, token)
+        except (NotFound, Conflict):
+            raise NotFound("no such webhook") from None
+
+    def refuse_oversized(self, target: RuntimeEnablement) -> WebhookReply:
+        """413 for a body over the cap; the module is not called."""
+        error = f"body_too_large: over {self.max_body_bytes} bytes"
+        self._record_failure(target, 413, error)
+        return failure_reply(413, "body_too_large")
+
+    def handle(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
+        """Call the module and apply its actions; never raises for the module's faults."""
+        tenant_id, module_id = target.tenant_id, target.module_id
+        try:
+            result: WebhookResult = self.invoker.call(
+                tenant_id, module_id, FUNCTION, request=fetch_request(incoming)
+            )
+        except ModuleCallFailed as exc:
+            status = 501 if exc.kind == "not_implemented" else 500
+            self._record_failure(target, status, f"{exc.kind}: {exc.message}")
+            return failure_reply(status, exc.kind)
+        except (NotFound, Conflict):
+            # disabled or removed between the lookup and the call
+            raise NotFound("no such webhook") from None
+        reply = reply_from(result.response)
+
+        def record(session: Any, outcome: Any) -> None:
+            session.add(
+                WebhookReceipt(
+                    tenant_id=tenant_id,
+                    module_id=module_id,
+                    status_code=reply.status,
+                    applied=len(outcome.applied),
+                    skipped=outcome.skipped,
+                )
+            )
+
+        try:
+            self.actions.apply(tenant_id, module_id, result.actions, record=record)
+        except Exception as exc:
+            log.exception("applying webhook actions of %s/%s failed", tenant_id, module_id)
+            self._record_failure(target, 500, f"apply_failed: {type(exc).__name__}: {exc}")
+            return failure_reply(500, "apply_failed")
+        return reply
+
+    def _record_failure(self, target: RuntimeEnablement, status: int, error: str) -> None:
+        masked = mask_secrets(error, target.secret_values) or error
+        try:
+            with self.db.transaction() as session:
+                session.add(
+                    WebhookReceipt(
+                        tenant_id=target.tenant_id,
+                        module_id=target.module_id,
+                        status_code=status,
+                        applied=0,
+                        skipped=[],
+                        error=masked[:MAX_ERROR_CHARS],
+                    )
+                )
+        except Exception:
+            log.exception("could not record a webhook receipt")
