@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from host.cli.output import err, handles_errors, out, table
+from host.cli.output import err, fail, handles_errors, out, table
+from host.errors import ModuleCallFailed
 from host.marketing.templates import DEFAULT_MAX_PAGES, DEFAULT_PAGE_SIZE
 from host.platform import Host
 
@@ -66,6 +67,8 @@ def templates_import(
                 tenant_id, module_id, page_size=page_size, max_pages=max_pages, on_page=on_page
             )
             progress.update(task, total=report.pages, completed=report.pages)
+    except ModuleCallFailed as exc:
+        raise fail(str(exc)) from None  # "KIND: message (line N)", as ``module run`` prints
     finally:
         host.close()
     out.print(
