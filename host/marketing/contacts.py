@@ -188,6 +188,7 @@ class CsvContactReader:
         self._pending = ""  # text after the last complete line
         self._record: list[str] = []  # lines of a record still inside quotes
         self._record_line = 0
+        self._quotes = 0  # quotes in the record so far; odd means inside a quoted field
         self._line = 0
         self._header: list[str] | None = None
         self.rows: list[ContactRow] = []
@@ -197,14 +198,16 @@ class CsvContactReader:
     def feed(self, chunk: bytes) -> None:
         try:
             text = self._pending + self._decoder.decode(chunk)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            line = self._line + 1 + chunk[: exc.start].count(b"\n")
             raise InvalidInput(
-                "CSV is invalid", [Problem(f"line {self._line + 1}", "is not UTF-8 text")]
+                "CSV is invalid", [Problem(f"line {line}", "is not UTF-8 text")]
             ) from None
-        lines = text.splitlines(keepends=True)
-        self._pending = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
+        # only "\n" ends a line ("\r\n" too: csv drops the "\r"); str.splitlines would
+        # also split on form feeds and Unicode separators inside a name
+        *lines, self._pending = text.split("\n")
         for line in lines:
-            self._take_line(line)
+            self._take_line(line + "\n")
 
     def close(self) -> list[ContactRow]:
         """Every validated row; raises InvalidInput with every problem found."""
@@ -231,10 +234,11 @@ class CsvContactReader:
         if not self._record:
             self._record_line = self._line
         self._record.append(line)
-        text = "".join(self._record)
-        if text.count('"') % 2:  # inside a quoted field: the record goes on
+        self._quotes += line.count('"')
+        if self._quotes % 2:  # inside a quoted field: the record goes on
             return
-        self._record = []
+        text = "".join(self._record)
+        self._record, self._quotes = [], 0
         try:
             fields = next(csv.reader([text]), [])
         except csv.Error as exc:
