@@ -1,0 +1,141 @@
+"""The integrator's commands: ``module new``, ``module validate``, ``module test``, and
+``module upload --url`` to a running host. (``module run`` lives in module_run.py.)"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from host.cli.output import err, fail, handles_errors, out
+from host.config import HostSettings
+from host.contract.enums import ModuleKind
+from host.errors import InvalidInput
+from host.modules.packages import MANIFEST_NAME, from_directory
+from host.toolkit.cases import render, run_module_cases
+from host.toolkit.lint import validate_module
+from host.toolkit.local_run import load_module
+from host.toolkit.scaffold import create_module
+
+
+@handles_errors
+def module_new(
+    name: Annotated[str, typer.Argument(help="Module id, a slug such as acme-mail.")],
+    kind: Annotated[ModuleKind, typer.Option("--kind", help="email or messenger.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create the module folder.")
+    ] = Path("."),
+) -> None:
+    """Scaffold a module: manifest, documented function stubs, an example test case."""
+    root = create_module(directory, name, kind)
+    out.print(f"created {root}/ ({kind.value} module {name})", markup=False, highlight=False)
+    for entry in ("manifest.json", "module.py", "tests/example_webhook.json", "README.md"):
+        out.print(f"  {root / entry}", markup=False, highlight=False)
+    out.print(f"next: crm-host module validate {root}", markup=False, highlight=False)
+
+
+def module_validate(
+    directory: Annotated[Path, typer.Argument(help="Module folder.")],
+) -> None:
+    """Check a module as an upload would, and warn about what would fail later."""
+    max_script = HostSettings().max_script_bytes
+    try:
+        package = from_directory(directory, max_script_bytes=max_script)
+    except InvalidInput as exc:
+        raise fail(exc.message, (str(p) for p in exc.problems)) from None
+    findings = validate_module(package, max_script_bytes=max_script)
+    errors = [f for f in findings if f.severity == "error"]
+    warnings = [f for f in findings if f.severity == "warning"]
+    for finding in findings:
+        (err if finding.severity == "error" else out).print(
+            str(finding), markup=False, highlight=False
+        )
+    verdict = "invalid" if errors else "valid"
+    out.print(
+        f"{directory}: {verdict}: {_count(len(errors), 'error')}, "
+        f"{_count(len(warnings), 'warning')}",
+        markup=False,
+        highlight=False,
+    )
+    if errors:
+        raise typer.Exit(1)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@handles_errors
+def module_test(
+    directory: Annotated[Path, typer.Argument(help="Module folder with a tests/ folder.")],
+) -> None:
+    """Run the module's test cases (tests/*.json) offline in the sandbox."""
+    module = load_module(directory, max_script_bytes=HostSettings().max_script_bytes)
+    report = run_module_cases(directory, module)
+    out.print(render(report), markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --- upload to a running host ---------------------------------------------------------------
+
+
+def package_zip(path: Path, max_script_bytes: int) -> bytes:
+    """A zip to upload: a .zip file as it is, or a folder's manifest and script (the only
+    files a host keeps; tests and recordings stay on the integrator's machine)."""
+    if path.is_file():
+        return path.read_bytes()
+    package = from_directory(path, max_script_bytes=max_script_bytes)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(MANIFEST_NAME, package.manifest_text)
+        if package.script is not None and package.script_name is not None:
+            archive.writestr(package.script_name, package.script)
+    return buffer.getvalue()
+
+
+def upload_remote(path: Path, url: str, token: str | None) -> None:
+    """POST the package to ``{url}/api/v1/modules`` and print the host's answer."""
+    if not token:
+        raise fail("--token (or CRM_HOST_ADMIN_TOKEN) is required with --url")
+    data = package_zip(path, HostSettings().max_script_bytes)
+    endpoint = url.rstrip("/") + "/api/v1/modules"
+    try:
+        response = httpx.post(
+            endpoint,
+            files={"package": (f"{path.name}.zip", data, "application/zip")},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach {endpoint}: {exc}") from None
+    body = _json(response)
+    if response.status_code in (200, 201) and isinstance(body, dict):
+        verb = "stored" if response.status_code == 201 else "already stored (identical)"
+        out.print(
+            f"{body.get('id')}@{body.get('version')} {verb} on {url}: {body.get('kind')} module",
+            markup=False,
+            highlight=False,
+        )
+        out.print("functions: " + (", ".join(body.get("functions") or []) or "none"))
+        return
+    message = body.get("message") if isinstance(body, dict) else None
+    problems = body.get("problems") if isinstance(body, dict) else None
+    details = [
+        f"{p.get('location')}: {p.get('message')}" if p.get("location") else str(p.get("message"))
+        for p in problems or []
+        if isinstance(p, dict)
+    ]
+    reason = message or response.text[:200] or response.reason_phrase
+    raise fail(f"upload refused ({response.status_code}): {reason}", details)
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

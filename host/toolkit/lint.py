@@ -1,0 +1,291 @@
+"""``crm-host module validate``: the upload checks plus warnings about what would only fail
+later, when a tenant uses the module.
+
+Errors are exactly what an upload refuses (manifest schema, compile, contract parameters),
+so ``validate`` passing means ``upload`` will accept the module. Warnings point at what an
+upload accepts but a user would trip over:
+
+* a ``fetch(...)`` whose URL is a literal (a string, an f-string or ``CONSTANT + ...`` whose
+  host is known statically) to a host the manifest's ``egress`` does not list — that call is
+  denied at run time;
+* ``fetch`` used while ``egress`` is empty;
+* ``settings["x"]`` / ``settings.get("x")`` for a setting the manifest does not declare;
+* each function of the kind that is missing or a ``NotImplementedError`` stub, with the
+  feature of the CRM it leaves unsupported.
+
+The checks read the source with :mod:`ast`: nothing is executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from host.contract.functions import FUNCTIONS_BY_KIND
+from host.errors import InvalidInput
+from host.modules.inspection import stub_functions
+from host.modules.packages import ModulePackage
+from host.modules.registry import validate_package
+from sandbox.egress import ALLOWED_SCHEMES, HostPattern, host_ip, normalise_host
+
+FEATURES: dict[str, str] = {
+    "CRM_Marketing_ImportTemplates": "importing templates from the service",
+    "CRM_Marketing_ExportContacts": "syncing contacts to the service before a send",
+    "CRM_Marketing_PrepareCampaign": "preparing the recipients of a campaign",
+    "CRM_Marketing_CreateCampaign": "sending email campaigns",
+    "CRM_Marketing_GetCampaignStats": "campaign statistics",
+    "CRM_Marketing_ParseWebhookRequest": "webhooks (delivery statuses, unsubscribes)",
+    "CRM_Marketing_GetTemplateHTML": "template preview",
+    "CRM_Marketing_SetTemplateHTML": "publishing templates to the service",
+    "CRM_Marketing_CreateMessengerCampaign": "sending messenger campaigns",
+    "CRM_Marketing_GetMessengerTypes": "choosing the messenger of a campaign",
+    "CRM_Marketing_GetMessengerBots": "choosing the bot of a campaign",
+}
+"""What the CRM shows as unsupported when a module does not implement a function."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Literal["error", "warning"]
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return f"{self.severity}: {where}{self.message}"
+
+
+def validate_module(package: ModulePackage, *, max_script_bytes: int) -> list[Finding]:
+    """Every error an upload would report, then every warning, in file order."""
+    findings: list[Finding] = []
+    try:
+        validate_package(package, max_script_bytes=max_script_bytes)
+    except InvalidInput as exc:
+        findings += [Finding("error", p.location, p.message) for p in exc.problems]
+    manifest = _loose_manifest(package.manifest_text)
+    if package.script is not None and manifest is not None:
+        findings += lint_script(package.script, package.script_name or "module.py", manifest)
+    return findings
+
+
+def _loose_manifest(text: str) -> dict[str, Any] | None:
+    """The manifest as data even when it fails the schema, so warnings still come."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def lint_script(source: str, script_name: str, manifest: dict[str, Any]) -> list[Finding]:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []  # the compile error is already reported
+    findings = _egress_findings(tree, script_name, manifest.get("egress"))
+    findings += _settings_findings(tree, script_name, manifest.get("settings"))
+    findings += _missing_functions(tree, source, script_name, manifest.get("kind"))
+    return findings
+
+
+# --------------------------------------------------------------------------- egress
+
+
+def _egress_findings(tree: ast.Module, script_name: str, egress: Any) -> list[Finding]:
+    patterns = []
+    for entry in egress if isinstance(egress, list) else []:
+        try:
+            patterns.append(HostPattern.parse(str(entry)))
+        except ValueError:
+            continue  # reported by the schema / upload checks
+    constants = _module_constants(tree)
+    listed = ", ".join(p.text for p in patterns) or "nothing"
+    findings = []
+    for call in _fetch_calls(tree):
+        where = f"{script_name}:{call.lineno}"
+        if not patterns:
+            findings.append(
+                Finding(
+                    "warning",
+                    where,
+                    "fetch() is called but the manifest lists no egress host: every call is denied",
+                )
+            )
+            continue
+        url = _url_argument(call)
+        prefix, complete = _static_text(url, constants) if url is not None else (None, False)
+        target = _host_of(prefix, complete) if prefix is not None else None
+        if target is None:
+            continue
+        host, ip, port = target
+        if not any(p.matches(host, ip, port) for p in patterns):
+            findings.append(
+                Finding(
+                    "warning",
+                    where,
+                    f"fetch to {host} will be denied: it is not in the manifest's egress "
+                    f"({listed})",
+                )
+            )
+    return findings
+
+
+def _fetch_calls(tree: ast.Module) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "fetch"
+    ]
+
+
+def _url_argument(call: ast.Call) -> ast.expr | None:
+    if call.args:
+        return call.args[0]
+    return next((k.value for k in call.keywords if k.arg == "url"), None)
+
+
+def _module_constants(tree: ast.Module) -> dict[str, str]:
+    """Top-level ``NAME = "text"`` assignments (API base URLs usually live there)."""
+    constants: dict[str, str] = {}
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
+            text, complete = _static_text(node.value, constants)
+            if complete and text is not None:
+                constants[node.targets[0].id] = text
+    return constants
+
+
+def _static_text(node: ast.expr, constants: dict[str, str]) -> tuple[str | None, bool]:
+    """The statically known beginning of a string expression, and whether it is all of it."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value, True
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id], True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, complete = _static_text(node.left, constants)
+        if left is None or not complete:
+            return left, False
+        right, right_complete = _static_text(node.right, constants)
+        return left + (right or ""), right_complete and right is not None
+    if isinstance(node, ast.JoinedStr):
+        text = ""
+        for value in node.values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                text += value.value
+                continue
+            known: str | None = None
+            if (
+                isinstance(value, ast.FormattedValue)
+                and value.format_spec is None
+                and value.conversion == -1
+            ):
+                known, complete = _static_text(value.value, constants)
+                known = known if complete else None
+            if known is None:
+                return (text or None), False
+            text += known
+        return text, True
+    return None, False
+
+
+def _host_of(prefix: str, complete: bool) -> tuple[str, Any, int] | None:
+    """Host, IP literal and port of a URL (or of its known beginning, when that already
+    spells the whole host and port)."""
+    scheme, sep, rest = prefix.partition("://")
+    if not sep or scheme.lower() not in ALLOWED_SCHEMES:
+        return None
+    end = len(rest)
+    for stop in "/?#":
+        if stop in rest:
+            end = min(end, rest.index(stop))
+    if end == len(rest) and not complete:
+        return None  # f"https://api.{region}.example.com": the host is not known
+    try:
+        parts = urlsplit(f"{scheme}://{rest[:end]}")
+        host = normalise_host(parts.hostname or "")
+        port = parts.port or ALLOWED_SCHEMES[scheme.lower()]
+        return host, host_ip(host), port
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _settings_findings(tree: ast.Module, script_name: str, schema: Any) -> list[Finding]:
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    declared = set(properties) if isinstance(properties, dict) else set()
+    findings = []
+    for node in ast.walk(tree):
+        key = _settings_key(node)
+        if key is not None and key not in declared:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"{script_name}:{node.lineno}",  # type: ignore[attr-defined]
+                    f"settings[{key!r}] is not declared in the manifest's settings, so no "
+                    "tenant can set it",
+                )
+            )
+    return findings
+
+
+def _settings_key(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Subscript) and _is_settings(node.value):
+        key = node.slice
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and _is_settings(node.func.value)
+        and node.args
+    ):
+        key = node.args[0]
+    else:
+        return None
+    return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else None
+
+
+def _is_settings(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id == "settings"
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def _missing_functions(tree: ast.Module, source: str, script_name: str, kind: Any) -> list[Finding]:
+    functions = FUNCTIONS_BY_KIND.get(kind) if isinstance(kind, str) else None  # type: ignore[call-overload]
+    if functions is None:
+        return []
+    defined = {n.name: n.lineno for n in tree.body if isinstance(n, ast.FunctionDef)}
+    stubs = stub_functions(source)
+    findings = []
+    for function in functions:
+        feature = FEATURES.get(function.name, function.summary)
+        if function.name not in defined:
+            findings.append(
+                Finding(
+                    "warning",
+                    script_name,
+                    f"{function.name} is not defined; unsupported for tenants: {feature}",
+                )
+            )
+        elif function.name in stubs:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"{script_name}:{defined[function.name]}",
+                    f"{function.name} is not implemented (raises NotImplementedError); "
+                    f"unsupported for tenants: {feature}",
+                )
+            )
+    return findings

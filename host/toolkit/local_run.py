@@ -1,0 +1,85 @@
+"""Running a module from its folder on the integrator's machine, the way the server would:
+the same validation, the same ModuleCall, the same sandbox — shared by ``module run`` and
+``module test`` so a local run and a test case can never disagree about what the host does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from host.calls import ModuleCall
+from host.contract.functions import PREFIX
+from host.modules.packages import from_directory
+from host.modules.registry import ValidatedModule, validate_package
+from host.settings_schema import secret_values, validate_settings
+from host.toolkit.recording import Recorder
+from sandbox.egress import EgressPolicy
+from sandbox.fetch import Fetcher, FetchLimits
+from sandbox.limits import DEFAULT_LIMITS
+
+LOCAL_TENANT = "local"
+"""The tenant id local runs use (storage and contacts are empty)."""
+
+
+def load_module(directory: Path, *, max_script_bytes: int) -> ValidatedModule:
+    """The module in ``directory``, validated as an upload would be (raises InvalidInput)."""
+    package = from_directory(directory, max_script_bytes=max_script_bytes)
+    return validate_package(package, max_script_bytes=max_script_bytes)
+
+
+def full_name(function: str) -> str:
+    """``ImportTemplates`` → ``CRM_Marketing_ImportTemplates`` (the prefix is optional)."""
+    return function if function.startswith(PREFIX) else PREFIX + function
+
+
+def local_call(module: ValidatedModule, function: str, settings: Any) -> ModuleCall:
+    """A call of ``function`` for the local tenant; ``settings`` are validated against the
+    manifest first (raises InvalidInput naming ``settings.<field>``)."""
+    manifest = module.manifest
+    checked = validate_settings(manifest, settings)
+    return ModuleCall(
+        tenant_id=LOCAL_TENANT,
+        module_id=manifest.id,
+        version=manifest.version,
+        function=full_name(function),
+        manifest=manifest.as_json(),
+        script=module.script,
+        settings=checked,
+        secret_values=secret_values(manifest, checked),
+    )
+
+
+@contextmanager
+def recording_fetch(call: ModuleCall, allow: Sequence[str]) -> Iterator[Recorder]:
+    """A Recorder around the real Fetcher, under the module's egress policy and fetch
+    limits, so recording is exactly as allowed (and denied) as a server run."""
+    manifest = call.manifest
+    limits = DEFAULT_LIMITS.lowered_by(manifest.get("limits") or {})
+    policy = EgressPolicy.from_config(manifest.get("egress") or [], allow)
+    fetcher = Fetcher(
+        policy,
+        FetchLimits(
+            max_fetches=limits.max_fetches,
+            timeout_s=limits.fetch_timeout_s,
+            max_response_bytes=limits.max_response_bytes,
+        ),
+    )
+    try:
+        recorder = Recorder(fetcher.fetch, call.secret_values)
+        recorder.recording.module = call.module_ref
+        recorder.recording.function = call.function
+        yield recorder
+    finally:
+        fetcher.close()
+
+
+def plain(value: Any) -> Any:
+    """Validated pydantic values back to JSON data, in the module's camelCase shape: what
+    ``module run`` prints and what a test case's expectation is compared with."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
