@@ -1,30 +1,34 @@
 """``crm-host module run``: one function of a local module, in the server's sandbox and
-limits, printing the validated return value as JSON (SPEC §7)."""
+limits, printing the validated return value as JSON (SPEC §7).
+
+``--record FILE`` keeps the run's HTTP exchanges (secrets masked), ``--replay FILE`` answers
+fetch() from them offline (see host/toolkit/recording.py for the format and matching rules),
+``--show-log`` prints the captured log and fetch calls on stderr."""
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from host.calls import ModuleCall
+from host.calls import ModuleCall, ModuleResult
 from host.cli.output import err
 from host.config import HostSettings
 from host.contract.enforce import validate_return
-from host.contract.functions import PREFIX, contract_function
+from host.contract.functions import contract_function
 from host.errors import InvalidInput, ModuleCallFailed
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
-from host.modules.registry import validate_package
-from host.settings_schema import secret_values, validate_settings
+from host.modules.registry import ValidatedModule, validate_package
+from host.toolkit.local_run import full_name, local_call, plain, recording_fetch
+from host.toolkit.recording import Recorder, Recording, Replayer
 from sandbox.compiler import compile_script
 from sandbox.errors import ScriptCompileError
 from sandbox.pool import SandboxPool
-
-LOCAL_TENANT = "local"
 
 
 def _usage(message: str) -> typer.Exit:
@@ -39,6 +43,24 @@ def _failure(kind: str, message: str) -> typer.Exit:
 
 def _one_line(problems: list[Any]) -> str:
     return "; ".join(str(p) for p in problems)
+
+
+RecordOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--record",
+        help="Perform fetch() for real and save the exchanges (secrets masked) to this file.",
+        dir_okay=False,
+    ),
+]
+ReplayOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--replay",
+        help="Answer fetch() from this recording instead of the network.",
+        dir_okay=False,
+    ),
+]
 
 
 def module_run(
@@ -57,9 +79,17 @@ def module_run(
             help="Host, host:port or CIDR to allow although private/loopback (repeatable).",
         ),
     ] = None,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
+    show_log: Annotated[
+        bool,
+        typer.Option("--show-log", help="Print the captured log and fetch calls on stderr."),
+    ] = False,
 ) -> None:
     """Run one function of the module in DIR and print its return value as JSON."""
     host_settings = HostSettings()
+    if record is not None and replay is not None:
+        raise _usage("--record and --replay exclude each other")
     try:
         package = from_directory(directory, max_script_bytes=host_settings.max_script_bytes)
     except InvalidInput as exc:
@@ -70,35 +100,84 @@ def module_run(
         kind = _compile_kind(package.script)
         raise _failure(kind, f"{exc.message}: {_one_line(exc.problems)}") from None
     manifest = module.manifest
-    name = function if function.startswith(PREFIX) else PREFIX + function
+    name = full_name(function)
     contract = contract_function(manifest.kind, name)
     if contract is None:
         raise _usage(f"{name} is not a function of {manifest.kind} modules")
     values = _parse_arguments(args or [], contract.parameters)
-    tenant_settings = _parse_settings(settings, manifest)
-    call = ModuleCall(
-        tenant_id=LOCAL_TENANT,
-        module_id=manifest.id,
-        version=manifest.version,
-        function=name,
-        manifest=manifest.as_json(),
-        script=module.script,
-        settings=tenant_settings,
-        secret_values=secret_values(manifest, tenant_settings),
-    )
+    call = _local_call(module, name, settings)
+    replayer = _replayer(replay, call) if replay is not None else None
     allow = [*host_settings.egress_allow, *(allow_host or [])]
-    with SandboxPool(size=1) as pool:
+    with ExitStack() as stack, SandboxPool(size=1) as pool:
+        recorder = None
+        if record is not None:
+            try:
+                recorder = stack.enter_context(recording_fetch(call, allow))
+            except ValueError as exc:  # a malformed egress entry or allow-list value
+                raise _usage(str(exc)) from None
+            stack.callback(_save_recording, recorder, record)
         try:
             result = validate_return(
-                call, run_module_function(pool, call, values, egress_allow=allow)
+                call,
+                run_module_function(
+                    pool, call, values, egress_allow=allow, fetch=recorder or replayer
+                ),
             )
         except ModuleCallFailed as exc:
+            if show_log:
+                _print_trace(exc.trace)
             where = f" (line {exc.line})" if exc.line else ""
             raise _failure(exc.kind, f"{exc.message}{where}") from None
         except ValueError as exc:  # a malformed egress entry or allow-list value
             raise _usage(str(exc)) from None
-    json.dump(_plain(result.value), sys.stdout, indent=2, ensure_ascii=False)
+        if show_log:
+            _print_trace(result)
+    if replayer is not None and replayer.misses:
+        # the script caught the FetchError, but the run did not replay what was recorded
+        raise _failure("script_error", f"unmatched request in replay: {replayer.misses[0]}")
+    json.dump(plain(result.value), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
+
+
+def _local_call(module: ValidatedModule, name: str, settings_text: str) -> ModuleCall:
+    try:
+        value = json.loads(settings_text)
+    except ValueError as exc:
+        raise _usage(f"--settings is not JSON: {exc}") from None
+    try:
+        return local_call(module, name, value)
+    except InvalidInput as exc:
+        raise _usage(f"--settings: {_one_line(exc.problems)}") from None
+
+
+def _replayer(path: Path, call: ModuleCall) -> Replayer:
+    try:
+        recording = Recording.load(path)
+    except InvalidInput as exc:
+        raise _usage(f"--replay: {exc.message}: {_one_line(exc.problems)}") from None
+    return Replayer(recording, call.secret_values, source=str(path))
+
+
+def _save_recording(recorder: Recorder, path: Path) -> None:
+    recorder.recording.save(path)
+    count = len(recorder.recording.exchanges)
+    err.print(f"recorded {count} exchange(s) to {path}", markup=False, highlight=False)
+
+
+def _print_trace(trace: object) -> None:
+    """The captured log and the fetch calls of a run, for ``--show-log``."""
+    if not isinstance(trace, ModuleResult):
+        return
+    for line in trace.log.splitlines():
+        err.print(f"log: {line}", markup=False, highlight=False)
+    for fetch in trace.fetches:
+        target = fetch.get("url") or fetch.get("host") or ""
+        outcome = fetch.get("status") if fetch.get("error") is None else fetch.get("error")
+        err.print(
+            f"fetch: {fetch.get('method', 'GET')} {target} -> {outcome} ({fetch.get('ms', 0)} ms)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _compile_kind(script: str | None) -> str:
@@ -121,23 +200,3 @@ def _parse_arguments(raw: list[str], parameters: tuple[str, ...]) -> list[Any]:
         except ValueError as exc:
             raise _usage(f"argument {name} is not JSON ({exc}): {text!r}") from None
     return values
-
-
-def _parse_settings(text: str, manifest: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise _usage(f"--settings is not JSON: {exc}") from None
-    try:
-        return validate_settings(manifest, value)
-    except InvalidInput as exc:
-        raise _usage(f"--settings: {_one_line(exc.problems)}") from None
-
-
-def _plain(value: Any) -> Any:
-    """Validated pydantic values back to JSON data, as the module's camelCase shape."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
