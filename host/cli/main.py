@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.config import HostSettings
@@ -22,10 +23,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-module_app = typer.Typer(help="Upload and inspect module versions.", no_args_is_help=True)
+module_app = typer.Typer(
+    help="Write, check, run and test modules; upload and inspect module versions.",
+    no_args_is_help=True,
+)
 tenant_app = typer.Typer(help="Tenants and the modules enabled for them.", no_args_is_help=True)
 app.add_typer(module_app, name="module")
+module_app.command("new")(module_new)
+module_app.command("validate")(module_validate)
 module_app.command("run")(module_run)
+module_app.command("test")(module_test)
 app.add_typer(tenant_app, name="tenant")
 
 DatabaseOption = Annotated[
@@ -100,9 +107,22 @@ def read_package(path: Path, settings: HostSettings) -> ModulePackage:
 @handles_errors
 def module_upload(
     path: Annotated[Path, typer.Argument(help="Module folder or .zip archive.")],
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Upload to the host running at this URL (over its API)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="CRM_HOST_ADMIN_TOKEN", help="Admin token of the host at --url."
+        ),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Validate and store a module version."""
+    """Validate and store a module version (locally, or on the host at --url)."""
+    if url is not None:
+        upload_remote(path, url, token)
+        return
     host = open_host(database_url)
     info = host.registry.upload(read_package(path, host.settings))
     verb = "stored" if info.created else "already stored (identical)"
