@@ -10,7 +10,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 from sqlalchemy import select
@@ -145,11 +145,14 @@ class TenantService:
         version: str | None = None,
         settings: dict[str, Any] | None = None,
         enabled: bool | None = None,
+        settings_mode: Literal["replace", "patch"] = "replace",
     ) -> EnablementInfo:
         """Enable (or update) a module for a tenant in one step: pin ``version`` (default:
-        the current pin, or the latest for a new enablement), replace the non-secret settings
-        with ``settings`` (secrets left out keep their stored values), set ``enabled``
-        (default: true). Nothing is stored unless everything validates."""
+        the current pin, or the latest for a new enablement), set the settings, set
+        ``enabled`` (default: true). ``settings`` replaces the stored ones (PUT) or, with
+        ``settings_mode="patch"``, is merged into them (RFC 7396); either way a secret left
+        out keeps its stored value and ``null`` removes it. Nothing is stored unless
+        everything validates."""
         self.get(tenant_id)
         with self.db.transaction() as session:
             current = session.get(Enablement, (tenant_id, module_id))
@@ -157,7 +160,11 @@ class TenantService:
             pinned = current.version if current else None
         version_row = self.registry.version(module_id, version or pinned)
         manifest = Manifest.model_validate(version_row.manifest)
-        merged = merge_settings(manifest, stored, settings) if settings is not None else stored
+        merged = (
+            merge_settings(manifest, stored, settings, mode=settings_mode)
+            if settings is not None
+            else stored
+        )
         validated = validate_settings(manifest, merged)
         public, secret = _split_secrets(manifest, validated)
         changed = sorted(
@@ -207,10 +214,9 @@ class TenantService:
     def update_settings(
         self, tenant_id: str, module_id: str, changes: dict[str, Any]
     ) -> EnablementInfo:
-        """Change some top-level settings and keep the rest (PATCH semantics); secrets not
-        named in ``changes`` keep their values."""
-        row = self._require(tenant_id, module_id)
-        return self.configure(tenant_id, module_id, settings={**(row.settings or {}), **changes})
+        """Change some settings and keep the rest (PATCH semantics)."""
+        self._require(tenant_id, module_id)
+        return self.configure(tenant_id, module_id, settings=changes, settings_mode="patch")
 
     def disable(self, tenant_id: str, module_id: str) -> EnablementInfo:
         self._require(tenant_id, module_id)

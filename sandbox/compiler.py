@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -62,8 +63,11 @@ def compile_script(
     filename: str = "module.py",
     *,
     max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES,
+    allowed_imports: Iterable[str] | None = None,
 ) -> CompiledScript:
     """Compile ``source`` under the sandbox policy (:class:`sandbox.policy.ScriptPolicy`).
+    With ``allowed_imports``, an import of any other module is a policy violation here,
+    at compile time, instead of an ImportError when the line runs.
 
     Raises :class:`ScriptCompileError` listing every problem (syntax error, policy
     violation, oversize or pathologically nested source) with its line. Never lets a
@@ -85,7 +89,12 @@ def compile_script(
     _check_nesting(tree, filename)
     functions = _functions(tree)
     try:
-        result = compile_restricted_exec(tree, filename=filename, policy=ScriptPolicy)
+        policy = (
+            ScriptPolicy
+            if allowed_imports is None
+            else ScriptPolicy.allowing_imports(allowed_imports)
+        )
+        result = compile_restricted_exec(tree, filename=filename, policy=policy)
     except SyntaxError as exc:  # found by the compiler, not the parser ("return" outside def)
         raise ScriptCompileError([_syntax_problem(exc, filename)]) from None
     except (RecursionError, MemoryError, ValueError) as exc:

@@ -31,7 +31,8 @@ On top of that this policy, deliberately stricter than upstream:
 from __future__ import annotations
 
 import ast
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from RestrictedPython.transformer import (
     INSPECT_ATTRIBUTES,
@@ -93,6 +94,32 @@ def attribute_problem(name: str) -> str | None:
 
 class ScriptPolicy(RestrictingNodeTransformer):
     """RestrictedPython's policy plus the extra rules of this sandbox (see module docstring)."""
+
+    #: modules an ``import`` may name; None leaves imports to the run-time import hook
+    allowed_imports: ClassVar[frozenset[str] | None] = None
+
+    @classmethod
+    def allowing_imports(cls, modules: Iterable[str]) -> type[ScriptPolicy]:
+        """This policy, also refusing at compile time any import the run-time hook would
+        refuse, so an uploader learns every bad import at once, with its line."""
+        return type("ScriptPolicyWithImports", (cls,), {"allowed_imports": frozenset(modules)})
+
+    # Imports
+
+    def visit_Import(self, node: ast.Import) -> Any:
+        for alias in node.names:
+            self._check_import(node, alias.name)
+        return super().visit_Import(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:
+        if node.level == 0 and node.module:
+            self._check_import(node, node.module)
+        return super().visit_ImportFrom(node)
+
+    def _check_import(self, node: ast.stmt, module: str) -> None:
+        if self.allowed_imports is not None and module not in self.allowed_imports:
+            allowed = ", ".join(sorted(self.allowed_imports))
+            self.error(node, f"import of module '{module}' is not allowed (allowed: {allowed})")
 
     # Names
 

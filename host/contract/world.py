@@ -10,6 +10,7 @@ from typing import Any
 
 from host.contract.enums import SCRIPT_ENUMS
 from host.contract.types import RECORD_TYPES, ContractModel
+from sandbox.facades import ALLOWED_MODULES
 from sandbox.world import WorldSpec
 
 CRM_CALLBACKS = {"crm": ["contacts"]}
@@ -18,6 +19,9 @@ CRM_CALLBACKS = {"crm": ["contacts"]}
 SDK_MODULE = "crm_module_sdk"
 """What scripts import lent names from, matching the installable stub package of that name
 (``crm_module_sdk/``) so one source runs in the sandbox and type-checks in an editor."""
+
+SCRIPT_IMPORTS = (*ALLOWED_MODULES, SDK_MODULE)
+"""Every module a script may import; upload refuses any other import with its line."""
 
 TYPE_ONLY_NAMES = (
     "FetchRequest",

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from host.contract.enums import ModuleKind
 from host.contract.functions import FUNCTIONS_BY_KIND, DefinedFunction, check_defined_functions
+from host.contract.world import SCRIPT_IMPORTS
 from host.db.engine import Database
 from host.db.models import Module, ModuleVersion
 from host.errors import Conflict, InvalidInput, NotFound, Problem
@@ -94,7 +95,10 @@ def validate_package(package: ModulePackage, *, max_script_bytes: int) -> Valida
     else:
         try:
             compiled = compile_script(
-                package.script, script_name, max_source_bytes=max_script_bytes
+                package.script,
+                script_name,
+                max_source_bytes=max_script_bytes,
+                allowed_imports=SCRIPT_IMPORTS,
             )
         except ScriptCompileError as exc:
             problems.extend(Problem(p.location(), p.message) for p in exc.problems)

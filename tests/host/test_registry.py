@@ -75,6 +75,19 @@ def test_every_policy_violation_is_reported() -> None:
     assert [loc for loc, _ in problems(script=script)] == ["module.py:1", "module.py:2"]
 
 
+def test_forbidden_imports_are_refused_at_upload_with_their_lines() -> None:
+    script = "import json\nimport os\nfrom subprocess import run\nimport urllib.parse\n" + EMAIL_SCRIPT
+    found = problems(script=script)
+    assert [loc for loc, _ in found] == ["module.py:2", "module.py:3"]
+    assert "import of module 'os' is not allowed" in found[0][1]
+    assert "import of module 'subprocess' is not allowed" in found[1][1]
+
+
+def test_sdk_import_is_accepted_at_upload() -> None:
+    script = "from crm_module_sdk import fetch, settings\n" + EMAIL_SCRIPT
+    assert validate(script=script).functions
+
+
 def test_wrong_parameters_name_the_expected_ones() -> None:
     script = "\n\ndef CRM_Marketing_ImportTemplates(offset):\n    return []\n"
     ((location, message),) = problems(script=script)

@@ -312,3 +312,19 @@ def test_failing_event_plugin_does_not_fail_the_enable(host, tenant, module, cap
     assert info.enabled
     assert host.tenants.runtime("acme", module).version == "1.1.0"
     assert "plugin broken failed in crm_host_module_enabled" in caplog.text
+
+
+def test_put_replaces_non_secret_settings_and_patch_merges(host, tenant, module) -> None:
+    host.tenants.configure(
+        "acme", module, settings={"api_key": SECRET_API_KEY, "sender_email": "a@acme.test"}
+    )
+    # PUT semantics: the given settings are the whole set; the omitted secret is kept
+    replaced = host.tenants.configure("acme", module, settings={})
+    assert replaced.settings == {"api_key": SECRET_MARKER}
+    host.tenants.configure("acme", module, settings={"sender_email": "a@acme.test"})
+    # PATCH semantics: only the named field changes; null removes it
+    host.tenants.update_settings("acme", module, {"sender_email": "b@acme.test"})
+    runtime = host.tenants.runtime("acme", module)
+    assert runtime.settings == {"api_key": SECRET_API_KEY, "sender_email": "b@acme.test"}
+    host.tenants.update_settings("acme", module, {"sender_email": None})
+    assert host.tenants.runtime("acme", module).settings == {"api_key": SECRET_API_KEY}
