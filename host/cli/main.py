@@ -13,6 +13,7 @@ import typer
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
+from host.cli.templates import app as templates_app
 from host.config import HostSettings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
@@ -34,6 +35,7 @@ module_app.command("validate")(module_validate)
 module_app.command("run")(module_run)
 module_app.command("test")(module_test)
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(templates_app, name="templates")
 
 DatabaseOption = Annotated[
     str | None,
