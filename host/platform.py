@@ -18,9 +18,12 @@ from host.db.engine import Database
 from host.db.migrate import upgrade_to_head
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
+from host.marketing.campaigns import CampaignService, CampaignSettings
 from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
+from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
+from host.marketing.stats import StatsService
 from host.marketing.templates import TemplateService
 from host.marketing.webhooks import WebhookReceiver
 from host.module_storage import ModuleStorageStore
@@ -104,6 +107,10 @@ class Host:
             max_body_bytes=self.settings.webhook_max_body_bytes,
         )
         self.outbox.start()  # a no-op without an SMTP relay
+        campaign_settings = CampaignSettings()
+        self.campaigns = CampaignService(self, campaign_settings)
+        self.campaign_stats = StatsService(self, campaign_settings.stats_ttl_seconds)
+        self.campaign_runner = CampaignJobRunner(self, campaign_settings)  # started by serve
 
     @property
     def sandbox(self) -> SandboxPool:
@@ -118,6 +125,7 @@ class Host:
         return {"crm.contacts": self.contacts.script_callback(call.tenant_id)}
 
     def close(self) -> None:
+        self.campaign_runner.stop()
         self.outbox.stop()
         with self._sandbox_lock:
             if self._sandbox is not None and self._owns_sandbox:

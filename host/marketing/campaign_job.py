@@ -1,0 +1,371 @@
+"""The send job of one campaign: export → prepare → create, persistent and resumable.
+
+Stages (``Campaign.stage``)::
+
+    queued ─► exporting ─► preparing ─► creating ─► done
+       └──────────┴────────────┴───────────┴──────► failed | cancelled
+
+* **exporting** — ExportContacts(contactIds) for each chunk of eligible recipients.
+* **preparing** — PrepareCampaign(campaignId, type, contacts) for each batch; the batch's
+  Delivery rows (Pending) and the advanced cursor are committed in ONE transaction, so a
+  restart resumes after the last finished batch and never stores a batch twice.
+* **creating** — CreateCampaign / CreateMessengerCampaign exactly once: the stage is committed
+  *before* the call, so a job that finds itself resuming in ``creating`` knows the call may
+  already have reached the service and fails the campaign ("outcome unknown") rather than
+  risk creating — and sending — it twice.
+
+Every write is guarded by the lease (``lease_owner`` = this job's owner) and renews it; a job
+whose lease was taken over (it stalled past its expiry and another process resumed it) gets
+:class:`LeaseLost` at its next commit and stops without writing anything.
+
+Limits of "exactly once": the database side is exact; the module side is at-least-once per
+batch (a crash between a PrepareCampaign/ExportContacts call and its commit repeats that one
+batch on resume) and at-most-once for CreateCampaign.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.orm import Session
+
+from host.contract.enums import CampaignStatus, CampaignType, DeliveryStatus
+from host.contract.types import CreateCampaignResponse
+from host.db.models import Campaign, Delivery, UTCDateTime
+from host.errors import HostError
+from host.marketing.audience import Audience, Recipient
+from host.plugin_manager import notify
+
+if TYPE_CHECKING:
+    from host.platform import Host
+
+log = logging.getLogger(__name__)
+
+QUEUED, EXPORTING, PREPARING, CREATING = "queued", "exporting", "preparing", "creating"
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
+ACTIVE_STAGES = (QUEUED, EXPORTING, PREPARING, CREATING)
+FINAL_STAGES = (DONE, FAILED, CANCELLED)
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class LeaseLost(Exception):
+    """Another process holds this campaign's job now; this one must stop writing."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def progress_of(row: Campaign) -> dict[str, Any]:
+    """The progress view of a campaign row: counts, batches and a percentage in which the
+    export and the prepare pass weigh half each."""
+    eligible = max(row.total - row.skipped, 0)
+    if row.stage == DONE:
+        percent = 100.0
+    elif eligible:
+        percent = min(99.9, round(50.0 * (row.exported + row.prepared) / eligible, 1))
+    else:
+        percent = 0.0
+    return {
+        "stage": row.stage,
+        "total": row.total,
+        "exported": row.exported,
+        "prepared": row.prepared,
+        "skipped": row.skipped,
+        "batches": row.batches_done,
+        "batchSize": row.batch_size,
+        "percent": percent,
+    }
+
+
+def _history_append(session: Session) -> Any:
+    """SQL that appends the bound ``:entry`` (a JSON object) to ``deliveries.history``; JSON
+    functions differ per database, and 1,000,000 rows must not round-trip through Python."""
+    if session.get_bind().dialect.name == "postgresql":
+        return "(COALESCE(history::jsonb, '[]'::jsonb) || CAST(:entry AS jsonb))::json"
+    return "json_insert(COALESCE(history, '[]'), '$[#]', json(:entry))"
+
+
+class CampaignJob:
+    """Runs (or resumes) one campaign whose lease ``owner`` holds. ``stop`` asks it to stop
+    before the next batch and leave the campaign resumable; ``on_progress`` sees the
+    progress view after every committed step (the CLI's progress bar)."""
+
+    def __init__(
+        self,
+        host: Host,
+        campaign_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        stop: threading.Event | None = None,
+        on_progress: ProgressCallback | None = None,
+    ):
+        self.host = host
+        self.db = host.db
+        self.id = campaign_id
+        self.owner = owner
+        self.lease = timedelta(seconds=lease_seconds)
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        with self.db.transaction() as session:
+            row = session.get(Campaign, campaign_id)
+            if row is None:
+                raise LeaseLost(f"campaign {campaign_id} does not exist")
+            self.row = row
+        self.tenant_id = row.tenant_id
+        self.module_id = row.module_id
+        self.type = row.type
+        self.request = dict(row.request)
+        self.audience = Audience(
+            row.tenant_id, row.type, row.audience, self.request.get("categoryExternalId")
+        )
+
+    # --- the flow -----------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run until the campaign is final or ``stop`` is set; returns the stage reached."""
+        row = self.row
+        if row.stage in FINAL_STAGES:
+            self._release()
+            return row.stage
+        if row.stage == CREATING:
+            return self._fail(
+                "interrupted",
+                "the job stopped while the campaign was being created in the service; it may "
+                "or may not exist there, so it is not created again (check the service)",
+            )
+        try:
+            if row.stage == QUEUED:
+                self._start()
+            if self.row.stage == EXPORTING and not self._export():
+                return self._stopped()
+            if self.row.stage == PREPARING and not self._prepare():
+                return self._stopped()
+            if self.row.stage == PREPARING:
+                return self._create()
+        except HostError as exc:
+            return self._fail(exc.kind, exc.message)
+        return self.row.stage
+
+    def _start(self) -> None:
+        with self.db.transaction() as session:
+            self._commit(session, stage=EXPORTING)
+            total, eligible = self.audience.counts(session)
+            self._commit(session, total=total, skipped=total - eligible, cursor=None)
+        self._report()
+
+    def _export(self) -> bool:
+        """ExportContacts per chunk of eligible recipients; False if stopped/cancelled."""
+        while True:
+            if not self._may_continue():
+                return False
+            batch = self._next_batch()
+            if not batch:
+                with self.db.transaction() as session:
+                    self._commit(session, stage=PREPARING, cursor=None)
+                return True
+            self.host.invoker.call(
+                self.tenant_id,
+                self.module_id,
+                "CRM_Marketing_ExportContacts",
+                contactIds=[r.id for r in batch],
+            )
+            with self.db.transaction() as session:
+                self._commit(session, cursor=batch[-1].id, exported=self.row.exported + len(batch))
+            self._report()
+
+    def _prepare(self) -> bool:
+        """PrepareCampaign per batch; deliveries and cursor commit together."""
+        while True:
+            if not self._may_continue():
+                return False
+            batch = self._next_batch()
+            if not batch:
+                return True
+            self.host.invoker.call(
+                self.tenant_id,
+                self.module_id,
+                "CRM_Marketing_PrepareCampaign",
+                campaignId=self.id,
+                type=self.type,
+                contacts=[r.address(self.type) for r in batch],
+            )
+            with self.db.transaction() as session:
+                self._commit(
+                    session,
+                    cursor=batch[-1].id,
+                    prepared=self.row.prepared + len(batch),
+                    batches_done=self.row.batches_done + 1,
+                )
+                self._insert_deliveries(session, batch)
+            self._report()
+
+    def _create(self) -> str:
+        if self.row.prepared == 0:
+            return self._fail(
+                "no_recipients", f"no eligible recipients ({self.row.skipped} skipped)"
+            )
+        with self.db.transaction() as session:
+            self._commit(session, stage=CREATING)
+        self._report()
+        messenger = self.type == CampaignType.Messenger
+        function = (
+            "CRM_Marketing_CreateMessengerCampaign" if messenger else "CRM_Marketing_CreateCampaign"
+        )
+        try:
+            response = self.host.invoker.call(
+                self.tenant_id, self.module_id, function, request=self.request
+            )
+        except HostError as exc:
+            return self._fail(exc.kind, exc.message)
+        assert isinstance(response, CreateCampaignResponse)
+        default = CampaignStatus.Scheduled if self.request.get("scheduledAt") else None
+        status = str(response.status or default or CampaignStatus.Sending)
+        now = utcnow()
+        with self.db.transaction() as session:
+            self._commit(
+                session,
+                stage=DONE,
+                status=status,
+                external_id=response.externalId,
+                finished_at=now,
+                lease_owner=None,
+                lease_until=None,
+            )
+            self._mark_sent(session, now)
+        self._report()
+        self._status_changed(status, None)
+        return DONE
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[Recipient]:
+        with self.db.transaction() as session:
+            return self.audience.eligible_after(session, self.row.cursor, self.row.batch_size)
+
+    def _may_continue(self) -> bool:
+        """Checked before every batch: a cancel request ends the job as Cancelled, a stop
+        request (shutdown, Ctrl-C) leaves it resumable."""
+        with self.db.transaction() as session:
+            cancel = session.scalar(select(Campaign.cancel_requested).where(Campaign.id == self.id))
+        if cancel:
+            self._finish(CANCELLED, CampaignStatus.Cancelled, None)
+            return False
+        return not self.stop.is_set()
+
+    def _insert_deliveries(self, session: Session, batch: list[Recipient]) -> None:
+        now = utcnow()
+        history = [{"status": DeliveryStatus.Pending.value, "at": now.isoformat()}]
+        session.execute(
+            Delivery.__table__.insert(),
+            [
+                {
+                    "campaign_id": self.id,
+                    "contact_id": r.id,
+                    "email_key": r.email_key,
+                    "phone": r.phone,
+                    "status": DeliveryStatus.Pending.value,
+                    "history": history,
+                    "updated_at": now,
+                }
+                for r in batch
+            ],
+        )
+
+    def _mark_sent(self, session: Session, now: datetime) -> None:
+        """Every still-Pending delivery becomes Sent, with the move appended to its history,
+        in one statement (a million rows must not round-trip through Python)."""
+        entry = json.dumps({"status": DeliveryStatus.Sent.value, "at": now.isoformat()})
+        statement = text(
+            "UPDATE deliveries SET status = :sent, updated_at = :now, "
+            f"history = {_history_append(session)} "
+            "WHERE campaign_id = :id AND status = :pending"
+        ).bindparams(bindparam("now", type_=UTCDateTime()))
+        session.execute(
+            statement,
+            {
+                "sent": DeliveryStatus.Sent.value,
+                "pending": DeliveryStatus.Pending.value,
+                "now": now,
+                "id": self.id,
+                "entry": entry,
+            },
+        )
+
+    def _commit(self, session: Session, **values: Any) -> None:
+        """Write ``values`` to the campaign row if this job still holds the lease, renewing
+        it; the first statement of every write transaction, so SQLite takes its write lock
+        before any read (no lock upgrade that could fail under concurrency)."""
+        now = utcnow()
+        values.setdefault("lease_until", now + self.lease)
+        result = session.execute(
+            update(Campaign)
+            .where(Campaign.id == self.id, Campaign.lease_owner == self.owner)
+            .values(updated_at=now, **values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(f"campaign {self.id}: lease lost to another process")
+        for key, value in values.items():
+            setattr(self.row, key, value)
+
+    def _finish(self, stage: str, status: str, error: str | None) -> None:
+        old = self.row.status
+        with self.db.transaction() as session:
+            self._commit(
+                session,
+                stage=stage,
+                status=status,
+                error=error,
+                finished_at=utcnow(),
+                lease_owner=None,
+                lease_until=None,
+            )
+        self._report()
+        self._status_changed(status, error, old)
+
+    def _fail(self, kind: str, message: str) -> str:
+        log.info("campaign %s failed: %s: %s", self.id, kind, message)
+        self._finish(FAILED, CampaignStatus.Failed, f"{kind}: {message}")
+        return FAILED
+
+    def _stopped(self) -> str:
+        if self.row.stage not in FINAL_STAGES:
+            self._release()
+        return self.row.stage
+
+    def _release(self) -> None:
+        """Give the lease up at once so another process may resume without waiting."""
+        with self.db.transaction() as session:
+            session.execute(
+                update(Campaign)
+                .where(Campaign.id == self.id, Campaign.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(progress_of(self.row))
+
+    def _status_changed(self, new: str, error: str | None, old: str | None = None) -> None:
+        notify(
+            self.host.hooks,
+            "crm_host_campaign_status_changed",
+            tenant_id=self.tenant_id,
+            campaign_id=self.id,
+            old_status=old or CampaignStatus.Draft.value,
+            new_status=new,
+            error=error,
+        )
+
+
+def count_deliveries(session: Session, campaign_id: str) -> int:
+    query = select(func.count()).where(Delivery.campaign_id == campaign_id)
+    return int(session.scalar(query) or 0)

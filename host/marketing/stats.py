@@ -1,0 +1,90 @@
+"""Campaign stats: GetCampaignStats through the module, cached on the campaign row.
+
+Stats pages are viewed far more often than numbers change, and every call costs a sandbox
+run plus a request to the service, so a value is reused for ``ttl`` seconds. When the module
+fails, the last value is still the best answer: it is served marked ``stale`` with the error;
+only when nothing was ever fetched does the error itself surface. Webhook actions
+(UpdateCampaignStats) may write the same cache; whichever is newer wins.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from host.contract.types import CampaignStats
+from host.db.models import Campaign
+from host.errors import Conflict, HostError, ModuleCallFailed, NotFound
+from host.marketing.campaign_job import utcnow
+
+if TYPE_CHECKING:
+    from host.platform import Host
+
+
+class StatsService:
+    def __init__(self, host: Host, ttl_seconds: float = 60.0):
+        self.host = host
+        self.db = host.db
+        self.ttl = timedelta(seconds=ttl_seconds)
+
+    def get(self, tenant_id: str, campaign_id: str, *, refresh: bool = False) -> dict[str, Any]:
+        """``{values, fetchedAt, stale, error}``: cached while fresh, else fetched; on a
+        module error the cached value marked stale; with no cached value, the error raises
+        (ModuleCallFailed). ``refresh`` ignores the TTL."""
+        with self.db.transaction() as session:
+            row = session.get(Campaign, campaign_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound(f"campaign {campaign_id} does not exist")
+            if not row.external_id:
+                raise Conflict(f"campaign {campaign_id} does not exist in the service yet")
+            module_id, external_id = row.module_id, row.external_id
+            cached, fetched_at = row.stats, row.stats_fetched_at
+            stale, error = row.stats_stale, row.stats_error
+        now = utcnow()
+        if cached is not None and fetched_at and not refresh and now - fetched_at < self.ttl:
+            return _view(cached, fetched_at, stale, error)
+        try:
+            stats = self.host.invoker.call(
+                tenant_id,
+                module_id,
+                "CRM_Marketing_GetCampaignStats",
+                campaignExternalId=external_id,
+            )
+        except ModuleCallFailed as exc:
+            if cached is None:
+                raise
+            message = f"{exc.kind}: {exc.message}"
+            self._store(campaign_id, stats_stale=True, stats_error=message)
+            return _view(cached, fetched_at, True, message)
+        assert isinstance(stats, CampaignStats)
+        values = stats.model_dump()
+        self._store(
+            campaign_id, stats=values, stats_fetched_at=now, stats_stale=False, stats_error=None
+        )
+        return _view(values, now, False, None)
+
+    def view(self, tenant_id: str, campaign_id: str) -> dict[str, Any] | None:
+        """What ``GET campaign`` embeds: None before the campaign exists in the service; an
+        error with no values when the first fetch fails (the campaign itself still shows)."""
+        try:
+            return self.get(tenant_id, campaign_id)
+        except Conflict:
+            return None
+        except HostError as exc:
+            error = f"{exc.kind}: {exc.message}"
+            return {"values": None, "fetchedAt": None, "stale": True, "error": error}
+
+    def _store(self, campaign_id: str, **values: Any) -> None:
+        with self.db.transaction() as session:
+            session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
+
+
+def _view(values: dict[str, Any], fetched_at: Any, stale: bool, error: str | None) -> dict:
+    return {
+        "values": values,
+        "fetchedAt": fetched_at.isoformat() if fetched_at else None,
+        "stale": stale,
+        "error": error,
+    }
