@@ -8,9 +8,9 @@ from typing import Any
 
 import pluggy
 
-from host.calls import ModuleCall, ModuleResult
+from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.contract.functions import HOOK_NAMES, contract_function
-from host.errors import ModuleNotImplemented, NotFound
+from host.errors import HostError, ModuleCallFailed, ModuleNotImplemented, NotFound
 from host.tenants import TenantService
 
 
@@ -42,7 +42,19 @@ class ModuleInvoker:
             secret_values=runtime.secret_values,
         )
         hook = getattr(self.hooks.hook, HOOK_NAMES[function])
-        result = hook(call=call, **arguments)
+        try:
+            result = hook(call=call, **arguments)
+        except HostError:
+            raise
+        except Exception as exc:
+            # A trusted plugin crashed: the caller gets the same typed failure as for a
+            # module, never a bare traceback (the invocation log says plugin_error).
+            raise ModuleCallFailed(
+                "plugin_error",
+                mask_secrets(f"{type(exc).__name__}: {exc}", call.secret_values) or "",
+                module=call.module_ref,
+                function=function,
+            ) from exc
         if result is None:
             raise ModuleNotImplemented(call.module_ref, function)
         assert isinstance(result, ModuleResult)

@@ -331,3 +331,12 @@ def test_json_upload_with_oversize_script_is_422(client, admin, host) -> None:
     response = client.post("/api/v1/modules", headers=admin, json=body)
     assert response.status_code == 422
     assert response.json()["problems"][0]["location"] == "body.script"
+
+
+def test_multipart_with_too_many_files_gets_the_standard_error_body(client, admin) -> None:
+    files = [("package", ("a.zip", b"x")), ("package", ("b.zip", b"y"))]
+    response = client.post("/api/v1/modules", files=files, headers=admin)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "invalid_input"
+    assert body["problems"][0]["location"] == "package"

@@ -169,11 +169,12 @@ def test_function_of_another_kind_is_refused_before_any_call(host) -> None:
 
 def test_failure_of_one_tenant_leaves_the_other_alone(host, plugin) -> None:
     plugin.behaviour["acme"] = "crash"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ModuleCallFailed) as crashed:
         host.invoker.call("acme", "sendmail", IMPORT, offset=0, limit=10)
+    assert crashed.value.kind == "plugin_error"
     value = host.invoker.call("globex", "sendmail", IMPORT, offset=0, limit=10)
     assert len(value) == 3
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ModuleCallFailed):
         host.invoker.call("acme", "sendmail", IMPORT, offset=0, limit=10)
     assert [(r.tenant_id, r.outcome) for r in rows(host)] == [
         ("acme", "plugin_error"),
@@ -188,8 +189,9 @@ def test_secrets_are_masked_in_the_logged_error(host, plugin) -> None:
     with pytest.raises(ModuleCallFailed) as excinfo:
         host.invoker.call("acme", "sendmail", IMPORT, offset=0, limit=10)
     assert excinfo.value.kind == "script_error"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ModuleCallFailed) as crashed:
         host.invoker.call("globex", "sendmail", IMPORT, offset=0, limit=10)
+    assert crashed.value.message == "RuntimeError: upstream rejected key ***"
     script_error, crash = rows(host)
     assert script_error.outcome == "script_error"
     assert script_error.error == "HTTP 401 for key ***"

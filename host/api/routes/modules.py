@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from host.api.deps import AdminDep, HostDep
 from host.errors import InvalidInput, Problem
@@ -36,7 +37,12 @@ async def _read_package(request: Request, max_archive_bytes: int) -> ModulePacka
     content_type = request.headers.get("content-type", "")
     max_script = request.app.state.host.settings.max_script_bytes
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=5)
+        try:
+            form = await request.form(max_files=1, max_fields=5)
+        except HTTPException as exc:  # Starlette's own multipart limits
+            raise InvalidInput(
+                "module upload is invalid", [Problem("package", str(exc.detail))]
+            ) from None
         upload = form.get("package")
         if not isinstance(upload, UploadFile):
             raise InvalidInput(
@@ -69,7 +75,8 @@ def show_module(module_id: str, host: HostDep, _admin: AdminDep) -> dict[str, An
 
 @router.get("/{module_id}/versions/{version}")
 def show_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) -> dict[str, Any]:
-    """One version with its manifest and script, exactly as uploaded."""
+    """One version: its manifest (validated, defaults filled in) and its script as
+    uploaded."""
     row = host.registry.version(module_id, version)
     return {
         "id": row.module_id,
