@@ -20,7 +20,6 @@ from host.cli.output import err
 from host.config import HostSettings
 from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
-from host.contract.world import SCRIPT_IMPORTS
 from host.errors import InvalidInput, ModuleCallFailed
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
@@ -109,15 +108,12 @@ def module_run(
     call = _local_call(module, name, settings)
     replayer = _replayer(replay, call) if replay is not None else None
     allow = [*host_settings.egress_allow, *(allow_host or [])]
+    failure: ModuleCallFailed | None = None
+    recorder: Recorder | None = None
     with ExitStack() as stack, SandboxPool(size=1) as pool:
-        recorder = None
-        if record is not None:
-            try:
-                recorder = stack.enter_context(recording_fetch(call, allow))
-            except ValueError as exc:  # a malformed egress entry or allow-list value
-                raise _usage(str(exc)) from None
-            stack.callback(_save_recording, recorder, record)
         try:
+            if record is not None:
+                recorder = stack.enter_context(recording_fetch(call, allow))
             result = validate_return(
                 call,
                 run_module_function(
@@ -125,14 +121,16 @@ def module_run(
                 ),
             )
         except ModuleCallFailed as exc:
-            if show_log:
-                _print_trace(exc.trace)
-            where = f" (line {exc.line})" if exc.line else ""
-            raise _failure(exc.kind, f"{exc.message}{where}") from None
+            failure = exc
         except ValueError as exc:  # a malformed egress entry or allow-list value
             raise _usage(str(exc)) from None
-        if show_log:
-            _print_trace(result)
+    if recorder is not None and record is not None:
+        _save_recording(recorder, record)
+    if show_log:
+        _print_trace(failure.trace if failure is not None else result)
+    if failure is not None:
+        where = f" (line {failure.line})" if failure.line else ""
+        raise _failure(failure.kind, f"{failure.message}{where}")
     if replayer is not None and replayer.misses:
         # the script caught the FetchError, but the run did not replay what was recorded
         raise _failure("script_error", f"unmatched request in replay: {replayer.misses[0]}")
@@ -184,7 +182,7 @@ def _print_trace(trace: object) -> None:
 def _compile_kind(script: str | None) -> str:
     """policy_violation when the sandbox policy refused the script, else invalid_module."""
     try:
-        compile_script(script or "", allowed_imports=SCRIPT_IMPORTS)
+        compile_script(script or "")
     except ScriptCompileError as exc:
         return exc.kind
     return "invalid_module"
