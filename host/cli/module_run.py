@@ -20,6 +20,7 @@ from host.cli.output import err
 from host.config import HostSettings
 from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
+from host.contract.world import SCRIPT_IMPORTS
 from host.errors import InvalidInput, ModuleCallFailed
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
@@ -182,7 +183,7 @@ def _print_trace(trace: object) -> None:
 def _compile_kind(script: str | None) -> str:
     """policy_violation when the sandbox policy refused the script, else invalid_module."""
     try:
-        compile_script(script or "")
+        compile_script(script or "", allowed_imports=SCRIPT_IMPORTS)
     except ScriptCompileError as exc:
         return exc.kind
     return "invalid_module"
