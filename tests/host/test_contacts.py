@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from host.db.models import Contact, ContactUnsubscription
 from host.errors import InvalidInput, ModuleCallFailed
-from host.marketing import contacts as contacts_module
-from host.marketing.contacts import CsvContactReader, rows_from_csv, rows_from_json
+from host.marketing import contact_rows
+from host.marketing.contact_rows import CsvContactReader, rows_from_csv, rows_from_json
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
@@ -283,7 +283,7 @@ def test_http_bad_rows_422_and_nothing_stored(
 def test_http_oversize_body_and_too_many_rows(
     host: Host, client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(contacts_module, "MAX_ROWS", 5)
+    monkeypatch.setattr(contact_rows, "MAX_ROWS", 5)
     monkeypatch.setattr("host.api.routes.contacts.MAX_BODY_BYTES", 200)
     me = bearer(keys["initech"])
     url = "/api/v1/tenants/initech/contacts"

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from host.api.deps import HostDep, TenantDep
 from host.api.errors import error_body
 from host.errors import InvalidInput, Problem
-from host.marketing.contacts import (
+from host.marketing.contact_rows import (
     MAX_BODY_BYTES,
     MAX_ROWS,
     CsvContactReader,

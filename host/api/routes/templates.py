@@ -91,7 +91,7 @@ def publish_template(
 ) -> dict[str, Any]:
     """`CRM_Marketing_SetTemplateHTML` with the template (fields in the body replace the
     stored ones first); stores the returned id as `externalId`."""
-    body = body or TemplatePublish()
+    body = body or TemplatePublish(name=None, subject=None, html=None)
     view = host.templates.publish(
         tenant_id, template_id, name=body.name, subject=body.subject, html=body.html
     )
