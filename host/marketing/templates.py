@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from host.contract.types import ImportTemplate
 from host.db.engine import Database
@@ -166,6 +167,15 @@ class TemplateService:
         return ImportReport(len(fetched), pages, truncated, created, updated)
 
     def _upsert(
+        self, tenant_id: str, module_id: str, items: list[ImportTemplate]
+    ) -> tuple[int, int]:
+        try:
+            return self._upsert_rows(tenant_id, module_id, items)
+        except IntegrityError:
+            # an import of the same module ran at the same time and created a template first
+            raise Conflict("templates changed by a concurrent import; retry the import") from None
+
+    def _upsert_rows(
         self, tenant_id: str, module_id: str, items: list[ImportTemplate]
     ) -> tuple[int, int]:
         created = updated = 0

@@ -27,6 +27,8 @@ TEMPLATES_SCRIPT = '''\
 def CRM_Marketing_ImportTemplates(offset, limit):
     if settings.get("fail_at_offset") is not None and offset >= settings["fail_at_offset"]:
         raise ValueError("service unavailable at offset " + str(offset))
+    if settings.get("overfull"):
+        return [{"externalId": "o" + str(offset + i), "name": "O"} for i in range(limit + 1)]
     if settings.get("always_full"):
         return [{"externalId": "x" + str(offset + i), "name": "X"} for i in range(limit)]
     end = min(offset + limit, settings.get("total", 0))
@@ -57,6 +59,7 @@ SETTINGS_SCHEMA = {
         "total": {"type": "integer"},
         "fail_at_offset": {"type": "integer"},
         "always_full": {"type": "boolean"},
+        "overfull": {"type": "boolean"},
         "name_prefix": {"type": "string"},
         "with_html": {"type": "boolean"},
         "html_version": {"type": "integer"},
@@ -185,6 +188,15 @@ def test_a_failing_page_stores_nothing(host: Host) -> None:
             select(Invocation.outcome).where(Invocation.function == IMPORT).order_by(Invocation.id)
         ).all()
     assert outcomes[-3:] == ["ok", "ok", "script_error"]
+
+
+def test_more_than_limit_is_an_invalid_return(host: Host) -> None:
+    configure(host, overfull=True)
+    with pytest.raises(ModuleCallFailed) as failure:
+        host.templates.import_templates("acme", MODULE, page_size=3)
+    assert failure.value.kind == "invalid_return"
+    assert "returned 4 templates for limit 3" in failure.value.message
+    assert stored(host) == {}
 
 
 def test_import_for_a_module_not_enabled(host: Host) -> None:
