@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from sandbox.records import Record, RecordList, to_plain
+from sandbox.signatures import equals, verify_ecdsa_p256
 
 
 class ImportDenied(ImportError):
@@ -360,6 +361,10 @@ _STATIC_FACADES: dict[str, ModuleFacade] = {
         ),
     ),
 }
+
+_STATIC_FACADES["signatures"] = ModuleFacade(
+    "signatures", {"verify_ecdsa_p256": verify_ecdsa_p256, "equals": equals}
+)
 
 #: Every importable module name (``urllib.parse`` is importable; ``urllib`` alone is not).
 ALLOWED_MODULES: tuple[str, ...] = (*sorted(_STATIC_FACADES), "random", "time")
