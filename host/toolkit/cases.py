@@ -201,10 +201,10 @@ def _run(pool: SandboxPool, module: ValidatedModule, case: Case) -> Outcome:
         actual = actual.get("actions", []) if isinstance(actual, dict) else actual
     if actual == case.expected:
         return Outcome(case.id, "PASSED", log=result.log)
-    what = "actions" if case.expect == "actions" else "return value"
-    detail = f"{case.function}: the {what} differs from the expected one\n" + diff(
-        case.expected, actual
-    )
+    what = "actions differ from the expected ones"
+    if case.expect == "returns":
+        what = "return value differs from the expected one"
+    detail = f"{case.function}: the {what}\n" + diff(case.expected, actual)
     return Outcome(case.id, "FAILED", detail, result.log)
 
 
