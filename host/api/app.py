@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from host.api.errors import install_error_handlers
 from host.api.routes import (
+    campaigns,
     contacts,
     invocations,
     messenger,
@@ -25,7 +29,15 @@ answers `{"error", "message", "problems": [{"location", "message"}]}`."""
 
 
 def create_app(host: Host) -> FastAPI:
-    app = FastAPI(title="crm-module-host", version="0.1.0", description=DESCRIPTION)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
+        yield
+        host.campaign_runner.stop()
+
+    app = FastAPI(
+        title="crm-module-host", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.host = host
     install_error_handlers(app)
     for router in (
@@ -37,6 +49,7 @@ def create_app(host: Host) -> FastAPI:
         templates.router,
         messenger.router,
         invocations.router,
+        campaigns.router,
     ):
         app.include_router(router)
     return app

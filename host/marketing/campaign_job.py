@@ -5,7 +5,8 @@ Stages (``Campaign.stage``)::
     queued ─► exporting ─► preparing ─► creating ─► done
        └──────────┴────────────┴───────────┴──────► failed | cancelled
 
-* **exporting** — ExportContacts(contactIds) for each chunk of eligible recipients.
+* **exporting** — ExportContacts(contactIds) for each chunk of eligible recipients (email
+  modules only: messenger modules go straight to preparing).
 * **preparing** — PrepareCampaign(campaignId, type, contacts) for each batch; the batch's
   Delivery rows (Pending) and the advanced cursor are committed in ONE transaction, so a
   restart resumes after the last finished batch and never stores a batch twice.
@@ -65,10 +66,12 @@ def utcnow() -> datetime:
 
 def progress_of(row: Campaign) -> dict[str, Any]:
     """The progress view of a campaign row: counts, batches and a percentage in which the
-    export and the prepare pass weigh half each."""
+    export and the prepare pass weigh half each (Messenger campaigns have no export)."""
     eligible = max(row.total - row.skipped, 0)
     if row.stage == DONE:
         percent = 100.0
+    elif eligible and row.type == CampaignType.Messenger:  # no export pass
+        percent = min(99.9, round(100.0 * row.prepared / eligible, 1))
     elif eligible:
         percent = min(99.9, round(50.0 * (row.exported + row.prepared) / eligible, 1))
     else:
@@ -156,8 +159,10 @@ class CampaignJob:
         return self.row.stage
 
     def _start(self) -> None:
+        # Messenger modules have no ExportContacts: their recipients are contact ids.
+        first = PREPARING if self.type == CampaignType.Messenger else EXPORTING
         with self.db.transaction() as session:
-            self._commit(session, stage=EXPORTING)
+            self._commit(session, stage=first)
             total, eligible = self.audience.counts(session)
             self._commit(session, total=total, skipped=total - eligible, cursor=None)
         self._report()

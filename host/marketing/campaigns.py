@@ -108,7 +108,7 @@ class CampaignService:
             version = self._check_module(session, tenant_id, draft, problems)
             request = self._request(session, tenant_id, campaign_id, draft, problems)
             audience = self._audience(session, tenant_id, draft, now, problems)
-            batch = draft.batchSize or self.settings.batch_size
+            batch = self.settings.batch_size if draft.batchSize is None else draft.batchSize
             if not 1 <= batch <= MAX_BATCH_SIZE:
                 problems.append(Problem("batchSize", f"must be 1-{MAX_BATCH_SIZE}"))
             if problems:

@@ -1,0 +1,70 @@
+"""Tenant routes for campaigns: create (the send runs in the background), progress,
+deliveries, stats, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from host.api.deps import HostDep, TenantDep
+from host.marketing.campaigns import CampaignDraft
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["campaigns"])
+
+
+@router.post("", status_code=202)
+def create_campaign(tenant_id: TenantDep, body: CampaignDraft, host: HostDep) -> dict[str, Any]:
+    """Validate and queue a campaign → `{id, status}`. ExportContacts, PrepareCampaign (in
+    batches) and CreateCampaign run in the background; poll `GET .../campaigns/{id}`.
+    Every problem is listed in one 422 answer."""
+    return host.campaigns.create(tenant_id, body)
+
+
+@router.get("")
+def list_campaigns(
+    tenant_id: TenantDep,
+    host: HostDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    """Campaigns, newest first, with progress (stats only on the single-campaign call)."""
+    return host.campaigns.list(tenant_id, limit=limit, offset=offset)
+
+
+@router.get("/{campaign_id}")
+def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict[str, Any]:
+    """`{id, status, externalId, error, progress: {stage, total, exported, prepared, skipped,
+    batches, percent}, stats: {values, fetchedAt, stale, error} | null}`."""
+    return host.campaigns.get(tenant_id, campaign_id)
+
+
+@router.get("/{campaign_id}/deliveries")
+def list_deliveries(
+    tenant_id: TenantDep,
+    campaign_id: str,
+    host: HostDep,
+    after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    status: Annotated[str | None, Query(description="Only this DeliveryStatus")] = None,
+) -> dict[str, Any]:
+    """Per-recipient delivery status, in contact id order: `{items, next}`."""
+    return host.campaigns.deliveries(
+        tenant_id, campaign_id, after=after, limit=limit, status=status
+    )
+
+
+@router.get("/{campaign_id}/stats")
+def campaign_stats(
+    tenant_id: TenantDep, campaign_id: str, host: HostDep, refresh: bool = False
+) -> dict[str, Any]:
+    """GetCampaignStats, cached for the TTL; on a module error the cached value with
+    `stale: true`; 502 when the module fails and nothing is cached."""
+    return host.campaign_stats.get(tenant_id, campaign_id, refresh=refresh)
+
+
+@router.post("/{campaign_id}/cancel")
+def cancel_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict[str, Any]:
+    """Stop the send before its next batch (status Cancelled). 409 once the campaign is
+    being created in the service or is finished."""
+    return host.campaigns.cancel(tenant_id, campaign_id)
