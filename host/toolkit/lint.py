@@ -104,7 +104,7 @@ def _egress_findings(tree: ast.Module, script_name: str, egress: Any) -> list[Fi
     constants = _module_constants(tree)
     listed = ", ".join(p.text for p in patterns) or "nothing"
     findings = []
-    for call in _fetch_calls(tree):
+    for call, local in _fetch_calls(tree):
         where = f"{script_name}:{call.lineno}"
         if not patterns:
             findings.append(
@@ -116,31 +116,79 @@ def _egress_findings(tree: ast.Module, script_name: str, egress: Any) -> list[Fi
             )
             continue
         url = _url_argument(call)
-        prefix, complete = _static_text(url, constants) if url is not None else (None, False)
-        target = _host_of(prefix, complete) if prefix is not None else None
-        if target is None:
-            continue
-        host, ip, port = target
-        if not any(p.matches(host, ip, port) for p in patterns):
-            findings.append(
-                Finding(
-                    "warning",
-                    where,
-                    f"fetch to {host} will be denied: it is not in the manifest's egress "
-                    f"({listed})",
+        for host, ip, port in _url_hosts(url, constants, local) if url is not None else []:
+            if not any(p.matches(host, ip, port) for p in patterns):
+                findings.append(
+                    Finding(
+                        "warning",
+                        where,
+                        f"fetch to {host} will be denied: it is not in the manifest's egress "
+                        f"({listed})",
+                    )
                 )
-            )
     return findings
 
 
-def _fetch_calls(tree: ast.Module) -> list[ast.Call]:
-    return [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id == "fetch"
-    ]
+Target = tuple[str, Any, int]
+
+
+def _url_hosts(
+    url: ast.expr, constants: dict[str, str], local: dict[str, list[ast.expr]]
+) -> list[Target]:
+    """The hosts a fetch URL is known to point at: its literal beginning, else the URL
+    constants it is built from (``base = settings.get("base_url") or API``; ``base + path``),
+    following the function's local assignments a few steps."""
+    prefix, complete = _static_text(url, constants)
+    target = _host_of(prefix, complete) if prefix is not None else None
+    if target is not None:
+        return [target]
+    targets: list[Target] = []
+    pending: list[ast.expr] = [url]
+    seen: set[str] = set()
+    while pending and len(seen) < 20:
+        node = pending.pop()
+        for name in (n for n in ast.walk(node) if isinstance(n, ast.Name)):
+            if name.id in seen:
+                continue
+            seen.add(name.id)
+            if name.id in constants and (found := _host_of(constants[name.id], True)):
+                targets.append(found)
+            pending.extend(local.get(name.id, []))
+    return targets
+
+
+def _fetch_calls(tree: ast.Module) -> list[tuple[ast.Call, dict[str, list[ast.expr]]]]:
+    """Every ``fetch(...)`` call with the local assignments of the function it is in."""
+    found = []
+    scopes: list[ast.AST] = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))]
+    for scope in scopes:
+        local: dict[str, list[ast.expr]] = {}
+        calls = []
+        for node in _own_nodes(scope):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        local.setdefault(target.id, []).append(node.value)
+            if isinstance(node, ast.Call) and _is_fetch(node):
+                calls.append(node)
+        found += [(call, local if scope is not tree else {}) for call in calls]
+    return found
+
+
+def _own_nodes(scope: ast.AST) -> list[ast.AST]:
+    """The nodes of a module or function, not of the functions nested in it."""
+    nodes, pending = [], list(ast.iter_child_nodes(scope))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        nodes.append(node)
+        pending.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _is_fetch(node: ast.Call) -> bool:
+    return isinstance(node.func, ast.Name) and node.func.id == "fetch"
 
 
 def _url_argument(call: ast.Call) -> ast.expr | None:

@@ -115,6 +115,24 @@ def test_literal_url_hosts(call: str, egress: list[str], warned: bool) -> None:
     assert any("will be denied" in f.message for f in findings) is warned, findings
 
 
+def test_url_constant_reached_through_local_variables() -> None:
+    script = (
+        'API = "https://api.acme.tset/v1"\n\n'
+        "def get(path):\n"
+        '    base = settings.get("base_url") or API\n'
+        "    url = base + path\n"
+        "    return fetch(url).json()\n"
+    )
+    findings = lint_script(script, "module.py", {"egress": ["api.acme.test"], "kind": None})
+    assert [str(f) for f in findings if "denied" in f.message] == [
+        "warning: module.py:6: fetch to api.acme.tset will be denied: it is not in the "
+        "manifest's egress (api.acme.test)"
+    ]
+    fixed = script.replace("tset", "test")
+    egress = {"egress": ["api.acme.test"], "kind": None}
+    assert not [f for f in lint_script(fixed, "module.py", egress) if "denied" in f.message]
+
+
 def test_fetch_without_any_egress_is_flagged() -> None:
     findings = lint_script("def f(u):\n    return fetch(u)\n", "m.py", {"kind": "email"})
     assert [str(f) for f in findings if "egress" in f.message] == [
