@@ -13,7 +13,7 @@ ids it sends. Events (``crm_host_*``) fire only after the transaction committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +85,70 @@ def email_key(email: str) -> str:
     return email.strip().lower()
 
 
+LOOKUPS = "crm_host.action_lookups"
+IN_CHUNK = 500
+CAMPAIGN_ACTIONS = (UpdateDeliveryStatusAction, UpdateCampaignAction, UpdateCampaignStatsAction)
+
+
+@dataclass
+class Lookups:
+    """Every row a batch of actions names, read with a few IN queries before applying
+    (rather than two queries per action). Complete for the batch: actions never create
+    campaigns, deliveries or contacts, so a miss here means "unknown"."""
+
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    deliveries: dict[tuple[str, str], list[Delivery]] = field(default_factory=dict)
+    contacts: dict[str, Contact] = field(default_factory=dict)
+
+
+def chunks(values: set[str]) -> Iterator[list[str]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), IN_CHUNK):
+        yield ordered[start : start + IN_CHUNK]
+
+
+def prefetch(
+    session: Session, tenant_id: str, module_id: str, actions: Sequence[Action]
+) -> Lookups:
+    """Campaigns of this tenant AND module by externalId (the newest wins if a service
+    reused one), their deliveries by email key, and this tenant's contacts by email key."""
+    found = Lookups()
+    external_ids = {a.externalId for a in actions if isinstance(a, CAMPAIGN_ACTIONS)}
+    for part in chunks(external_ids):
+        for campaign in session.scalars(
+            select(Campaign)
+            .where(
+                Campaign.tenant_id == tenant_id,
+                Campaign.module_id == module_id,
+                Campaign.external_id.in_(part),
+            )
+            .order_by(Campaign.created_at.desc(), Campaign.id)
+        ):
+            found.campaigns.setdefault(str(campaign.external_id), campaign)
+    wanted = [
+        (found.campaigns[a.externalId].id, email_key(a.email))
+        for a in actions
+        if isinstance(a, UpdateDeliveryStatusAction) and a.externalId in found.campaigns
+    ]
+    campaign_ids = {cid for cid, _ in wanted}
+    for part in chunks({key for _, key in wanted}):
+        for delivery in session.scalars(
+            select(Delivery).where(
+                Delivery.campaign_id.in_(campaign_ids), Delivery.email_key.in_(part)
+            )
+        ):
+            found.deliveries.setdefault((delivery.campaign_id, str(delivery.email_key)), []).append(
+                delivery
+            )
+    emails = {email_key(a.email) for a in actions if isinstance(a, UnsubscribeAction)}
+    for part in chunks(emails):
+        for contact in session.scalars(
+            select(Contact).where(Contact.tenant_id == tenant_id, Contact.email_key.in_(part))
+        ):
+            found.contacts[str(contact.email_key)] = contact
+    return found
+
+
 class ActionApplier:
     """Applies validated actions for one (tenant, module); see the module docstring."""
 
@@ -112,6 +176,7 @@ class ActionApplier:
         changes are committed together or not at all. Any exception rolls everything back."""
         outcome = ApplyOutcome()
         with self.db.transaction() as session:
+            session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
             for index, action in enumerate(actions):
                 try:
                     self._apply_one(session, tenant_id, module_id, action, outcome)
@@ -121,7 +186,6 @@ class ActionApplier:
                     )
                 else:
                     outcome.applied.append(describe(index, action))
-                session.flush()
             if record is not None:
                 record(session, outcome)
         self._after_commit(tenant_id, module_id, actions, outcome)
@@ -170,26 +234,13 @@ class ActionApplier:
     def _campaign(
         self, session: Session, tenant_id: str, module_id: str, external_id: str
     ) -> Campaign:
-        campaign = session.scalars(
-            select(Campaign)
-            .where(
-                Campaign.tenant_id == tenant_id,
-                Campaign.module_id == module_id,
-                Campaign.external_id == external_id,
-            )
-            .order_by(Campaign.created_at.desc(), Campaign.id)
-            .limit(1)
-        ).first()
+        campaign = session.info[LOOKUPS].campaigns.get(external_id)
         if campaign is None:
             raise Skip(UNKNOWN_CAMPAIGN, f"no campaign with externalId {external_id!r}")
         return campaign
 
     def _contact(self, session: Session, tenant_id: str, email: str) -> Contact:
-        contact = session.scalars(
-            select(Contact).where(
-                Contact.tenant_id == tenant_id, Contact.email_key == email_key(email)
-            )
-        ).first()
+        contact = session.info[LOOKUPS].contacts.get(email_key(email))
         if contact is None:
             raise Skip(UNKNOWN_CONTACT, f"no contact with email {email!r}")
         return contact
@@ -200,11 +251,7 @@ class ActionApplier:
         self, session: Session, tenant_id: str, module_id: str, action: UpdateDeliveryStatusAction
     ) -> None:
         campaign = self._campaign(session, tenant_id, module_id, action.externalId)
-        deliveries = session.scalars(
-            select(Delivery).where(
-                Delivery.campaign_id == campaign.id, Delivery.email_key == email_key(action.email)
-            )
-        ).all()
+        deliveries = session.info[LOOKUPS].deliveries.get((campaign.id, email_key(action.email)))
         if not deliveries:
             raise Skip(UNKNOWN_RECIPIENT, f"{action.email!r} is not a recipient of the campaign")
         moved = [d for d in deliveries if delivery_moves_forward(d.status, action.status)]

@@ -188,6 +188,7 @@ def setup(server: RunningHost) -> dict[str, Any]:
                 type="Email",
                 name="Spring",
                 status="Sending",
+                stage="done",  # sent by the send job; the webhook tracks it
                 external_id="sg-spring",
             )
         )

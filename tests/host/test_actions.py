@@ -94,6 +94,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
                     type="Email",
                     name=cid,
                     status="Sending",
+                    stage="done",  # sent by the send job; the webhook tracks it
                     external_id="ext-1",
                 )
             )
@@ -282,3 +283,11 @@ def test_event_plugin_failure_does_not_undo_the_change(host: Host, witness: Comm
 def test_no_actions_no_event(host: Host, witness: CommitWitness) -> None:
     assert apply(host) == ApplyOutcome()
     assert witness.seen == []
+
+
+def test_large_batch_is_looked_up_in_chunks(host: Host) -> None:
+    strangers = [delivery_action("Opened", f"p{i}@example.test") for i in range(1200)]
+    outcome = apply(host, *strangers, delivery_action("Clicked"))
+    assert len(outcome.skipped) == 1200 and len(outcome.applied) == 1
+    assert {s["reason"] for s in outcome.skipped} == {"unknown_recipient"}
+    assert get(host, Delivery, ("a-send", "c1")).status == "Clicked"

@@ -121,6 +121,7 @@ def seed_crm(host: Host, tenant: str, *, external_id: str = "ext-1") -> None:
                 type="Email",
                 name="Spring",
                 status="Sending",
+                stage="done",  # sent by the send job; the webhook tracks it
                 external_id=external_id,
             )
         )
@@ -162,6 +163,7 @@ def host(tmp_path: Path, pool: SandboxPool, recorder: EventRecorder) -> Iterator
                 type="Email",
                 name="Globex only",
                 status="Sending",
+                stage="done",  # sent by the send job; the webhook tracks it
                 external_id="ext-globex",
             )
         )
