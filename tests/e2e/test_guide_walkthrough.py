@@ -1,0 +1,150 @@
+"""docs/writing-modules.md, done as a new integrator would: every file comes out of the guide
+(the blocks marked ``<!-- file: PATH -->``), every step is the real ``crm-host`` command the
+guide shows — scaffold, run against the guide's fake service, record, replay, test cases,
+validate with a wrong egress host, upload to a running server, enable, use."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.cli_runner import Cli
+from tests.e2e.server import free_port, running_host
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "writing-modules.md"
+GUIDE_PORT = "8025"
+FILE_BLOCK = re.compile(r"<!-- file: (?P<path>\S+) -->\n```\w*\n(?P<body>.*?)\n```", re.S)
+
+
+def guide_files() -> dict[str, str]:
+    files = {m["path"]: m["body"] + "\n" for m in FILE_BLOCK.finditer(GUIDE.read_text())}
+    assert set(files) == {
+        "acme-mail/manifest.json",
+        "acme-mail/module.py",
+        "fake_acmemail.py",
+        "acme-mail/tests/templates.json",
+        "acme-mail/tests/webhook.json",
+    }
+    return files
+
+
+@contextmanager
+def fake_service(workdir: Path, port: int) -> Iterator[None]:
+    process = subprocess.Popen([sys.executable, "fake_acmemail.py", str(port)], cwd=workdir)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the guide's fake service did not start"
+                time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_guide_from_scaffold_to_an_enabled_module(tmp_path: Path) -> None:
+    files = guide_files()
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    cli = Cli.in_dir(tmp_path)
+
+    def put(path: str) -> None:
+        (tmp_path / path).write_text(files[path].replace(f"127.0.0.1:{GUIDE_PORT}", address))
+
+    # 2. scaffold; 5. the manifest and script of the worked example
+    assert cli.run("module", "new", "acme-mail", "--kind", "email").returncode == 0
+    put("acme-mail/manifest.json")
+    put("acme-mail/module.py")
+    put("fake_acmemail.py")
+
+    # 6-7. run against the fake, recording; the secret stays out of the recording
+    settings = json.dumps({"api_key": "demo-key", "base_url": f"http://{address}/v1"})
+    tape = "acme-mail/tests/recordings/templates.json"
+    run = ("module", "run", "acme-mail", "ImportTemplates", "0", "2", "--settings", settings)
+    with fake_service(tmp_path, port):
+        recorded = cli.run(*run, "--allow-host", address, "--record", tape, "--show-log")
+    assert recorded.returncode == 0, recorded.stderr
+    pages = json.loads(recorded.stdout)
+    assert [t["externalId"] for t in pages] == ["tpl-1", "tpl-2"]
+    assert "log: templates at 0 : 2" in recorded.stderr
+    assert "demo-key" not in (tmp_path / tape).read_text()
+
+    replayed = cli.run(*run, "--replay", tape)  # the fake is gone: offline
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout) == pages
+
+    # 8. the guide's cases replace the example one
+    (tmp_path / "acme-mail/tests/example_webhook.json").unlink()
+    put("acme-mail/tests/templates.json")
+    put("acme-mail/tests/webhook.json")
+    tested = cli.run("module", "test", "acme-mail")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "tests/templates.json::first page of templates PASSED" in tested.stdout
+    assert " 3 passed in " in tested.stdout
+
+    # 9. a typo in egress is flagged, at the line of the fetch
+    manifest_path = tmp_path / "acme-mail/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "egress": ["api.acmemail.exmaple"]}))
+    flagged = cli.run("module", "validate", "acme-mail")
+    assert flagged.returncode == 0
+    fetch_line = next(
+        i
+        for i, line in enumerate(files["acme-mail/module.py"].splitlines(), 1)
+        if "response = fetch(" in line
+    )
+    warning = (
+        f"warning: module.py:{fetch_line}: fetch to api.acmemail.example will be denied: it is "
+        "not in the manifest's egress (api.acmemail.exmaple)"
+    )
+    assert warning in flagged.stdout.splitlines()
+    assert warning in GUIDE.read_text()  # the guide shows the very line
+    manifest_path.write_text(json.dumps(manifest))
+    assert "will be denied" not in cli.run("module", "validate", "acme-mail").stdout
+
+    # 10. upload to a running host, enable, and use it there
+    (tmp_path / "server").mkdir()
+    with running_host(tmp_path / "server", CRM_HOST_EGRESS_ALLOW=address) as host:
+        uploaded = cli.run(
+            "module", "upload", "acme-mail", "--url", host.url, "--token", host.admin_token
+        )
+        assert uploaded.returncode == 0, uploaded.stderr
+        assert uploaded.stdout.splitlines() == [
+            f"acme-mail@0.1.0 stored on {host.url}: email module",
+            "functions: CRM_Marketing_ImportTemplates, CRM_Marketing_ParseWebhookRequest",
+        ]
+        script = tmp_path / "acme-mail/module.py"
+        script.write_text(script.read_text() + "\n# changed\n")
+        conflict = cli.run(
+            "module", "upload", "acme-mail", "--url", host.url, "--token", host.admin_token
+        )
+        assert conflict.returncode == 1
+        assert conflict.stderr.startswith("error: upload refused (409): module acme-mail@0.1.0")
+        assert "manifest.json: $.version: already used" in conflict.stderr
+
+        with host.client() as admin, fake_service(tmp_path, port):
+            assert admin.post("/api/v1/tenants", json={"id": "acme", "name": "Acme"}).is_success
+            enabled = admin.put(
+                "/api/v1/tenants/acme/modules/acme-mail",
+                json={"version": "0.1.0", "settings": json.loads(settings)},
+            )
+            assert enabled.status_code == 200, enabled.text
+            imported = admin.post("/api/v1/tenants/acme/modules/acme-mail/templates/import")
+            assert imported.status_code == 200, imported.text
+            assert imported.json()["imported"] == 3
+            hook = admin.post(
+                enabled.json()["webhookUrl"],
+                json={"events": [{"type": "unsubscribe", "email": "bob@example.com"}]},
+            )
+            assert hook.status_code == 200, hook.text
