@@ -40,7 +40,33 @@ def _too_large(detail: str) -> RequestTooLarge:
     return RequestTooLarge("contacts request is too large", [Problem("body", detail)])
 
 
-@router.post("", description=UPSERT_DOC)
+OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "id": {"type": "string", "maxLength": 64},
+                            "name": {"type": "string", "maxLength": 300},
+                            "email": {"type": "string", "format": "email", "maxLength": 320},
+                            "phone": {"type": "string", "maxLength": 40},
+                        },
+                    },
+                }
+            },
+            "text/csv": {"schema": {"type": "string", "example": "id,name,email,phone\n"}},
+        },
+    }
+}
+"""The body is read as a stream (not declared as a parameter), so it is described here."""
+
+
+@router.post("", description=UPSERT_DOC, openapi_extra=OPENAPI_BODY)
 async def upsert_contacts(request: Request, tenant_id: TenantDep, host: HostDep) -> Any:
     try:
         await run_in_threadpool(host.tenants.get, tenant_id)
