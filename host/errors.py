@@ -47,6 +47,12 @@ class InvalidInput(HostError):
     kind = "invalid_input"
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request over a size cap (bytes, rows, files); nothing of it was stored."""
+
+    kind = "too_large"
+
+
 class NotFound(HostError):
     kind = "not_found"
 

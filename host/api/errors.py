@@ -17,11 +17,13 @@ from host.errors import (
     InvalidInput,
     ModuleCallFailed,
     NotFound,
+    PayloadTooLarge,
     Problem,
     Unauthorized,
 )
 
 STATUS_BY_ERROR: dict[type[HostError], int] = {
+    PayloadTooLarge: 413,
     InvalidInput: 422,
     NotFound: 404,
     Conflict: 409,

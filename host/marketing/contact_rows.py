@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from host.errors import InvalidInput, Problem
+from host.errors import InvalidInput, PayloadTooLarge, Problem
 
 MAX_ROWS = 10_000
 """Rows per upsert request; bigger imports are split by the client."""
@@ -33,12 +33,6 @@ _EMAIL = re.compile(
 )
 _PHONE = re.compile(r"^\+?[0-9 ().-]+$")
 _LIMITS = {"id": 64, "name": 300, "email": 320, "phone": 40}
-
-
-class RequestTooLarge(InvalidInput):
-    """The request is over a size cap (bytes or rows); nothing of it was stored."""
-
-    kind = "too_large"
 
 
 @dataclass(frozen=True)
@@ -111,7 +105,7 @@ def rows_from_json(body: Any) -> list[ContactRow]:
     if not isinstance(body, list):
         raise InvalidInput("contacts are invalid", [Problem("body", "must be a JSON array")])
     if len(body) > MAX_ROWS:
-        raise RequestTooLarge(
+        raise PayloadTooLarge(
             "too many contacts", [Problem("body", f"at most {MAX_ROWS} rows per request")]
         )
     rows, problems = [], []
@@ -215,7 +209,7 @@ class CsvContactReader:
     def _take_record(self, fields: list[str]) -> None:
         self.count += 1
         if self.count > MAX_ROWS:
-            raise RequestTooLarge(
+            raise PayloadTooLarge(
                 "too many contacts", [Problem("body", f"at most {MAX_ROWS} rows per request")]
             )
         where = f"line {self._record_line}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from host.errors import InvalidInput, Problem
+from host.errors import InvalidInput, PayloadTooLarge, Problem
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 256 * 1024
@@ -92,7 +92,7 @@ def from_zip(data: bytes, *, max_archive_bytes: int, max_script_bytes: int) -> M
     """A package from a zip holding ``manifest.json`` and the script at its root, or inside
     one top-level folder. Every unsafe entry is reported, not just the first."""
     if len(data) > max_archive_bytes:
-        raise InvalidInput(
+        raise PayloadTooLarge(
             "module archive is too large",
             [Problem("package", f"{len(data)} bytes, more than the limit of {max_archive_bytes}")],
         )

@@ -318,11 +318,11 @@ def test_multipart_without_package_field_is_422(client, admin, host) -> None:
     assert table_dump(host) == before
 
 
-def test_oversize_json_upload_is_422(client, admin, host) -> None:
+def test_oversize_json_upload_is_413(client, admin, host) -> None:
     cap = host.settings.max_archive_bytes
     body = json_body(script="#" * cap)
     response = client.post("/api/v1/modules", headers=admin, json=body)
-    assert response.status_code == 422
+    assert response.status_code == 413
     assert response.json()["problems"][0]["location"] == "body"
 
 

@@ -368,7 +368,7 @@ def test_bad_archive_upload_is_422_and_stores_nothing(name, host, client, admin)
     assert table_dump(host) == before
 
 
-def test_oversize_archive_upload_is_422(host, client, admin) -> None:
+def test_oversize_archive_upload_is_413(host, client, admin) -> None:
     cap = host.settings.max_archive_bytes
     before = table_dump(host)
     response = client.post(
@@ -376,7 +376,8 @@ def test_oversize_archive_upload_is_422(host, client, admin) -> None:
         headers=admin,
         files={"package": ("module.zip", b"PK" + b"\0" * cap, "application/zip")},
     )
-    assert response.status_code == 422
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
     assert response.json()["problems"][0]["location"] == "package"
     assert table_dump(host) == before
 
@@ -401,3 +402,4 @@ def test_duplicate_entries_are_refused() -> None:
     with pytest.raises(InvalidInput) as excinfo:
         read_zip(buffer.getvalue())
     assert problems_of(excinfo) == [("module.py", "appears more than once in the archive")]
+

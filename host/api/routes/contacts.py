@@ -6,17 +6,14 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from host.api.deps import HostDep, TenantDep
-from host.api.errors import error_body
-from host.errors import InvalidInput, Problem
+from host.errors import InvalidInput, PayloadTooLarge, Problem
 from host.marketing.contact_rows import (
     MAX_BODY_BYTES,
     MAX_ROWS,
     CsvContactReader,
-    RequestTooLarge,
     rows_from_json,
 )
 
@@ -36,8 +33,8 @@ the body exceeds {MAX_BODY_BYTES} bytes or {MAX_ROWS} rows."""
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
-def _too_large(detail: str) -> RequestTooLarge:
-    return RequestTooLarge("contacts request is too large", [Problem("body", detail)])
+def _too_large(detail: str) -> PayloadTooLarge:
+    return PayloadTooLarge("contacts request is too large", [Problem("body", detail)])
 
 
 OPENAPI_BODY = {
@@ -68,33 +65,28 @@ OPENAPI_BODY = {
 
 @router.post("", description=UPSERT_DOC, openapi_extra=OPENAPI_BODY)
 async def upsert_contacts(request: Request, tenant_id: TenantDep, host: HostDep) -> Any:
-    try:
-        await run_in_threadpool(host.tenants.get, tenant_id)
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise _too_large(f"more than {MAX_BODY_BYTES} bytes")
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media in CSV_TYPES:
-            reader = CsvContactReader()
-            async for chunk in _capped(request):
-                reader.feed(chunk)
-            rows = reader.close()
-        elif media in ("application/json", ""):
-            raw = b"".join([chunk async for chunk in _capped(request)])
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidInput(
-                    "request body is not JSON", [Problem("body", str(exc))]
-                ) from None
-            rows = rows_from_json(body)
-        else:
-            raise InvalidInput(
-                "unsupported content type",
-                [Problem("content-type", "send application/json or text/csv")],
-            )
-    except RequestTooLarge as exc:
-        return JSONResponse(error_body(exc), status_code=413)
+    await run_in_threadpool(host.tenants.get, tenant_id)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large(f"more than {MAX_BODY_BYTES} bytes")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in CSV_TYPES:
+        reader = CsvContactReader()
+        async for chunk in _capped(request):
+            reader.feed(chunk)
+        rows = reader.close()
+    elif media in ("application/json", ""):
+        raw = b"".join([chunk async for chunk in _capped(request)])
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidInput("request body is not JSON", [Problem("body", str(exc))]) from None
+        rows = rows_from_json(body)
+    else:
+        raise InvalidInput(
+            "unsupported content type",
+            [Problem("content-type", "send application/json or text/csv")],
+        )
     result = await run_in_threadpool(host.contacts.upsert, tenant_id, rows)
     return result.as_dict()
 

@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from host.api.deps import AdminDep, HostDep
-from host.errors import InvalidInput, Problem
+from host.errors import InvalidInput, PayloadTooLarge, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
 router = APIRouter(prefix="/api/v1/modules", tags=["modules"])
@@ -52,7 +52,7 @@ async def _read_package(request: Request, max_archive_bytes: int) -> ModulePacka
         return from_zip(data, max_archive_bytes=max_archive_bytes, max_script_bytes=max_script)
     raw = await request.body()
     if len(raw) > max_archive_bytes:
-        raise InvalidInput(
+        raise PayloadTooLarge(
             "module upload is too large",
             [Problem("body", f"more than the limit of {max_archive_bytes} bytes")],
         )
