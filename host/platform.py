@@ -92,6 +92,7 @@ class Host:
         self.tenants = TenantService(
             self.db, self.registry, self.box, self.hooks, self.settings.public_url
         )
+        self.tenants.verify_secret_key()
         self.invoker = ModuleInvoker(self.tenants, self.hooks)
         self.module_storage = ModuleStorageStore(self.db)
         self.contacts = ContactService(self.db)

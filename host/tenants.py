@@ -269,6 +269,17 @@ class TenantService:
             raise NotFound("no such webhook")
         return self.runtime(tenant_id, module_id)
 
+    def verify_secret_key(self) -> None:
+        """Fail at start-up, not at the first webhook, when the configured key cannot open
+        the secrets already stored (a changed or lost ``CRM_HOST_SECRET_KEY``)."""
+        with self.db.transaction() as session:
+            sealed = session.scalar(
+                select(Enablement.secrets_encrypted)
+                .where(Enablement.secrets_encrypted.is_not(None))
+                .limit(1)
+            )
+        self.box.open(sealed)
+
     # --- internals ------------------------------------------------------------------------
 
     def _require(self, tenant_id: str, module_id: str) -> Enablement:

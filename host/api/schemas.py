@@ -31,7 +31,8 @@ class EnablementUpdate(ApiModel):
     version: str | None = Field(None, description="Version to pin; default: current or latest")
     settings: dict[str, Any] | None = Field(
         None,
-        description="Settings; secrets left out keep their stored value, null removes one.",
+        description="Settings: PUT replaces the stored ones, PATCH merges; a secret left out "
+        "keeps its stored value, null removes it.",
     )
     enabled: bool | None = Field(None, description="Default: true for a new enablement")
 

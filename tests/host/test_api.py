@@ -340,3 +340,22 @@ def test_multipart_with_too_many_files_gets_the_standard_error_body(client, admi
     body = response.json()
     assert body["error"] == "invalid_input"
     assert body["problems"][0]["location"] == "package"
+
+
+def test_put_replaces_settings_and_patch_merges(client, admin, acme, module, host) -> None:
+    url = "/api/v1/tenants/acme/modules/sendmail"
+    first = enable(client, admin, settings={"api_key": SECRET_API_KEY, "batch_size": 10})
+    assert first.json()["settings"] == {"api_key": SECRET_MARKER, "batch_size": 10}
+    patched = client.patch(url, headers=admin, json={"settings": {"sender_email": "a@acme.test"}})
+    assert patched.status_code == 200
+    assert patched.json()["settings"] == {
+        "api_key": SECRET_MARKER,
+        "batch_size": 10,
+        "sender_email": "a@acme.test",
+    }
+    replaced = client.put(url, headers=admin, json={"settings": {"batch_size": 20}})
+    assert replaced.json()["settings"] == {"api_key": SECRET_MARKER, "batch_size": 20}
+    assert host.tenants.runtime("acme", "sendmail").settings["api_key"] == SECRET_API_KEY
+    bad_patch = client.patch(url, headers=admin, json={"settings": {"batch_size": -5}})
+    assert bad_patch.status_code == 422
+    assert client.get(url, headers=admin).json()["settings"]["batch_size"] == 20

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from fastapi.testclient import TestClient
 
-from host.api.app import create_app
 from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
 from host.settings_schema import SECRET_MARKER
 from tests.host.conftest import (
@@ -38,7 +38,7 @@ def enabled(client, admin, caplog):
             headers=admin,
             json={"settings": {"api_key": SECRET_API_KEY, "sender_email": "a@acme.test"}},
         ),
-        client.put(
+        client.patch(
             "/api/v1/tenants/acme/modules/sendmail",
             headers=admin,
             json={"settings": {"batch_size": 50}},
@@ -119,21 +119,35 @@ def test_restart_with_the_same_key_reads_secrets(enabled, host, db_path) -> None
         again.close()
 
 
-def test_restart_with_a_wrong_key_is_a_clear_error(enabled, host, db_path, admin) -> None:
+def test_restart_with_a_wrong_key_fails_at_start_up(enabled, host, db_path) -> None:
     host.close()
-    wrong = make_host(db_path, secret_key="another passphrase, also long enough")
-    try:
-        with pytest.raises(SecretKeyError, match="CRM_HOST_SECRET_KEY differs"):
-            wrong.tenants.runtime("acme", "sendmail")
-        with TestClient(create_app(wrong)) as client:
-            response = client.get("/api/v1/tenants/acme/modules/sendmail", headers=admin)
-        assert response.status_code == 500
-        body = response.json()
-        assert body["error"] == "configuration"
-        assert "CRM_HOST_SECRET_KEY" in body["message"]
-        assert SECRET_API_KEY not in response.text
-    finally:
-        wrong.close()
+    with pytest.raises(SecretKeyError, match="CRM_HOST_SECRET_KEY differs"):
+        make_host(db_path, secret_key="another passphrase, also long enough")
+
+
+def test_serve_with_a_wrong_key_exits_with_one_line(enabled, host, db_path) -> None:
+    host.close()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CRM_HOST_DATABASE_URL": f"sqlite:///{db_path}",
+        "CRM_HOST_SECRET_KEY": "another passphrase, also long enough",
+        "CRM_HOST_ADMIN_TOKEN": "t" * 32,
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("crm-host")), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: stored secrets cannot be decrypted")
+    )
+    assert "Traceback" not in result.stderr
+    assert SECRET_API_KEY not in result.stderr
 
 
 def test_key_file_is_created_beside_the_database(tmp_path) -> None:

@@ -38,11 +38,29 @@ def list_enablements(tenant_id: TenantDep, host: HostDep) -> list[EnablementOut]
 def configure_module(
     tenant_id: str, module_id: str, body: EnablementUpdate, host: HostDep, _admin: AdminDep
 ) -> EnablementOut:
-    """Enable a module version for a tenant, pin another version, change its settings or
-    disable it. Settings are validated against the pinned version's manifest; secrets are
-    never echoed."""
+    """Enable a module version for a tenant, pin another version, set its settings or
+    disable it. ``settings`` replaces the stored settings (a secret left out keeps its value;
+    PATCH merges instead). Settings are validated against the pinned version's manifest;
+    secrets are never echoed."""
     info = host.tenants.configure(
         tenant_id, module_id, version=body.version, settings=body.settings, enabled=body.enabled
+    )
+    return EnablementOut(**info.as_dict())
+
+
+@router.patch("/{tenant_id}/modules/{module_id}")
+def update_module(
+    tenant_id: str, module_id: str, body: EnablementUpdate, host: HostDep, _admin: AdminDep
+) -> EnablementOut:
+    """Like PUT, but ``settings`` is merged into the stored settings (RFC 7396: omitted
+    fields are kept, ``null`` removes one)."""
+    info = host.tenants.configure(
+        tenant_id,
+        module_id,
+        version=body.version,
+        settings=body.settings,
+        enabled=body.enabled,
+        settings_mode="patch",
     )
     return EnablementOut(**info.as_dict())
 
