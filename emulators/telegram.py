@@ -158,9 +158,7 @@ class TelegramState:
             raise BotApiError(400, "Bad Request: chat not found") from None
         if self._rate_limits:
             wait = self._rate_limits.pop(0)
-            raise BotApiError(
-                429, f"Too Many Requests: retry after {wait}", {"retry_after": wait}
-            )
+            raise BotApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
         chat = self.chats.get(chat_id)
         if chat is None:
             raise BotApiError(400, "Bad Request: chat not found")
@@ -168,8 +166,11 @@ class TelegramState:
             raise BotApiError(403, "Forbidden: bot was blocked by the user")
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
-            "from": {k: v for k, v in self.me().items() if k in ("id", "is_bot", "first_name",
-                                                                  "username")},
+            "from": {
+                k: v
+                for k, v in self.me().items()
+                if k in ("id", "is_bot", "first_name", "username")
+            },
             "chat": chat.as_chat(),
             "date": int(time.time()),
             "text": text,
@@ -209,7 +210,9 @@ class TelegramState:
 
     # --- the user's side: updates sent to the webhook -------------------------------------
 
-    def user_starts(self, chat_id: int, payload: str | None = None, **profile: Any) -> httpx.Response:
+    def user_starts(
+        self, chat_id: int, payload: str | None = None, **profile: Any
+    ) -> httpx.Response:
         """The user opens ``t.me/<bot>?start=<payload>`` (or types /start): a message update."""
         chat = self.chat(chat_id, **profile)
         chat.blocked = False
@@ -235,7 +238,9 @@ class TelegramState:
         chat.blocked = False
         return self.send_update({"my_chat_member": self._member_change(chat, "kicked", "member")})
 
-    def user_presses(self, chat_id: int, data: str, message_id: int | None = None) -> httpx.Response:
+    def user_presses(
+        self, chat_id: int, data: str, message_id: int | None = None
+    ) -> httpx.Response:
         """The user presses an inline button carrying ``callback_data`` ``data``."""
         chat = self.chat(chat_id)
         query: dict[str, Any] = {
@@ -250,8 +255,12 @@ class TelegramState:
         return self.send_update({"callback_query": query})
 
     def _member_change(self, chat: Chat, old: str, new: str) -> dict[str, Any]:
-        bot = {"id": self.bot_id, "is_bot": True, "first_name": self.bot_name,
-               "username": self.bot_username}
+        bot = {
+            "id": self.bot_id,
+            "is_bot": True,
+            "first_name": self.bot_name,
+            "username": self.bot_username,
+        }
         new_member: dict[str, Any] = {"user": bot, "status": new}
         if new == "kicked":
             new_member["until_date"] = 0
@@ -292,9 +301,15 @@ def _valid_secret(secret: str) -> bool:
     return 1 <= len(secret) <= 256 and set(secret) <= allowed
 
 
-def _reply(result: Any = None, error: BotApiError | None = None) -> JSONResponse:
+DESCRIPTIONS = {"setwebhook": "Webhook was set", "deletewebhook": "Webhook was deleted"}
+
+
+def _reply(result: Any = None, error: BotApiError | None = None, method: str = "") -> JSONResponse:
     if error is None:
-        return JSONResponse({"ok": True, "result": result})
+        body = {"ok": True, "result": result}
+        if method.lower() in DESCRIPTIONS:
+            body["description"] = DESCRIPTIONS[method.lower()]
+        return JSONResponse(body)
     body: dict[str, Any] = {"ok": False, "error_code": error.code, "description": error.description}
     if error.parameters:
         body["parameters"] = error.parameters
@@ -326,7 +341,8 @@ def create_app(state: TelegramState) -> Starlette:
             return _reply(error=BotApiError(401, "Unauthorized"))
         try:
             params = await _params(request)
-            return _reply(state.call(request.path_params["method"], params))
+            method = request.path_params["method"]
+            return _reply(state.call(method, params), method=method)
         except BotApiError as exc:
             return _reply(error=exc)
         except (ValueError, UnicodeDecodeError):

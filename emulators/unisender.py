@@ -67,7 +67,7 @@ def nested(params: dict[str, str], name: str) -> dict[str, Any]:
     for key, value in params.items():
         if not key.startswith(name + "["):
             continue
-        parts = re.findall(r"\[([^\]]*)\]", key[len(name):])
+        parts = re.findall(r"\[([^\]]*)\]", key[len(name) :])
         node = found
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -102,10 +102,19 @@ class UnisenderState:
     def add_template(self, title: str, subject: str, body: str) -> int:
         template_id = next(self._ids)
         self.templates[template_id] = {
-            "id": template_id, "sub_user_login": "", "title": title, "description": "",
-            "lang_code": "en", "subject": subject, "attachments": [], "screenshot_url": "",
+            "id": template_id,
+            "sub_user_login": "",
+            "title": title,
+            "description": "",
+            "lang_code": "en",
+            "subject": subject,
+            "attachments": [],
+            "screenshot_url": "",
             "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            "message_format": "raw_html", "type": "user", "body": body, "raw_body": "",
+            "message_format": "raw_html",
+            "type": "user",
+            "body": body,
+            "raw_body": "",
             "fullsize_screenshot_url": "",
         }
         return template_id
@@ -135,16 +144,24 @@ class UnisenderState:
         if "email" not in columns:
             raise ApiError("invalid_arg", "field_names must contain email")
         rows = nested(p, "data")
-        result = {"total": 0, "inserted": 0, "updated": 0, "deleted": 0, "new_emails": 0,
-                  "invalid": 0, "log": []}
+        result = {
+            "total": 0,
+            "inserted": 0,
+            "updated": 0,
+            "deleted": 0,
+            "new_emails": 0,
+            "invalid": 0,
+            "log": [],
+        }
         for index in sorted(rows, key=int):
             row = {columns[int(c)]: v for c, v in rows[index].items() if int(c) < len(columns)}
             result["total"] += 1
             email = row.get("email", "").strip().lower()
             if "@" not in email:
                 result["invalid"] += 1
-                result["log"].append({"index": int(index), "code": "invalid_email",
-                                      "message": "invalid email"})
+                result["log"].append(
+                    {"index": int(index), "code": "invalid_email", "message": "invalid email"}
+                )
                 continue
             lists = {int(x) for x in row.get("email_list_ids", "").split(",") if x.strip()}
             if row.get("delete") == "1":
@@ -159,8 +176,13 @@ class UnisenderState:
                 result["updated"] += 1
             contact["lists"] |= lists
             contact["status"] = row.get("email_status", contact.get("status", "active"))
-            contact["fields"].update({k: v for k, v in row.items() if k not in (
-                "email", "email_list_ids", "email_status")})
+            contact["fields"].update(
+                {
+                    k: v
+                    for k, v in row.items()
+                    if k not in ("email", "email_list_ids", "email_status")
+                }
+            )
         return result
 
     def _m_createEmailMessage(self, p: dict[str, str]) -> dict[str, Any]:
@@ -187,16 +209,22 @@ class UnisenderState:
         if message is None:
             raise ApiError("invalid_arg", "message not found")
         list_id = int(message["list_id"])
-        members = [e for e, c in self.contacts.items()
-                   if list_id in c["lists"] and c.get("status") != "unsubscribed"]
+        members = [
+            e
+            for e, c in self.contacts.items()
+            if list_id in c["lists"] and c.get("status") != "unsubscribed"
+        ]
         if p.get("contacts"):
             wanted = {e.strip().lower() for e in p["contacts"].split(",")}
             members = [e for e in members if e in wanted]
         campaign_id = next(self._ids)
         status = "scheduled"
         self.campaigns[campaign_id] = {
-            "id": campaign_id, "message_id": message["id"], "status": status,
-            "start_time": p.get("start_time"), "recipients": {e: "not_sent" for e in members},
+            "id": campaign_id,
+            "message_id": message["id"],
+            "status": status,
+            "start_time": p.get("start_time"),
+            "recipients": {e: "not_sent" for e in members},
         }
         return {"campaign_id": campaign_id, "status": status, "count": len(members)}
 
@@ -214,10 +242,15 @@ class UnisenderState:
         statuses = list(self._campaign(p)["recipients"].values())
         count = lambda group: sum(1 for s in statuses if s in group)  # noqa: E731
         return {
-            "total": len(statuses), "sent": count(SENT), "delivered": count(DELIVERED),
-            "read_unique": count(READ), "read_all": count(READ),
-            "clicked_unique": count({"ok_link_visited"}), "clicked_all": count({"ok_link_visited"}),
-            "unsubscribed": count({"ok_unsubscribed"}), "spam": count({"ok_fbl"}),
+            "total": len(statuses),
+            "sent": count(SENT),
+            "delivered": count(DELIVERED),
+            "read_unique": count(READ),
+            "read_all": count(READ),
+            "clicked_unique": count({"ok_link_visited"}),
+            "clicked_all": count({"ok_link_visited"}),
+            "unsubscribed": count({"ok_unsubscribed"}),
+            "spam": count({"ok_fbl"}),
         }
 
     def _m_getTemplates(self, p: dict[str, str]) -> list[dict[str, Any]]:
@@ -226,7 +259,7 @@ class UnisenderState:
         offset, limit = int(p.get("offset") or 0), int(p.get("limit") or 50)
         if not 1 <= limit <= 100:
             raise ApiError("invalid_arg", "limit must be 1-100")
-        return found[offset:offset + limit]
+        return found[offset : offset + limit]
 
     def _m_getTemplate(self, p: dict[str, str]) -> dict[str, Any]:
         template = self.templates.get(int(p.get("template_id") or 0))
@@ -264,8 +297,12 @@ class UnisenderState:
         return sign(json.dumps(payload, separators=(",", ":")), key).encode()
 
     def email_status(self, email: str, status: str, campaign_id: int | None) -> dict[str, Any]:
-        data: dict[str, Any] = {"email": email, "status": status, "status_group": _group(status),
-                                "email_id": next(self._ids)}
+        data: dict[str, Any] = {
+            "email": email,
+            "status": status,
+            "status_group": _group(status),
+            "email_id": next(self._ids),
+        }
         if campaign_id is not None:
             data["campaign_id"] = campaign_id
         return {"event_name": "email_status", "event_time": _now(), "event_data": data}
@@ -280,12 +317,18 @@ class UnisenderState:
             campaign["recipients"][email] = status
             events.append(self.email_status(email, status, campaign_id))
         campaign["status"] = "completed"
-        events.append({"event_name": "campaign_status", "event_time": _now(),
-                       "event_data": {"campaign_id": campaign_id, "status": "completed"}})
+        events.append(
+            {
+                "event_name": "campaign_status",
+                "event_time": _now(),
+                "event_data": {"campaign_id": campaign_id, "status": "completed"},
+            }
+        )
         return self.send_events(events)
 
-    def send_events(self, events: list[dict[str, Any]], *, api_key: str | None = None
-                    ) -> httpx.Response:
+    def send_events(
+        self, events: list[dict[str, Any]], *, api_key: str | None = None
+    ) -> httpx.Response:
         return self.post_raw(self.webhook_body(events, api_key))
 
     def post_raw(self, body: bytes) -> httpx.Response:
@@ -293,8 +336,9 @@ class UnisenderState:
             raise RuntimeError("no webhook is registered (call setHook first)")
         client = self.webhook_client or httpx.Client(timeout=30)
         try:
-            return client.post(self.hook["url"], content=body,
-                               headers={"Content-Type": "application/json"})
+            return client.post(
+                self.hook["url"], content=body, headers={"Content-Type": "application/json"}
+            )
         finally:
             if self.webhook_client is None:
                 client.close()

@@ -42,24 +42,30 @@ class World:
     def enable(self, tenant: str, api_key: str) -> str:
         self.client.post("/api/v1/tenants", json={"id": tenant, "name": tenant}, headers=ADMIN)
         settings = {"api_key": api_key, "api_base_url": f"{self.server.url}/ru/api", "list_id": 1}
-        reply = self.client.put(f"/api/v1/tenants/{tenant}/modules/unisender",
-                                json={"settings": settings, "enabled": True}, headers=ADMIN)
+        reply = self.client.put(
+            f"/api/v1/tenants/{tenant}/modules/unisender",
+            json={"settings": settings, "enabled": True},
+            headers=ADMIN,
+        )
         assert reply.status_code == 200, reply.text
         self.hooks[tenant] = reply.json()["webhookUrl"]
         return self.hooks[tenant]
 
     def post(self, tenant: str, body: bytes) -> Any:
-        return self.client.post(self.hooks[tenant], content=body,
-                                headers={"Content-Type": "application/json"})
+        return self.client.post(
+            self.hooks[tenant], content=body, headers={"Content-Type": "application/json"}
+        )
 
     def deliveries(self, tenant: str, campaign: str) -> dict[str, str]:
-        reply = self.client.get(f"/api/v1/tenants/{tenant}/campaigns/{campaign}/deliveries",
-                                headers=ADMIN)
+        reply = self.client.get(
+            f"/api/v1/tenants/{tenant}/campaigns/{campaign}/deliveries", headers=ADMIN
+        )
         return {d["email"]: d["status"] for d in reply.json()["items"]}
 
     def contact(self, tenant: str, contact_id: str) -> dict[str, Any]:
-        return self.client.get(f"/api/v1/tenants/{tenant}/contacts/{contact_id}",
-                               headers=ADMIN).json()
+        return self.client.get(
+            f"/api/v1/tenants/{tenant}/contacts/{contact_id}", headers=ADMIN
+        ).json()
 
 
 @pytest.fixture
@@ -82,18 +88,27 @@ def send_campaign(world: World, tenant: str, emails: list[str]) -> tuple[str, st
     """Contacts through the API, then a campaign through the host's job; returns (CRM id,
     Unisender campaign id)."""
     contacts = [{"id": f"c{i}", "name": e.split("@")[0], "email": e} for i, e in enumerate(emails)]
-    assert world.client.post(f"/api/v1/tenants/{tenant}/contacts", json=contacts,
-                             headers=ADMIN).status_code in (200, 201)
-    draft = {"module": "unisender", "name": "Spring", "type": "Email", "subject": "Spring news",
-             "senderName": "Acme", "senderEmail": "news@acme.test", "html": "<p>Hi</p>",
-             "contactIds": "all"}
+    assert world.client.post(
+        f"/api/v1/tenants/{tenant}/contacts", json=contacts, headers=ADMIN
+    ).status_code in (200, 201)
+    draft = {
+        "module": "unisender",
+        "name": "Spring",
+        "type": "Email",
+        "subject": "Spring news",
+        "senderName": "Acme",
+        "senderEmail": "news@acme.test",
+        "html": "<p>Hi</p>",
+        "contactIds": "all",
+    }
     reply = world.client.post(f"/api/v1/tenants/{tenant}/campaigns", json=draft, headers=ADMIN)
     assert reply.status_code == 202, reply.text
     campaign_id = reply.json()["id"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        view = world.client.get(f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}",
-                                headers=ADMIN).json()
+        view = world.client.get(
+            f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}", headers=ADMIN
+        ).json()
         if view["externalId"] or view["status"] == "Failed":
             break
         time.sleep(0.1)
@@ -110,13 +125,16 @@ def test_campaign_round_trip_through_the_emulator(world: World) -> None:
     world.state.hook = {"url": world.hooks["acme"]}
     reply = world.state.deliver(int(external), {"b@example.com": "ok_unsubscribed"})
     assert reply.status_code == 200
-    assert world.deliveries("acme", campaign) == {"a@example.com": "Delivered",
-                                                  "b@example.com": "Unsubscribed"}
+    assert world.deliveries("acme", campaign) == {
+        "a@example.com": "Delivered",
+        "b@example.com": "Unsubscribed",
+    }
     assert world.contact("acme", "c1")["status"] == "Unsubscribed"
     view = world.client.get(f"/api/v1/tenants/acme/campaigns/{campaign}", headers=ADMIN).json()
     assert view["status"] == "Sent"
-    stats = world.client.get(f"/api/v1/tenants/acme/campaigns/{campaign}/stats?refresh=true",
-                             headers=ADMIN).json()["values"]
+    stats = world.client.get(
+        f"/api/v1/tenants/acme/campaigns/{campaign}/stats?refresh=true", headers=ADMIN
+    ).json()["values"]
     assert (stats["total"], stats["delivered"], stats["unsubscribed"]) == (2, 2, 1)
 
 
@@ -130,8 +148,9 @@ def test_captured_classic_event(world: World) -> None:
     reply = world.post("acme", CAPTURED)
     assert reply.status_code == 401
     after = table_dump(world.host)
-    assert {k: v for k, v in after.items() if k not in ("webhook_receipts", "invocations")} == \
-        {k: v for k, v in before.items() if k not in ("webhook_receipts", "invocations")}
+    assert {k: v for k, v in after.items() if k not in ("webhook_receipts", "invocations")} == {
+        k: v for k, v in before.items() if k not in ("webhook_receipts", "invocations")
+    }
     assert world.deliveries("acme", campaign) == {"a.user@example.org": "Sent"}
 
     auth = json.loads(CAPTURED)["auth"]
@@ -171,10 +190,13 @@ def test_go_signed_sample_invalid_cases(world: World, case: str) -> None:
 def test_api_samples_match_the_emulator_replies(world: World) -> None:
     """The emulator answers in the published (reconstructed) shapes the module parses."""
     state = world.state
-    for name, method, params in (
+    for name, method, _params in (
         ("unisender_api_getTemplates_response.RECONSTRUCTED.json", "getTemplates", {}),
-        ("unisender_api_getCampaignCommonStats_response.RECONSTRUCTED.json",
-         "getCampaignCommonStats", {}),
+        (
+            "unisender_api_getCampaignCommonStats_response.RECONSTRUCTED.json",
+            "getCampaignCommonStats",
+            {},
+        ),
     ):
         sample = json.loads((SAMPLES / name).read_text())
         if method == "getTemplates":
@@ -185,8 +207,10 @@ def test_api_samples_match_the_emulator_replies(world: World) -> None:
             _, external = send_campaign(world, "acme", ["x@example.com"])
             got = state.call(method, {"api_key": API_KEY, "campaign_id": external})
             assert set(got) == set(sample["result"])
-    error = json.loads((SAMPLES / "unisender_api_error_invalid_api_key.RECONSTRUCTED.json")
-                       .read_text())
-    wrong = httpx.post(f"{world.server.url}/ru/api/getLists", data={"api_key": "nope",
-                                                                    "format": "json"})
+    error = json.loads(
+        (SAMPLES / "unisender_api_error_invalid_api_key.RECONSTRUCTED.json").read_text()
+    )
+    wrong = httpx.post(
+        f"{world.server.url}/ru/api/getLists", data={"api_key": "nope", "format": "json"}
+    )
     assert wrong.json() == error

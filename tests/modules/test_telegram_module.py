@@ -53,15 +53,26 @@ class Runner:
     def __init__(self, pool: SandboxPool, module: Any, state: TelegramState, server: Any):
         self.pool, self.module, self.server = pool, module, server
         self.settings: dict[str, Any] = {
-            "bot_token": state.token, "webhook_secret": SECRET, "api_base_url": server.url}
+            "bot_token": state.token,
+            "webhook_secret": SECRET,
+            "api_base_url": server.url,
+        }
         self.storage: dict[str, Any] = {}
 
     def result(self, function: str, *args: Any) -> Any:
         call = local_call(self.module, function, self.settings)
         contacts = lambda a: [CONTACTS[i] for i in a[0] if i in CONTACTS]  # noqa: E731
-        result = validate_return(call, run_module_function(
-            self.pool, call, args, egress_allow=[self.server.netloc],
-            callbacks={"crm.contacts": contacts}, storage=self.storage))
+        result = validate_return(
+            call,
+            run_module_function(
+                self.pool,
+                call,
+                args,
+                egress_allow=[self.server.netloc],
+                callbacks={"crm.contacts": contacts},
+                storage=self.storage,
+            ),
+        )
         if result.storage is not None:
             self.storage = result.storage
         return result
@@ -74,8 +85,13 @@ class Runner:
         if secret is not None:
             headers["x-telegram-bot-api-secret-token"] = secret
         text = body.decode() if isinstance(body, bytes) else body
-        request = {"method": "POST", "url": "https://crm.example/hooks/t/telegram/x",
-                   "headers": headers, "body": text, "query": {}}
+        request = {
+            "method": "POST",
+            "url": "https://crm.example/hooks/t/telegram/x",
+            "headers": headers,
+            "body": text,
+            "query": {},
+        }
         value = self.result("ParseWebhookRequest", request).value
         assert isinstance(value, WebhookResult)
         return value
@@ -87,24 +103,40 @@ def run(pool: SandboxPool, module: Any, bot: tuple[TelegramState, Any]) -> Runne
 
 
 def start(chat_id: int, payload: str) -> str:
-    return json.dumps({"update_id": 1, "message": {
-        "message_id": 1, "chat": {"id": chat_id, "type": "private", "first_name": "T"},
-        "from": {"id": chat_id, "first_name": "T"}, "date": 1, "text": f"/start {payload}"}})
+    return json.dumps(
+        {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "chat": {"id": chat_id, "type": "private", "first_name": "T"},
+                "from": {"id": chat_id, "first_name": "T"},
+                "date": 1,
+                "text": f"/start {payload}",
+            },
+        }
+    )
 
 
 def test_types_and_bots_register_the_webhook(run: Runner, bot: Any) -> None:
     state, _ = bot
     assert run("GetMessengerTypes") == ["Telegram"]
-    assert run("GetMessengerBots") == [{
-        "id": "123456789", "name": "CRM Test Bot", "type": "Telegram",
-        "description": "@crm_test_bot; link a contact with https://t.me/crm_test_bot"
-                       "?start=c_<contact id>"}]
+    assert run("GetMessengerBots") == [
+        {
+            "id": "123456789",
+            "name": "CRM Test Bot",
+            "type": "Telegram",
+            "description": "@crm_test_bot; link a contact with https://t.me/crm_test_bot"
+            "?start=c_<contact id>",
+        }
+    ]
     assert state.webhook == {}  # no webhook_url: nothing registered
     run.settings["webhook_url"] = "https://crm.example/hooks/t/telegram/x"
     run("GetMessengerBots")
-    assert state.webhook == {"url": "https://crm.example/hooks/t/telegram/x",
-                             "secret_token": SECRET,
-                             "allowed_updates": ["message", "callback_query", "my_chat_member"]}
+    assert state.webhook == {
+        "url": "https://crm.example/hooks/t/telegram/x",
+        "secret_token": SECRET,
+        "allowed_updates": ["message", "callback_query", "my_chat_member"],
+    }
 
 
 def test_wrong_token_fails_with_the_bot_api_description(run: Runner) -> None:
@@ -130,11 +162,16 @@ def test_welcome_text_is_answered_in_the_webhook_reply(run: Runner) -> None:
     run.settings["welcome_text"] = "Subscribed!"
     result = run.hook(start(5, "c_42"))
     assert result.response.body == {  # type: ignore[union-attr]
-        "method": "sendMessage", "chat_id": 5, "text": "Subscribed!"}
+        "method": "sendMessage",
+        "chat_id": 5,
+        "text": "Subscribed!",
+    }
 
 
-@pytest.mark.parametrize(("secret", "status"), [(None, 401), ("", 401), ("wrong", 403),
-                                                (SECRET + "x", 403), (SECRET.lower(), 403)])
+@pytest.mark.parametrize(
+    ("secret", "status"),
+    [(None, 401), ("", 401), ("wrong", 403), (SECRET + "x", 403), (SECRET.lower(), 403)],
+)
 def test_bad_secret_is_refused_and_nothing_changes(run: Runner, secret: Any, status: int) -> None:
     run.storage["reports"] = [{"type": "Unsubscribe", "email": "a@b.c", "externalId": "telegram"}]
     result = run.hook(start(1111111, "c_42"), secret=secret)
@@ -161,14 +198,21 @@ def test_unsubscribe_button_answers_the_callback(run: Runner) -> None:
     body = (SAMPLES / "telegram_update_callback_query_message.RECONSTRUCTED.json").read_bytes()
     result = plain(run.hook(body))
     assert result["actions"] == [
-        {"type": "Unsubscribe", "email": "test@example.com", "externalId": "telegram"}]
+        {"type": "Unsubscribe", "email": "test@example.com", "externalId": "telegram"}
+    ]
     assert result["response"]["body"]["method"] == "answerCallbackQuery"
 
 
 def campaign(run: Runner, ids: list[str], **extra: Any) -> Any:
     run("PrepareCampaign", "cmp42", "Messenger", ids)
-    request = {"campaignId": "cmp42", "name": "Spring", "campaignType": "Telegram",
-               "botId": "123456789", "text": "Spring news!", **extra}
+    request = {
+        "campaignId": "cmp42",
+        "name": "Spring",
+        "campaignType": "Telegram",
+        "botId": "123456789",
+        "text": "Spring news!",
+        **extra,
+    }
     return run("CreateMessengerCampaign", request)
 
 
@@ -182,20 +226,37 @@ def test_campaign_sends_reports_blocked_and_unlinked(run: Runner, bot: Any) -> N
     created = campaign(run, ["42", "43", "44", "45"])
     assert created == {"externalId": "tg-cmp42", "status": "Sent"}
     assert [(m["chat"]["id"], m["text"]) for m in state.sent] == [
-        (1111111, "Spring news!"), (3333, "Spring news!")]
-    assert state.sent[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == \
-        "unsub:cmp42"
+        (1111111, "Spring news!"),
+        (3333, "Spring news!"),
+    ]
+    assert state.sent[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "unsub:cmp42"
     assert run("GetCampaignStats", "tg-cmp42") == {
-        "total": 4, "sent": 2, "delivered": 2, "opened": 0, "clicked": 0, "bounced": 0,
-        "unsubscribed": 1, "complained": 0, "failed": 2}
+        "total": 4,
+        "sent": 2,
+        "delivered": 2,
+        "opened": 0,
+        "clicked": 0,
+        "bounced": 0,
+        "unsubscribed": 1,
+        "complained": 0,
+        "failed": 2,
+    }
     assert run.storage["chat:2222"]["blocked"] is True
     # The next update (any) carries the failures to the CRM.
     actions = plain(run.hook(start(9, "")))["actions"]
     assert actions == [
-        {"type": "UpdateDeliveryStatus", "email": "unlinked@example.com",
-         "externalId": "tg-cmp42", "status": "Failed"},
-        {"type": "UpdateDeliveryStatus", "email": "blocker@example.com",
-         "externalId": "tg-cmp42", "status": "Failed"},
+        {
+            "type": "UpdateDeliveryStatus",
+            "email": "unlinked@example.com",
+            "externalId": "tg-cmp42",
+            "status": "Failed",
+        },
+        {
+            "type": "UpdateDeliveryStatus",
+            "email": "blocker@example.com",
+            "externalId": "tg-cmp42",
+            "status": "Failed",
+        },
         {"type": "Unsubscribe", "email": "blocker@example.com", "externalId": "telegram"},
     ]
     assert "reports" not in run.storage
@@ -217,8 +278,9 @@ def test_rate_limit_beyond_the_budget_fails_the_rest(run: Runner, bot: Any) -> N
     for chat_id, contact in ((1111111, "c_42"), (2222, "c_43")):
         state.chat(chat_id)
         run.hook(start(chat_id, contact))
-    sample = json.loads((SAMPLES / "telegram_error_too_many_requests_429.RECONSTRUCTED.json")
-                        .read_text())
+    sample = json.loads(
+        (SAMPLES / "telegram_error_too_many_requests_429.RECONSTRUCTED.json").read_text()
+    )
     state.rate_limit(sample["parameters"]["retry_after"])  # 7 s: more than the module waits
     began = time.monotonic()
     assert campaign(run, ["42", "43"]) == {"externalId": "tg-cmp42", "status": "Failed"}

@@ -109,11 +109,17 @@ def test_import_templates_pages_through_get_templates(run: Runner, service: Any)
         state.add_template(f"T{i}", f"Subject {i}", f"<p>{i}</p>")
     first = run("ImportTemplates", 0, 150)
     assert len(first) == 120  # fewer than the limit: the host stops here
-    assert first[0] == {"externalId": "4321", "name": "T0", "subject": "Subject 0",
-                        "html": "<p>0</p>"}
+    assert first[0] == {
+        "externalId": "4321",
+        "name": "T0",
+        "subject": "Subject 0",
+        "html": "<p>0</p>",
+    }
     calls = [dict(p) for m, p in state.calls if m == "getTemplates"]
     assert [(c["offset"], c["limit"], c["type"]) for c in calls] == [
-        ("0", "100", "user"), ("100", "50", "user")]
+        ("0", "100", "user"),
+        ("100", "50", "user"),
+    ]
     assert all(c["format"] == "json" and c["api_key"] == state.api_key for c in calls)
     assert [t["name"] for t in run("ImportTemplates", 118, 5)] == ["T118", "T119"]
 
@@ -142,7 +148,9 @@ def test_export_contacts_imports_rows_into_the_list(run: Runner, service: Any) -
     assert params["field_names[0]"] == "email" and params["data[1][1]"] == "Bobby"
     assert "data[2][0]" not in params  # the contact without an address is not sent
     assert {e: c["lists"] for e, c in state.contacts.items()} == {
-        "alex@example.com": {1}, "bobby@example.com": {1}}
+        "alex@example.com": {1},
+        "bobby@example.com": {1},
+    }
 
 
 def prepared_campaign(run: Runner, state: UnisenderState, **request: Any) -> Any:
@@ -151,8 +159,15 @@ def prepared_campaign(run: Runner, state: UnisenderState, **request: Any) -> Any
     run("PrepareCampaign", "cmp1", "Email", ["a@example.com"])
     run("PrepareCampaign", "cmp1", "Email", ["b@example.com", "a@example.com"])
     assert run.storage["recipients:cmp1"] == ["a@example.com", "b@example.com"]
-    values = {"campaignId": "cmp1", "name": "Spring", "type": "Email", "subject": "Spring news",
-              "senderName": "Acme", "senderEmail": "news@acme.test", "html": "<p>Hi</p>"}
+    values = {
+        "campaignId": "cmp1",
+        "name": "Spring",
+        "type": "Email",
+        "subject": "Spring news",
+        "senderName": "Acme",
+        "senderEmail": "news@acme.test",
+        "html": "<p>Hi</p>",
+    }
     values.update(request)
     return run("CreateCampaign", values)
 
@@ -165,7 +180,10 @@ def test_create_campaign_sends_to_the_prepared_recipients_only(run: Runner, serv
     assert sorted(campaign["recipients"]) == ["a@example.com", "b@example.com"]
     message = state.messages[campaign["message_id"]]
     assert (message["subject"], message["body"], message["list_id"]) == (
-        "Spring news", "<p>Hi</p>", "1")
+        "Spring news",
+        "<p>Hi</p>",
+        "1",
+    )
     assert "recipients:cmp1" not in run.storage
     assert run.storage["last_campaign"] == created["externalId"]
 
@@ -182,11 +200,20 @@ def test_campaign_stats_map_common_stats(run: Runner, service: Any) -> None:
     state, _ = service
     created = prepared_campaign(run, state)
     campaign = state.campaigns[int(created["externalId"])]
-    campaign["recipients"].update({"a@example.com": "ok_link_visited",
-                                   "b@example.com": "err_user_unknown"})
+    campaign["recipients"].update(
+        {"a@example.com": "ok_link_visited", "b@example.com": "err_user_unknown"}
+    )
     assert run("GetCampaignStats", created["externalId"]) == {
-        "total": 2, "sent": 2, "delivered": 1, "opened": 1, "clicked": 1, "bounced": 0,
-        "unsubscribed": 0, "complained": 0, "failed": 0}
+        "total": 2,
+        "sent": 2,
+        "delivered": 1,
+        "opened": 1,
+        "clicked": 1,
+        "bounced": 0,
+        "unsubscribed": 0,
+        "complained": 0,
+        "failed": 0,
+    }
 
 
 def test_api_errors_name_unisender_code(run: Runner, service: Any) -> None:
@@ -212,8 +239,14 @@ def test_go_vector_valid_is_accepted_and_mapped(run: Runner) -> None:
     run.storage["last_campaign"] = "987654"
     result = parse(run, GO_BODY)
     assert result.response is not None and result.response.status == 200
-    assert plain(result)["actions"] == [{"type": "UpdateDeliveryStatus", "externalId": "987654",
-                                         "email": "unisendergo@anymail.dev", "status": "Clicked"}]
+    assert plain(result)["actions"] == [
+        {
+            "type": "UpdateDeliveryStatus",
+            "externalId": "987654",
+            "email": "unisendergo@anymail.dev",
+            "status": "Clicked",
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -250,8 +283,11 @@ def classic(events: list[dict[str, Any]], key: str) -> str:
 
 
 def status_event(status: str, **extra: Any) -> dict[str, Any]:
-    return {"event_name": "email_status", "event_time": "2024-01-01 10:00:00",
-            "event_data": {"email": "x@example.com", "status": status, "email_id": 1, **extra}}
+    return {
+        "event_name": "email_status",
+        "event_time": "2024-01-01 10:00:00",
+        "event_data": {"email": "x@example.com", "status": status, "email_id": 1, **extra},
+    }
 
 
 def test_classic_events_become_actions(run: Runner) -> None:
@@ -264,22 +300,36 @@ def test_classic_events_become_actions(run: Runner) -> None:
             status_event("ok_unsubscribed", campaign_id=55),
             status_event("ok_fbl"),  # no campaign_id and no campaign created yet
             status_event("not_sent", campaign_id=55),
-            {"event_name": "campaign_status", "event_data": {"campaign_id": 55,
-                                                               "status": "completed"}},
+            {
+                "event_name": "campaign_status",
+                "event_data": {"campaign_id": 55, "status": "completed"},
+            },
             {"event_name": "spam_block", "event_data": {"block_type": "one_smtp"}},
             "not an event",
         ],
         key,
     )
-    assert hashlib.md5(body.replace(json.loads(body)["auth"], key).encode()).hexdigest() == \
-        json.loads(body)["auth"]
+    assert (
+        hashlib.md5(body.replace(json.loads(body)["auth"], key).encode()).hexdigest()
+        == json.loads(body)["auth"]
+    )
     actions = plain(parse(run, body))["actions"]
-    delivery = lambda s: {"type": "UpdateDeliveryStatus", "email": "x@example.com",  # noqa: E731
-                          "externalId": "55", "status": s}
+
+    def delivery(s):
+        return {
+            "type": "UpdateDeliveryStatus",
+            "email": "x@example.com",
+            "externalId": "55",
+            "status": s,
+        }
+
     everything = {"type": "Unsubscribe", "email": "x@example.com", "externalId": {"all": True}}
     assert actions == [
-        delivery("Delivered"), delivery("Opened"), delivery("SoftBounced"),
-        delivery("Unsubscribed"), everything,
+        delivery("Delivered"),
+        delivery("Opened"),
+        delivery("SoftBounced"),
+        delivery("Unsubscribed"),
+        everything,
         everything,
         {"type": "UpdateCampaign", "externalId": "55", "status": "Sent"},
     ]
@@ -297,8 +347,13 @@ def test_emulator_form_matches_the_published_import_sample(run: Runner, service:
     state, _ = service
     run.contacts = [{"id": "1", "name": "Alex", "email": "alex@example.com", "phone": None}]
     run("ExportContacts", ["1"])
-    sample = dict(parse_qsl((SAMPLES / "unisender_api_importContacts_request.RECONSTRUCTED.form")
-                            .read_text().strip()))
+    sample = dict(
+        parse_qsl(
+            (SAMPLES / "unisender_api_importContacts_request.RECONSTRUCTED.form")
+            .read_text()
+            .strip()
+        )
+    )
     sent = next(p for m, p in state.calls if m == "importContacts")
     assert {k for k in sent if k.startswith("field_names")} <= set(sample)
     assert sent["format"] == sample["format"] == "json"
