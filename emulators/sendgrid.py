@@ -377,6 +377,8 @@ async def control_deliver(request: Request, state: SendGridState) -> Any:
 
 def route(path: str, handler: Handler, methods: list[str], state: SendGridState) -> Route:
     async def endpoint(request: Request) -> Response:
+        query = f"?{request.url.query}" if request.url.query else ""
+        state.requests.append(f"{request.method} {request.url.path}{query}")
         if path.startswith("/v3") and not state.authorized(request.headers.get("authorization")):
             return error_response(
                 401, "The provided authorization grant is invalid, expired, or revoked"

@@ -149,6 +149,8 @@ class SendGridState:
     signed: bool = False
     posts: list[dict[str, Any]] = field(default_factory=list)
     """Every webhook POST made: url, status (or error), event count, body bytes."""
+    requests: list[str] = field(default_factory=list)
+    """Every API request received, as ``"METHOD /path?query"``."""
 
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _key: ec.EllipticCurvePrivateKey = field(
@@ -394,6 +396,16 @@ class SendGridState:
             events.append(event)
         return events
 
+    def webhook_request(self, events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one webhook POST of ``events`` (signed when signing is on)."""
+        body = event_body(events)
+        headers = {"Content-Type": "application/json", "User-Agent": "SendGrid Event API"}
+        if self.signed:
+            stamp = str(int(self.clock()))
+            headers[TIMESTAMP_HEADER] = stamp
+            headers[SIGNATURE_HEADER] = self.sign(stamp, body)
+        return body, headers
+
     def post_events(self, events: list[dict[str, Any]], *, batch_size: int = 500) -> list[int]:
         """POST ``events`` to the webhook in batches, signed when signing is on; return the
         HTTP statuses (0 for a connection failure). Nothing is sent while it is disabled."""
@@ -404,12 +416,7 @@ class SendGridState:
         statuses = []
         for start in range(0, len(chosen), batch_size):
             batch = chosen[start : start + batch_size]
-            body = event_body(batch)
-            headers = {"Content-Type": "application/json", "User-Agent": "SendGrid Event API"}
-            if self.signed:
-                stamp = str(int(self.clock()))
-                headers[TIMESTAMP_HEADER] = stamp
-                headers[SIGNATURE_HEADER] = self.sign(stamp, body)
+            body, headers = self.webhook_request(batch)
             record: dict[str, Any] = {"url": hook["url"], "events": len(batch), "body": body}
             try:
                 reply = httpx.post(hook["url"], content=body, headers=headers, timeout=30)
