@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from host.cli.campaign import app as campaign_app
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
@@ -36,6 +37,7 @@ module_app.command("run")(module_run)
 module_app.command("test")(module_test)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
+app.add_typer(campaign_app, name="campaign")
 
 DatabaseOption = Annotated[
     str | None,

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
@@ -39,8 +38,9 @@ ID_CHUNK = 900
 """Ids per ``IN (...)`` query: well below every database's bound-parameter limit."""
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
+    """One recipient (a tuple: a million of them are built per campaign)."""
+
     id: str
     email: str | None
     email_key: str | None
@@ -118,14 +118,14 @@ class Audience:
             if cursor is not None:
                 query = query.where(Contact.id > cursor)
             rows = session.execute(query.order_by(Contact.id).limit(limit)).all()
-            return [Recipient(*row) for row in rows]
+            return [Recipient._make(row) for row in rows]
         found: list[Recipient] = []
         start = bisect.bisect_right(self.ids, cursor) if cursor is not None else 0
         while start < len(self.ids) and len(found) < limit:
             chunk = self.ids[start : start + max(limit, ID_CHUNK)]
             start += len(chunk)
             rows = session.execute(select(*columns).where(*self._eligible(), Contact.id.in_(chunk)))
-            found += sorted((Recipient(*row) for row in rows), key=lambda r: r.id)
+            found += sorted((Recipient._make(row) for row in rows), key=lambda r: r.id)
         return found[:limit]
 
 

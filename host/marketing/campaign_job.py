@@ -88,6 +88,12 @@ def progress_of(row: Campaign) -> dict[str, Any]:
     }
 
 
+def _bind(column_type: Any, value: Any, dialect: Any) -> Any:
+    """``value`` as the driver receives it for a column of ``column_type``."""
+    processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+    return processor(value) if processor else value
+
+
 def _history_append(session: Session) -> Any:
     """SQL that appends the bound ``:entry`` (a JSON object) to ``deliveries.history``; JSON
     functions differ per database, and 1,000,000 rows must not round-trip through Python."""
@@ -267,22 +273,21 @@ class CampaignJob:
         return not self.stop.is_set()
 
     def _insert_deliveries(self, session: Session, batch: list[Recipient]) -> None:
+        """The batch's Delivery rows (Pending). Values that are the same for every row are
+        converted once and the rows go to the driver as one executemany: per-row type
+        processing cost more than the rest of a batch (about 50 µs a row)."""
+        dialect = session.get_bind().dialect
+        columns = Delivery.__table__.c
         now = utcnow()
-        history = [{"status": DeliveryStatus.Pending.value, "at": now.isoformat()}]
-        session.execute(
-            Delivery.__table__.insert(),
-            [
-                {
-                    "campaign_id": self.id,
-                    "contact_id": r.id,
-                    "email_key": r.email_key,
-                    "phone": r.phone,
-                    "status": DeliveryStatus.Pending.value,
-                    "history": history,
-                    "updated_at": now,
-                }
-                for r in batch
-            ],
+        entry = [{"status": DeliveryStatus.Pending.value, "at": now.isoformat()}]
+        pending = DeliveryStatus.Pending.value
+        history = _bind(columns.history.type, entry, dialect)
+        stamp = _bind(columns.updated_at.type, now, dialect)
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        session.connection().exec_driver_sql(
+            "INSERT INTO deliveries (campaign_id, contact_id, email_key, phone, status, "
+            f"history, updated_at) VALUES ({', '.join([mark] * 7)})",
+            [(self.id, r.id, r.email_key, r.phone, pending, history, stamp) for r in batch],
         )
 
     def _mark_sent(self, session: Session, now: datetime) -> None:
