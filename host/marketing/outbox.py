@@ -8,8 +8,10 @@ visible, and are delivered once a relay is configured and the host restarts.
 
 Each attempt is claimed with a conditional UPDATE on ``attempts`` (optimistic), so two
 workers never make the same attempt. The retry delay is kept in memory: after a restart a
-queued message is retried at once. Delivery is at-least-once: a crash between the relay's
-"250 OK" and the status update sends that message again.
+queued message is retried at once, and a second host process on the same database could
+start the next attempt while the first is still talking to the relay, so run one outbox
+worker per database (a persisted lease column would lift this). Delivery is at-least-once:
+a crash between the relay's "250 OK" and the status update sends that message again.
 """
 
 from __future__ import annotations
@@ -292,3 +294,29 @@ def _describe(exc: smtplib.SMTPException) -> str:
 
 def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+
+
+def list_messages(
+    db: Database, tenant_id: str, *, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """A tenant's outbox, newest first, without the HTML (what an admin checks: was it
+    sent, how many attempts, what the relay said)."""
+    query = select(OutboxMessage).where(OutboxMessage.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(OutboxMessage.status == status)
+    with db.transaction() as session:
+        rows = session.scalars(query.order_by(OutboxMessage.id.desc()).limit(limit)).all()
+        return [
+            {
+                "id": row.id,
+                "module": row.module_id,
+                "recipient": row.recipient,
+                "subject": row.subject,
+                "status": row.status,
+                "attempts": row.attempts,
+                "error": row.error,
+                "createdAt": row.created_at.isoformat(),
+                "sentAt": row.sent_at.isoformat() if row.sent_at else None,
+            }
+            for row in rows
+        ]

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sqlalchemy import select
+
 from host.calls import mask_secrets
 from host.contract.types import FetchRequest, WebhookResponse, WebhookResult
 from host.db.engine import Database
@@ -248,3 +250,25 @@ class WebhookReceiver:
                 )
         except Exception:
             log.exception("could not record a webhook receipt")
+
+    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The tenant's latest webhook receipts, newest first: what each request led to."""
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(WebhookReceipt)
+                .where(WebhookReceipt.tenant_id == tenant_id)
+                .order_by(WebhookReceipt.id.desc())
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "id": row.id,
+                    "module": row.module_id,
+                    "receivedAt": row.received_at.isoformat(),
+                    "status": row.status_code,
+                    "applied": row.applied,
+                    "skipped": row.skipped,
+                    "error": row.error,
+                }
+                for row in rows
+            ]

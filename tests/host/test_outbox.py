@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from host.api.app import create_app
 from host.contract.types import SendEmailAction
 from host.db.models import OutboxMessage, Tenant
 from host.marketing.outbox import OutboxWorker, SmtpRelay, queue_message
 from host.platform import Host
-from tests.host.conftest import make_host
+from tests.host.conftest import ADMIN_TOKEN, make_host
 
 REFUSED = "nobody@refused.test"
 
@@ -210,3 +212,18 @@ def test_host_worker_delivers_what_an_action_queued(
     finally:
         instance.close()
     assert instance.outbox._thread is None
+
+
+def test_outbox_is_listed_through_the_api(host: Host) -> None:
+    queue(host, "ann@example.test", "Queued one", "<p>big html</p>")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with TestClient(create_app(host)) as client:
+        [listed] = client.get("/api/v1/tenants/acme/outbox", headers=admin).json()
+        assert (listed["recipient"], listed["subject"], listed["status"]) == (
+            "ann@example.test",
+            "Queued one",
+            "queued",
+        )
+        assert "html" not in listed
+        assert client.get("/api/v1/tenants/acme/outbox?status=sent", headers=admin).json() == []
+        assert client.get("/api/v1/tenants/nosuch/outbox", headers=admin).status_code == 404

@@ -61,6 +61,7 @@ WEBHOOK_SCRIPT = EMAIL_SCRIPT.replace(
 assert WEBHOOK_FUNCTION in WEBHOOK_SCRIPT
 
 CRM_TABLES = (Contact, Campaign, Delivery, OutboxMessage)
+API_KEYS: dict[str, str] = {}
 
 
 class EventRecorder:
@@ -150,7 +151,7 @@ def host(tmp_path: Path, pool: SandboxPool, recorder: EventRecorder) -> Iterator
         from_json_body(json_body(email_manifest(id="plainmail")), max_script_bytes=64 * 1024)
     )
     for tenant in ("acme", "globex"):
-        instance.tenants.create(tenant, tenant.title())
+        _, API_KEYS[tenant] = instance.tenants.create(tenant, tenant.title())
         instance.tenants.configure(tenant, "sendmail", settings={"api_key": SECRET_API_KEY})
         seed_crm(instance, tenant)  # both tenants use externalId ext-1
     with instance.db.transaction() as session:
@@ -590,3 +591,20 @@ def test_response_with_actions_applies_them(host: Host, client: TestClient) -> N
     assert answer.status_code == 202
     assert delivery(host, "acme-spring", "c1").status == "Opened"
     assert receipts(host)[0].status_code == 202
+
+
+def test_receipts_are_listed_for_their_tenant_only(host: Host, client: TestClient) -> None:
+    post(client, hook_url(host), {"actions": [status("nobody@example.test", "Opened")]})
+    client.post(hook_url(host) + "?mode=raise", content="{}")
+    acme = {"Authorization": f"Bearer {API_KEYS['acme']}"}
+    listed = client.get("/api/v1/tenants/acme/webhooks/receipts", headers=acme)
+    assert listed.status_code == 200
+    failed, ok = listed.json()
+    assert (failed["status"], failed["applied"]) == (500, 0)
+    assert failed["error"].startswith("script_error") and SECRET_API_KEY not in failed["error"]
+    assert (ok["status"], ok["module"], ok["error"]) == (200, "sendmail", None)
+    assert ok["skipped"][0]["reason"] == "unknown_recipient"
+    globex = {"Authorization": f"Bearer {API_KEYS['globex']}"}
+    assert client.get("/api/v1/tenants/globex/webhooks/receipts", headers=globex).json() == []
+    assert client.get("/api/v1/tenants/acme/webhooks/receipts", headers=globex).status_code == 403
+    assert client.get("/api/v1/tenants/acme/webhooks/receipts").status_code == 401

@@ -8,10 +8,13 @@ work (database, sandbox) runs in the thread pool so the event loop keeps serving
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from host.api.deps import HostDep
+from host.api.deps import HostDep, TenantDep
+from host.marketing.outbox import list_messages
 from host.marketing.webhooks import IncomingRequest
 
 router = APIRouter(tags=["webhooks"])
@@ -74,3 +77,27 @@ for _method in METHODS:
         response_class=Response,
         responses=RESPONSES,
     )
+
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/api/v1/tenants/{tenant_id}/webhooks/receipts", tags=["webhooks"])
+def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) -> list[Any]:
+    """The latest requests on the tenant's webhook URLs, newest first: the status answered,
+    how many actions were applied, the skipped ones with their reasons, or the error."""
+    host.tenants.get(tenant_id)
+    return host.webhooks.receipts(tenant_id, limit=limit)
+
+
+@router.get("/api/v1/tenants/{tenant_id}/outbox", tags=["webhooks"])
+def outbox(
+    tenant_id: TenantDep,
+    host: HostDep,
+    status: Literal["queued", "sent", "failed"] | None = None,
+    limit: Limit = 100,
+) -> list[Any]:
+    """Mail the tenant's modules asked the host to send (SendEmail), newest first. Without
+    an SMTP relay configured, messages stay ``queued`` here."""
+    host.tenants.get(tenant_id)
+    return list_messages(host.db, tenant_id, status=status, limit=limit)
