@@ -1,5 +1,9 @@
 """The persistent key-value store a module keeps per tenant (the script's ``storage``).
-The sandbox enforces the size quota; this keeps the snapshots."""
+
+A call starts from a snapshot and ends with a new one. Two calls of the same module may
+overlap (two webhooks at once), so the new snapshot is not written whole: only the keys the
+call changed are applied to what is stored now, and a concurrent call's other keys survive.
+The sandbox enforces the size quota on the call's own view."""
 
 from __future__ import annotations
 
@@ -18,9 +22,20 @@ class ModuleStorageStore:
             row = session.get(ModuleStorage, (tenant_id, module_id))
             return dict(row.data) if row else {}
 
-    def save(self, tenant_id: str, module_id: str, data: dict[str, Any]) -> None:
+    def save(
+        self, tenant_id: str, module_id: str, before: dict[str, Any], after: dict[str, Any]
+    ) -> None:
+        """Apply the keys that changed from ``before`` to ``after`` to the stored data."""
+        changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+        removed = [k for k in before if k not in after]
+        if not changed and not removed:
+            return
         with self.db.transaction() as session:
-            row = session.get(ModuleStorage, (tenant_id, module_id))
+            row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
+            data = dict(row.data) if row else {}
+            data.update(changed)
+            for key in removed:
+                data.pop(key, None)
             if row is None:
                 session.add(ModuleStorage(tenant_id=tenant_id, module_id=module_id, data=data))
             else:

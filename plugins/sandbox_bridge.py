@@ -34,7 +34,9 @@ class SandboxBridge:
             storage=storage,
         )
         if result.storage is not None:
-            self.host.module_storage.save(call.tenant_id, call.module_id, result.storage)
+            self.host.module_storage.save(
+                call.tenant_id, call.module_id, storage, result.storage
+            )
         return result
 
     def _callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
