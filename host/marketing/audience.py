@@ -124,8 +124,9 @@ class Audience:
         while start < len(self.ids) and len(found) < limit:
             chunk = self.ids[start : start + max(limit, ID_CHUNK)]
             start += len(chunk)
-            rows = session.execute(select(*columns).where(*self._eligible(), Contact.id.in_(chunk)))
-            found += sorted((Recipient._make(row) for row in rows), key=lambda r: r.id)
+            query = select(*columns).where(*self._eligible(), Contact.id.in_(chunk))
+            chunk_rows = session.execute(query).all()
+            found += sorted((Recipient._make(row) for row in chunk_rows), key=lambda r: r.id)
         return found[:limit]
 
 

@@ -185,12 +185,12 @@ class CampaignService:
                 return {}
             return CreateMessengerCampaignRequest(
                 **common,
-                campaignType=AccountType(draft.campaignType),
+                campaignType=AccountType(str(draft.campaignType)),
                 botId=draft.botId or "",
                 text=draft.text or "",
                 scheduledAt=scheduled,
             ).model_dump(mode="json")
-        required = ("subject", "senderName", "senderEmail")
+        required: tuple[str, ...] = ("subject", "senderName", "senderEmail")
         if draft.type == CampaignType.Sms:
             required = ("senderName",)
         for field in required:

@@ -115,7 +115,7 @@ class CampaignJobRunner:
             rows = session.execute(query.order_by(Campaign.created_at).limit(50)).all()
         for cid, holder, until in rows:
             expired = holder is None or until is None or until < now
-            dead = not expired and owner_is_dead(holder)
+            dead = not expired and owner_is_dead(str(holder))
             if not (expired or dead):
                 continue
             conditions = [
