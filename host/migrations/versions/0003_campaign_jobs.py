@@ -23,12 +23,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
         batch_op.add_column(sa.Column("lease_owner", sa.String(length=128), nullable=True))
-        batch_op.add_column(
-            sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True)
-        )
-        batch_op.add_column(
-            sa.Column("skipped", sa.Integer(), nullable=False, server_default="0")
-        )
+        batch_op.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("skipped", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("stats_error", sa.Text(), nullable=True))
 
 
