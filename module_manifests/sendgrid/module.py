@@ -93,7 +93,8 @@ def call(method, path, payload=None, query=None):
     """An API call that must succeed (2xx); returns the JSON body (None when empty)."""
     response = request_api(method, path, payload, query)
     if not response.ok:
-        raise RuntimeError(f"SendGrid {method} {path}: HTTP {response.status}: {errors_of(response)}")
+        problem = errors_of(response)
+        raise RuntimeError(f"SendGrid {method} {path}: HTTP {response.status}: {problem}")
     text = response.text()
     return json.loads(text) if text.strip() else None
 
@@ -374,7 +375,9 @@ def CRM_Marketing_CreateCampaign(request):
     if not response.ok:
         raise RuntimeError(f"single send {single['id']} was created but not scheduled: "
                            f"{errors_of(response)}")
-    status = CRM_Marketing_CampaignStatus.Scheduled if later else CRM_Marketing_CampaignStatus.Sending
+    status = CRM_Marketing_CampaignStatus.Sending
+    if later:
+        status = CRM_Marketing_CampaignStatus.Scheduled
     state.update(singleSendId=single["id"], status=status)
     storage.set(campaign_key(request.campaignId), state)
     return {"externalId": single["id"], "status": status}
