@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+MAX_CAMPAIGN_BATCH_SIZE = 10_000
 
 
 def _split_commas(value: object) -> object:
@@ -50,6 +51,17 @@ class HostSettings(BaseSettings):
         "empty loads none.",
     )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    campaign_batch_size: int = Field(
+        1000, ge=1, le=MAX_CAMPAIGN_BATCH_SIZE, description="Default recipients per batch."
+    )
+    campaign_workers: int = Field(2, ge=1, le=32, description="Campaign job threads of a server.")
+    campaign_lease_seconds: float = Field(
+        60.0, gt=0, description="Campaign job lease; must exceed the longest module call."
+    )
+    campaign_poll_seconds: float = Field(2.0, gt=0, description="How often idle job threads look.")
+    campaign_stats_ttl_seconds: float = Field(
+        60.0, ge=0, description="How long GetCampaignStats results are served from cache."
+    )
     max_script_bytes: int = Field(512 * 1024, ge=1024)
     max_archive_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     webhook_max_body_bytes: int = Field(

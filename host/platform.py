@@ -18,7 +18,7 @@ from host.db.engine import Database
 from host.db.migrate import upgrade_to_head
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
-from host.marketing.campaigns import CampaignService, CampaignSettings
+from host.marketing.campaigns import CampaignService
 from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
@@ -108,10 +108,9 @@ class Host:
             max_body_bytes=self.settings.webhook_max_body_bytes,
         )
         self.outbox.start()  # a no-op without an SMTP relay
-        campaign_settings = CampaignSettings()
-        self.campaigns = CampaignService(self, campaign_settings)
-        self.campaign_stats = StatsService(self, campaign_settings.stats_ttl_seconds)
-        self.campaign_runner = CampaignJobRunner(self, campaign_settings)  # started by serve
+        self.campaigns = CampaignService(self)
+        self.campaign_stats = StatsService(self, self.settings.campaign_stats_ttl_seconds)
+        self.campaign_runner = CampaignJobRunner(self)  # started by serve
 
     @property
     def sandbox(self) -> SandboxPool:

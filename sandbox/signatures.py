@@ -14,10 +14,17 @@ import binascii
 import hmac
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.backends.openssl import backend as _openssl_backend
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 MAX_SIGNED_BYTES = 20 * 1024 * 1024
+
+# cryptography loads its OpenSSL backend lazily, on the first key operation. In a sandbox
+# worker that would be an import after the worker dropped its privileges, when the
+# interpreter's files may no longer be readable; loading it here, at worker start, keeps
+# every later call import-free.
+assert _openssl_backend is not None
 
 
 def _bytes(value: str | bytes) -> bytes:

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import or_, select, update
 
+from host.config import MAX_CAMPAIGN_BATCH_SIZE
 from host.contract.enums import AccountType, CampaignStatus, CampaignType, ModuleKind
 from host.contract.types import CreateCampaignRequest, CreateMessengerCampaignRequest
 from host.db.models import Campaign, Delivery, Enablement, Module, Template
@@ -35,21 +35,6 @@ if TYPE_CHECKING:
     from host.platform import Host
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-MAX_BATCH_SIZE = 10_000
-
-
-class CampaignSettings(BaseSettings):
-    """Knobs of campaign jobs and stats (``CRM_HOST_CAMPAIGN_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="CRM_HOST_CAMPAIGN_", extra="ignore")
-
-    batch_size: int = Field(1000, ge=1, le=MAX_BATCH_SIZE, description="Default batch size.")
-    workers: int = Field(2, ge=1, le=32, description="Job threads of a server.")
-    lease_seconds: float = Field(
-        60.0, gt=0, description="Job lease; must exceed the longest batch (module timeout)."
-    )
-    poll_seconds: float = Field(2.0, gt=0, description="How often idle job threads look.")
-    stats_ttl_seconds: float = Field(60.0, ge=0, description="GetCampaignStats cache TTL.")
 
 
 class CampaignDraft(BaseModel):
@@ -87,10 +72,10 @@ def _when(value: str | None, problems: list[Problem]) -> datetime | None:
 
 
 class CampaignService:
-    def __init__(self, host: Host, settings: CampaignSettings | None = None):
+    def __init__(self, host: Host):
         self.host = host
         self.db = host.db
-        self.settings = settings or CampaignSettings()
+        self.settings = host.settings
 
     # --- create -------------------------------------------------------------------------
 
@@ -108,9 +93,11 @@ class CampaignService:
             version = self._check_module(session, tenant_id, draft, problems)
             request = self._request(session, tenant_id, campaign_id, draft, problems)
             audience = self._audience(session, tenant_id, draft, now, problems)
-            batch = self.settings.batch_size if draft.batchSize is None else draft.batchSize
-            if not 1 <= batch <= MAX_BATCH_SIZE:
-                problems.append(Problem("batchSize", f"must be 1-{MAX_BATCH_SIZE}"))
+            batch = (
+                self.settings.campaign_batch_size if draft.batchSize is None else draft.batchSize
+            )
+            if not 1 <= batch <= MAX_CAMPAIGN_BATCH_SIZE:
+                problems.append(Problem("batchSize", f"must be 1-{MAX_CAMPAIGN_BATCH_SIZE}"))
             if problems:
                 raise InvalidInput("campaign is invalid", problems)
             row = Campaign(
@@ -129,7 +116,7 @@ class CampaignService:
             )
             if claim_for is not None:
                 row.lease_owner = claim_for
-                row.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+                row.lease_until = now + timedelta(seconds=self.settings.campaign_lease_seconds)
             session.add(row)
         if claim_for is None:
             self.host.campaign_runner.wake()

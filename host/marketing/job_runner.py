@@ -29,7 +29,6 @@ from host.marketing.campaign_job import (
     ProgressCallback,
     utcnow,
 )
-from host.marketing.campaigns import CampaignSettings
 
 if TYPE_CHECKING:
     from host.platform import Host
@@ -62,9 +61,9 @@ def owner_is_dead(owner: str) -> bool:
 
 
 class CampaignJobRunner:
-    def __init__(self, host: Host, settings: CampaignSettings | None = None):
+    def __init__(self, host: Host):
         self.host = host
-        self.settings = settings or CampaignSettings()
+        self.settings = host.settings
         self.owner = new_owner()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -77,7 +76,7 @@ class CampaignJobRunner:
         if self._threads:
             return
         self._stop.clear()
-        for index in range(self.settings.workers):
+        for index in range(self.settings.campaign_workers):
             thread = threading.Thread(target=self._loop, name=f"campaign-jobs-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -133,7 +132,7 @@ class CampaignJobRunner:
                     .where(*conditions)
                     .values(
                         lease_owner=owner,
-                        lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+                        lease_until=now + timedelta(seconds=self.settings.campaign_lease_seconds),
                     )
                 ).rowcount  # type: ignore[attr-defined]
             if taken == 1:
@@ -156,7 +155,7 @@ class CampaignJobRunner:
             self.host,
             campaign_id,
             owner or self.owner,
-            lease_seconds=self.settings.lease_seconds,
+            lease_seconds=self.settings.campaign_lease_seconds,
             stop=stop or self._stop,
             on_progress=on_progress,
         )
@@ -172,7 +171,7 @@ class CampaignJobRunner:
                 log.exception("campaign jobs: claiming failed")
                 campaign_id = None
             if campaign_id is None:
-                self._wake.wait(self.settings.poll_seconds)
+                self._wake.wait(self.settings.campaign_poll_seconds)
                 self._wake.clear()
                 continue
             try:

@@ -373,8 +373,8 @@ def test_the_lease_keeps_a_second_runner_out(host: Host) -> None:
     setup_tenant(host)
     add_contacts(host, 5)
     created = host.campaigns.create("acme", draft())
-    first = CampaignJobRunner(host, host.campaign_runner.settings)
-    second = CampaignJobRunner(host, host.campaign_runner.settings)
+    first = CampaignJobRunner(host)
+    second = CampaignJobRunner(host)
     assert first.claim() == created["id"]
     assert second.claim() is None
     assert second.claim(created["id"]) is None

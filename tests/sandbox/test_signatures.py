@@ -78,3 +78,20 @@ def test_pem_key_is_accepted() -> None:
 def test_equals_is_a_plain_comparison_in_constant_time() -> None:
     assert equals("abc", "abc") and equals(b"abc", "abc")
     assert not equals("abc", "abd") and not equals("abc", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=["valid", "wrong-key"])
+def test_vectors_in_a_real_worker_process(sandbox_pool, case: dict) -> None:
+    """Workers drop privileges before running scripts; verification must not need a late
+    import there (cryptography loads its backend lazily)."""
+    from sandbox.invocation import Invocation
+
+    result = sandbox_pool.run(
+        Invocation(
+            source=SCRIPT,
+            function="check",
+            args=[case["public_key"], case["signature"], case["timestamp"], _body(case)],
+        )
+    )
+    assert result.ok, result.error
+    assert result.value is case["expect"]
