@@ -8,7 +8,6 @@ releases the lease: the campaign stays resumable (``campaign run``, or any runni
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from pathlib import Path
@@ -35,16 +34,7 @@ INTERRUPTED_EXIT = 130
 def _open_host(database_url: str | None) -> Host:
     from host.cli.main import open_host  # main registers this sub-app: import late
 
-    host = open_host(database_url)
-    # Ctrl-C at a terminal signals the whole process group; sandbox workers started while
-    # SIGINT is ignored keep ignoring it, so a Ctrl-C stops the job between batches
-    # instead of killing the call in flight (which would fail the campaign).
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        host.sandbox.wait_full()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return host
+    return open_host(database_url)
 
 
 @app.command("send")
