@@ -565,6 +565,12 @@ class Manifest(BaseModel):
             validate_manifest(data, source="manifest")
         return data
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Manifest:
+        """A manifest as the registry stored it: validated at upload, so not checked again
+        (versions are immutable; re-validating on every module call is pure cost)."""
+        return cls.model_validate(data, context={_VALIDATED: True})
+
     @property
     def ref(self) -> str:
         """``id@version``, how logs and errors name a module version."""

@@ -158,8 +158,8 @@ class TenantService:
             current = session.get(Enablement, (tenant_id, module_id))
             stored = self._full_settings(current) if current else {}
             pinned = current.version if current else None
-        version_row = self.registry.version(module_id, version or pinned)
-        manifest = Manifest.model_validate(version_row.manifest)
+        version_row = self.registry.stored(module_id, version or pinned)
+        manifest = version_row.manifest
         merged = (
             merge_settings(manifest, stored, settings, mode=settings_mode)
             if settings is not None
@@ -233,7 +233,7 @@ class TenantService:
 
     def enablement(self, tenant_id: str, module_id: str) -> EnablementInfo:
         row = self._require(tenant_id, module_id)
-        manifest = Manifest.model_validate(self.registry.version(module_id, row.version).manifest)
+        manifest = self.registry.stored(module_id, row.version).manifest
         return self._info(row, manifest)
 
     def enablements(self, tenant_id: str) -> builtins.list[EnablementInfo]:
@@ -251,8 +251,8 @@ class TenantService:
         row = self._require(tenant_id, module_id)
         if not row.enabled:
             raise Conflict(f"module {module_id} is disabled for tenant {tenant_id}")
-        version_row = self.registry.version(module_id, row.version)
-        manifest = Manifest.model_validate(version_row.manifest)
+        version_row = self.registry.stored(module_id, row.version)
+        manifest = version_row.manifest
         settings = self._full_settings(row)
         secrets = secret_values(manifest, settings)
         return RuntimeEnablement(

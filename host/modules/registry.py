@@ -60,6 +60,17 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class StoredVersion:
+    """An immutable stored version, as callers of a module need it."""
+
+    module_id: str
+    version: str
+    manifest: Manifest
+    script: str
+    functions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModuleInfo:
     id: str
     kind: str
@@ -160,6 +171,7 @@ class ModuleRegistry:
         self.db = db
         self.hooks = hooks
         self.max_script_bytes = max_script_bytes
+        self._stored: dict[tuple[str, str], StoredVersion] = {}
 
     def upload(self, package: ModulePackage) -> VersionInfo:
         module = validate_package(package, max_script_bytes=self.max_script_bytes)
@@ -239,6 +251,22 @@ class ModuleRegistry:
                     [Problem("version", f"known versions: {known}")],
                 )
             return row
+
+    def stored(self, module_id: str, version: str | None = None) -> StoredVersion:
+        """A version ready to call (the latest when ``version`` is None). Versions never
+        change once stored, so each is read and parsed once per process."""
+        if version is not None and (module_id, version) in self._stored:
+            return self._stored[(module_id, version)]
+        row = self.version(module_id, version)
+        stored = StoredVersion(
+            row.module_id,
+            row.version,
+            Manifest.from_stored(row.manifest),
+            row.script,
+            tuple(row.functions),
+        )
+        self._stored[(row.module_id, row.version)] = stored
+        return stored
 
     @staticmethod
     def _info(module: Module) -> ModuleInfo:
