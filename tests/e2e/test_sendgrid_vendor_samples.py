@@ -111,17 +111,8 @@ EFFECTS: dict[str, Effect] = {
 }
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    shared = SandboxPool(size=2)
-    yield shared
-    shared.close()
-
-
 def new_host(tmp_path: Path, pool: SandboxPool, **settings: Any) -> Host:
-    host = make_host(tmp_path / "host.db")
-    host._sandbox = pool  # a shared warm pool (close() leaves it running)
-    host._owns_sandbox = False
+    host = make_host(tmp_path / "host.db", sandbox=pool)
     host.registry.upload(from_directory(MODULE_DIR, max_script_bytes=512 * 1024))
     host.tenants.create("acme", "Acme")
     host.tenants.configure("acme", "sendgrid", settings={"api_key": "SG.not-used-here", **settings})

@@ -158,9 +158,16 @@ def make_settings(db_path: Path, **overrides: Any) -> HostSettings:
     return HostSettings(**values)
 
 
-def make_host(db_path: Path, *, extra_plugins: Any = (), **overrides: Any) -> Host:
+def make_host(
+    db_path: Path, *, extra_plugins: Any = (), sandbox: Any = None, **overrides: Any
+) -> Host:
+    """A Host on ``db_path``; pass the suite's shared ``pool`` as ``sandbox`` to run modules
+    without starting workers of its own."""
     return Host(
-        make_settings(db_path, **overrides), extra_plugins=extra_plugins, load_entry_points=False
+        make_settings(db_path, **overrides),
+        extra_plugins=extra_plugins,
+        load_entry_points=False,
+        sandbox=sandbox,
     )
 
 

@@ -20,7 +20,7 @@ from host.marketing.job_runner import CampaignJobRunner, new_owner
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import email_manifest, make_settings
+from tests.host.conftest import email_manifest, make_host
 
 RECORDING_SCRIPT = """\
 def record(key, value):
@@ -75,14 +75,8 @@ SETTINGS_SCHEMA = {
 }
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=2) as shared:
-        yield shared
-
-
 def open_host(db_path: Path, pool: SandboxPool) -> Host:
-    return Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    return make_host(db_path, sandbox=pool)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from host.marketing.campaigns import CampaignDraft
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_settings
+from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host
 from tests.host.test_campaign_job import RECORDING_SCRIPT, SETTINGS_SCHEMA, add_contacts, draft
 
 MESSENGER_SCRIPT = """\
@@ -50,15 +50,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BASE = "/api/v1/tenants/acme/campaigns"
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=2) as shared:
-        yield shared
-
-
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
-    instance = Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    instance = make_host(db_path, sandbox=pool)
     for manifest, script in (
         (email_manifest(id="rec", settings=SETTINGS_SCHEMA), RECORDING_SCRIPT),
         (email_manifest(id="off", settings=SETTINGS_SCHEMA), RECORDING_SCRIPT),

@@ -19,7 +19,7 @@ from host.marketing.contact_rows import CsvContactReader, rows_from_csv, rows_fr
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_settings, table_dump
+from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host, table_dump
 
 PEEK_SCRIPT = '''\
 import json
@@ -33,15 +33,9 @@ def CRM_Marketing_GetTemplateHTML(templateExternalId):
 '''
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=2) as shared:
-        yield shared
-
-
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
-    instance = Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    instance = make_host(db_path, sandbox=pool)
     for tenant in ("acme", "globex"):
         instance.tenants.create(tenant, tenant.title())
     yield instance

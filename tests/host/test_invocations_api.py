@@ -15,7 +15,7 @@ from host.db.models import Invocation
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_settings
+from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 URL = "/api/v1/tenants/{}/invocations"
@@ -32,15 +32,9 @@ def CRM_Marketing_GetTemplateHTML(templateExternalId):
 """
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=1) as shared:
-        yield shared
-
-
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
-    instance = Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    instance = make_host(db_path, sandbox=pool)
     yield instance
     instance.close()
 

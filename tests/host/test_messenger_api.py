@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_settings
+from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host
 
 MESSENGER_SCRIPT = """\
 def CRM_Marketing_GetMessengerTypes():
@@ -49,15 +49,9 @@ def messenger_manifest(module_id: str) -> dict[str, Any]:
     return email_manifest(id=module_id, name=module_id.title(), kind="messenger", settings=SETTINGS)
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=1) as shared:
-        yield shared
-
-
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
-    instance = Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    instance = make_host(db_path, sandbox=pool)
     for module_id, script in (("tgbot", MESSENGER_SCRIPT), ("viberish", TYPES_ONLY_SCRIPT)):
         package = {"manifest": messenger_manifest(module_id), "script": script}
         instance.registry.upload(from_json_body(package, max_script_bytes=64 * 1024))

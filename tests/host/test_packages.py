@@ -402,4 +402,3 @@ def test_duplicate_entries_are_refused() -> None:
     with pytest.raises(InvalidInput) as excinfo:
         read_zip(buffer.getvalue())
     assert problems_of(excinfo) == [("module.py", "appears more than once in the archive")]
-

@@ -76,7 +76,9 @@ def test_every_policy_violation_is_reported() -> None:
 
 
 def test_forbidden_imports_are_refused_at_upload_with_their_lines() -> None:
-    script = "import json\nimport os\nfrom subprocess import run\nimport urllib.parse\n" + EMAIL_SCRIPT
+    script = (
+        "import json\nimport os\nfrom subprocess import run\nimport urllib.parse\n" + EMAIL_SCRIPT
+    )
     found = problems(script=script)
     assert [loc for loc, _ in found] == ["module.py:2", "module.py:3"]
     assert "import of module 'os' is not allowed" in found[0][1]

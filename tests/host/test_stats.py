@@ -16,7 +16,7 @@ from host.marketing.stats import StatsService
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_settings
+from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host
 from tests.host.test_campaign_job import RECORDING_SCRIPT
 
 STATS_SCRIPT = RECORDING_SCRIPT.replace(
@@ -33,15 +33,9 @@ STATS_SCRIPT = RECORDING_SCRIPT.replace(
 SETTINGS = {"type": "object", "properties": {"stats_down": {"type": "boolean"}}}
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=2) as shared:
-        yield shared
-
-
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
-    instance = Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    instance = make_host(db_path, sandbox=pool)
     body = {"manifest": email_manifest(id="rec", settings=SETTINGS), "script": STATS_SCRIPT}
     instance.registry.upload(from_json_body(body, max_script_bytes=64 * 1024))
     instance.tenants.create("acme", "Acme")

@@ -18,7 +18,7 @@ from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
 from tests.cli_runner import Cli
-from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, email_manifest, make_settings
+from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, email_manifest, make_host
 
 TEMPLATES_SCRIPT = '''\
 """Serves `total` templates; settings steer how it misbehaves."""
@@ -74,15 +74,9 @@ def templates_manifest() -> dict[str, Any]:
     return email_manifest(id=MODULE, name="Templates", settings=SETTINGS_SCHEMA)
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=2) as shared:
-        yield shared
-
-
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
-    instance = Host(make_settings(db_path), load_entry_points=False, sandbox=pool)
+    instance = make_host(db_path, sandbox=pool)
     instance.registry.upload(
         from_json_body(
             {"manifest": templates_manifest(), "script": TEMPLATES_SCRIPT},

@@ -94,13 +94,6 @@ class EventRecorder:
         return [name for name, _ in self.events]
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    shared = SandboxPool(size=2)
-    yield shared
-    shared.close()
-
-
 @pytest.fixture
 def recorder() -> EventRecorder:
     return EventRecorder()
@@ -140,9 +133,7 @@ def seed_crm(host: Host, tenant: str, *, external_id: str = "ext-1") -> None:
 
 @pytest.fixture
 def host(tmp_path: Path, pool: SandboxPool, recorder: EventRecorder) -> Iterator[Host]:
-    instance = make_host(tmp_path / "host.db", extra_plugins=[("recorder", recorder)])
-    instance._sandbox = pool  # shared warm pool, not owned (close() leaves it running)
-    instance._owns_sandbox = False
+    instance = make_host(tmp_path / "host.db", extra_plugins=[("recorder", recorder)], sandbox=pool)
     manifest = email_manifest(limits={"timeout_s": 1})
     instance.registry.upload(
         from_json_body(json_body(manifest, WEBHOOK_SCRIPT), max_script_bytes=64 * 1024)

@@ -30,12 +30,6 @@ GO_BODY = (SAMPLES / "unisender_go_webhook_signed.raw").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=1) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture(scope="module")
 def module() -> Any:
     return load_module(MODULE_DIR, max_script_bytes=256 * 1024)
 
