@@ -12,8 +12,14 @@ outside the sandbox: calling a capability raises ``RuntimeError``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any, Literal, NoReturn, TypedDict
+
+from host.contract.enums import AccountType
+from host.contract.enums import ActionType as CRM_Marketing_ActionType
+from host.contract.enums import CampaignStatus as CRM_Marketing_CampaignStatus
+from host.contract.enums import CampaignType as CRM_Marketing_CampaignType
+from host.contract.enums import DeliveryStatus as CRM_Marketing_DeliveryStatus
+from host.contract.enums import SubscriberStatus as CRM_Marketing_SubscriberStatus
 
 __all__ = [
     "AccountType",
@@ -58,62 +64,7 @@ def _outside() -> NoReturn:
     )
 
 
-# --- enums ----------------------------------------------------------------------------------
-
-
-class CRM_Marketing_ActionType(StrEnum):
-    UpdateCampaign = "UpdateCampaign"
-    UpdateCampaignStats = "UpdateCampaignStats"
-    UpdateDeliveryStatus = "UpdateDeliveryStatus"
-    Unsubscribe = "Unsubscribe"
-    SendEmail = "SendEmail"
-
-
-class CRM_Marketing_CampaignStatus(StrEnum):
-    Draft = "Draft"
-    Scheduled = "Scheduled"
-    Sending = "Sending"
-    Sent = "Sent"
-    Paused = "Paused"
-    Cancelled = "Cancelled"
-    Failed = "Failed"
-
-
-class CRM_Marketing_CampaignType(StrEnum):
-    Email = "Email"
-    Sms = "Sms"
-    Messenger = "Messenger"
-
-
-class CRM_Marketing_DeliveryStatus(StrEnum):
-    Pending = "Pending"
-    Sent = "Sent"
-    Delivered = "Delivered"
-    Opened = "Opened"
-    Clicked = "Clicked"
-    SoftBounced = "SoftBounced"
-    Bounced = "Bounced"
-    Complained = "Complained"
-    Unsubscribed = "Unsubscribed"
-    Failed = "Failed"
-
-
-class CRM_Marketing_SubscriberStatus(StrEnum):
-    Subscribed = "Subscribed"
-    Unsubscribed = "Unsubscribed"
-    Pending = "Pending"
-    Bounced = "Bounced"
-    Complained = "Complained"
-
-
-class AccountType(StrEnum):
-    Telegram = "Telegram"
-    WhatsApp = "WhatsApp"
-    Viber = "Viber"
-    VK = "VK"
-    Instagram = "Instagram"
-    FacebookMessenger = "FacebookMessenger"
-
+# --- enums (the host's own, under the names scripts use) ----------------------------------
 
 # --- values the host passes in (read-only records: r.field and r["field"]) ------------------
 

@@ -108,4 +108,4 @@ def test_module_type_checks_with_mypy(tmp_path: Path) -> None:
         timeout=300,
     )
     assert failed.returncode == 1
-    assert '"type[CRM_Marketing_DeliveryStatus]" has no attribute "Read"' in failed.stdout
+    assert 'DeliveryStatus]" has no attribute "Read"' in failed.stdout
