@@ -78,6 +78,12 @@ class NotImplementedFunction(SandboxError):
     kind = "not_implemented"
 
 
+class InvalidReturn(SandboxError):
+    """The script returned something that is not JSON-compatible data."""
+
+    kind = "invalid_return"
+
+
 class ScriptCompileError(SandboxError):
     """A script that cannot be compiled; carries every problem found, not just the first."""
 
@@ -94,3 +100,20 @@ class ScriptCompileError(SandboxError):
 
     def __str__(self) -> str:
         return self.message  # each problem already names its file and line
+
+
+ERROR_CLASSES: dict[str, type[SandboxError]] = {
+    cls.kind: cls
+    for cls in (
+        ScriptError,
+        InvalidModule,
+        PolicyViolation,
+        Timeout,
+        MemoryLimit,
+        LimitExceeded,
+        EgressDenied,
+        NotImplementedFunction,
+        InvalidReturn,
+    )
+}
+"""Every kind a failure may carry, by name; an unknown kind is treated as script_error."""

@@ -18,9 +18,10 @@ from typing import Any
 
 from sandbox import errors
 from sandbox.compiler import CompiledScript
+from sandbox.errors import InvalidReturn
 from sandbox.facades import ImportDenied
 from sandbox.guards import AccessDenied, WriteDenied, WriteGuard
-from sandbox.records import InvalidReturn, to_plain, wrap
+from sandbox.records import to_plain, wrap
 from sandbox.world import (
     Capabilities,
     CapabilityError,

@@ -23,23 +23,8 @@ from typing import Any
 from sandbox import errors
 from sandbox.compiler import source_hash
 from sandbox.limits import DEFAULT_LIMITS, Limits
-from sandbox.records import InvalidReturn
 
-#: every kind a result may carry; anything else a worker claims becomes ``script_error``
-ERROR_KINDS: dict[str, type[errors.SandboxError]] = {
-    cls.kind: cls
-    for cls in (
-        errors.ScriptError,
-        errors.InvalidModule,
-        errors.PolicyViolation,
-        errors.Timeout,
-        errors.MemoryLimit,
-        errors.LimitExceeded,
-        errors.EgressDenied,
-        errors.NotImplementedFunction,
-        InvalidReturn,
-    )
-}
+ERROR_KINDS = errors.ERROR_CLASSES
 
 REDACTED = "***"
 

@@ -16,20 +16,11 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
-from sandbox.errors import SandboxError
+from sandbox.errors import InvalidReturn
 
 MAX_DEPTH = 100
-
-
-class InvalidReturn(SandboxError):
-    """The script returned something that is not JSON-compatible data.
-
-    Kind ``invalid_return`` (SPEC §7). Lives here until ``sandbox.errors`` adopts it.
-    """
-
-    kind: ClassVar[str] = "invalid_return"
 
 
 class ReadOnlyError(TypeError):

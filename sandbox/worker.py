@@ -249,7 +249,7 @@ class WorkerCapabilities:
         if reply.get("ok"):
             return reply.get("value")
         kind = reply.get("kind", "script_error")
-        cls = _ERROR_CLASSES.get(kind, errors.ScriptError)
+        cls = errors.ERROR_CLASSES.get(kind, errors.ScriptError)
         raise _make_error(cls, str(reply.get("message", "failed")))
 
     def fetch(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,21 +327,6 @@ def _entry_size(key: str, encoded: str | None) -> int:
 
 def _storage_size(storage: Mapping[str, str]) -> int:
     return 2 + sum(_entry_size(k, v) for k, v in storage.items())
-
-
-_ERROR_CLASSES: dict[str, type[errors.SandboxError]] = {
-    cls.kind: cls
-    for cls in (
-        errors.ScriptError,
-        errors.InvalidModule,
-        errors.PolicyViolation,
-        errors.Timeout,
-        errors.MemoryLimit,
-        errors.LimitExceeded,
-        errors.EgressDenied,
-        errors.NotImplementedFunction,
-    )
-}
 
 
 def _make_error(cls: type[errors.SandboxError], message: str) -> errors.SandboxError:

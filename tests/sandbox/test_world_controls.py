@@ -12,8 +12,8 @@ import pytest
 
 from sandbox import errors
 from sandbox.compiler import compile_script
+from sandbox.errors import InvalidReturn
 from sandbox.execution import execute
-from sandbox.records import InvalidReturn
 from sandbox.world import InMemoryCapabilities, WorldSpec
 
 Run = Callable[..., Any]
