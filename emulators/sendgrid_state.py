@@ -270,7 +270,7 @@ class SendGridState:
         if config.get("design_id") and (config.get("html_content") or config.get("subject")):
             raise EmulatorError(400, "design_id excludes subject/html_content", "email_config")
         now = now_iso()
-        item = {
+        item: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "name": name,
             "status": "draft",

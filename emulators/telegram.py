@@ -305,12 +305,13 @@ DESCRIPTIONS = {"setwebhook": "Webhook was set", "deletewebhook": "Webhook was d
 
 
 def _reply(result: Any = None, error: BotApiError | None = None, method: str = "") -> JSONResponse:
+    body: dict[str, Any]
     if error is None:
         body = {"ok": True, "result": result}
         if method.lower() in DESCRIPTIONS:
             body["description"] = DESCRIPTIONS[method.lower()]
         return JSONResponse(body)
-    body: dict[str, Any] = {"ok": False, "error_code": error.code, "description": error.description}
+    body = {"ok": False, "error_code": error.code, "description": error.description}
     if error.parameters:
         body["parameters"] = error.parameters
     return JSONResponse(body, status_code=error.code)

@@ -144,7 +144,7 @@ class UnisenderState:
         if "email" not in columns:
             raise ApiError("invalid_arg", "field_names must contain email")
         rows = nested(p, "data")
-        result = {
+        result: dict[str, Any] = {
             "total": 0,
             "inserted": 0,
             "updated": 0,
