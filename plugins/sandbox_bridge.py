@@ -34,9 +34,7 @@ class SandboxBridge:
             storage=storage,
         )
         if result.storage is not None:
-            self.host.module_storage.save(
-                call.tenant_id, call.module_id, storage, result.storage
-            )
+            self.host.module_storage.save(call.tenant_id, call.module_id, storage, result.storage)
         return result
 
     def _callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
@@ -72,9 +70,7 @@ class SandboxBridge:
         return self._serve(call, campaignExternalId)
 
     @hookimpl(trylast=True)
-    def crm_marketing_parse_webhook_request(
-        self, call: ModuleCall, request: dict[str, Any]
-    ) -> Any:
+    def crm_marketing_parse_webhook_request(self, call: ModuleCall, request: dict[str, Any]) -> Any:
         return self._serve(call, request)
 
     @hookimpl(trylast=True)
