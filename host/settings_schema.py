@@ -35,14 +35,14 @@ from jsonschema import FormatChecker
 from jsonschema.protocols import Validator
 
 from host.errors import InvalidInput, Problem
-from host.manifest import (
+from host.json_schema import (
     EMPTY_REGISTRY,
     HostSchemaValidator,
-    Manifest,
     describe_type,
     format_path,
     schema_problems,
 )
+from host.manifest import Manifest
 
 #: What :func:`mask_settings` shows instead of a secret value.
 SECRET_MARKER = "***set***"

@@ -13,11 +13,11 @@ from jsonschema import Draft202012Validator
 
 import host.manifest
 from host.errors import InvalidInput, Problem
+from host.json_schema import format_path
 from host.manifest import (
     MANIFEST_SCHEMA_PATH,
     PACKAGED_SCHEMA_PATH,
     Manifest,
-    format_path,
     load_manifest_schema,
     parse_manifest,
     semver_key,
