@@ -28,6 +28,10 @@ marketing_campaign_id, or the custom arg CAMPAIGN_ARG; events without one change
     group_unsubscribe            delivery Unsubscribed + unsubscribe from category asm_group_id
     group_resubscribe, account_status_change, others   logged, no action
 
+A single send is triggered all at once, so the first delivery event of a singlesend_id also
+moves its campaign to Sent (UpdateCampaign, once per batch): SendGrid posts no campaign-status
+event, and without this a campaign would show Sending forever.
+
 With the setting webhook_public_key, every request must carry a valid signature (ECDSA P-256
 over the timestamp header + the raw body); otherwise it is answered 401/403 with no actions.
 """
@@ -492,6 +496,7 @@ def CRM_Marketing_ParseWebhookRequest(request):
     events = [e for e in events if isinstance(e, dict)]
     seen = set()
     actions = []
+    triggered = []  # single sends this batch proves were sent
     for event in sorted(events, key=event_time):
         event_id = text_of(event.get("sg_event_id"))
         if event_id and event_id not in PLACEHOLDER_EVENT_IDS:
@@ -500,4 +505,11 @@ def CRM_Marketing_ParseWebhookRequest(request):
                 continue  # SendGrid delivers at least once
             seen.add(key)
         actions += actions_for(event)
+        single_send = text_of(event.get("singlesend_id"))
+        kind = text_of(event.get("event")).lower()
+        if single_send and (kind in DELIVERY_STATUS or kind == "bounce") \
+                and text_of(event.get("email")) and single_send not in triggered:
+            triggered.append(single_send)
+    actions += [{"type": "UpdateCampaign", "externalId": single_send,
+                 "status": CRM_Marketing_CampaignStatus.Sent} for single_send in triggered]
     return {"actions": actions, "response": {"status": 200, "body": {"received": len(events)}}}
