@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from host.cli.campaign import app as campaign_app
+from host.cli.demo import demo
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
@@ -38,6 +39,7 @@ module_app.command("test")(module_test)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")
+app.command("demo")(demo)
 
 DatabaseOption = Annotated[
     str | None,
