@@ -17,12 +17,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.execution import execute
 from sandbox.invocation import Invocation
 from sandbox.limits import Limits
 from sandbox.pool import SandboxPool
-from sandbox.world import InMemoryCapabilities
 
 TRIVIAL = "def f():\n    return 1\n"
 WEBHOOK = """import json

@@ -17,18 +17,13 @@ from types import TracebackType
 from typing import Any
 
 from sandbox import errors
+from sandbox.capabilities import Capabilities, CapabilityError, InMemoryCapabilities
 from sandbox.compiler import CompiledScript
 from sandbox.errors import InvalidReturn
 from sandbox.facades import ImportDenied
 from sandbox.guards import AccessDenied, WriteDenied, WriteGuard
 from sandbox.records import to_plain, wrap
-from sandbox.world import (
-    Capabilities,
-    CapabilityError,
-    InMemoryCapabilities,
-    WorldSpec,
-    build_globals,
-)
+from sandbox.world import WorldSpec, build_globals
 
 MAX_MESSAGE_CHARS = 2000
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import crm_module_sdk
 from host.contract.world import script_world
+from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.execution import execute
-from sandbox.world import InMemoryCapabilities
 
 MODULE = """\
 from crm_module_sdk import (

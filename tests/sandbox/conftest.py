@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.execution import execute
-from sandbox.world import InMemoryCapabilities, WorldSpec
+from sandbox.world import WorldSpec
 
 Run = Callable[..., Any]
 

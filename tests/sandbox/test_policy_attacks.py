@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.errors import SandboxError, ScriptCompileError
 from sandbox.execution import execute
-from sandbox.world import InMemoryCapabilities, WorldSpec
+from sandbox.world import WorldSpec
 
 RECORD = {"a": 1, "nested": {"b": [1, {"c": 2}]}}
 

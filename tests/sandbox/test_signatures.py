@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.execution import execute
 from sandbox.signatures import equals, verify_ecdsa_p256
-from sandbox.world import InMemoryCapabilities
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "vendor-samples"
 VECTOR = json.loads((SAMPLES / "sendgrid_signed_vector.json").read_text())

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from sandbox import errors
+from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.errors import InvalidReturn
 from sandbox.execution import execute
-from sandbox.world import InMemoryCapabilities, WorldSpec
+from sandbox.world import WorldSpec
 
 Run = Callable[..., Any]
 
