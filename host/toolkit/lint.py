@@ -29,7 +29,8 @@ from host.errors import InvalidInput
 from host.modules.inspection import stub_functions
 from host.modules.packages import ModulePackage
 from host.modules.registry import validate_package
-from sandbox.egress import ALLOWED_SCHEMES, HostPattern, host_ip, normalise_host
+from sandbox.addresses import host_ip, normalise_host
+from sandbox.egress import ALLOWED_SCHEMES, HostPattern
 
 FEATURES: dict[str, str] = {
     "CRM_Marketing_ImportTemplates": "importing templates from the service",

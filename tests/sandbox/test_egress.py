@@ -10,14 +10,13 @@ import ipaddress
 
 import pytest
 
+from sandbox.addresses import classify_address, parse_ipv4_spelling
 from sandbox.egress import (
     AllowRule,
     EgressPolicy,
     HostPattern,
     UnresolvableHost,
-    classify_address,
     parse_allow_list,
-    parse_ipv4_spelling,
 )
 from sandbox.errors import EgressDenied
 
