@@ -50,6 +50,14 @@ class ScriptError(SandboxError):
     kind = "script_error"
 
 
+class FetchFailed(ScriptError):
+    """A network failure (refused, unreachable, timed out, bad response, invalid request).
+
+    Kind ``script_error``: unlike a denial or a cap, the script may catch it and retry."""
+
+    kind = "script_error"
+
+
 class InvalidModule(SandboxError):
     kind = "invalid_module"
 

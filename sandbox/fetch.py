@@ -1,12 +1,8 @@
 """The ``fetch()`` shim: HTTP for sandboxed scripts, through an SSRF-proof httpx transport.
 
-Why a transport and not checks in the caller: every request httpx sends — the first one
-and each redirect hop — passes through :class:`PinnedTransport`, which asks the
-:class:`~sandbox.egress.EgressPolicy` for a verdict and a pinned IP, then connects to that
-IP and nowhere else. The Host header and the TLS SNI / certificate check still use the
-name from the URL (httpcore's ``sni_hostname`` request extension), so HTTPS keeps working
-while a second DNS lookup — the one a rebinding attacker would answer with 127.0.0.1 —
-never happens.
+Every request — the first one and each redirect hop — goes through the
+:class:`~sandbox.transport.PinnedTransport`, which asks the egress policy for a verdict and
+connects to the pinned IP only; response bodies are read by :mod:`sandbox.response_body`.
 
 :class:`Fetcher` is what a worker gives one invocation: JSON-compatible dicts in and out,
 manual redirects (each hop re-checked), a per-call deadline, a streamed response-size cap
@@ -18,22 +14,17 @@ from __future__ import annotations
 
 import http
 import json as jsonlib
-import ssl
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
-from sandbox.egress import (
-    EgressPolicy,
-    Resolver,
-    UnresolvableHost,
-)
-from sandbox.errors import EgressDenied, LimitExceeded, SandboxError, ScriptError
+from sandbox.egress import EgressPolicy, Resolver, UnresolvableHost
+from sandbox.errors import EgressDenied, FetchFailed, LimitExceeded, SandboxError
+from sandbox.response_body import CappedBody, decode_text, raw_chunks
+from sandbox.transport import PinnedTransport
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -57,15 +48,6 @@ _OWNED_HEADERS = frozenset(
     }
 )
 _CREDENTIAL_HEADERS = ("authorization", "cookie")
-_EXTENSION_TARGET = "crm_egress_target"
-
-
-class FetchFailed(ScriptError):
-    """A network failure (refused, unreachable, timed out, bad response, invalid request).
-
-    Kind ``script_error``: unlike a denial or a cap, the script may catch it and retry."""
-
-    kind = "script_error"
 
 
 @dataclass(frozen=True)
@@ -110,181 +92,6 @@ class FetchRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# --------------------------------------------------------------------------- transport
-
-
-_default_ssl_context: ssl.SSLContext | None = None
-
-
-def _default_inner(verify: Any) -> Callable[[], httpx.BaseTransport]:
-    """Connecting transports share one SSL context (loading the CA bundle costs ~50 ms)."""
-    context: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
-
-    def make() -> httpx.BaseTransport:
-        nonlocal context
-        global _default_ssl_context
-        if context is None:
-            if verify is True:
-                if _default_ssl_context is None:
-                    _default_ssl_context = httpx.create_ssl_context(trust_env=False)
-                context = _default_ssl_context
-            else:
-                context = httpx.create_ssl_context(verify=verify, trust_env=False)
-        # No proxy and no environment: the connection goes to the pinned IP itself.
-        return httpx.HTTPTransport(verify=context, trust_env=False, retries=0)
-
-    return make
-
-
-class PinnedTransport(httpx.BaseTransport):
-    """Checks every request against the policy and connects to the pinned IP only.
-
-    The request reaching the inner transport has the pinned IP as its URL host, the original
-    ``Host`` header, and ``sni_hostname`` set to the original name, so certificates are
-    verified for the name the script asked for. Inner transports are kept per
-    (scheme, host, port) so a TLS connection verified for one name is never reused for
-    another name that happens to share the IP.
-    """
-
-    def __init__(
-        self,
-        policy: EgressPolicy,
-        *,
-        resolver: Resolver | None = None,
-        inner_factory: Callable[[], httpx.BaseTransport] | None = None,
-        verify: Any = True,
-    ):
-        self.policy = policy
-        self.resolver = resolver or policy.resolver
-        self._inner_factory = inner_factory or _default_inner(verify)
-        self._inners: dict[tuple[str, str, int], httpx.BaseTransport] = {}
-        self.resolutions = 0
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        timeout = request.extensions.get("timeout", {}).get("connect")
-        target = self.policy.check_target(
-            url.scheme,
-            url.raw_host.decode("ascii"),
-            url.port,
-            userinfo=bool(url.userinfo),
-            resolver=self._bounded_resolver(timeout),
-        )
-        request.extensions[_EXTENSION_TARGET] = target
-        extensions = {k: v for k, v in request.extensions.items() if k != _EXTENSION_TARGET}
-        if target.scheme == "https" and not target.host_is_ip:
-            extensions["sni_hostname"] = target.host
-        pinned = httpx.Request(
-            request.method,
-            url.copy_with(host=str(target.ip)),
-            headers=request.headers,  # keeps Host: <original name>
-            stream=request.stream,
-            extensions=extensions,
-        )
-        key = (target.scheme, target.host, target.port)
-        inner = self._inners.get(key)
-        if inner is None:
-            inner = self._inners[key] = self._inner_factory()
-        return inner.handle_request(pinned)
-
-    def _bounded_resolver(self, timeout: float | None) -> Resolver:
-        """The resolver, bounded by the connect timeout: ``getaddrinfo`` cannot be
-        cancelled, so it runs in a daemon thread that is abandoned when time runs out."""
-        resolver = self.resolver
-
-        def resolve(host: str, port: int) -> list[str]:
-            self.resolutions += 1
-            box: dict[str, Any] = {}
-
-            def run() -> None:
-                try:
-                    box["answer"] = list(resolver(host, port))
-                except BaseException as exc:
-                    box["error"] = exc
-
-            worker = threading.Thread(target=run, name=f"resolve {host}", daemon=True)
-            worker.start()
-            worker.join(timeout)
-            if worker.is_alive():
-                raise httpx.ConnectTimeout(f"resolving {host} timed out")
-            if "error" in box:
-                error = box["error"]
-                if isinstance(error, UnresolvableHost | SandboxError):
-                    raise error
-                raise UnresolvableHost(host, str(error)) from error
-            return box["answer"]  # type: ignore[no-any-return]
-
-        return resolve
-
-    def close(self) -> None:
-        for inner in self._inners.values():
-            inner.close()
-        self._inners.clear()
-
-
-# --------------------------------------------------------------------------- body decoding
-
-
-class _CappedBody:
-    """Accumulates a response body, decoding gzip/deflate itself, never past ``cap`` bytes.
-
-    httpx's own decoders inflate a whole chunk at once; a 64 KiB gzip chunk can become
-    tens of MiB. ``zlib``'s ``max_length`` lets us stop at cap + 1 instead."""
-
-    def __init__(self, encoding: str, cap: int):
-        self.cap = cap
-        self.data = bytearray()
-        self.raw_bytes = 0
-        encoding = encoding.strip().lower()
-        self._mode: Literal["identity", "gzip", "deflate"] = "identity"
-        self._inflater: Any = None
-        if encoding in ("gzip", "x-gzip"):
-            self._mode = "gzip"
-            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif encoding == "deflate":
-            self._mode = "deflate"
-        self._first = True
-
-    def feed(self, chunk: bytes) -> bool:
-        """Add a raw chunk; ``False`` once the decoded body would exceed the cap."""
-        self.raw_bytes += len(chunk)
-        if self.raw_bytes > self.cap:
-            return False
-        room = self.cap - len(self.data)
-        self.data += (
-            chunk[: room + 1] if self._mode == "identity" else self._inflate(chunk, room + 1)
-        )
-        return len(self.data) <= self.cap
-
-    def finish(self) -> bool:
-        if self._inflater is not None:
-            self.data += self._inflater.flush()
-        return len(self.data) <= self.cap
-
-    def _inflate(self, chunk: bytes, max_length: int) -> bytes:
-        try:
-            if self._mode == "deflate" and self._first:
-                # "deflate" is zlib-wrapped per RFC, raw in practice: try both.
-                self._first = False
-                self._inflater = zlib.decompressobj()
-                try:
-                    return bytes(self._inflater.decompress(chunk, max_length))
-                except zlib.error:
-                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            return bytes(self._inflater.decompress(chunk, max_length))
-        except zlib.error as exc:
-            raise FetchFailed(f"response body is not valid {self._mode}: {exc}") from exc
-
-
-def _text(data: bytes, charset: str | None) -> str:
-    """Decode as the response says (UTF-8 otherwise); undecodable bytes become U+FFFD
-    instead of failing, so a binary body never crashes the call."""
-    try:
-        return data.decode(charset or "utf-8", errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- the fetcher
@@ -510,7 +317,7 @@ class Fetcher:
         self, response: httpx.Response, record: FetchRecord, started: float, call: _Call
     ) -> dict[str, Any]:
         cap = self.limits.max_response_bytes
-        body = _CappedBody(response.headers.get("content-encoding", ""), cap)
+        body = CappedBody(response.headers.get("content-encoding", ""), cap)
         try:
             declared = response.headers.get("content-length", "")
             has_body = response.request.method != "HEAD" and response.status_code not in (204, 304)
@@ -519,7 +326,7 @@ class Fetcher:
                     f"response from {record.host} is {int(declared)} bytes, over the "
                     f"{cap}-byte limit"
                 )
-            for chunk in _chunks(response):
+            for chunk in raw_chunks(response):
                 if self._clock() > call.deadline:
                     raise FetchFailed(f"fetch to {record.host} timed out after {call.timeout:g}s")
                 if not body.feed(chunk):
@@ -550,7 +357,7 @@ class Fetcher:
             "statusText": response.reason_phrase or _phrase(response.status_code),
             "headers": headers,
             "url": str(response.url),
-            "body": _text(bytes(body.data), response.charset_encoding),
+            "body": decode_text(bytes(body.data), response.charset_encoding),
         }
 
     def _explain_invalid(self, url: str, record: FetchRecord) -> None:
@@ -579,13 +386,6 @@ class _UnresolvedName(Exception):
 def _no_resolution(host: str, port: int) -> list[str]:
     # Used only to explain an unparseable URL: a name there is reported as invalid.
     raise _UnresolvedName(host)
-
-
-def _chunks(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_raw()  # as received: a chunk_size would wait to fill it
-    except httpx.StreamConsumed:
-        yield response.content  # an injected transport (MockTransport) read it already
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from sandbox.egress import EgressPolicy, UnresolvableHost
-from sandbox.errors import EgressDenied, LimitExceeded
-from sandbox.fetch import Fetcher, FetchFailed, FetchLimits
+from sandbox.errors import EgressDenied, FetchFailed, LimitExceeded
+from sandbox.fetch import Fetcher, FetchLimits
 from tests.sandbox.http_servers import (
     LocalHTTPServer,
     RecordingListener,
