@@ -14,23 +14,22 @@ Why ``subprocess`` + pipes (not ``multiprocessing`` fork/forkserver/spawn):
 Start-up cost (~100 ms: interpreter + RestrictedPython + the allow-listed modules, imported
 once here so scripts never trigger imports) is paid once per worker; calls are warm.
 
-Hardening at start, in this order (each step recorded in the hello message):
-``unshare(CLONE_NEWNET)`` when permitted (root on Linux) so the only interface is a down
-loopback; ``RLIMIT_CORE=0``, ``RLIMIT_FSIZE=0``, ``RLIMIT_NPROC=0``, ``RLIMIT_NOFILE`` small;
-``RLIMIT_AS`` hard = baseline + largest memory limit + headroom; stdin/stdout replaced by
-``/dev/null`` (the protocol runs on duplicated descriptors); privileges dropped to
-``nobody`` when started as root. Per invocation: ``RLIMIT_AS`` soft = baseline + the call's
-memory limit, ``RLIMIT_CPU`` soft = CPU used so far + the call's CPU limit (SIGXCPU raises
-:class:`CpuTimeExceeded` inside the script; C loops that never reach the interpreter's signal
-check are killed by the parent instead), a recursion limit a fixed number of frames above the
-worker's own stack, and the peak-RSS counter reset (``/proc/self/clear_refs``) so that
+At start the worker hardens itself (:mod:`sandbox.hardening`: environment, network
+namespace, rlimits, privileges; the outcome recorded in the hello message) and replaces
+stdin/stdout by ``/dev/null`` (the protocol runs on duplicated descriptors). Scripts reach
+the outside through :class:`~sandbox.worker_capabilities.WorkerCapabilities`.
+
+Per invocation: ``RLIMIT_AS`` soft = baseline + the call's memory limit, ``RLIMIT_CPU``
+soft = CPU used so far + the call's CPU limit (SIGXCPU raises :class:`CpuTimeExceeded`
+inside the script; C loops that never reach the interpreter's signal check are killed by
+the parent instead), a recursion limit a fixed number of frames above the worker's own
+stack, and the peak-RSS counter reset (``/proc/self/clear_refs``) so that
 ``peak_memory_kb`` is the VmHWM of this call (interpreter baseline included).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import math
@@ -40,12 +39,13 @@ import signal
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 from sandbox import errors
 from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_all
+from sandbox.hardening import harden, vm_size
 from sandbox.limits import MIB, Limits
+from sandbox.worker_capabilities import WorkerCapabilities
 
 #: modules scripts may import (SPEC §4), imported once at start so scripts never load files
 PRELOAD = [
@@ -72,9 +72,6 @@ EXIT_MEMORY = 87
 #: exit status on a protocol error (the parent sent something unreadable)
 EXIT_PROTOCOL = 88
 
-CLONE_NEWNET = 0x40000000
-#: address space reserved above the largest memory limit for the worker's own bookkeeping
-HEADROOM_BYTES = 64 * MIB
 #: largest frame the worker sends back; a bigger result is a limit violation, not a crash
 MAX_RESULT_BYTES = 32 * MIB
 DEFAULT_EXECUTOR = "sandbox.execution:execute"
@@ -96,7 +93,7 @@ class _State:
         self.config = config
         self.scripts: OrderedDict[str, Any] = OrderedDict()
         self.specs: OrderedDict[str, Any] = OrderedDict()
-        self.baseline_vm = _vm_size()
+        self.baseline_vm = vm_size()
         self.as_hard = resource.RLIM_INFINITY
         self.cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
         self.limits_cache: dict[tuple[Any, ...], Limits] = {}
@@ -119,220 +116,9 @@ class _State:
 _state: _State | None = None
 
 
-# -- start-up hardening -------------------------------------------------------------------
-
-
-def _vm_size() -> int:
-    """Current address-space size in bytes (VmSize), 0 when /proc is not available."""
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[0]) * resource.getpagesize()
-    except OSError:
-        return 0
-
-
-def _isolate_network() -> bool:
-    """New, empty network namespace (loopback down): no route to anything. Best effort."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.unshare(CLONE_NEWNET) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _drop_privileges() -> bool:
-    if os.geteuid() != 0:
-        return False
-    try:
-        os.setgroups([])
-        os.setgid(65534)
-        os.setuid(65534)
-    except OSError:
-        return False
-    with contextlib.suppress(OSError, AttributeError):
-        # keep /proc/self/* owned by us so the peak-RSS counter can still be reset
-        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
-    return True
-
-
-def _set_limit(which: int, soft: int, hard: int | None = None) -> bool:
-    try:
-        _, current_hard = resource.getrlimit(which)
-        if hard is None:
-            hard = current_hard
-        if current_hard != resource.RLIM_INFINITY and (
-            hard == resource.RLIM_INFINITY or hard > current_hard
-        ):
-            hard = current_hard
-        if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
-            soft = hard
-        resource.setrlimit(which, (soft, hard))
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def _harden(state: _State) -> None:
-    config = state.config
-    for name in list(os.environ):
-        if name not in ("PATH", "LANG", "LC_ALL"):
-            del os.environ[name]
-    os.umask(0o077)
-    with contextlib.suppress(OSError):
-        os.chdir("/")
-    state.hello["network_isolated"] = (
-        _isolate_network() if config.get("isolate_network", True) else False
-    )
-    _set_limit(resource.RLIMIT_CORE, 0, 0)
-    _set_limit(resource.RLIMIT_FSIZE, 0, 0)
-    _set_limit(resource.RLIMIT_NOFILE, 64, 64)
-    if hasattr(resource, "RLIMIT_NPROC"):
-        _set_limit(resource.RLIMIT_NPROC, 0, 0)
-    state.baseline_vm = _vm_size()
-    max_memory = int(config.get("max_memory_mb", 256)) * MIB
-    if state.baseline_vm:
-        state.as_hard = state.baseline_vm + max_memory + HEADROOM_BYTES
-        state.hello["memory_limited"] = _set_limit(resource.RLIMIT_AS, state.as_hard, state.as_hard)
-    else:
-        state.hello["memory_limited"] = False
-    state.hello["privileges_dropped"] = (
-        _drop_privileges() if config.get("drop_privileges", True) else False
-    )
-    state.hello["baseline_vm_kb"] = state.baseline_vm // 1024
-    signal.signal(signal.SIGXCPU, _on_sigxcpu)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
-
-
 def _on_sigxcpu(signum: int, frame: Any) -> None:
     if _state is not None and _state.in_script:
         raise CpuTimeExceeded()
-
-
-# -- capabilities lent to the script --------------------------------------------------------
-
-
-class WorkerCapabilities:
-    """The script's reach, as the world layer expects it: settings, fetch/call relayed to
-    the parent over the channel, storage with a quota, log with a byte cap."""
-
-    def __init__(
-        self,
-        state: _State,
-        settings: Mapping[str, Any],
-        storage: Mapping[str, Any] | None,
-        limits: Limits,
-        log_keep_bytes: int,
-    ):
-        self._state = state
-        self.settings: Mapping[str, Any] = MappingProxyType(dict(settings))
-        self.limits = limits
-        # storage is kept as encoded JSON per key: copies in and out, so a script mutating
-        # a value it got (or set) cannot change storage behind the quota's back
-        self._storage: dict[str, str] = {str(k): _dumps(v) for k, v in (storage or {}).items()}
-        self._storage_size = _storage_size(self._storage)
-        self.storage_changed = False
-        self._log: list[str] = []
-        self._log_kept = 0
-        self._log_keep_bytes = log_keep_bytes
-        self.log_total_bytes = 0
-
-    # relayed to the parent ----------------------------------------------------------------
-    def _ask(self, message: dict[str, Any]) -> Any:
-        state = self._state
-        try:
-            state.send(message)
-        except (TypeError, ValueError) as exc:
-            raise errors.ScriptError(f"arguments are not JSON-compatible: {exc}") from None
-        reply = state.receive()
-        if reply.get("ok"):
-            return reply.get("value")
-        kind = reply.get("kind", "script_error")
-        cls = errors.ERROR_CLASSES.get(kind, errors.ScriptError)
-        raise _make_error(cls, str(reply.get("message", "failed")))
-
-    def fetch(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        return self._ask({"op": "fetch", "request": dict(request)})
-
-    def call(self, name: str, args: list[Any]) -> Any:
-        return self._ask({"op": "call", "name": str(name), "args": list(args)})
-
-    # log --------------------------------------------------------------------------------
-    def log(self, text: str) -> None:
-        """One captured line (print/log); lone surrogates are replaced, not carried."""
-        text = str(text).encode("utf-8", "replace").decode("utf-8") + "\n"
-        size = len(text.encode("utf-8"))
-        self.log_total_bytes += size
-        room = self._log_keep_bytes - self._log_kept
-        if room <= 0:
-            return
-        if size > room:
-            text = text.encode("utf-8")[:room].decode("utf-8", "ignore")
-            size = room
-        self._log.append(text)
-        self._log_kept += size
-
-    def log_text(self) -> str:
-        return "".join(self._log)
-
-    # storage ----------------------------------------------------------------------------
-    def storage_get(self, key: str, default: Any = None) -> Any:
-        encoded = self._storage.get(str(key))
-        return default if encoded is None else json.loads(encoded)
-
-    def storage_set(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise errors.ScriptError("storage keys must be strings")
-        try:
-            encoded = _dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise errors.ScriptError(f"storage values must be JSON-compatible: {exc}") from None
-        old = self._storage.get(key)
-        if old == encoded:
-            return
-        new_size = self._storage_size - _entry_size(key, old) + _entry_size(key, encoded)
-        if new_size > self.limits.storage_bytes:
-            raise errors.LimitExceeded(
-                f"storage quota of {self.limits.storage_bytes} bytes exceeded "
-                f"(would be {new_size} bytes)"
-            )
-        self._storage[key] = encoded
-        self._storage_size = new_size
-        self.storage_changed = True
-
-    def storage_delete(self, key: str) -> None:
-        old = self._storage.pop(str(key), None)
-        if old is not None:
-            self._storage_size -= _entry_size(str(key), old)
-            self.storage_changed = True
-
-    def storage_keys(self) -> list[str]:
-        return list(self._storage)
-
-    def storage_snapshot(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self._storage.items()}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _entry_size(key: str, encoded: str | None) -> int:
-    if encoded is None:
-        return 0
-    # "key":value, — the size this entry adds to the JSON object of the whole storage
-    return len(_dumps(key).encode()) + 1 + len(encoded.encode()) + 1
-
-
-def _storage_size(storage: Mapping[str, str]) -> int:
-    return 2 + sum(_entry_size(k, v) for k, v in storage.items())
-
-
-def _make_error(cls: type[errors.SandboxError], message: str) -> errors.SandboxError:
-    exc = cls.__new__(cls)
-    errors.SandboxError.__init__(exc, message)
-    return exc
 
 
 # -- one invocation -------------------------------------------------------------------------
@@ -564,7 +350,14 @@ def main(config_json: str = "{}") -> None:
 
     state = _State(in_fd, out_fd, config)
     _state = state
-    _harden(state)
+    hardening = harden(config)
+    state.baseline_vm, state.as_hard = hardening.baseline_vm, hardening.as_hard
+    state.hello["network_isolated"] = hardening.network_isolated
+    state.hello["memory_limited"] = hardening.memory_limited
+    state.hello["privileges_dropped"] = hardening.privileges_dropped
+    state.hello["baseline_vm_kb"] = hardening.baseline_vm // 1024
+    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
     state.send(state.hello)
     try:
         serve(state)

@@ -1,0 +1,121 @@
+"""Start-up hardening of a worker process: what it can reach and consume before any script runs.
+
+In this order: the environment cut down to ``PATH``/``LANG``/``LC_ALL``, ``umask 077``,
+cwd ``/``; ``unshare(CLONE_NEWNET)`` when permitted (root on Linux) so the only interface is a down
+loopback; ``RLIMIT_CORE=0``, ``RLIMIT_FSIZE=0``, ``RLIMIT_NPROC=0``, ``RLIMIT_NOFILE`` small;
+``RLIMIT_AS`` hard = baseline + largest memory limit + headroom; privileges dropped to
+``nobody`` when started as root. Every step is best effort; the worker reports in its hello
+message whether the network was isolated, memory limited and privileges dropped.
+
+The per-invocation limits (soft ``RLIMIT_AS``/``RLIMIT_CPU``, recursion) are set by
+:mod:`sandbox.worker` around each call, below these hard ceilings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.limits import MIB
+
+CLONE_NEWNET = 0x40000000
+#: address space reserved above the largest memory limit for the worker's own bookkeeping
+HEADROOM_BYTES = 64 * MIB
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What :func:`harden` achieved."""
+
+    network_isolated: bool
+    memory_limited: bool
+    privileges_dropped: bool
+    #: address-space size after start-up, in bytes (0 when /proc is not available)
+    baseline_vm: int
+    #: the hard ``RLIMIT_AS`` set (``RLIM_INFINITY`` when none could be)
+    as_hard: int
+
+
+def vm_size() -> int:
+    """Current address-space size in bytes (VmSize), 0 when /proc is not available."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[0]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
+def _isolate_network() -> bool:
+    """New, empty network namespace (loopback down): no route to anything. Best effort."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.unshare(CLONE_NEWNET) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _drop_privileges() -> bool:
+    if os.geteuid() != 0:
+        return False
+    try:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError, AttributeError):
+        # keep /proc/self/* owned by us so the peak-RSS counter can still be reset
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    return True
+
+
+def _set_limit(which: int, soft: int, hard: int | None = None) -> bool:
+    try:
+        _, current_hard = resource.getrlimit(which)
+        if hard is None:
+            hard = current_hard
+        if current_hard != resource.RLIM_INFINITY and (
+            hard == resource.RLIM_INFINITY or hard > current_hard
+        ):
+            hard = current_hard
+        if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+            soft = hard
+        resource.setrlimit(which, (soft, hard))
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def harden(config: Mapping[str, Any]) -> Hardening:
+    """Harden this process as ``config`` asks (``isolate_network``, ``max_memory_mb``,
+    ``drop_privileges``)."""
+    for name in list(os.environ):
+        if name not in ("PATH", "LANG", "LC_ALL"):
+            del os.environ[name]
+    os.umask(0o077)
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+    network_isolated = _isolate_network() if config.get("isolate_network", True) else False
+    _set_limit(resource.RLIMIT_CORE, 0, 0)
+    _set_limit(resource.RLIMIT_FSIZE, 0, 0)
+    _set_limit(resource.RLIMIT_NOFILE, 64, 64)
+    if hasattr(resource, "RLIMIT_NPROC"):
+        _set_limit(resource.RLIMIT_NPROC, 0, 0)
+    baseline_vm = vm_size()
+    as_hard = resource.RLIM_INFINITY
+    max_memory = int(config.get("max_memory_mb", 256)) * MIB
+    if baseline_vm:
+        as_hard = baseline_vm + max_memory + HEADROOM_BYTES
+        memory_limited = _set_limit(resource.RLIMIT_AS, as_hard, as_hard)
+    else:
+        memory_limited = False
+    privileges_dropped = _drop_privileges() if config.get("drop_privileges", True) else False
+    return Hardening(network_isolated, memory_limited, privileges_dropped, baseline_vm, as_hard)

@@ -1,0 +1,149 @@
+"""What a script can reach from inside a worker process, as :class:`WorkerCapabilities`.
+
+The worker runs untrusted code, so it holds as little as possible: ``fetch`` and host
+callbacks are not performed here but relayed to the parent over the channel (the parent owns
+the egress policy and the host's services), and their failures come back as sandbox error
+kinds. What the worker does keep — the tenant's settings (read-only), the module's storage
+under its quota, and the captured log under its byte cap — is per invocation, so nothing
+outlives the call it was lent to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from sandbox import errors
+from sandbox.limits import Limits
+
+
+class ParentLink(Protocol):
+    """The worker's side of the channel to the parent process."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+    def receive(self) -> dict[str, Any]: ...
+
+
+class WorkerCapabilities:
+    """The script's reach, as the world layer expects it: settings, fetch/call relayed to
+    the parent over the channel, storage with a quota, log with a byte cap."""
+
+    def __init__(
+        self,
+        parent: ParentLink,
+        settings: Mapping[str, Any],
+        storage: Mapping[str, Any] | None,
+        limits: Limits,
+        log_keep_bytes: int,
+    ):
+        self._parent = parent
+        self.settings: Mapping[str, Any] = MappingProxyType(dict(settings))
+        self.limits = limits
+        # storage is kept as encoded JSON per key: copies in and out, so a script mutating
+        # a value it got (or set) cannot change storage behind the quota's back
+        self._storage: dict[str, str] = {str(k): _dumps(v) for k, v in (storage or {}).items()}
+        self._storage_size = _storage_size(self._storage)
+        self.storage_changed = False
+        self._log: list[str] = []
+        self._log_kept = 0
+        self._log_keep_bytes = log_keep_bytes
+        self.log_total_bytes = 0
+
+    # relayed to the parent ----------------------------------------------------------------
+    def _ask(self, message: dict[str, Any]) -> Any:
+        parent = self._parent
+        try:
+            parent.send(message)
+        except (TypeError, ValueError) as exc:
+            raise errors.ScriptError(f"arguments are not JSON-compatible: {exc}") from None
+        reply = parent.receive()
+        if reply.get("ok"):
+            return reply.get("value")
+        kind = reply.get("kind", "script_error")
+        cls = errors.ERROR_CLASSES.get(kind, errors.ScriptError)
+        raise _make_error(cls, str(reply.get("message", "failed")))
+
+    def fetch(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return self._ask({"op": "fetch", "request": dict(request)})
+
+    def call(self, name: str, args: list[Any]) -> Any:
+        return self._ask({"op": "call", "name": str(name), "args": list(args)})
+
+    # log --------------------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        """One captured line (print/log); lone surrogates are replaced, not carried."""
+        text = str(text).encode("utf-8", "replace").decode("utf-8") + "\n"
+        size = len(text.encode("utf-8"))
+        self.log_total_bytes += size
+        room = self._log_keep_bytes - self._log_kept
+        if room <= 0:
+            return
+        if size > room:
+            text = text.encode("utf-8")[:room].decode("utf-8", "ignore")
+            size = room
+        self._log.append(text)
+        self._log_kept += size
+
+    def log_text(self) -> str:
+        return "".join(self._log)
+
+    # storage ----------------------------------------------------------------------------
+    def storage_get(self, key: str, default: Any = None) -> Any:
+        encoded = self._storage.get(str(key))
+        return default if encoded is None else json.loads(encoded)
+
+    def storage_set(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise errors.ScriptError("storage keys must be strings")
+        try:
+            encoded = _dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise errors.ScriptError(f"storage values must be JSON-compatible: {exc}") from None
+        old = self._storage.get(key)
+        if old == encoded:
+            return
+        new_size = self._storage_size - _entry_size(key, old) + _entry_size(key, encoded)
+        if new_size > self.limits.storage_bytes:
+            raise errors.LimitExceeded(
+                f"storage quota of {self.limits.storage_bytes} bytes exceeded "
+                f"(would be {new_size} bytes)"
+            )
+        self._storage[key] = encoded
+        self._storage_size = new_size
+        self.storage_changed = True
+
+    def storage_delete(self, key: str) -> None:
+        old = self._storage.pop(str(key), None)
+        if old is not None:
+            self._storage_size -= _entry_size(str(key), old)
+            self.storage_changed = True
+
+    def storage_keys(self) -> list[str]:
+        return list(self._storage)
+
+    def storage_snapshot(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._storage.items()}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _entry_size(key: str, encoded: str | None) -> int:
+    if encoded is None:
+        return 0
+    # "key":value, — the size this entry adds to the JSON object of the whole storage
+    return len(_dumps(key).encode()) + 1 + len(encoded.encode()) + 1
+
+
+def _storage_size(storage: Mapping[str, str]) -> int:
+    return 2 + sum(_entry_size(k, v) for k, v in storage.items())
+
+
+def _make_error(cls: type[errors.SandboxError], message: str) -> errors.SandboxError:
+    exc = cls.__new__(cls)
+    errors.SandboxError.__init__(exc, message)
+    return exc
