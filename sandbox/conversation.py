@@ -31,7 +31,8 @@ from sandbox.invocation import (
 from sandbox.limits import Limits
 
 if TYPE_CHECKING:
-    from sandbox.pool import SandboxPool, WorkerProcess
+    from sandbox.pool import SandboxPool
+    from sandbox.worker_process import WorkerProcess
 
 logger = logging.getLogger("sandbox.pool")
 
