@@ -11,7 +11,7 @@ import pluggy
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.contract.functions import HOOK_NAMES, contract_function
 from host.errors import HostError, ModuleCallFailed, ModuleNotImplemented, NotFound
-from host.tenants import TenantService
+from host.tenants import RuntimeEnablement, TenantService
 
 
 class ModuleInvoker:
@@ -27,7 +27,14 @@ class ModuleInvoker:
     def call_with_trace(
         self, tenant_id: str, module_id: str, function: str, **arguments: Any
     ) -> ModuleResult:
-        runtime = self.tenants.runtime(tenant_id, module_id)
+        return self.call_resolved(self.tenants.runtime(tenant_id, module_id), function, **arguments)
+
+    def call_resolved(
+        self, runtime: RuntimeEnablement, function: str, **arguments: Any
+    ) -> ModuleResult:
+        """Like :meth:`call_with_trace` for an enablement the caller has just resolved (a
+        webhook resolves it to check its token), saving a second lookup on a hot path."""
+        tenant_id, module_id = runtime.tenant_id, runtime.module_id
         contract = contract_function(runtime.manifest.kind, function)
         if contract is None:
             raise NotFound(f"{function} is not a function of {runtime.manifest.kind} modules")

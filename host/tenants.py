@@ -283,10 +283,11 @@ class TenantService:
     # --- internals ------------------------------------------------------------------------
 
     def _require(self, tenant_id: str, module_id: str) -> Enablement:
-        self.get(tenant_id)
         with self.db.transaction() as session:
             row = session.get(Enablement, (tenant_id, module_id))
             if row is None:
+                if session.get(Tenant, tenant_id) is None:
+                    raise NotFound(f"tenant {tenant_id} does not exist")
                 raise NotFound(f"module {module_id} is not enabled for tenant {tenant_id}")
             return row
 

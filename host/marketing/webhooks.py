@@ -203,9 +203,9 @@ class WebhookReceiver:
         """Call the module and apply its actions; never raises for the module's faults."""
         tenant_id, module_id = target.tenant_id, target.module_id
         try:
-            result: WebhookResult = self.invoker.call(
-                tenant_id, module_id, FUNCTION, request=fetch_request(incoming)
-            )
+            result: WebhookResult = self.invoker.call_resolved(
+                target, FUNCTION, request=fetch_request(incoming)
+            ).value
         except ModuleCallFailed as exc:
             status = 501 if exc.kind == "not_implemented" else 500
             self._record_failure(target, status, f"{exc.kind}: {exc.message}")
