@@ -19,15 +19,33 @@ class ModuleInvoker:
         self.tenants = tenants
         self.hooks = hooks
 
-    def call(self, tenant_id: str, module_id: str, function: str, **arguments: Any) -> Any:
-        """Call ``function`` of the module enabled for the tenant and return its validated
-        value; raises ModuleCallFailed (with its SPEC kind) on failure."""
-        return self.call_with_trace(tenant_id, module_id, function, **arguments).value
+    def call(
+        self,
+        tenant_id: str,
+        module_id: str,
+        function: str,
+        *,
+        version: str | None = None,
+        **arguments: Any,
+    ) -> Any:
+        """Call ``function`` of the module enabled for the tenant (its pinned version, or
+        ``version``) and return its validated value; raises ModuleCallFailed (with its SPEC
+        kind) on failure."""
+        return self.call_with_trace(
+            tenant_id, module_id, function, version=version, **arguments
+        ).value
 
     def call_with_trace(
-        self, tenant_id: str, module_id: str, function: str, **arguments: Any
+        self,
+        tenant_id: str,
+        module_id: str,
+        function: str,
+        *,
+        version: str | None = None,
+        **arguments: Any,
     ) -> ModuleResult:
-        return self.call_resolved(self.tenants.runtime(tenant_id, module_id), function, **arguments)
+        runtime = self.tenants.runtime(tenant_id, module_id, version)
+        return self.call_resolved(runtime, function, **arguments)
 
     def call_resolved(
         self, runtime: RuntimeEnablement, function: str, **arguments: Any

@@ -246,17 +246,27 @@ class TenantService:
             ).all()
         return [self.enablement(tenant_id, r.module_id) for r in rows]
 
-    def runtime(self, tenant_id: str, module_id: str) -> RuntimeEnablement:
-        """The enabled module with decrypted settings, for calling it."""
+    def runtime(
+        self, tenant_id: str, module_id: str, version: str | None = None
+    ) -> RuntimeEnablement:
+        """The enabled module with decrypted settings, for calling it: the pinned version, or
+        ``version`` for work that started on an earlier pin (a campaign keeps the version it
+        was created with, even if the admin pins another one while it is being sent)."""
         row = self._require(tenant_id, module_id)
         if not row.enabled:
             raise Conflict(f"module {module_id} is disabled for tenant {tenant_id}")
-        version_row = self.registry.stored(module_id, row.version)
+        version_row = self.registry.stored(module_id, version or row.version)
         manifest = version_row.manifest
         settings = self._full_settings(row)
         secrets = secret_values(manifest, settings)
         return RuntimeEnablement(
-            tenant_id, module_id, row.version, manifest, version_row.script, settings, secrets
+            tenant_id,
+            module_id,
+            version_row.version,
+            manifest,
+            version_row.script,
+            settings,
+            secrets,
         )
 
     def webhook_target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:

@@ -187,6 +187,7 @@ class CampaignJob:
                 self.tenant_id,
                 self.module_id,
                 "CRM_Marketing_ExportContacts",
+                version=self.row.module_version,
                 contactIds=[r.id for r in batch],
             )
             with self.db.transaction() as session:
@@ -205,6 +206,7 @@ class CampaignJob:
                 self.tenant_id,
                 self.module_id,
                 "CRM_Marketing_PrepareCampaign",
+                version=self.row.module_version,
                 campaignId=self.id,
                 type=self.type,
                 contacts=[r.address(self.type) for r in batch],
@@ -233,7 +235,11 @@ class CampaignJob:
         )
         try:
             response = self.host.invoker.call(
-                self.tenant_id, self.module_id, function, request=self.request
+                self.tenant_id,
+                self.module_id,
+                function,
+                version=self.row.module_version,
+                request=self.request,
             )
         except HostError as exc:
             return self._fail(exc.kind, exc.message)

@@ -420,3 +420,27 @@ def wait_for(condition: Any, timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_a_campaign_keeps_its_module_version_when_the_admin_repins(host: Host) -> None:
+    setup_tenant(host)
+    add_contacts(host, 2500)
+    created = host.campaigns.create("acme", draft())
+    newer = email_manifest(id="rec", version="1.1.0", settings=SETTINGS_SCHEMA)
+    body = {
+        "manifest": newer,
+        "script": RECORDING_SCRIPT.replace("def record", "# 1.1.0\ndef record"),
+    }
+    host.registry.upload(from_json_body(body, max_script_bytes=64 * 1024))
+
+    def repin_after_first_batch(progress: dict[str, Any]) -> None:
+        if progress["batches"] == 1 and host.tenants.enablement("acme", "rec").version != "1.1.0":
+            host.tenants.configure("acme", "rec", version="1.1.0")
+
+    run_in_process(host, created["id"], on_progress=repin_after_first_batch)
+    assert campaign(host, created["id"]).stage == "done"
+    assert host.tenants.enablement("acme", "rec").version == "1.1.0"
+    with host.db.transaction() as session:
+        versions = set(session.scalars(select(Invocation.version)))
+    assert versions == {"1.0.0"}
+    assert storage(host)["prepare"] == [1000, 1000, 500]
