@@ -2,14 +2,16 @@
 
 Stats pages are viewed far more often than numbers change, and every call costs a sandbox
 run plus a request to the service, so a value is reused for ``ttl`` seconds. When the module
-fails, the last value is still the best answer: it is served marked ``stale`` with the error;
-only when nothing was ever fetched does the error itself surface. Webhook actions
+fails, the last value is still the best answer: it is served marked ``stale`` with the error,
+and the module is not asked again before another ``ttl`` has passed (a failing service is
+not hammered by every page view); only when nothing was ever fetched does the error itself
+surface. Webhook actions
 (UpdateCampaignStats) may write the same cache; whichever is newer wins.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
@@ -28,6 +30,7 @@ class StatsService:
         self.host = host
         self.db = host.db
         self.ttl = timedelta(seconds=ttl_seconds)
+        self._failed_at: dict[str, datetime] = {}
 
     def get(self, tenant_id: str, campaign_id: str, *, refresh: bool = False) -> dict[str, Any]:
         """``{values, fetchedAt, stale, error}``: cached while fresh, else fetched; on a
@@ -43,8 +46,12 @@ class StatsService:
             cached, fetched_at = row.stats, row.stats_fetched_at
             stale, error = row.stats_stale, row.stats_error
         now = utcnow()
-        if cached is not None and fetched_at and not refresh and now - fetched_at < self.ttl:
-            return _view(cached, fetched_at, stale, error)
+        if cached is not None and fetched_at and not refresh:
+            if now - fetched_at < self.ttl:
+                return _view(cached, fetched_at, stale, error)
+            failed_at = self._failed_at.get(campaign_id)
+            if failed_at is not None and now - failed_at < self.ttl:
+                return _view(cached, fetched_at, True, error)
         try:
             stats = self.host.invoker.call(
                 tenant_id,
@@ -56,10 +63,12 @@ class StatsService:
             if cached is None:
                 raise
             message = f"{exc.kind}: {exc.message}"
+            self._failed_at[campaign_id] = now
             self._store(campaign_id, stats_stale=True, stats_error=message)
             return _view(cached, fetched_at, True, message)
         assert isinstance(stats, CampaignStats)
         values = stats.model_dump()
+        self._failed_at.pop(campaign_id, None)
         self._store(
             campaign_id, stats=values, stats_fetched_at=now, stats_stale=False, stats_error=None
         )

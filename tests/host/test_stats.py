@@ -4,13 +4,15 @@ error itself when nothing was ever fetched; embedded in ``GET campaign``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from host.api.app import create_app
-from host.db.models import Campaign
+from host.db.models import Campaign, Invocation
 from host.errors import Conflict, ModuleCallFailed
 from host.marketing.stats import StatsService
 from host.modules.packages import from_json_body
@@ -133,3 +135,33 @@ def test_stats_over_http(host: Host) -> None:
         assert shown["stats"]["values"]["sent"] == 100 and shown["stats"]["stale"] is False
         direct = client.get(f"/api/v1/tenants/acme/campaigns/{cid}/stats", headers=admin)
         assert direct.status_code == 200 and direct.json()["values"]["opened"] == 1
+
+
+def test_a_failing_module_is_asked_again_only_after_the_ttl(host: Host) -> None:
+    stats = StatsService(host, ttl_seconds=60)
+    cid = sent_campaign(host)
+    stats.get("acme", cid)
+    with host.db.transaction() as session:  # the cached value has expired
+        session.execute(
+            update(Campaign).values(stats_fetched_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+    stats_down(host, True)
+
+    def stats_calls() -> int:
+        with host.db.transaction() as session:
+            return len(
+                session.scalars(
+                    select(Invocation).where(
+                        Invocation.function == "CRM_Marketing_GetCampaignStats"
+                    )
+                ).all()
+            )
+
+    first = stats.get("acme", cid)
+    assert first["stale"] is True and stats_calls() == 2
+    again = stats.get("acme", cid)
+    assert again["stale"] is True and again["error"] == first["error"]
+    assert stats_calls() == 2  # served stale without calling the failing module
+    stats_down(host, False)
+    assert stats.get("acme", cid, refresh=True)["stale"] is False
+    assert stats_calls() == 3
