@@ -103,7 +103,8 @@ class AllCategories(ContractModel):
 class UnsubscribeAction(ContractModel):
     type: Literal["Unsubscribe"]
     email: str
-    externalId: str | AllCategories
+    # the category is stored as a key column of 255 characters
+    externalId: Annotated[str, Field(max_length=255)] | AllCategories
 
 
 class SendEmailAction(ContractModel):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from host.contract.types import Action
@@ -216,6 +216,13 @@ def test_unsubscribe_category_then_all_idempotent_with_events(
         ("c1", "Ann@Example.test", "news", "Subscribed"),
         ("c1", "Ann@Example.test", None, "Unsubscribed"),
     ]
+
+
+def test_unsubscribe_category_longer_than_its_column_is_an_invalid_value() -> None:
+    # PostgreSQL would refuse to store it (and fail the whole webhook with a bare 500)
+    long = {"type": "Unsubscribe", "email": "ann@example.test", "externalId": "c" * 256}
+    with pytest.raises(ValidationError, match="at most 255 characters"):
+        ACTIONS.validate_python([long])
 
 
 def test_complained_contact_stays_complained(host: Host) -> None:
