@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 MAX_RETRY_DELAY_S = 3600.0
 MAX_ERROR_CHARS = 2000
+MAX_RECIPIENT_CHARS = 320
 BATCH = 50
 
 
@@ -87,9 +88,16 @@ def clean_header(value: str) -> str:
 
 
 def valid_recipient(address: str) -> bool:
-    """Cheap shape check done when queuing; the relay has the final word."""
+    """Cheap shape check done when queuing (and within the 320 characters the recipient
+    column holds); the relay has the final word."""
     local, at, domain = address.partition("@")
-    return bool(at and local and "." in domain and not any(c.isspace() for c in address))
+    return bool(
+        at
+        and local
+        and "." in domain
+        and len(address) <= MAX_RECIPIENT_CHARS
+        and not any(c.isspace() for c in address)
+    )
 
 
 def queue_message(

@@ -261,6 +261,12 @@ def test_send_email_is_queued_once_while_waiting(host: Host) -> None:
     assert outcome.applied[0].get("html") is None  # descriptions leave bulky HTML out
 
 
+def test_send_email_to_an_address_longer_than_its_column_is_skipped(host: Host) -> None:
+    # PostgreSQL would refuse to store it (and fail the whole webhook with a bare 500)
+    mail = {"type": "SendEmail", "email": "a" * 320 + "@x.test", "subject": "s", "html": "h"}
+    assert [s["reason"] for s in apply(host, mail).skipped] == ["invalid_recipient"]
+
+
 def test_failure_mid_batch_rolls_back_and_fires_nothing(
     host: Host, witness: CommitWitness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
