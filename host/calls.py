@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.invocation import redact_text
+
 
 @dataclass(frozen=True)
 class ModuleCall:
@@ -47,11 +49,6 @@ class ModuleResult:
 
 
 def mask_secrets(text: str | None, secrets: tuple[str, ...]) -> str | None:
-    """``text`` with every secret value replaced by ``***`` (longest first, so a secret that
-    contains another is masked whole)."""
-    if not text:
-        return text
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret value replaced by ``***``, as the sandbox masks script
+    output (:func:`sandbox.invocation.redact_text`); None and "" pass through."""
+    return redact_text(text, secrets) if text else text
