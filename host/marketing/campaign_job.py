@@ -33,7 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from host.contract.enums import CampaignStatus, CampaignType, DeliveryStatus
@@ -380,8 +380,3 @@ class CampaignJob:
             new_status=new,
             error=error,
         )
-
-
-def count_deliveries(session: Session, campaign_id: str) -> int:
-    query = select(func.count()).where(Delivery.campaign_id == campaign_id)
-    return int(session.scalar(query) or 0)
