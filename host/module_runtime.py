@@ -9,18 +9,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from host.calls import ModuleCall, ModuleResult
-from host.contract.functions import ALL_FUNCTIONS
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
 from sandbox.egress import EgressPolicy
 from sandbox.invocation import FetchFunction, HostCallback, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.pool import SandboxPool
-
-
-def positional_arguments(function: str, arguments: Mapping[str, Any]) -> list[Any]:
-    """The hook's keyword arguments in the order the contract calls the script."""
-    return [arguments[name] for name in ALL_FUNCTIONS[function].parameters]
 
 
 def module_invocation(
