@@ -11,11 +11,6 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModuleUpload(ApiModel):
-    manifest: dict[str, Any] = Field(description="The manifest, as in manifest.json")
-    script: str = Field(description="The module's Python source")
-
-
 class TenantCreate(ApiModel):
     id: str = Field(description="Slug: lowercase letters, digits, '-', '_'", examples=["acme"])
     name: str = Field(examples=["Acme Corp"])
