@@ -121,9 +121,6 @@ class WorkerCapabilities:
             self._storage_size -= _entry_size(str(key), old)
             self.storage_changed = True
 
-    def storage_keys(self) -> list[str]:
-        return list(self._storage)
-
     def storage_snapshot(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._storage.items()}
 
