@@ -359,3 +359,13 @@ def test_put_replaces_settings_and_patch_merges(client, admin, acme, module, hos
     bad_patch = client.patch(url, headers=admin, json={"settings": {"batch_size": -5}})
     assert bad_patch.status_code == 422
     assert client.get(url, headers=admin).json()["settings"]["batch_size"] == 20
+
+
+def test_deeply_nested_json_bodies_are_422_not_500(client, admin, acme) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/api/v1/modules", "/api/v1/tenants/acme/contacts"):
+        response = client.post(
+            path, headers={**admin, "Content-Type": "application/json"}, content=nested
+        )
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["problems"] == [{"location": "body", "message": "nested too deeply"}]

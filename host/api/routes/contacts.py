@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from host.api.bodies import capped_body, capped_stream, parse_json
 from host.api.deps import HostDep, TenantDep
-from host.errors import InvalidInput, PayloadTooLarge, Problem
+from host.errors import InvalidInput, Problem
 from host.marketing.contact_rows import (
     MAX_BODY_BYTES,
     MAX_ROWS,
@@ -33,8 +33,7 @@ the body exceeds {MAX_BODY_BYTES} bytes or {MAX_ROWS} rows."""
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
-def _too_large(detail: str) -> PayloadTooLarge:
-    return PayloadTooLarge("contacts request is too large", [Problem("body", detail)])
+WHAT = "contacts request"
 
 
 OPENAPI_BODY = {
@@ -66,22 +65,14 @@ OPENAPI_BODY = {
 @router.post("", description=UPSERT_DOC, openapi_extra=OPENAPI_BODY)
 async def upsert_contacts(request: Request, tenant_id: TenantDep, host: HostDep) -> Any:
     await run_in_threadpool(host.tenants.get, tenant_id)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large(f"more than {MAX_BODY_BYTES} bytes")
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
         reader = CsvContactReader()
-        async for chunk in _capped(request):
+        async for chunk in capped_stream(request, MAX_BODY_BYTES, WHAT):
             reader.feed(chunk)
         rows = reader.close()
     elif media in ("application/json", ""):
-        raw = b"".join([chunk async for chunk in _capped(request)])
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInput("request body is not JSON", [Problem("body", str(exc))]) from None
-        rows = rows_from_json(body)
+        rows = rows_from_json(parse_json(await capped_body(request, MAX_BODY_BYTES, WHAT)))
     else:
         raise InvalidInput(
             "unsupported content type",
@@ -89,17 +80,6 @@ async def upsert_contacts(request: Request, tenant_id: TenantDep, host: HostDep)
         )
     result = await run_in_threadpool(host.contacts.upsert, tenant_id, rows)
     return result.as_dict()
-
-
-async def _capped(request: Request) -> Any:
-    """The body as it streams in, stopped as soon as it passes the byte cap (a lying or
-    absent Content-Length cannot make the host buffer more)."""
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > MAX_BODY_BYTES:
-            raise _too_large(f"more than {MAX_BODY_BYTES} bytes")
-        yield chunk
 
 
 @router.get("/{contact_id}")

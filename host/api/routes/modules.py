@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -10,8 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from host.api.bodies import capped_body, parse_json
 from host.api.deps import AdminDep, HostDep
-from host.errors import InvalidInput, PayloadTooLarge, Problem
+from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
 router = APIRouter(prefix="/api/v1/modules", tags=["modules"])
@@ -50,16 +50,7 @@ async def _read_package(request: Request, max_archive_bytes: int) -> ModulePacka
             )
         data = await upload.read(max_archive_bytes + 1)
         return from_zip(data, max_archive_bytes=max_archive_bytes, max_script_bytes=max_script)
-    raw = await request.body()
-    if len(raw) > max_archive_bytes:
-        raise PayloadTooLarge(
-            "module upload is too large",
-            [Problem("body", f"more than the limit of {max_archive_bytes} bytes")],
-        )
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput("request body is not JSON", [Problem("body", str(exc))]) from None
+    body = parse_json(await capped_body(request, max_archive_bytes, "module upload"))
     return from_json_body(body, max_script_bytes=max_script)
 
 

@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from host.api.bodies import capped_body
 from host.api.deps import HostDep, TenantDep
+from host.errors import PayloadTooLarge
 from host.marketing.outbox import list_messages
 from host.marketing.webhooks import IncomingRequest
 
@@ -28,21 +30,6 @@ RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-async def read_capped(request: Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def receive_webhook(
     tenant_id: str, module_id: str, token: str, request: Request, host: HostDep
 ) -> Response:
@@ -50,8 +37,9 @@ async def receive_webhook(
     transaction and answer with the module's response."""
     receiver = host.webhooks
     target = await run_in_threadpool(receiver.target, tenant_id, module_id, token)
-    body = await read_capped(request, receiver.max_body_bytes)
-    if body is None:
+    try:
+        body = await capped_body(request, receiver.max_body_bytes, "webhook")
+    except PayloadTooLarge:
         reply = await run_in_threadpool(receiver.refuse_oversized, target)
     else:
         incoming = IncomingRequest(
