@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from host.db.engine import Database
 from host.db.models import ModuleStorage
 
@@ -30,6 +32,14 @@ class ModuleStorageStore:
         removed = [k for k in before if k not in after]
         if not changed and not removed:
             return
+        try:
+            self._apply(tenant_id, module_id, changed, removed)
+        except IntegrityError:  # a concurrent first write created the row: apply onto it
+            self._apply(tenant_id, module_id, changed, removed)
+
+    def _apply(
+        self, tenant_id: str, module_id: str, changed: dict[str, Any], removed: list[str]
+    ) -> None:
         with self.db.transaction() as session:
             row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
             data = dict(row.data) if row else {}

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import pluggy
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from host.db.engine import Database
 from host.db.models import Enablement, Tenant
@@ -109,13 +110,17 @@ class TenantService:
         if problems:
             raise InvalidInput("tenant is invalid", problems)
         key = new_api_key()
-        with self.db.transaction() as session:
-            if session.get(Tenant, tenant_id) is not None:
-                raise Conflict(f"tenant {tenant_id} already exists", [Problem("id", "taken")])
-            tenant = Tenant(id=tenant_id, name=name.strip(), api_key_hash=hash_api_key(key))
-            session.add(tenant)
-            session.flush()
-            return TenantInfo(tenant.id, tenant.name, tenant.created_at), key
+        taken = Conflict(f"tenant {tenant_id} already exists", [Problem("id", "taken")])
+        try:
+            with self.db.transaction() as session:
+                if session.get(Tenant, tenant_id) is not None:
+                    raise taken
+                tenant = Tenant(id=tenant_id, name=name.strip(), api_key_hash=hash_api_key(key))
+                session.add(tenant)
+                session.flush()
+                return TenantInfo(tenant.id, tenant.name, tenant.created_at), key
+        except IntegrityError:  # created by a concurrent request after the check above
+            raise taken from None
 
     def list(self) -> list[TenantInfo]:
         with self.db.transaction() as session:

@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, text, update
@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from host.contract.enums import CampaignStatus, CampaignType, DeliveryStatus
 from host.contract.types import CreateCampaignResponse
-from host.db.models import Campaign, Delivery, UTCDateTime
+from host.db.models import Campaign, Delivery, UTCDateTime, utcnow
 from host.errors import HostError
 from host.marketing.audience import Audience, Recipient
 from host.plugin_manager import notify
@@ -58,10 +58,6 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 class LeaseLost(Exception):
     """Another process holds this campaign's job now; this one must stop writing."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def progress_of(row: Campaign) -> dict[str, Any]:

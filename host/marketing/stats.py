@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 
 from host.contract.types import CampaignStats
-from host.db.models import Campaign
+from host.db.models import Campaign, utcnow
 from host.errors import Conflict, HostError, ModuleCallFailed, NotFound
-from host.marketing.campaign_job import utcnow
 
 if TYPE_CHECKING:
     from host.platform import Host
@@ -43,6 +42,7 @@ class StatsService:
             if not row.external_id:
                 raise Conflict(f"campaign {campaign_id} does not exist in the service yet")
             module_id, external_id = row.module_id, row.external_id
+            version = row.module_version
             cached, fetched_at = row.stats, row.stats_fetched_at
             stale, error = row.stats_stale, row.stats_error
         now = utcnow()
@@ -57,12 +57,14 @@ class StatsService:
                 tenant_id,
                 module_id,
                 "CRM_Marketing_GetCampaignStats",
+                version=version,
                 campaignExternalId=external_id,
             )
         except ModuleCallFailed as exc:
             if cached is None:
                 raise
             message = f"{exc.kind}: {exc.message}"
+            self._forget_failures_before(now - self.ttl)
             self._failed_at[campaign_id] = now
             self._store(campaign_id, stats_stale=True, stats_error=message)
             return _view(cached, fetched_at, True, message)
@@ -84,6 +86,11 @@ class StatsService:
         except HostError as exc:
             error = f"{exc.kind}: {exc.message}"
             return {"values": None, "fetchedAt": None, "stale": True, "error": error}
+
+    def _forget_failures_before(self, cutoff: datetime) -> None:
+        for campaign_id, failed_at in list(self._failed_at.items()):
+            if failed_at < cutoff:
+                del self._failed_at[campaign_id]
 
     def _store(self, campaign_id: str, **values: Any) -> None:
         with self.db.transaction() as session:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from host.contract.types import ImportTemplate
 from host.db.engine import Database
-from host.db.models import Template
+from host.db.models import Template, utcnow
 from host.errors import Conflict, InvalidInput, ModuleCallFailed, NotFound, Problem
 from host.invoker import ModuleInvoker
 from host.tenants import TenantService
@@ -113,10 +113,6 @@ class TemplateView:
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
         }
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TemplateService:
@@ -263,7 +259,7 @@ class TemplateService:
         with self.db.transaction() as session:
             row = self._row(session, tenant_id, template_id)
             if row.external_id == external_id:  # not republished meanwhile
-                row.html, row.html_cached_at = fresh, _now()
+                row.html, row.html_cached_at = fresh, utcnow()
         return fresh
 
     def publish(
@@ -321,7 +317,7 @@ class TemplateService:
             row = self._row(session, tenant_id, template_id)
             row.name, row.subject, row.html = name, subject, html
             row.external_id = returned
-            row.published_at = row.html_cached_at = _now()
+            row.published_at = row.html_cached_at = utcnow()
             session.flush()
             return TemplateView.of(row)
 

@@ -24,3 +24,27 @@ def test_overlapping_calls_keep_each_others_keys(tmp_path) -> None:
         assert store.load("acme", "sendmail") == untouched
     finally:
         host.close()
+
+
+def test_a_concurrent_first_write_is_merged_not_lost(tmp_path, monkeypatch) -> None:
+    from sqlalchemy.orm import Session
+
+    host = make_host(tmp_path / "h.db")
+    try:
+        host.tenants.create("acme", "Acme")
+        host.registry.upload(from_json_body(json_body(), max_script_bytes=65536))
+        store = host.module_storage
+        store.save("acme", "sendmail", {}, {"a": 1})  # the other call's first write
+        real_get = Session.get
+        calls = []
+
+        def first_get_misses_the_row(self, *args, **kwargs):
+            calls.append(args)
+            return None if len(calls) == 1 else real_get(self, *args, **kwargs)
+
+        monkeypatch.setattr(Session, "get", first_get_misses_the_row)
+        store.save("acme", "sendmail", {}, {"b": 2})
+        monkeypatch.undo()
+        assert store.load("acme", "sendmail") == {"a": 1, "b": 2}
+    finally:
+        host.close()

@@ -328,3 +328,13 @@ def test_put_replaces_non_secret_settings_and_patch_merges(host, tenant, module)
     assert runtime.settings == {"api_key": SECRET_API_KEY, "sender_email": "b@acme.test"}
     host.tenants.update_settings("acme", module, {"sender_email": None})
     assert host.tenants.runtime("acme", module).settings == {"api_key": SECRET_API_KEY}
+
+
+def test_a_concurrent_duplicate_create_is_a_conflict_not_a_crash(host, monkeypatch) -> None:
+    from sqlalchemy.orm import Session
+
+    host.tenants.create("acme", "Acme")
+    # The other request's row appears between this request's check and its insert.
+    monkeypatch.setattr(Session, "get", lambda self, *args, **kwargs: None)
+    with pytest.raises(Conflict, match="tenant acme already exists"):
+        host.tenants.create("acme", "Acme again")
