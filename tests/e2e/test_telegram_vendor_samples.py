@@ -20,9 +20,10 @@ from emulators.telegram import SECRET_HEADER, TelegramState, create_app
 from host.api.app import create_app as host_app
 from host.modules.packages import from_directory
 from tests.host.conftest import ADMIN_TOKEN, make_host, table_dump
+from tests.vendor_samples import VENDOR_SAMPLES
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "telegram"
-SAMPLES = Path("/work/shared/vendor-samples")
+SAMPLES = VENDOR_SAMPLES
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 RAW_HTTP = (SAMPLES / "telegram_webhook_request.RECONSTRUCTED.http").read_bytes()
 HEAD, _, RAW_BODY = RAW_HTTP.partition(b"\r\n\r\n")

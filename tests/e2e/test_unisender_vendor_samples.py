@@ -23,9 +23,10 @@ from emulators.unisender import UnisenderState, create_app
 from host.api.app import create_app as host_app
 from host.modules.packages import from_directory
 from tests.host.conftest import ADMIN_TOKEN, make_host, table_dump
+from tests.vendor_samples import VENDOR_SAMPLES
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "unisender"
-SAMPLES = Path("/work/shared/vendor-samples")
+SAMPLES = VENDOR_SAMPLES
 VECTOR = json.loads((SAMPLES / "unisender_go_signed_vector.json").read_text())
 GO_BODY = (SAMPLES / "unisender_go_webhook_signed.raw").read_bytes()
 CAPTURED = (SAMPLES / "unisender_webhook_email_status_captured.ANONYMIZED.json").read_bytes()

@@ -13,15 +13,15 @@ import pytest
 
 from emulators.runner import serve
 from emulators.telegram import TelegramState, create_app
-from host.contract.enforce import validate_return
 from host.contract.types import WebhookResult
 from host.errors import ModuleCallFailed
-from host.module_runtime import run_module_function
-from host.toolkit.local_run import load_module, local_call, plain
+from host.toolkit.local_run import load_module, plain
 from sandbox.pool import SandboxPool
+from tests.modules.module_runner import ModuleRunner
+from tests.vendor_samples import VENDOR_SAMPLES
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "telegram"
-SAMPLES = Path("/work/shared/vendor-samples")
+SAMPLES = VENDOR_SAMPLES
 SECRET = "Crm_Test-Secret_0123456789"
 CONTACTS = {
     "42": {"id": "42", "name": "Test Firstname", "email": "test@example.com", "phone": None},
@@ -43,36 +43,15 @@ def bot() -> Iterator[tuple[TelegramState, Any]]:
         yield state, server
 
 
-class Runner:
+class Runner(ModuleRunner):
     def __init__(self, pool: SandboxPool, module: Any, state: TelegramState, server: Any):
-        self.pool, self.module, self.server = pool, module, server
-        self.settings: dict[str, Any] = {
+        settings = {
             "bot_token": state.token,
             "webhook_secret": SECRET,
             "api_base_url": server.url,
         }
-        self.storage: dict[str, Any] = {}
-
-    def result(self, function: str, *args: Any) -> Any:
-        call = local_call(self.module, function, self.settings)
-        contacts = lambda a: [CONTACTS[i] for i in a[0] if i in CONTACTS]  # noqa: E731
-        result = validate_return(
-            call,
-            run_module_function(
-                self.pool,
-                call,
-                args,
-                egress_allow=[self.server.netloc],
-                callbacks={"crm.contacts": contacts},
-                storage=self.storage,
-            ),
-        )
-        if result.storage is not None:
-            self.storage = result.storage
-        return result
-
-    def __call__(self, function: str, *args: Any) -> Any:
-        return plain(self.result(function, *args).value)
+        known = lambda ids: [CONTACTS[i] for i in ids if i in CONTACTS]  # noqa: E731
+        super().__init__(pool, module, server, settings, known)
 
     def hook(self, body: bytes | str, secret: str | None = SECRET) -> WebhookResult:
         headers = {"content-type": "application/json", "x-crm-host-body-encoding": "utf-8"}

@@ -15,16 +15,15 @@ import pytest
 
 from emulators.runner import serve
 from emulators.unisender import UnisenderState, create_app, sign
-from host.calls import ModuleResult
-from host.contract.enforce import validate_return
 from host.contract.types import WebhookResult
 from host.errors import ModuleCallFailed
-from host.module_runtime import run_module_function
-from host.toolkit.local_run import load_module, local_call, plain
+from host.toolkit.local_run import load_module, plain
 from sandbox.pool import SandboxPool
+from tests.modules.module_runner import ModuleRunner
+from tests.vendor_samples import VENDOR_SAMPLES
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "unisender"
-SAMPLES = Path("/work/shared/vendor-samples")
+SAMPLES = VENDOR_SAMPLES
 GO_VECTOR = json.loads((SAMPLES / "unisender_go_signed_vector.json").read_text())
 GO_BODY = (SAMPLES / "unisender_go_webhook_signed.raw").read_bytes()
 
@@ -41,41 +40,18 @@ def service() -> Iterator[tuple[UnisenderState, Any]]:
         yield state, server
 
 
-class Runner:
-    """Runs one module function like the host does: settings, storage, crm.contacts."""
-
+class Runner(ModuleRunner):
     def __init__(self, pool: SandboxPool, module: Any, state: UnisenderState, server: Any):
-        self.pool, self.module, self.server = pool, module, server
-        self.settings = {
+        settings = {
             "api_key": state.api_key,
             "api_base_url": f"{server.url}/ru/api",
             "list_id": 1,
             "sender_name": "Acme",
             "sender_email": "news@acme.test",
         }
-        self.storage: dict[str, Any] = {}
         self.contacts: list[dict[str, Any]] = []
-
-    def result(self, function: str, *args: Any) -> ModuleResult:
-        call = local_call(self.module, function, self.settings)
-        wanted = lambda a: [c for c in self.contacts if c["id"] in a[0]]  # noqa: E731
-        result = validate_return(
-            call,
-            run_module_function(
-                self.pool,
-                call,
-                args,
-                egress_allow=[self.server.netloc],
-                callbacks={"crm.contacts": wanted},
-                storage=self.storage,
-            ),
-        )
-        if result.storage is not None:
-            self.storage = result.storage
-        return result
-
-    def __call__(self, function: str, *args: Any) -> Any:
-        return plain(self.result(function, *args).value)
+        wanted = lambda ids: [c for c in self.contacts if c["id"] in ids]  # noqa: E731
+        super().__init__(pool, module, server, settings, wanted)
 
 
 @pytest.fixture

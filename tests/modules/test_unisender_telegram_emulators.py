@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +18,9 @@ from starlette.routing import Route
 
 from emulators import telegram, unisender
 from emulators.runner import serve
+from tests.vendor_samples import VENDOR_SAMPLES
 
-SAMPLES = Path("/work/shared/vendor-samples")
+SAMPLES = VENDOR_SAMPLES
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ and run the way a module runs it: inside a compiled script."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,9 @@ from sandbox.capabilities import InMemoryCapabilities
 from sandbox.compiler import compile_script
 from sandbox.execution import execute
 from sandbox.signatures import equals, verify_ecdsa_p256
+from tests.vendor_samples import VENDOR_SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "vendor-samples"
+SAMPLES = VENDOR_SAMPLES
 VECTOR = json.loads((SAMPLES / "sendgrid_signed_vector.json").read_text())
 CASES = VECTOR["cases"]
 

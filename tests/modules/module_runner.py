@@ -1,0 +1,49 @@
+"""Running one function of an example module the way the host does — its settings, its
+storage carried from call to call, ``crm.contacts`` answered by the test — in the real
+sandbox, against an emulator on 127.0.0.1 let through by the admin allow-list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from host.calls import ModuleResult
+from host.contract.enforce import validate_return
+from host.module_runtime import run_module_function
+from host.toolkit.local_run import local_call, plain
+from sandbox.pool import SandboxPool
+
+
+class ModuleRunner:
+    def __init__(
+        self,
+        pool: SandboxPool,
+        module: Any,
+        server: Any,
+        settings: dict[str, Any],
+        contacts: Callable[[list[str]], list[dict[str, Any]]],
+    ):
+        self.pool, self.module, self.server = pool, module, server
+        self.settings = settings
+        self.contacts_for = contacts
+        self.storage: dict[str, Any] = {}
+
+    def result(self, function: str, *args: Any) -> ModuleResult:
+        call = local_call(self.module, function, self.settings)
+        result = validate_return(
+            call,
+            run_module_function(
+                self.pool,
+                call,
+                args,
+                egress_allow=[self.server.netloc],
+                callbacks={"crm.contacts": lambda a: self.contacts_for(a[0])},
+                storage=self.storage,
+            ),
+        )
+        if result.storage is not None:
+            self.storage = result.storage
+        return result
+
+    def __call__(self, function: str, *args: Any) -> Any:
+        return plain(self.result(function, *args).value)
