@@ -1,5 +1,5 @@
 """The ``signatures`` module lent to scripts, checked against SendGrid's published signed
-Event Webhook vectors (every case of ../shared/vendor-samples/sendgrid_signed_vector.json)
+Event Webhook vectors (every case of tests/fixtures/vendor/sendgrid_signed_vector.json)
 and run the way a module runs it: inside a compiled script."""
 
 from __future__ import annotations
