@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
+DATABASE_FILE = "crm-host.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 MAX_CAMPAIGN_BATCH_SIZE = 10_000
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/crm-host``, i.e. ``~/.local/share/crm-host`` when XDG is not set: one
+    place per user, whatever the current directory (a CLI run from another folder must find the
+    server's database, not silently create an empty one)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "crm-host"
 
 
 def _split_commas(value: object) -> object:
@@ -24,9 +35,15 @@ class HostSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CRM_HOST_", extra="ignore")
 
+    home: Path = Field(
+        default_factory=default_home,
+        description="Data directory (created 0700): the SQLite database, its key file and "
+        "recordings. Default `$XDG_DATA_HOME/crm-host`.",
+    )
     database_url: str = Field(
-        DEFAULT_DATABASE_URL,
-        description="SQLAlchemy URL: a SQLite file by default, PostgreSQL in deployments.",
+        "",
+        description="SQLAlchemy URL: a SQLite file in `home` by default, PostgreSQL in "
+        "deployments.",
     )
     admin_token: str | None = Field(
         None, description="Bearer token of the platform admin; `serve` generates one if unset."
@@ -83,6 +100,14 @@ class HostSettings(BaseSettings):
 
     _split = field_validator("egress_allow", "plugins", mode="before")(_split_commas)
 
+    @model_validator(mode="after")
+    def _resolve_home(self) -> HostSettings:
+        """``home`` made absolute; the database defaults to a file inside it."""
+        self.home = self.home.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / DATABASE_FILE}"
+        return self
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -96,4 +121,15 @@ class HostSettings(BaseSettings):
         rest = self.database_url[len(prefix) :].split("?", 1)[0]
         if rest in ("", ":memory:"):
             return None
-        return Path(rest)
+        return Path(rest).absolute()
+
+    def database_location(self) -> str:
+        """Where the data is, for people: the absolute SQLite file, or the URL without its
+        password."""
+        path = self.sqlite_path()
+        if path is not None:
+            return str(path)
+        try:
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except ArgumentError:  # an unparsable URL is reported when the engine is created
+            return "(unparsable database URL)"

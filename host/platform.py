@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from host.admin_tokens import AdminTokens
 from host.calls import ModuleCall
 from host.config import HostSettings
 from host.contract.enforce import ContractEnforcer
@@ -59,6 +60,15 @@ def _fernet(settings: HostSettings) -> Fernet:
     return key_file_fernet(Path(str(db_file) + ".key"))
 
 
+def prepare_home(settings: HostSettings) -> None:
+    """Create the data directory (0700: it holds the database and the key that decrypts tenant
+    secrets) when the SQLite database is to live inside it. An existing directory is left as
+    the operator made it."""
+    db_file = settings.sqlite_path()
+    if db_file is not None and db_file.parent == settings.home:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 class Host:
     """One running host. ``extra_plugins`` are registered before entry-point plugins (tests
     and embedding applications pass theirs here)."""
@@ -75,9 +85,11 @@ class Host:
         self._sandbox = sandbox
         self._owns_sandbox = sandbox is None
         self._sandbox_lock = threading.Lock()
+        prepare_home(self.settings)
         self.db = Database(self.settings.database_url)
         upgrade_to_head(self.db.engine)
         self.box = SecretBox(_fernet(self.settings))
+        self.admin_tokens = AdminTokens(self.db, self.settings.admin_token)
         builtins: list[tuple[str, object]] = [
             ("contract", ContractEnforcer()),
             *((name, _instantiate(ref, self)) for name, ref in DEFAULT_PLUGINS),

@@ -85,6 +85,10 @@ def new_api_key() -> str:
     return "crm_" + secrets.token_urlsafe(32)
 
 
+def new_admin_token() -> str:
+    return "crmadm_" + secrets.token_urlsafe(32)
+
+
 def new_webhook_token() -> str:
     return secrets.token_urlsafe(32)
 

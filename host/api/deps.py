@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -41,8 +40,7 @@ def get_caller(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     token = credentials.credentials
-    admin = host.settings.admin_token
-    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+    if host.admin_tokens.is_admin(token):
         return Caller(is_admin=True)
     tenant_id = host.tenants.tenant_for_key(token)
     if tenant_id is None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import err, fail, handles_errors, out, print_json
 from host.marketing.campaign_job import FINAL_STAGES
 from host.marketing.campaigns import CampaignDraft
@@ -24,17 +25,7 @@ from host.platform import Host
 
 app = typer.Typer(help="Email, SMS and messenger campaigns.", no_args_is_help=True)
 
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Overrides CRM_HOST_DATABASE_URL.", show_default=False),
-]
 INTERRUPTED_EXIT = 130
-
-
-def _open_host(database_url: str | None) -> Host:
-    from host.cli.main import open_host  # main registers this sub-app: import late
-
-    return open_host(database_url)
 
 
 @app.command("send")
@@ -62,6 +53,7 @@ def campaign_send(
     bot: Annotated[str | None, typer.Option("--bot", help="Messenger bot id.")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Messenger text.")] = None,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Create a campaign and send it now, in this process, with a progress bar."""
     if everyone == bool(contacts):
@@ -83,7 +75,7 @@ def campaign_send(
         botId=bot,
         text=text,
     )
-    host = _open_host(database_url)
+    host = open_host(database_url, home)
     try:
         owner = new_owner()
         created = host.campaigns.create(tenant_id, draft, claim_for=owner)
@@ -99,10 +91,11 @@ def campaign_run(
     tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
     campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Resume a queued or interrupted campaign in this process (after Ctrl-C, or when no
     server runs)."""
-    host = _open_host(database_url)
+    host = open_host(database_url, home)
     try:
         host.campaigns.get(tenant_id, campaign_id, with_stats=False)
         owner = new_owner()
@@ -124,11 +117,10 @@ def campaign_status(
     campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Status, progress and stats of a campaign."""
-    from host.cli.main import open_host
-
-    host = open_host(database_url)
+    host = open_host(database_url, home, read_only=True)
     try:
         shown = host.campaigns.get(tenant_id, campaign_id)
     finally:
@@ -165,11 +157,10 @@ def campaign_cancel(
     tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
     campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Cancel a campaign: its job stops before the next batch."""
-    from host.cli.main import open_host
-
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     try:
         shown = host.campaigns.cancel(tenant_id, campaign_id)
     finally:

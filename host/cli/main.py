@@ -4,14 +4,15 @@ database the server uses (``CRM_HOST_DATABASE_URL``)."""
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from host.cli.admin import app as admin_app
 from host.cli.campaign import app as campaign_app
 from host.cli.demo import demo
+from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
@@ -39,19 +40,8 @@ module_app.command("test")(module_test)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(admin_app, name="admin")
 app.command("demo")(demo)
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Overrides CRM_HOST_DATABASE_URL.", show_default=False),
-]
-
-
-def open_host(database_url: str | None) -> Host:
-    settings = HostSettings()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
-    return Host(settings)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -63,28 +53,27 @@ def serve(
     host_address: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI at /docs) under uvicorn."""
     import uvicorn
 
     from host.api.app import create_app
 
-    settings = HostSettings()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
-    if not settings.admin_token:
-        token = secrets.token_urlsafe(32)
-        settings = settings.model_copy(update={"admin_token": token})
-        err.print(
-            f"CRM_HOST_ADMIN_TOKEN is not set; this run's admin token (shown once):\n  {token}",
-            markup=False,
-            highlight=False,
-        )
+    settings = host_settings(database_url, home)
     if "public_url" not in settings.model_fields_set:
         settings = settings.model_copy(update={"public_url": f"http://{host_address}:{port}"})
     host = Host(settings)
+    token = host.admin_tokens.first_start_token()
+    if token is not None:
+        err.print(
+            "first start: admin token 'default' created (shown once; stored hashed, it keeps "
+            f"working after restarts; `crm-host admin token` manages tokens):\n  {token}",
+            markup=False,
+            highlight=False,
+        )
     err.print(
-        f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
+        f"crm-host: database {settings.database_location()}; http://{host_address}:{port}/docs",
         markup=False,
         highlight=False,
     )
@@ -124,12 +113,13 @@ def module_upload(
         ),
     ] = None,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Validate and store a module version (locally, or on the host at --url)."""
     if url is not None:
         upload_remote(path, url, token)
         return
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     info = host.registry.upload(read_package(path, host.settings))
     verb = "stored" if info.created else "already stored (identical)"
     out.print(f"{info.id}@{info.version} {verb}: {info.kind} module")
@@ -138,9 +128,9 @@ def module_upload(
 
 @module_app.command("list")
 @handles_errors
-def module_list(database_url: DatabaseOption = None) -> None:
+def module_list(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
     """Modules and their versions."""
-    host = open_host(database_url)
+    host = open_host(database_url, home, read_only=True)
     table(
         "Modules",
         ("id", "name", "kind", "latest", "versions"),
@@ -159,9 +149,11 @@ def module_list(database_url: DatabaseOption = None) -> None:
 
 @module_app.command("show")
 @handles_errors
-def module_show(module_id: str, database_url: DatabaseOption = None) -> None:
+def module_show(
+    module_id: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
     """One module with each version's implemented functions."""
-    host = open_host(database_url)
+    host = open_host(database_url, home, read_only=True)
     info = host.registry.get(module_id)
     table(
         f"{info.id} ({info.kind})",
@@ -179,9 +171,10 @@ def tenant_create(
     tenant_id: Annotated[str, typer.Argument(help="Slug, e.g. acme.")],
     name: Annotated[str, typer.Option(help="Display name.")],
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Create a tenant and print its API key (shown this once)."""
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     tenant, key = host.tenants.create(tenant_id, name)
     out.print(f"tenant {tenant.id} created")
     out.print(f"API key (shown once, store it now): {key}", markup=False, highlight=False)
@@ -189,8 +182,8 @@ def tenant_create(
 
 @tenant_app.command("list")
 @handles_errors
-def tenant_list(database_url: DatabaseOption = None) -> None:
-    host = open_host(database_url)
+def tenant_list(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
+    host = open_host(database_url, home, read_only=True)
     table(
         "Tenants",
         ("id", "name", "created"),
@@ -262,9 +255,10 @@ def tenant_enable(
     settings_file: SettingsFileOption = None,
     secret: SecretOption = None,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Enable a module version for a tenant (or pin another version), with settings."""
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     settings = parse_settings(set_ or [], settings_file, secret or [])
     info = host.tenants.configure(
         tenant_id, module_id, version=version, settings=settings, enabled=True
@@ -274,18 +268,22 @@ def tenant_enable(
 
 @tenant_app.command("disable")
 @handles_errors
-def tenant_disable(tenant_id: str, module_id: str, database_url: DatabaseOption = None) -> None:
+def tenant_disable(
+    tenant_id: str, module_id: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
     """Disable a module for a tenant; its settings are kept."""
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     info = host.tenants.disable(tenant_id, module_id)
     out.print(f"{info.module_id} disabled for tenant {info.tenant_id}")
 
 
 @tenant_app.command("rollback")
 @handles_errors
-def tenant_rollback(tenant_id: str, module_id: str, database_url: DatabaseOption = None) -> None:
+def tenant_rollback(
+    tenant_id: str, module_id: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
     """Pin the version that was pinned before the current one."""
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     print_enablement(host.tenants.rollback(tenant_id, module_id))
 
 
@@ -298,10 +296,11 @@ def tenant_settings(
     settings_file: SettingsFileOption = None,
     secret: SecretOption = None,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Show a tenant's settings of a module (secrets masked), or change them. Given
     settings are merged into the stored ones."""
-    host = open_host(database_url)
+    host = open_host(database_url, home)
     update = parse_settings(set_ or [], settings_file, secret or [])
     if update is None:
         print_enablement(host.tenants.enablement(tenant_id, module_id))
@@ -311,9 +310,11 @@ def tenant_settings(
 
 @tenant_app.command("modules")
 @handles_errors
-def tenant_modules(tenant_id: str, database_url: DatabaseOption = None) -> None:
+def tenant_modules(
+    tenant_id: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
     """Modules enabled for a tenant, with their webhook URLs."""
-    host = open_host(database_url)
+    host = open_host(database_url, home, read_only=True)
     table(
         f"Modules of {tenant_id}",
         ("module", "version", "enabled", "webhook URL"),

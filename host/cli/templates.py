@@ -8,25 +8,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
+from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import err, fail, handles_errors, out, table
 from host.errors import ModuleCallFailed
 from host.marketing.templates import DEFAULT_MAX_PAGES, DEFAULT_PAGE_SIZE
-from host.platform import Host
 
 app = typer.Typer(help="Email templates of a tenant's modules.", no_args_is_help=True)
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Overrides CRM_HOST_DATABASE_URL.", show_default=False),
-]
-
-
-def _open_host(database_url: str | None) -> Host:
-    # imported here: host.cli.main registers this sub-app, so importing it at the top
-    # would be circular
-    from host.cli.main import open_host
-
-    return open_host(database_url)
 
 
 @app.command("import")
@@ -41,10 +28,11 @@ def templates_import(
         int, typer.Option(min=1, max=1000, help="Stop after this many pages.")
     ] = DEFAULT_MAX_PAGES,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Page through the module's CRM_Marketing_ImportTemplates and upsert the templates.
     All or nothing: a failing page stores nothing."""
-    host = _open_host(database_url)
+    host = open_host(database_url, home)
     try:
         with Progress(
             SpinnerColumn(),
@@ -92,9 +80,10 @@ def templates_list(
     tenant_id: str,
     module: Annotated[str | None, typer.Option(help="Only this module's templates.")] = None,
     database_url: DatabaseOption = None,
+    home: HomeOption = None,
 ) -> None:
     """The tenant's templates."""
-    host = _open_host(database_url)
+    host = open_host(database_url, home, read_only=True)
     try:
         rows = host.templates.of_tenant(tenant_id, module)
     finally:

@@ -307,3 +307,14 @@ class WebhookReceipt(Base):
     applied: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[list[Any]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AdminToken(Base):
+    """A named admin credential; only its SHA-256 is stored (the token is shown once), like
+    tenant API keys. ``CRM_HOST_ADMIN_TOKEN``, when set, is accepted beside these."""
+
+    __tablename__ = "admin_tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

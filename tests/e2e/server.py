@@ -39,15 +39,20 @@ class RunningHost:
 
 
 @contextmanager
-def running_host(workdir: Path, **extra_env: str) -> Iterator[RunningHost]:
+def running_host(
+    workdir: Path, *, configured: bool = True, **extra_env: str
+) -> Iterator[RunningHost]:
+    """``configured=False`` leaves the database and the admin token to their defaults (the
+    data directory, a stored token): ``admin_token`` is then "" and the test reads what
+    ``serve`` printed."""
     port = free_port()
-    token = "e2e-admin-token-" + os.urandom(8).hex()
+    token = "e2e-admin-token-" + os.urandom(8).hex() if configured else ""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
-    env.update(
-        CRM_HOST_DATABASE_URL=f"sqlite:///{workdir / 'host.db'}",
-        CRM_HOST_ADMIN_TOKEN=token,
-        **extra_env,
-    )
+    if configured:
+        env.update(
+            CRM_HOST_DATABASE_URL=f"sqlite:///{workdir / 'host.db'}", CRM_HOST_ADMIN_TOKEN=token
+        )
+    env.update(extra_env)
     log = (workdir / "serve.log").open("wb")
     process = subprocess.Popen(
         [str(CRM_HOST), "serve", "--host", "127.0.0.1", "--port", str(port)],

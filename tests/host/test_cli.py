@@ -56,7 +56,9 @@ def test_upload_invalid_module_lists_every_problem(cli: Cli, tmp_path: Path) -> 
     result = cli.run("module", "upload", str(bad))
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.startswith("error: module is invalid")
+    location, error = result.stderr.split("\n", 1)
+    assert location == f"crm-host: database {cli.workdir / 'host.db'}"
+    assert error.startswith("error: module is invalid")
     assert "manifest.json: $.version" in result.stderr
     assert "module.py:4" in result.stderr
     assert "Traceback" not in result.stderr
@@ -112,7 +114,7 @@ def test_tenant_errors_are_one_line_and_change_nothing(cli: Cli) -> None:
 
     duplicate = cli.run("tenant", "create", "acme", "--name", "Other")
     assert duplicate.returncode == 1
-    assert duplicate.stderr.splitlines()[0] == "error: tenant acme already exists"
+    assert duplicate.stderr.splitlines()[1] == "error: tenant acme already exists"
 
     bad_id = cli.run("tenant", "create", "Not A Slug", "--name", "x")
     assert bad_id.returncode == 1

@@ -1,0 +1,58 @@
+"""Which host data a CLI command works on: ``--home`` / ``--database-url`` (over
+``CRM_HOST_HOME`` / ``CRM_HOST_DATABASE_URL``), and opening it.
+
+Every command that touches the database says where it is (one ``crm-host: database …`` line on
+stderr, an absolute path), so an operator never wonders which file a command read. A command
+that only reads refuses to create a new, empty SQLite database: run from the wrong account or
+with the wrong ``--home`` it says where it looked instead of answering "no tenants".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from host.cli.output import err
+from host.config import HostSettings
+from host.errors import NotFound
+from host.platform import Host
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides CRM_HOST_DATABASE_URL.", show_default=False),
+]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Data directory; overrides CRM_HOST_HOME (default ~/.local/share/crm-host).",
+        show_default=False,
+    ),
+]
+
+
+def host_settings(database_url: str | None = None, home: Path | None = None) -> HostSettings:
+    """The environment's settings with the command line's overrides applied."""
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if home is not None:
+        overrides["home"] = home
+    return HostSettings(**overrides)  # type: ignore[arg-type]
+
+
+def open_host(
+    database_url: str | None = None, home: Path | None = None, *, read_only: bool = False
+) -> Host:
+    """The host on the chosen database, after saying which one it is."""
+    settings = host_settings(database_url, home)
+    err.print(f"crm-host: database {settings.database_location()}", markup=False, highlight=False)
+    db_file = settings.sqlite_path()
+    if read_only and db_file is not None and not db_file.exists():
+        raise NotFound(
+            f"no database at {db_file}: nothing is stored there yet (set CRM_HOST_HOME, "
+            "--home or --database-url to the server's)"
+        )
+    return Host(settings)
