@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from host.api.errors import install_error_handlers
 from host.api.routes import (
@@ -35,8 +36,14 @@ def create_app(host: Host) -> FastAPI:
         yield
         host.campaign_runner.stop()
 
-    app = FastAPI(
-        title="crm-module-host", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    # /docs and /redoc load Swagger UI and ReDoc from assets installed with the package (no
+    # CDN: the docs work on a machine without internet access).
+    app = FastAPIOffline(
+        title="crm-module-host",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url="/docs-assets",
     )
     app.state.host = host
     install_error_handlers(app)
