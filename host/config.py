@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,6 +66,9 @@ class HostSettings(BaseSettings):
         None,
         description="Allow-list of entry-point plugin names to load; unset loads all, "
         "empty loads none.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`serve`'s log lines: text, or one JSON object a line."
     )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
     campaign_batch_size: int = Field(

@@ -59,6 +59,7 @@ def serve(
     import uvicorn
 
     from host.api.app import create_app
+    from host.logs import logging_config
 
     settings = host_settings(database_url, home)
     if "public_url" not in settings.model_fields_set:
@@ -78,7 +79,13 @@ def serve(
         highlight=False,
     )
     try:
-        uvicorn.run(create_app(host), host=host_address, port=port, log_level="info")
+        uvicorn.run(
+            create_app(host),
+            host=host_address,
+            port=port,
+            log_level="info",
+            log_config=logging_config(settings.log_format),
+        )
     finally:
         host.close()
 
