@@ -24,6 +24,7 @@ import functools
 import json
 import re
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,15 +43,10 @@ from host.json_schema import (
     schema_problems,
 )
 
-#: The canonical schema file in the source tree (what SPEC §6 names and integrators read).
-MANIFEST_SCHEMA_PATH = (
-    Path(__file__).resolve().parent.parent / "module_manifests" / "schema" / "manifest.schema.json"
-)
-#: The copy shipped inside the ``host`` package for non-editable installs (wheels), where
-#: ``module_manifests/`` is not installed (pyproject's ``host = ["*.json"]`` package-data
-#: includes it). Only read when the source file is absent. A plain path, not
-#: ``importlib.resources``: wheels install as files, and it behaves the same under pytest.
-PACKAGED_SCHEMA_PATH = Path(__file__).resolve().parent / "manifest.schema.json"
+#: The schema file (SPEC §6's ``module_manifests/schema/manifest.schema.json``): the top-level
+#: ``module_manifests/`` folder is installed as the data package ``host.module_manifests``, so a
+#: checkout, an editable install and a wheel all read this one file.
+MANIFEST_SCHEMA_PATH = Path(str(files("host.module_manifests") / "schema" / "manifest.schema.json"))
 
 #: Largest manifest accepted; a manifest is a few KiB, anything near this is not a manifest.
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -75,21 +71,8 @@ _SEMVER = re.compile(
 
 @functools.cache
 def load_manifest_schema() -> dict[str, Any]:
-    """The manifest JSON Schema, read once per process.
-
-    Source checkouts and editable installs read :data:`MANIFEST_SCHEMA_PATH`; a wheel install
-    reads :data:`PACKAGED_SCHEMA_PATH`, a copy of the same file.
-    """
-    if MANIFEST_SCHEMA_PATH.is_file():
-        text = MANIFEST_SCHEMA_PATH.read_text(encoding="utf-8")
-    elif PACKAGED_SCHEMA_PATH.is_file():
-        text = PACKAGED_SCHEMA_PATH.read_text(encoding="utf-8")
-    else:
-        raise RuntimeError(
-            f"manifest schema not found: neither {MANIFEST_SCHEMA_PATH} nor the packaged "
-            f"{PACKAGED_SCHEMA_PATH} exists; the installation is incomplete"
-        )
-    schema: dict[str, Any] = json.loads(text)
+    """The manifest JSON Schema, read once per process."""
+    schema: dict[str, Any] = json.loads(MANIFEST_SCHEMA_PATH.read_text(encoding="utf-8"))
     return schema
 
 

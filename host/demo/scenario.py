@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from host.demo.servers import (
     DemoServers,
 )
 
-MODULES_DIR = Path(__file__).resolve().parents[2] / "module_manifests"
+#: the example modules, installed with the host (``host.module_manifests``, see setup.py)
+MODULES_DIR = Path(str(files("host.module_manifests")))
 MODULES = ("sendgrid", "unisender", "telegram")
 TENANT = "acme"
 SENDER_ID = 1001
@@ -201,9 +203,7 @@ class DemoScenario:
         for name in MODULES:
             folder = MODULES_DIR / name
             if not (folder / "manifest.json").is_file():
-                raise DemoFailure(
-                    f"{folder} not found: run the demo from a clone (pip install -e .)"
-                )
+                raise DemoFailure(f"{folder} not found: the installation is incomplete")
             manifest = json.loads((folder / "manifest.json").read_text())
             script = (folder / manifest.get("script", "module.py")).read_text()
             body = {"manifest": manifest, "script": script}

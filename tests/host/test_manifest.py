@@ -5,18 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-import host.manifest
 from host.errors import InvalidInput, Problem
 from host.json_schema import format_path
 from host.manifest import (
     MANIFEST_SCHEMA_PATH,
-    PACKAGED_SCHEMA_PATH,
     Manifest,
     load_manifest_schema,
     parse_manifest,
@@ -554,19 +551,3 @@ def test_format_path_quotes_keys_that_are_not_identifiers() -> None:
     assert format_path("$", ["settings", "properties", "x-api-key", 3]) == (
         '$.settings.properties["x-api-key"][3]'
     )
-
-
-def test_packaged_schema_copy_matches_or_absence_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    canonical = json.loads(MANIFEST_SCHEMA_PATH.read_text(encoding="utf-8"))
-    monkeypatch.setattr(host.manifest, "MANIFEST_SCHEMA_PATH", tmp_path / "absent.json")
-    load_manifest_schema.cache_clear()
-    try:
-        if PACKAGED_SCHEMA_PATH.is_file():  # wheel layout: the copy must not drift
-            assert load_manifest_schema() == canonical
-        else:
-            with pytest.raises(RuntimeError, match="manifest schema not found"):
-                load_manifest_schema()
-    finally:
-        load_manifest_schema.cache_clear()

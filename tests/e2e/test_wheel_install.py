@@ -1,0 +1,94 @@
+"""The host as a user installs it from a wheel: built from this checkout, installed into a fresh
+venv outside it, and used from a folder that has no source tree — the schema, the example
+modules, the migrations and the docs assets must all come from the installed package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    base = tmp_path_factory.mktemp("wheel")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_HOST_", "PYTHON"))}
+    env.update(XDG_DATA_HOME=str(base / "xdg"), COLUMNS="200")
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "-q",
+        "-w",
+        base / "dist",
+        ROOT,
+        cwd=base,
+        env=env,
+    )
+    wheel = next((base / "dist").glob("crm_module_host-*.whl"))
+    _run(sys.executable, "-m", "venv", base / "venv", cwd=base, env=env)
+    _run(base / "venv" / "bin" / "pip", "install", "-q", wheel, cwd=base, env=env)
+    yield base, env
+
+
+def _installed_modules(venv: Path, env: dict[str, str], cwd: Path) -> Path:
+    code = "from importlib.resources import files; print(files('host.module_manifests'))"
+    return Path(_run(venv / "bin" / "python", "-c", code, cwd=cwd, env=env).strip())
+
+
+@pytest.mark.timeout(900)  # a pip build and install of every dependency (from pip's cache)
+def test_the_wheel_runs_the_demo_and_the_toolkit_without_the_source_tree(
+    installed: tuple[Path, dict[str, str]],
+) -> None:
+    base, env = installed
+    work = base / "work"
+    work.mkdir()
+    venv_bin = base / "venv" / "bin"
+    modules = _installed_modules(base / "venv", env, work)
+    assert ROOT not in modules.parents, "the examples come from the installed package"
+
+    demo = _run(venv_bin / "crm-host", "demo", "--contacts", "12", cwd=work, env=env)
+    assert "demo finished" in demo
+
+    for name in ("quickstart", "sendgrid", "unisender", "telegram"):
+        _run(venv_bin / "crm-host", "module", "validate", modules / name, cwd=work, env=env)
+        _run(venv_bin / "crm-host", "module", "test", modules / name, cwd=work, env=env)
+    ran = _run(
+        venv_bin / "crm-host",
+        "module",
+        "run",
+        modules / "quickstart",
+        "CRM_Marketing_ParseWebhookRequest",
+        '{"method": "POST", "url": "https://h/x", "headers": {}, "body": "{\\"events\\": []}"}',
+        "--settings",
+        '{"api_key": "k-123456789"}',
+        cwd=work,
+        env=env,
+    )
+    assert '"actions"' in ran
+
+    _run(venv_bin / "crm-host", "module", "new", "acme-mail", "--kind", "email", cwd=work, env=env)
+    _run(venv_bin / "crm-host", "module", "validate", work / "acme-mail", cwd=work, env=env)
+    _run(venv_bin / "crm-host", "module", "test", work / "acme-mail", cwd=work, env=env)
+    uploaded = _run(
+        venv_bin / "crm-host", "module", "upload", modules / "sendgrid", cwd=work, env=env
+    )
+    assert "sendgrid@1.0.0 stored" in uploaded
+    assert (base / "xdg" / "crm-host" / "crm-host.db").is_file()
+    assert sorted(p.name for p in work.iterdir()) == ["acme-mail"]
