@@ -16,7 +16,7 @@ from host.cli.module_dev import module_new, module_test, module_validate, upload
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
-from host.config import HostSettings
+from host.config import HostSettings, load_settings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
 from host.platform import Host
@@ -69,9 +69,11 @@ def serve(
 
     from host.api.app import create_app
 
-    settings = HostSettings()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
+    overrides = {"database_url": database_url} if database_url else {}
+    settings = load_settings(**overrides)
+    if "public_url" not in settings.model_fields_set:
+        # Validated again with the address: the webhook base must not take it over.
+        settings = load_settings(**overrides, public_url=f"http://{host_address}:{port}")
     if not settings.admin_token:
         token = secrets.token_urlsafe(32)
         settings = settings.model_copy(update={"admin_token": token})
@@ -80,8 +82,6 @@ def serve(
             markup=False,
             highlight=False,
         )
-    if "public_url" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"public_url": f"http://{host_address}:{port}"})
     host = Host(settings)
     err.print(
         f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
