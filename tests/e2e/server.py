@@ -39,8 +39,10 @@ class RunningHost:
 
 
 @contextmanager
-def running_host(workdir: Path, **extra_env: str) -> Iterator[RunningHost]:
-    port = free_port()
+def running_host(
+    workdir: Path, *, port: int | None = None, **extra_env: str
+) -> Iterator[RunningHost]:
+    port = port or free_port()
     token = "e2e-admin-token-" + os.urandom(8).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
     env.update(
