@@ -6,12 +6,23 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
+<<<<<<< HEAD
 from pydantic import Field, SecretStr, field_validator, model_validator
+=======
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+>>>>>>> webhook
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+<<<<<<< HEAD
 DATABASE_FILE = "crm-host.db"
+=======
+from host.errors import InvalidInput, Problem
+from host.origins import authority_of, check_separate_origins
+
+DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
+>>>>>>> webhook
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 MAX_CAMPAIGN_BATCH_SIZE = 10_000
 
@@ -57,6 +68,12 @@ class HostSettings(BaseSettings):
         DEFAULT_PUBLIC_URL,
         description="Base URL of webhook URLs given to services; `serve` uses its own "
         "address when this is not set.",
+    )
+    webhook_base_url: str | None = Field(
+        None,
+        description="Base URL of webhook URLs when they get an origin of their own: "
+        "`/hooks/...` then answers only on this host, and the API, docs and console answer "
+        "404 there. Unset: webhooks share the public URL's origin.",
     )
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -116,6 +133,24 @@ class HostSettings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("webhook_base_url")
+    @classmethod
+    def _check_webhook_base(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        authority_of(value)  # raises ValueError naming what is wrong
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _separate_origins(self) -> HostSettings:
+        check_separate_origins(self.public_url, self.webhook_base_url)
+        return self
+
+    @property
+    def webhook_url_base(self) -> str:
+        """What every ``webhookUrl`` starts with: the webhook base, else the public URL."""
+        return self.webhook_base_url or self.public_url
+
     def sqlite_path(self) -> Path | None:
         """The database file when the URL names a SQLite file, else None."""
         prefix = "sqlite:///"
@@ -124,6 +159,7 @@ class HostSettings(BaseSettings):
         rest = self.database_url[len(prefix) :].split("?", 1)[0]
         if rest in ("", ":memory:"):
             return None
+<<<<<<< HEAD
         return Path(rest).absolute()
 
     def database_location(self) -> str:
@@ -136,3 +172,24 @@ class HostSettings(BaseSettings):
             return make_url(self.database_url).render_as_string(hide_password=True)
         except ArgumentError:  # an unparsable URL is reported when the engine is created
             return "(unparsable database URL)"
+=======
+        return Path(rest)
+
+
+def load_settings(**overrides: object) -> HostSettings:
+    """The settings from the environment (``overrides`` win, and are validated too); a bad
+    value is an :class:`InvalidInput` naming its variable, never a traceback."""
+    try:
+        return HostSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                "CRM_HOST_" + "_".join(str(part) for part in error["loc"]).upper()
+                if error["loc"]
+                else "configuration",
+                error["msg"].removeprefix("Value error, "),
+            )
+            for error in exc.errors()
+        ]
+        raise InvalidInput("the configuration is invalid", problems) from None
+>>>>>>> webhook

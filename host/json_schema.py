@@ -15,16 +15,16 @@ Why it is built this way:
 * **One path format.** ``$.limits.timeout_s``, ``$.egress[2]``,
   ``settings.properties["api-key"]``: :func:`format_path` quotes keys that are not
   identifiers.
-* **ECMA-262 regex anchors.** JSON Schema patterns are ECMA-262, where ``$`` matches only at the
-  end; Python's ``$`` also matches before a trailing newline, so ``"sendgrid\\n"`` would pass
-  ``^[a-z]+$``. Patterns are evaluated with ``$`` translated to ``\\Z``.
+* **Linear-time regexes.** ``pattern``, ``patternProperties`` (and so ``propertyNames``
+  patterns) are compiled and run by RE2, not Python's backtracking ``re``: a module author's
+  regex cannot freeze the host. The dialect (ECMA-262 as RE2 reads it) is described in
+  :mod:`host.schema_regex`.
 * **No network from schemas.** Validators get an empty ``referencing.Registry``: a third-party
   settings schema's ``$ref`` can never make the host fetch a URL.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -34,9 +34,10 @@ import jsonschema
 import referencing
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
-from jsonschema.protocols import Validator
 
 from host.errors import Problem
+from host.schema_regex import KEYWORDS as REGEX_KEYWORDS
+from host.schema_regex import additional_keys
 
 #: A location inside a JSON document: keys and list indexes from the root.
 PathParts = tuple[str | int, ...]
@@ -46,55 +47,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # ----------------------------------------------------------------------------- the dialect
 
-
-def _ecma_to_python(pattern: str) -> str:
-    """Translate ECMA-262 ``$`` (end of input only) to Python's ``\\Z``.
-
-    Escapes and character classes are copied untouched; only a bare ``$`` changes.
-    """
-    out: list[str] = []
-    i, in_class = 0, False
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "$":
-            char = r"\Z"
-        out.append(char)
-        i += 1
-    return "".join(out)
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a JSON Schema ``pattern`` with ECMA-262 end-anchor semantics."""
-    return re.compile(_ecma_to_python(pattern))
-
-
-def _pattern_keyword(
-    validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
-) -> Iterator[ValidationError]:
-    if not validator.is_type(instance, "string"):
-        return
-    try:
-        matched = compile_pattern(pattern).search(instance) is not None
-    except re.error as exc:
-        yield ValidationError(f"the schema's pattern {pattern!r} is not a valid regex: {exc}")
-        return
-    if not matched:
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-#: Draft 2020-12 with ECMA-262 ``$`` semantics for ``pattern``. Used for manifests and settings.
-HostSchemaValidator = jsonschema.validators.extend(
-    Draft202012Validator, {"pattern": _pattern_keyword}
-)
+#: Draft 2020-12 with every regex keyword on RE2. Used for manifests and settings.
+HostSchemaValidator = jsonschema.validators.extend(Draft202012Validator, REGEX_KEYWORDS)
 
 #: No remote retrieval: an unresolvable ``$ref`` fails instead of fetching a URL.
 EMPTY_REGISTRY: referencing.Registry[Any] = referencing.Registry()
@@ -204,12 +158,9 @@ def explain_error(error: ValidationError, *, echo_values: bool) -> Iterator[tupl
             if isinstance(instance, dict) and name not in instance:
                 yield (*path, name), "is required but missing"
     elif keyword in ("additionalProperties", "unevaluatedProperties"):
-        declared = schema.get("properties", {})
-        patterns = [compile_pattern(p) for p in schema.get("patternProperties", {})]
-        allowed = ", ".join(declared) or "none"
-        for key in instance:
-            if key not in declared and not any(p.search(key) for p in patterns):
-                yield (*path, key), f"unknown key {quoted(key)} (allowed: {allowed})"
+        allowed = ", ".join(schema.get("properties", {})) or "none"
+        for key in additional_keys(instance, schema):
+            yield (*path, key), f"unknown key {quoted(key)} (allowed: {allowed})"
     elif keyword == "type":
         names = expected if isinstance(expected, list) else [expected]
         wanted = " or ".join(_TYPE_NAMES.get(str(n), str(n)) for n in names)

@@ -28,7 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -42,6 +42,7 @@ from host.json_schema import (
     quoted,
     schema_problems,
 )
+from host.schema_regex import regex_problems, unevaluated_with_patterns
 
 #: The schema file (SPEC §6's ``module_manifests/schema/manifest.schema.json``): the top-level
 #: ``module_manifests/`` folder is installed as the data package ``host.module_manifests``, so a
@@ -83,9 +84,15 @@ def _manifest_validator() -> Validator:
 
 @functools.cache
 def _meta_validator() -> Validator:
-    """Validates a settings schema against the draft 2020-12 meta-schema (all errors)."""
+    """Validates a settings schema against the draft 2020-12 meta-schema (all errors).
+
+    Its ``format: regex`` check is left out: that would compile with Python's ``re`` and
+    locate a bad ``patternProperties`` key only at its parent; :func:`regex_problems`
+    compiles every regex with RE2 and names each one's path.
+    """
+    formats = [name for name in Draft202012Validator.FORMAT_CHECKER.checkers if name != "regex"]
     return Draft202012Validator(
-        Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+        Draft202012Validator.META_SCHEMA, format_checker=FormatChecker(formats)
     )
 
 
@@ -171,6 +178,18 @@ def _settings_problems(settings: dict[str, Any], location: str) -> list[Problem]
                 walk(value, (*path, index))
 
     walk(settings, ())
+    problems.extend(
+        Problem(location + format_path("$", (*prefix, *path)), message)
+        for path, message in regex_problems(settings)
+    )
+    problems.extend(
+        Problem(
+            location + format_path("$", (*prefix, *path)),
+            "unevaluatedProperties cannot be combined with patternProperties in a settings "
+            "schema; use additionalProperties",
+        )
+        for path in unevaluated_with_patterns(settings)
+    )
     declared = settings.get("properties", {})
     for index, name in enumerate(settings.get("required", [])):
         if name not in declared:

@@ -102,7 +102,7 @@ class Host:
             self.db, self.hooks, max_script_bytes=self.settings.max_script_bytes
         )
         self.tenants = TenantService(
-            self.db, self.registry, self.box, self.hooks, self.settings.public_url
+            self.db, self.registry, self.box, self.hooks, self.settings.webhook_url_base
         )
         self.tenants.verify_secret_key()
         self.invoker = ModuleInvoker(self.tenants, self.hooks)

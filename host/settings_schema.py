@@ -43,6 +43,7 @@ from host.json_schema import (
     schema_problems,
 )
 from host.manifest import Manifest
+from host.schema_regex import is_regex
 
 #: What :func:`mask_settings` shows instead of a secret value.
 SECRET_MARKER = "***set***"
@@ -104,12 +105,14 @@ def _is_date_time(value: object) -> bool:
 
 @functools.cache
 def settings_format_checker() -> FormatChecker:
-    """jsonschema's available format checks plus ours for email, uri, hostname, date-time."""
+    """jsonschema's available format checks plus ours for email, uri, hostname, date-time and
+    regex (RE2: a regex a tenant enters is held to the same linear-time dialect)."""
     checker = FormatChecker()
     checker.checks("email")(_is_email)
     checker.checks("uri")(_is_uri)
     checker.checks("hostname")(_is_hostname)
     checker.checks("date-time")(_is_date_time)
+    checker.checks("regex")(is_regex)
     return checker
 
 

@@ -84,13 +84,13 @@ class TenantService:
         registry: ModuleRegistry,
         box: SecretBox,
         hooks: pluggy.PluginManager,
-        public_url: str,
+        webhook_url_base: str,
     ):
         self.db = db
         self.registry = registry
         self.box = box
         self.hooks = hooks
-        self.public_url = public_url
+        self.webhook_url_base = webhook_url_base
 
     # --- tenants --------------------------------------------------------------------------
 
@@ -318,7 +318,7 @@ class TenantService:
             row.previous_version,
             row.enabled,
             mask_settings(manifest, full),
-            f"{self.public_url}/hooks/{row.tenant_id}/{row.module_id}/{row.webhook_token}",
+            f"{self.webhook_url_base}/hooks/{row.tenant_id}/{row.module_id}/{row.webhook_token}",
         )
 
 

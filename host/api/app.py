@@ -20,6 +20,8 @@ from host.api.routes import (
     tenants,
     webhooks,
 )
+from host.api.webhook_origin import WebhookOriginGate
+from host.origins import authority_of
 from host.platform import Host
 
 DESCRIPTION = """Runs CRM Marketing integration modules for many tenants.
@@ -59,4 +61,8 @@ def create_app(host: Host) -> FastAPI:
         campaigns.router,
     ):
         app.include_router(router)
+    if host.settings.webhook_base_url:
+        app.add_middleware(
+            WebhookOriginGate, webhook_origin=authority_of(host.settings.webhook_base_url)
+        )
     return app

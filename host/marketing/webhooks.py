@@ -19,12 +19,19 @@ Decisions a module author relies on:
 * **Headers** are a str→str mapping with lower-case names; a header sent several times is
   joined with ", " (RFC 9110 §5.3). **query** maps each name to a string, or to a list of
   strings when the name repeats. **url** is the full URL as received (with the token).
-* **Response.** The module's ``response`` is sent as given: status, headers, and a body that
-  is sent as text (``text/plain; charset=utf-8`` unless the module set Content-Type) when it
-  is a string, as ``application/json`` when it is any other JSON value, empty when None. No
-  ``response`` at all answers ``200 {"ok": true}``. Hop-by-hop and framing headers
-  (Content-Length, Transfer-Encoding, Connection, ...) and headers that are not valid HTTP
-  (line breaks) are dropped; a 1xx status becomes 200 (it cannot end an exchange).
+* **Response.** The module's ``response`` keeps its status and body: a body is sent as text
+  (``text/plain; charset=utf-8`` unless the module set Content-Type) when it is a string, as
+  ``application/json`` when it is any other JSON value, empty when None. No ``response`` at
+  all answers ``200 {"ok": true}``; a 1xx status becomes 200 (it cannot end an exchange).
+* **Response headers** are what a third party chose, served on a host origin, so only those a
+  webhook caller needs are kept: ``Content-Type``, ``Cache-Control``, ``Retry-After``,
+  ``WWW-Authenticate``, and ``Location`` on a 3xx. Everything else (``Set-Cookie``,
+  ``Refresh``, CORS, framing headers, ...) and any value that is not valid HTTP (line
+  breaks) is dropped; a name given twice in different case is kept once. Every reply carries
+  ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox``, so even an
+  HTML body cannot run script or act as the host's page in a browser. With
+  ``CRM_HOST_WEBHOOK_BASE_URL`` set, replies are also on an origin of their own
+  (:mod:`host.api.webhook_origin`).
 * **Failures.** A module that raises, times out or returns an invalid value → 500 (501 when
   it does not implement the function) with ``{"error": kind, "message": ...}`` and nothing
   applied; the details go to the receipt and the invocation log, not to the caller.
@@ -56,19 +63,16 @@ log = logging.getLogger(__name__)
 FUNCTION = "CRM_Marketing_ParseWebhookRequest"
 BODY_ENCODING_HEADER = "x-crm-host-body-encoding"
 MAX_ERROR_CHARS = 2000
-DROPPED_RESPONSE_HEADERS = frozenset(
-    {
-        "connection",
-        "content-length",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
+KEPT_RESPONSE_HEADERS = frozenset(
+    {"content-type", "cache-control", "retry-after", "www-authenticate"}
 )
-HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""Module response headers passed to the caller (lower-case); ``location`` only on a 3xx."""
+REPLY_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}
+"""Added to every webhook reply: no MIME sniffing, and a body rendered in a browser is a
+sandboxed document (no script, no forms, an opaque origin)."""
 HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 DEFAULT_BODY = {"ok": True}
 
@@ -134,7 +138,20 @@ def fetch_request(incoming: IncomingRequest) -> dict[str, Any]:
 
 
 def json_reply(status: int, body: Any) -> WebhookReply:
-    return WebhookReply(status, {}, json.dumps(body).encode(), "application/json")
+    return WebhookReply(
+        status, dict(REPLY_SECURITY_HEADERS), json.dumps(body).encode(), "application/json"
+    )
+
+
+def kept_headers(status: int, headers: dict[str, str]) -> dict[str, str]:
+    """The module's headers that may reach the caller, lower-cased, first spelling wins."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        allowed = key in KEPT_RESPONSE_HEADERS or (key == "location" and 300 <= status < 400)
+        if allowed and key not in kept and HEADER_VALUE.fullmatch(value):
+            kept[key] = value
+    return kept
 
 
 def reply_from(response: WebhookResponse | None) -> WebhookReply:
@@ -142,14 +159,9 @@ def reply_from(response: WebhookResponse | None) -> WebhookReply:
     if response is None:
         return json_reply(200, DEFAULT_BODY)
     status = response.status if response.status >= 200 else 200
-    headers = {
-        name: value
-        for name, value in response.headers.items()
-        if name.lower() not in DROPPED_RESPONSE_HEADERS
-        and HEADER_NAME.fullmatch(name)
-        and HEADER_VALUE.fullmatch(value)
-    }
-    has_type = any(name.lower() == "content-type" for name in headers)
+    headers = kept_headers(status, response.headers)
+    has_type = "content-type" in headers
+    headers.update(REPLY_SECURITY_HEADERS)
     body = response.body
     if status in (204, 304) or body is None:
         return WebhookReply(status, headers, b"", None)

@@ -40,12 +40,12 @@ class RunningHost:
 
 @contextmanager
 def running_host(
-    workdir: Path, *, configured: bool = True, **extra_env: str
+    workdir: Path, *, configured: bool = True, port: int | None = None, **extra_env: str
 ) -> Iterator[RunningHost]:
     """``configured=False`` leaves the database and the admin token to their defaults (the
     data directory, a stored token): ``admin_token`` is then "" and the test reads what
     ``serve`` printed."""
-    port = free_port()
+    port = port or free_port()
     token = "e2e-admin-token-" + os.urandom(8).hex() if configured else ""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
     if configured:

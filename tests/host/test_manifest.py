@@ -295,7 +295,7 @@ def test_settings_schema_must_itself_be_valid() -> None:
         'got "strin"'
     ]
     [regex] = at(problems, "manifest.json: $.settings.properties.code.pattern")
-    assert regex.startswith("must be a valid regular expression (missing ), unterminated")
+    assert regex.startswith("must be a valid regular expression (missing ): (unclosed)")
     assert at(problems, "manifest.json: $.settings.properties.n.minimum") == [
         "must be a number, not a string"
     ]

@@ -558,22 +558,79 @@ def test_module_response_is_passed_through(
     assert answer.content == content
 
 
-def test_response_headers_are_passed_but_framing_and_injection_dropped(
-    host: Host, client: TestClient
-) -> None:
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
+
+
+def test_only_caller_facing_response_headers_are_kept(host: Host, client: TestClient) -> None:
     headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Retry-After": "120",
+        "WWW-Authenticate": 'Basic realm="hooks"',
+        "Set-Cookie": "session=planted; Path=/",
+        "Refresh": "0; url=https://evil.example/",
+        "Location": "https://evil.example/",  # not a 3xx: dropped
+        "Access-Control-Allow-Origin": "*",
+        "Content-Security-Policy": "default-src *",
+        "X-Content-Type-Options": "sniff-please",
         "X-Challenge": "abc",
         "Content-Length": "999",
         "Transfer-Encoding": "chunked",
-        "X-Evil": "a\r\nSet-Cookie: session=stolen",
-        "Bad Name": "v",
+        "content-type": "text/plain",  # the same name again: the first spelling wins
     }
+    body = "<script>fetch('/api/v1/tenants')</script>"
+    answer = post(
+        client, hook_url(host), {"response": {"status": 200, "headers": headers, "body": body}}
+    )
+    assert answer.status_code == 200
+    assert answer.text == body
+    assert answer.headers.get_list("content-type") == ["text/html; charset=utf-8"]
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["retry-after"] == "120"
+    assert answer.headers["www-authenticate"] == 'Basic realm="hooks"'
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers.get_list(name) == [value]
+    assert answer.headers["content-length"] == str(len(body))
+    for dropped in (
+        "set-cookie",
+        "refresh",
+        "location",
+        "access-control-allow-origin",
+        "x-challenge",
+        "transfer-encoding",
+    ):
+        assert dropped not in answer.headers, dropped
+    assert not answer.cookies
+
+
+def test_location_is_kept_on_a_redirect_only(host: Host, client: TestClient) -> None:
+    result = {"response": {"status": 302, "headers": {"Location": "https://svc.example/ok"}}}
+    answer = post(client, hook_url(host), result, follow_redirects=False)
+    assert answer.status_code == 302
+    assert answer.headers["location"] == "https://svc.example/ok"
+    assert answer.headers["content-security-policy"] == "sandbox"
+
+
+def test_header_injection_is_dropped(host: Host, client: TestClient) -> None:
+    headers = {"Cache-Control": "no-store\r\nSet-Cookie: session=stolen", "Bad Name": "v"}
     answer = post(client, hook_url(host), {"response": {"headers": headers, "body": "ok"}})
     assert answer.status_code == 200
-    assert answer.headers["x-challenge"] == "abc"
-    assert answer.headers["content-length"] == "2"
-    assert "x-evil" not in answer.headers and "set-cookie" not in answer.headers
-    assert "transfer-encoding" not in answer.headers
+    assert "cache-control" not in answer.headers and "set-cookie" not in answer.headers
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("query", "result", "status_code"),
+    [("", {}, 200), ("?mode=raise", {}, 500), ("?mode=spin", {}, 500)],
+    ids=["default-reply", "module-raised", "module-timed-out"],
+)
+def test_every_reply_carries_the_security_headers(
+    host: Host, client: TestClient, query: str, result: Any, status_code: int
+) -> None:
+    answer = post(client, hook_url(host) + query, result)
+    assert answer.status_code == status_code
+    for name, value in SECURITY_HEADERS.items():
+        assert answer.headers.get_list(name) == [value]
 
 
 def test_response_with_actions_applies_them(host: Host, client: TestClient) -> None:
