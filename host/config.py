@@ -6,23 +6,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-<<<<<<< HEAD
-from pydantic import Field, SecretStr, field_validator, model_validator
-=======
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
->>>>>>> webhook
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-<<<<<<< HEAD
-DATABASE_FILE = "crm-host.db"
-=======
 from host.errors import InvalidInput, Problem
 from host.origins import authority_of, check_separate_origins
 
-DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
->>>>>>> webhook
+DATABASE_FILE = "crm-host.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 MAX_CAMPAIGN_BATCH_SIZE = 10_000
 
@@ -159,7 +151,6 @@ class HostSettings(BaseSettings):
         rest = self.database_url[len(prefix) :].split("?", 1)[0]
         if rest in ("", ":memory:"):
             return None
-<<<<<<< HEAD
         return Path(rest).absolute()
 
     def database_location(self) -> str:
@@ -172,8 +163,6 @@ class HostSettings(BaseSettings):
             return make_url(self.database_url).render_as_string(hide_password=True)
         except ArgumentError:  # an unparsable URL is reported when the engine is created
             return "(unparsable database URL)"
-=======
-        return Path(rest)
 
 
 def load_settings(**overrides: object) -> HostSettings:
@@ -192,4 +181,3 @@ def load_settings(**overrides: object) -> HostSettings:
             for error in exc.errors()
         ]
         raise InvalidInput("the configuration is invalid", problems) from None
->>>>>>> webhook

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from host.cli.output import err
-from host.config import HostSettings
+from host.config import HostSettings, load_settings
 from host.errors import NotFound
 from host.platform import Host
 
@@ -33,14 +33,16 @@ HomeOption = Annotated[
 ]
 
 
-def host_settings(database_url: str | None = None, home: Path | None = None) -> HostSettings:
-    """The environment's settings with the command line's overrides applied."""
-    overrides: dict[str, object] = {}
+def host_settings(
+    database_url: str | None = None, home: Path | None = None, **more: object
+) -> HostSettings:
+    """The environment's settings with the command line's overrides applied (and validated)."""
+    overrides: dict[str, object] = dict(more)
     if database_url:
         overrides["database_url"] = database_url
     if home is not None:
         overrides["home"] = home
-    return HostSettings(**overrides)  # type: ignore[arg-type]
+    return load_settings(**overrides)
 
 
 def open_host(

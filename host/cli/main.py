@@ -17,7 +17,7 @@ from host.cli.module_dev import module_new, module_test, module_validate, upload
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
-from host.config import HostSettings, load_settings
+from host.config import HostSettings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
 from host.platform import Host
@@ -61,25 +61,10 @@ def serve(
     from host.api.app import create_app
     from host.logs import logging_config
 
-<<<<<<< HEAD
     settings = host_settings(database_url, home)
     if "public_url" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"public_url": f"http://{host_address}:{port}"})
-=======
-    overrides = {"database_url": database_url} if database_url else {}
-    settings = load_settings(**overrides)
-    if "public_url" not in settings.model_fields_set:
         # Validated again with the address: the webhook base must not take it over.
-        settings = load_settings(**overrides, public_url=f"http://{host_address}:{port}")
-    if not settings.admin_token:
-        token = secrets.token_urlsafe(32)
-        settings = settings.model_copy(update={"admin_token": token})
-        err.print(
-            f"CRM_HOST_ADMIN_TOKEN is not set; this run's admin token (shown once):\n  {token}",
-            markup=False,
-            highlight=False,
-        )
->>>>>>> webhook
+        settings = host_settings(database_url, home, public_url=f"http://{host_address}:{port}")
     host = Host(settings)
     token = host.admin_tokens.first_start_token()
     if token is not None:
