@@ -281,6 +281,21 @@ class TenantService:
             secrets,
         )
 
+    def secret_values_of(self, tenant_id: str) -> tuple[str, ...]:
+        """Every secret value of every module enabled (or disabled) for the tenant, longest
+        first: what the tenant API masks in its answers, since what modules returned (template
+        names, ids, HTML, campaign errors, contacts changed by a webhook...) is stored raw and
+        shown there."""
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(Enablement).where(Enablement.tenant_id == tenant_id)
+            ).all()
+        values: set[str] = set()
+        for row in rows:
+            manifest = self.registry.stored(row.module_id, row.version).manifest
+            values.update(secret_values(manifest, self._full_settings(row)))
+        return tuple(sorted(values, key=lambda v: (-len(v), v)))
+
     def webhook_target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
         """The enablement a webhook URL points to; any mismatch is "not found", so a probe
         learns nothing about which part was wrong."""

@@ -19,6 +19,7 @@ from host.api.routes import (
     tenants,
     webhooks,
 )
+from host.api.secret_masking import TenantAnswerMasking
 from host.platform import Host
 
 DESCRIPTION = """Runs CRM Marketing integration modules for many tenants.
@@ -40,6 +41,7 @@ def create_app(host: Host) -> FastAPI:
     )
     app.state.host = host
     install_error_handlers(app)
+    app.add_middleware(TenantAnswerMasking, tenants=host.tenants)
     for router in (
         meta.router,
         modules.router,
