@@ -325,4 +325,3 @@ class Manifest(BaseModel):
     def as_json(self) -> dict[str, Any]:
         """The manifest as JSON data (what was uploaded, with defaults filled in)."""
         return self.model_dump(mode="json")
-

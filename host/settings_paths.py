@@ -25,6 +25,7 @@ at the same index.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -119,7 +120,7 @@ def put(data: dict[str, Any], path: DataPath, value: Any) -> bool:
     """Set ``path`` to ``value``, creating missing objects on the way (never list elements);
     False when the path runs through a value that is not a container of the right kind."""
     node: Any = data
-    for step, following in zip(path, path[1:], strict=False):
+    for step, following in itertools.pairwise(path):
         if isinstance(step, int):
             if not isinstance(node, list) or not 0 <= step < len(node):
                 return False
@@ -159,5 +160,7 @@ def is_data_path(value: Any) -> bool:
     return (
         isinstance(value, list)
         and bool(value)
-        and all(isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool)) for s in value)
+        and all(
+            isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool)) for s in value
+        )
     )

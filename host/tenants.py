@@ -16,6 +16,7 @@ import pluggy
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from host import settings_paths as paths
 from host.db.engine import Database
 from host.db.models import Enablement, Tenant
 from host.errors import Conflict, InvalidInput, NotFound, Problem
@@ -23,7 +24,6 @@ from host.manifest import Manifest
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import notify
 from host.secrets import SecretBox, hash_api_key, new_api_key, new_webhook_token
-from host import settings_paths as paths
 from host.settings_schema import (
     mask_settings,
     merge_settings,

@@ -179,7 +179,9 @@ def test_campaign_external_id_is_masked_when_shown(host: Host, client: TestClien
     assert created.status_code == 202, created.text
     campaign_id = created.json()["id"]
     deadline = time.monotonic() + 30
-    while client.get(f"{base}/campaigns/{campaign_id}", headers=ADMIN).json()["status"] != "Sending":
+    while (
+        client.get(f"{base}/campaigns/{campaign_id}", headers=ADMIN).json()["status"] != "Sending"
+    ):
         assert time.monotonic() < deadline, "campaign was not created in the service"
         time.sleep(0.05)
     shown = client.get(f"{base}/campaigns/{campaign_id}", headers=ADMIN)
@@ -283,7 +285,9 @@ def assert_nowhere(text: str) -> None:
         assert form not in text
 
 
-def test_module_run_stdout_and_recording_mask_returned_secrets(tmp_path: Path, service: str) -> None:
+def test_module_run_stdout_and_recording_mask_returned_secrets(
+    tmp_path: Path, service: str
+) -> None:
     module = write_module(tmp_path / "echoer")
     tape = tmp_path / "tape.json"
     settings = json.dumps({"api_key": UNICODE_SECRET, "base_url": f"http://{service}"})

@@ -79,7 +79,10 @@ SETTINGS: dict[str, Any] = {
     "api": {"key": "plain-visible-value"},
     ODD_NAME: SECRETS["odd"],
     "outer": {"in.ner": {"tok en": SECRETS["nested"]}},
-    "accounts": [{"name": "eu", "token": SECRETS["acc0"]}, {"name": "us", "token": SECRETS["acc1"]}],
+    "accounts": [
+        {"name": "eu", "token": SECRETS["acc0"]},
+        {"name": "us", "token": SECRETS["acc1"]},
+    ],
     "pins": [SECRETS["pin1"], SECRETS["pin2"]],
 }
 MASKED: dict[str, Any] = {
@@ -93,15 +96,15 @@ MASKED: dict[str, Any] = {
 
 # ImportTemplates returns (and logs) every secret: the module sees them raw.
 SCRIPT = EMAIL_SCRIPT.replace(
-    '''def CRM_Marketing_ImportTemplates(offset, limit):
-    names = ["Welcome", "Newsletter", "Promo"]''',
-    '''def CRM_Marketing_ImportTemplates(offset, limit):
+    """def CRM_Marketing_ImportTemplates(offset, limit):
+    names = ["Welcome", "Newsletter", "Promo"]""",
+    """def CRM_Marketing_ImportTemplates(offset, limit):
     values = [settings["api.key"], settings["a/b ~0 ключ"],
               settings["outer"]["in.ner"]["tok en"]]
     values += [a["token"] for a in settings["accounts"]] + list(settings["pins"])
     log("settings:", values)
     return [{"externalId": "t" + str(i), "name": v} for i, v in enumerate(values)]
-    names = ["Welcome", "Newsletter", "Promo"]''',
+    names = ["Welcome", "Newsletter", "Promo"]""",
 )
 
 
@@ -205,7 +208,10 @@ def test_secrets_sealed_in_the_old_dotted_format_still_open(host: Host, client: 
         "type": "object",
         "properties": {
             "api_key": {"type": "string", "writeOnly": True},
-            "auth": {"type": "object", "properties": {"token": {"type": "string", "writeOnly": True}}},
+            "auth": {
+                "type": "object",
+                "properties": {"token": {"type": "string", "writeOnly": True}},
+            },
             "region": {"type": "string"},
         },
     }
