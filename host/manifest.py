@@ -23,7 +23,6 @@ import copy
 import functools
 import json
 import re
-from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +42,7 @@ from host.json_schema import (
     schema_problems,
 )
 from host.schema_regex import regex_problems, unevaluated_with_patterns
+from host.settings_paths import SchemaPath, secret_schema_paths
 
 #: The schema file (SPEC §6's ``module_manifests/schema/manifest.schema.json``): the top-level
 #: ``module_manifests/`` folder is installed as the data package ``host.module_manifests``, so a
@@ -310,13 +310,15 @@ class Manifest(BaseModel):
         return f"{self.id}@{self.version}"
 
     @property
-    def secret_fields(self) -> tuple[str, ...]:
-        """Dotted paths of settings marked ``writeOnly: true``, in declaration order.
+    def secret_fields(self) -> tuple[SchemaPath, ...]:
+        """Key paths of settings marked ``writeOnly: true``, in declaration order.
 
-        Nested objects are followed through ``properties`` (``auth.token``); secrets inside
-        arrays or behind ``$ref``/``allOf`` are not recognised — declare them directly.
+        Each path is a tuple of property names (``("auth", "token")``, ``("api.key",)``), with
+        :data:`~host.settings_paths.EACH_ITEM` for the elements of an array (see
+        :mod:`host.settings_paths`). Secrets behind ``$ref``/``allOf``/``additionalProperties``
+        are not recognised — declare them directly under ``properties`` or ``items``.
         """
-        return tuple(_secret_paths(self.settings, ""))
+        return tuple(secret_schema_paths(self.settings))
 
     def semver_key(self) -> SemverKey:
         """Sort key of :attr:`version` (see :func:`semver_key`)."""
@@ -325,19 +327,3 @@ class Manifest(BaseModel):
     def as_json(self) -> dict[str, Any]:
         """The manifest as JSON data (what was uploaded, with defaults filled in)."""
         return self.model_dump(mode="json")
-
-
-def _secret_paths(schema: Any, prefix: str) -> Iterator[str]:
-    if not isinstance(schema, dict):
-        return
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return
-    for name, sub in properties.items():
-        if not isinstance(sub, dict):
-            continue
-        path = f"{prefix}{name}"
-        if sub.get("writeOnly") is True:
-            yield path
-        else:
-            yield from _secret_paths(sub, path + ".")

@@ -64,16 +64,18 @@ class SecretBox:
     def __init__(self, fernet: Fernet):
         self._fernet = fernet
 
-    def seal(self, values: dict[str, Any]) -> str | None:
+    def seal(self, values: Any) -> str | None:
+        """The JSON of ``values`` encrypted; None when there is nothing to seal."""
         if not values:
             return None
         return self._fernet.encrypt(json.dumps(values).encode()).decode()
 
-    def open(self, token: str | None) -> dict[str, Any]:
+    def open(self, token: str | None) -> Any:
+        """What :meth:`seal` was given (``{}`` for None); the caller interprets its shape."""
         if not token:
             return {}
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))  # type: ignore[no-any-return]
+            return json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken:
             raise SecretKeyError(
                 "stored secrets cannot be decrypted: CRM_HOST_SECRET_KEY differs from the key "

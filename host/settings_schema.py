@@ -34,6 +34,7 @@ import referencing.exceptions
 from jsonschema import FormatChecker
 from jsonschema.protocols import Validator
 
+from host import settings_paths as paths
 from host.errors import InvalidInput, Problem
 from host.json_schema import (
     EMPTY_REGISTRY,
@@ -144,12 +145,12 @@ def validate_settings(manifest: Manifest, settings: Any) -> dict[str, Any]:
     validator = _validator_for(json.dumps(manifest.settings))
     problems = [
         Problem(
-            format_path("settings", path.split(".")),
+            format_path("settings", location),
             f"is the mask marker {SECRET_MARKER!r}, not a value; omit the field to keep "
             "the stored secret",
         )
-        for path in manifest.secret_fields
-        if _get(settings, path) == SECRET_MARKER
+        for location in secret_locations(manifest, settings)
+        if paths.get(settings, location) == SECRET_MARKER
     ]
     marked = {p.location for p in problems}
     try:
@@ -167,16 +168,9 @@ def validate_settings(manifest: Manifest, settings: Any) -> dict[str, Any]:
     return settings
 
 
-_MISSING = object()
-
-
-def _get(data: Any, dotted: str) -> Any:
-    """The value at a dotted path, or ``_MISSING`` when any step is absent."""
-    for key in dotted.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return _MISSING
-        data = data[key]
-    return data
+def secret_locations(manifest: Manifest, settings: Any) -> list[paths.DataPath]:
+    """The data paths of every secret present in ``settings`` (see :mod:`host.settings_paths`)."""
+    return [found for path in manifest.secret_fields for found in paths.expand(settings, path)]
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -190,19 +184,6 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = _merge_patch(result.get(key), value)
     return result
-
-
-def _drop_markers(manifest: Manifest, update: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``update`` without secrets sent back as :data:`SECRET_MARKER`."""
-    cleaned = copy.deepcopy(update)
-    for path in manifest.secret_fields:
-        *parents, leaf = path.split(".")
-        node: Any = cleaned
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf) == SECRET_MARKER:
-            del node[leaf]
-    return cleaned
 
 
 def merge_settings(
@@ -221,35 +202,41 @@ def merge_settings(
 
     In both modes a secret (``writeOnly``) that the update omits, or sends back as
     :data:`SECRET_MARKER`, keeps its stored value — so an admin can change the sender address
-    without re-entering the API key — and a secret given as ``null`` is removed. Neither input
-    is modified.
+    without re-entering the API key — and a secret given as ``null`` is removed. Secrets in
+    array elements are kept by position (an element sent back at the same index keeps its
+    secret). Neither input is modified.
     """
     if not isinstance(update, dict):
         raise _invalid(
             manifest, [Problem("settings", f"must be an object, not {describe_type(update)}")]
         )
-    cleaned = _drop_markers(manifest, update)
-    if mode == "patch":
-        merged: dict[str, Any] = _merge_patch(stored, cleaned)
-        return merged
-    result = cleaned
-    for path in manifest.secret_fields:
-        kept = _get(stored, path)
-        if kept is _MISSING:
+    cleaned = copy.deepcopy(update)
+    removed: set[paths.DataPath] = set()
+    for location in secret_locations(manifest, cleaned):
+        value = paths.get(cleaned, location)
+        if value == SECRET_MARKER:
+            paths.pop(cleaned, location)
+        elif value is None:
+            removed.add(location)
+    result: dict[str, Any] = (
+        _merge_patch(stored, cleaned) if mode == "patch" else copy.deepcopy(cleaned)
+    )
+    for location in secret_locations(manifest, stored):
+        if location in removed:
             continue
-        *parents, leaf = path.split(".")
-        node: Any = result
-        for key in parents:
-            if key not in node:
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):  # null or a wrong type: not ours to repair
-                break
-        else:
-            if leaf not in node:
-                node[leaf] = copy.deepcopy(kept)
-            elif node[leaf] is None:
-                del node[leaf]
+        found = paths.parent(result, location)
+        if found is None and mode == "replace" and all(isinstance(s, str) for s in location):
+            # a whole object left out of a replace keeps the secrets inside it
+            paths.put(result, location, copy.deepcopy(paths.get(stored, location)))
+            continue
+        if found is None:
+            continue
+        container, leaf = found
+        if isinstance(container, dict) and leaf not in container:
+            container[leaf] = copy.deepcopy(paths.get(stored, location))
+    for location in secret_locations(manifest, result):
+        if paths.get(result, location) is None:
+            paths.pop(result, location)
     return result
 
 
@@ -260,24 +247,32 @@ def mask_settings(manifest: Manifest, settings: dict[str, Any]) -> dict[str, Any
     not even its length or type, is kept.
     """
     masked = copy.deepcopy(settings)
-    for path in manifest.secret_fields:
-        *parents, leaf = path.split(".")
-        node: Any = masked
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf) is not None:
-            node[leaf] = SECRET_MARKER
+    for location in secret_locations(manifest, masked):
+        if paths.get(masked, location) is not None:
+            paths.put(masked, location, SECRET_MARKER)
     return masked
 
 
 def secret_values(manifest: Manifest, settings: dict[str, Any]) -> tuple[str, ...]:
-    """The secret values as text, longest first, for masking them in script output."""
+    """The secret values as text, longest first, for masking them in script output: every
+    string (and number) inside a secret, so a secret list or object is masked piece by piece."""
     values: set[str] = set()
-    for path in manifest.secret_fields:
-        value = _get(settings, path)
-        if value is _MISSING or value is None:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        if text:
-            values.add(text)
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            values.add(value)
+        elif isinstance(value, bool) or value is None:
+            return
+        elif isinstance(value, int | float):
+            values.add(json.dumps(value))
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+
+    for location in secret_locations(manifest, settings):
+        collect(paths.get(settings, location))
+    values.discard("")
     return tuple(sorted(values, key=lambda v: (-len(v), v)))

@@ -16,6 +16,7 @@ import pluggy
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from host import settings_paths as paths
 from host.db.engine import Database
 from host.db.models import Enablement, Tenant
 from host.errors import Conflict, InvalidInput, NotFound, Problem
@@ -23,7 +24,13 @@ from host.manifest import Manifest
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import notify
 from host.secrets import SecretBox, hash_api_key, new_api_key, new_webhook_token
-from host.settings_schema import mask_settings, merge_settings, secret_values, validate_settings
+from host.settings_schema import (
+    mask_settings,
+    merge_settings,
+    secret_locations,
+    secret_values,
+    validate_settings,
+)
 
 TENANT_ID = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 """Tenant id slug; used with ``fullmatch`` (``$`` would also accept a trailing newline)."""
@@ -274,6 +281,21 @@ class TenantService:
             secrets,
         )
 
+    def secret_values_of(self, tenant_id: str) -> tuple[str, ...]:
+        """Every secret value of every module enabled (or disabled) for the tenant, longest
+        first: what the tenant API masks in its answers, since what modules returned (template
+        names, ids, HTML, campaign errors, contacts changed by a webhook...) is stored raw and
+        shown there."""
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(Enablement).where(Enablement.tenant_id == tenant_id)
+            ).all()
+        values: set[str] = set()
+        for row in rows:
+            manifest = self.registry.stored(row.module_id, row.version).manifest
+            values.update(secret_values(manifest, self._full_settings(row)))
+        return tuple(sorted(values, key=lambda v: (-len(v), v)))
+
     def webhook_target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
         """The enablement a webhook URL points to; any mismatch is "not found", so a probe
         learns nothing about which part was wrong."""
@@ -324,27 +346,34 @@ class TenantService:
 
 def _split_secrets(
     manifest: Manifest, settings: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Settings without their secrets, and the secrets keyed by dotted path (``auth.token``),
-    so nested secrets are sealed too."""
+) -> tuple[dict[str, Any], list[list[Any]]]:
+    """Settings without their secrets, and the secrets as ``[data path, value]`` pairs
+    (``[["auth", "token"], "…"]``, ``[["accounts", 0, "key"], "…"]``), so nested secrets,
+    secrets in array elements and properties named ``api.key`` are all sealed."""
     public = copy.deepcopy(settings)
-    secret: dict[str, Any] = {}
-    for path in manifest.secret_fields:
-        *parents, leaf = path.split(".")
-        node: Any = public
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node:
-            secret[path] = node.pop(leaf)
+    secret: list[list[Any]] = []
+    for location in secret_locations(manifest, public):
+        value = paths.pop(public, location)
+        if value is not paths.MISSING:
+            secret.append([list(location), value])
     return public, secret
 
 
-def _join_secrets(public: dict[str, Any], secret: dict[str, Any]) -> dict[str, Any]:
+def _join_secrets(public: dict[str, Any], sealed: Any) -> dict[str, Any]:
+    """The full settings from the public part and what :meth:`SecretBox.open` returned.
+
+    Two sealed formats are read: the current list of ``[data path, value]`` pairs, and the
+    dotted-key object (``{"auth.token": "…"}``) that versions before key paths wrote. Old rows
+    are not migrated in place: they are rewritten in the new format by the next settings
+    change, and read correctly until then (a dotted key was only ever written for a path of
+    plain identifiers, so splitting it on ``.`` is exact).
+    """
     joined = copy.deepcopy(public)
-    for path, value in secret.items():
-        *parents, leaf = path.split(".")
-        node = joined
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    if isinstance(sealed, dict):
+        pairs: list[Any] = [[key.split("."), value] for key, value in sealed.items()]
+    else:
+        pairs = sealed if isinstance(sealed, list) else []
+    for pair in pairs:
+        if isinstance(pair, list) and len(pair) == 2 and paths.is_data_path(pair[0]):
+            paths.put(joined, tuple(pair[0]), pair[1])
     return joined

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,24 +131,67 @@ class InvocationResult:
         return self.value
 
 
+MIN_SUBSTRING_SECRET = 8
+"""Secrets at least this long are masked wherever they occur inside a text; shorter ones only
+where a whole text (a string value, a header value, a log) is exactly the secret, because
+masking every ``42`` or ``eu`` inside ordinary data would corrupt it."""
+
+
+@functools.lru_cache(maxsize=256)
+def _masked_forms(secrets: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The secrets masked only as a whole text, and the texts masked wherever they occur:
+    each long secret as is, JSON-escaped (as ``json.dumps`` writes it inside a string, with
+    and without ``ensure_ascii``) and percent-encoded (as a URL or form body carries it), so a
+    secret a script serialises before sending or returning it is still recognised. Longest
+    first, so a secret that contains another is masked whole."""
+    whole = frozenset(s for s in secrets if s)
+    forms: set[str] = set()
+    for secret in whole:
+        if len(secret) < MIN_SUBSTRING_SECRET:
+            continue
+        forms.update(
+            {
+                secret,
+                json.dumps(secret)[1:-1],
+                json.dumps(secret, ensure_ascii=False)[1:-1],
+                urllib.parse.quote(secret, safe=""),
+                urllib.parse.quote_plus(secret, safe=""),
+            }
+        )
+    return whole, tuple(sorted(forms, key=lambda f: (-len(f), f)))
+
+
 def redact_text(text: str, secrets: Sequence[str]) -> str:
-    """Mask every occurrence of every non-empty secret, longest first (so that a secret that
-    contains another is masked whole). Transformed secrets (reversed, base64...) cannot be
-    recognised; that is documented, not solved."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+    """``text`` with every secret masked as ``***``: the one masking function of the project
+    (logs, errors, fetch records, return values shown on any surface, recordings).
+
+    A secret of :data:`MIN_SUBSTRING_SECRET` characters or more is masked wherever it (or its
+    JSON-escaped or percent-encoded form) occurs; a shorter one only when it is the whole
+    text. Other transformations (reversed, base64, split...) cannot be recognised; that is
+    documented, not solved."""
+    whole, forms = _masked_forms(tuple(secrets))
+    if text in whole:
+        return REDACTED
+    for form in forms:
+        if form in text:
+            text = text.replace(form, REDACTED)
     return text
 
 
 def redact_data(value: Any, secrets: Sequence[str]) -> Any:
-    """``redact_text`` applied to every string inside JSON-compatible data."""
+    """``redact_text`` applied to every string (keys included) inside JSON-compatible data,
+    and to the text of numbers (a numeric secret returned as a number is masked too)."""
     if not secrets:
         return value
+    secrets = tuple(secrets)
     if isinstance(value, str):
         return redact_text(value, secrets)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [redact_data(v, secrets) for v in value]
     if isinstance(value, dict):
         return {redact_text(str(k), secrets): redact_data(v, secrets) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = json.dumps(value)
+        masked = redact_text(text, secrets)
+        return value if masked == text else masked
     return value

@@ -20,6 +20,7 @@ from host.api.routes import (
     tenants,
     webhooks,
 )
+from host.api.secret_masking import TenantAnswerMasking
 from host.api.webhook_origin import WebhookOriginGate
 from host.origins import authority_of
 from host.platform import Host
@@ -49,6 +50,7 @@ def create_app(host: Host) -> FastAPI:
     )
     app.state.host = host
     install_error_handlers(app)
+    app.add_middleware(TenantAnswerMasking, tenants=host.tenants)
     for router in (
         meta.router,
         modules.router,

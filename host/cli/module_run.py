@@ -29,6 +29,7 @@ from host.toolkit.local_run import full_name, local_call, plain, recording_fetch
 from host.toolkit.recording import Recorder, Recording, Replayer
 from sandbox.compiler import compile_script
 from sandbox.errors import ScriptCompileError
+from sandbox.invocation import redact_data
 from sandbox.pool import SandboxPool
 
 
@@ -135,7 +136,9 @@ def module_run(
     if replayer is not None and replayer.misses:
         # the script caught the FetchError, but the run did not replay what was recorded
         raise _failure("script_error", f"unmatched request in replay: {replayer.misses[0]}")
-    json.dump(plain(result.value), sys.stdout, indent=2, ensure_ascii=False)
+    # The return value is script output: a secret in it is masked here, as in the server.
+    shown = redact_data(plain(result.value), call.secret_values)
+    json.dump(shown, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 
 

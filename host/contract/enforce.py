@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from host.calls import ModuleCall, ModuleResult
+from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.contract.functions import ALL_FUNCTIONS
 from host.errors import ModuleCallFailed
 from host.hookspecs import wraps_every_function
@@ -32,7 +32,12 @@ def validate_return(call: ModuleCall, result: ModuleResult) -> ModuleResult:
     except ValidationError as exc:
         raise ModuleCallFailed(
             "invalid_return",
-            f"{call.function} returned an invalid value: {describe_validation_error(exc)}",
+            # field paths name the returned keys, which may be a secret
+            mask_secrets(
+                f"{call.function} returned an invalid value: {describe_validation_error(exc)}",
+                call.secret_values,
+            )
+            or "",
             module=call.module_ref,
             function=call.function,
             trace=result,

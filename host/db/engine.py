@@ -1,18 +1,54 @@
 """Engine and session factory. SQLite gets WAL and foreign keys; nothing here is SQLite-only
-beyond those connection pragmas, so a PostgreSQL URL works unchanged."""
+beyond those connection pragmas, so a PostgreSQL URL works unchanged.
+
+A SQLite database file holds webhook tokens, API key hashes, contacts and sealed secrets, so
+it is private to the host's user, like the key file beside it: the file is created 0600
+before SQLite opens it (SQLite gives its ``-wal`` and ``-shm`` files the database file's
+mode), and an existing database, WAL or SHM file that others may read is narrowed to 0600.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+PRIVATE_FILE_MODE = 0o600
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def make_private(database: Path) -> None:
+    """Create ``database`` (0600) if it does not exist; narrow it and its companion files
+    to 0600 when they exist with wider permissions."""
+    if not database.exists() and database.parent.is_dir():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    for suffix in SQLITE_COMPANIONS:
+        path = Path(f"{database}{suffix}")
+        if path.exists() and stat.S_IMODE(path.stat().st_mode) & ~PRIVATE_FILE_MODE:
+            path.chmod(PRIVATE_FILE_MODE)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or another backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # URI filenames: SQLite creates those itself
+        return None
+    return Path(parsed.database)
 
 
 def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {}
+    database = sqlite_file(url)
+    if database is not None:
+        make_private(database)
     if url.startswith("sqlite"):
         # Many request threads share the file; the timeout waits out a writer instead of
         # failing with "database is locked".

@@ -32,6 +32,8 @@ Decisions a module author relies on:
   HTML body cannot run script or act as the host's page in a browser. With
   ``CRM_HOST_WEBHOOK_BASE_URL`` set, replies are also on an origin of their own
   (:mod:`host.api.webhook_origin`).
+  Secret settings are masked (``***``) in the body and the header values, like all script
+  output.
 * **Failures.** A module that raises, times out or returns an invalid value → 500 (501 when
   it does not implement the function) with ``{"error": kind, "message": ...}`` and nothing
   applied; the details go to the receipt and the invocation log, not to the caller.
@@ -57,6 +59,7 @@ from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
 from host.tenants import RuntimeEnablement, TenantService
+from sandbox.invocation import redact_data
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,21 @@ def reply_from(response: WebhookResponse | None) -> WebhookReply:
     )
 
 
+def masked_response(
+    response: WebhookResponse | None, secrets: Sequence[str]
+) -> WebhookResponse | None:
+    """The module's response with every secret masked in its body and headers: the reply to
+    the caller is script output, and the caller is whoever knows the URL."""
+    if response is None or not secrets:
+        return response
+    return response.model_copy(
+        update={
+            "headers": redact_data(response.headers, secrets),
+            "body": redact_data(response.body, secrets),
+        }
+    )
+
+
 def failure_reply(status: int, kind: str) -> WebhookReply:
     """A small body for the caller; what went wrong is in the receipt, not here."""
     return json_reply(status, {"error": kind, "message": "the webhook could not be processed"})
@@ -225,7 +243,7 @@ class WebhookReceiver:
         except (NotFound, Conflict):
             # disabled or removed between the lookup and the call
             raise NotFound("no such webhook") from None
-        reply = reply_from(result.response)
+        reply = reply_from(masked_response(result.response, target.secret_values))
 
         def record(session: Any, outcome: Any) -> None:
             session.add(

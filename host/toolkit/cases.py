@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from host.calls import ModuleCall
 from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
 from host.errors import InvalidInput, ModuleCallFailed, Problem
@@ -37,6 +38,7 @@ from host.module_runtime import run_module_function
 from host.modules.registry import ValidatedModule
 from host.toolkit.local_run import full_name, local_call, plain
 from host.toolkit.recording import Recording, Replayer
+from sandbox.invocation import redact_text
 from sandbox.pool import SandboxPool
 
 CASES_DIR = "tests"
@@ -178,6 +180,14 @@ def _run(pool: SandboxPool, module: ValidatedModule, case: Case) -> Outcome:
         recording = Recording.load(case.replay) if case.replay else Recording()
     except InvalidInput as exc:
         return Outcome(case.id, "ERROR", "\n".join([exc.message, *map(str, exc.problems)]))
+    outcome = _judge(pool, call, case, recording)
+    # The report is script output: a secret the script returned or logged is masked in it.
+    outcome.detail = redact_text(outcome.detail, call.secret_values)
+    outcome.log = redact_text(outcome.log, call.secret_values)
+    return outcome
+
+
+def _judge(pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording) -> Outcome:
     source = str(case.replay.name) if case.replay else "this case (it has no replay)"
     replayer = Replayer(recording, call.secret_values, source=source)
     try:

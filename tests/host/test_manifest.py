@@ -119,7 +119,7 @@ def test_full_manifest_round_trips() -> None:
     assert m.as_json() == FULL
     assert m.egress == FULL["egress"]
     assert m.limits["memory_mb"] == 128
-    assert m.secret_fields == ("api_key", "auth.token")
+    assert m.secret_fields == (("api_key",), ("auth", "token"))
 
 
 def test_messenger_kind_and_utf8_bom_are_accepted() -> None:
@@ -544,7 +544,7 @@ def test_example_of_the_spec_is_valid() -> None:
         },
         "limits": {"timeout_s": 5, "memory_mb": 128, "max_fetches": 20},
     }
-    assert validate_manifest(example).secret_fields == ("api_key",)
+    assert validate_manifest(example).secret_fields == (("api_key",),)
 
 
 def test_format_path_quotes_keys_that_are_not_identifiers() -> None:

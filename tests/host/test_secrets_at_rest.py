@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 
 from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
 from host.settings_schema import SECRET_MARKER
+from tests.cli_runner import Cli
 from tests.host.conftest import (
     SECRET_API_KEY,
     checkpoint,
@@ -187,3 +188,41 @@ def test_key_file_reused(tmp_path) -> None:
     path = tmp_path / "k.key"
     token = key_file_fernet(path).encrypt(b"x")
     assert key_file_fernet(path).decrypt(token) == b"x"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_database_wal_and_shm_are_private_to_the_host_user(enabled, db_path: Path) -> None:
+    """They hold webhook tokens, API key hashes and contacts: 0600 like the key file."""
+    companions = [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
+    assert all(p.exists() for p in companions)  # the host really wrote through WAL
+    assert {p.name: _mode(p) for p in companions} == {p.name: 0o600 for p in companions}
+
+
+def test_an_existing_readable_database_is_narrowed_at_start(enabled, host, db_path) -> None:
+    host.close()
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{db_path}{suffix}")
+        if path.exists():
+            path.chmod(0o644)  # as older versions (and SQLite's default) left them
+    again = make_host(db_path)
+    try:
+        assert again.tenants.runtime("acme", "sendmail").settings["api_key"] == SECRET_API_KEY
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{db_path}{suffix}")
+            assert not path.exists() or _mode(path) == 0o600, path
+    finally:
+        again.close()
+
+
+def test_the_cli_creates_a_private_database(tmp_path: Path) -> None:
+    cli = Cli.in_dir(tmp_path, CRM_HOST_SECRET_KEY="a passphrase of the test suite, long enough")
+    created = cli.run("tenant", "create", "acme", "--name", "Acme")
+    assert created.returncode == 0, created.stderr
+    database = tmp_path / "host.db"
+    assert _mode(database) == 0o600
+    for suffix in ("-wal", "-shm"):
+        path = Path(f"{database}{suffix}")
+        assert not path.exists() or _mode(path) == 0o600

@@ -189,13 +189,24 @@ def test_body_is_matched_unless_removed_from_the_recording() -> None:
 
 
 def test_secrets_in_url_and_body_are_masked_before_matching() -> None:
-    recorder = Recorder(lambda request: {"status": 200, "headers": {}, "body": "ok"}, ["K1"])
-    recorder({"method": "POST", "url": "https://a/x?key=K1", "body": "token=K1", "headers": {}})
+    recorder = Recorder(
+        lambda request: {"status": 200, "headers": {}, "body": "ok"}, ["K1-live-secret"]
+    )
+    recorder(
+        {
+            "method": "POST",
+            "url": "https://a/x?key=K1-live-secret",
+            "body": "token=K1-live-secret",
+            "headers": {},
+        }
+    )
     (exchange,) = recorder.recording.exchanges
     assert exchange.request["url"] == "https://a/x?key=***"
     assert exchange.request["body"] == "token=***"
-    replay = Replayer(recorder.recording, ["K2"])
-    assert replay({"method": "POST", "url": "https://a/x?key=K2", "body": "token=K2"})
+    replay = Replayer(recorder.recording, ["K2-live-secret"])
+    assert replay(
+        {"method": "POST", "url": "https://a/x?key=K2-live-secret", "body": "token=K2-live-secret"}
+    )
 
 
 def test_recorded_errors_are_replayed_with_their_kind() -> None:
