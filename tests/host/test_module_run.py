@@ -292,8 +292,7 @@ def test_optional_arguments_still_bound_the_count(
     result = run(cli, module, "CRM_Marketing_SetTemplateHTML", *args)
     assert result.returncode == 2
     assert error_line(result) == (
-        "error: expected 2 to 3 argument(s) (html, name, templateExternalId=None), "
-        f"got {len(args)}"
+        f"error: expected 2 to 3 argument(s) (html, name, templateExternalId=None), got {len(args)}"
     )
     assert result.stdout == ""
 

@@ -220,7 +220,9 @@ def test_optional_template_id_may_be_left_out_of_a_case(tmp_path: Path) -> None:
         json.dumps(case("SetTemplateHTML", ["<p/>"], returns="x"))
     )
     with pytest.raises(InvalidInput) as caught:
-        load_cases(root / "tests" / "publish.json", load_module(root, max_script_bytes=1 << 20), root)
+        load_cases(
+            root / "tests" / "publish.json", load_module(root, max_script_bytes=1 << 20), root
+        )
     assert [str(p) for p in caught.value.problems] == [
         "tests/publish.json: $.args: CRM_Marketing_SetTemplateHTML takes 2 to 3 "
         "(html, name, templateExternalId=None), got 1"
