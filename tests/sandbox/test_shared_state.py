@@ -95,7 +95,7 @@ def script_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
         if attribute_problem(name) is None:
             try:
                 yield f".{name}", getattr(obj, name)
-            except Exception:  # noqa: S112 - a property that fails gives the script nothing
+            except Exception:  # a property that fails gives the script nothing
                 continue
 
 
@@ -145,7 +145,7 @@ def shared_mutable_problem(obj: Any) -> str | None:
         return None
     if isinstance(obj, (tuple, frozenset, types.MappingProxyType, ModuleFacade)):
         return None  # contents are checked one by one
-    if isinstance(obj, IMMUTABLE_VALUES) or isinstance(obj, STATELESS_C_OBJECTS):
+    if isinstance(obj, (*IMMUTABLE_VALUES, *STATELESS_C_OBJECTS)):
         return None
     if isinstance(obj, (types.FunctionType, property, types.BuiltinFunctionType)):
         return None  # their hidden state is walked by hidden_state()
