@@ -67,6 +67,7 @@ import math
 import random
 import re
 import string
+import sys
 import time
 import urllib.parse
 import uuid
@@ -492,12 +493,26 @@ def build_facades(limit_error: Callable[[str], BaseException]) -> dict[str, Modu
     return facades
 
 
-def make_import(facades: Mapping[str, ModuleFacade]) -> Callable[..., ModuleFacade]:
+#: modules the standard library's C code imports by name while a script runs (``time`` and
+#: ``datetime``'s ``strptime`` import ``_strptime``); preloaded by :mod:`sandbox.preload`
+C_LEVEL_IMPORTS = frozenset({"_strptime"})
+#: the ``fromlist`` CPython's ``PyImport_Import`` passes (an empty *list*; ``["__doc__"]``
+#: in older versions). It looks ``__import__`` up in the calling frame's builtins, the
+#: script's; a script's own ``import`` passes ``None`` or a tuple, and cannot name
+#: ``__import__`` to call it directly.
+_C_IMPORT_FROMLISTS: tuple[list[str], ...] = ([], ["__doc__"])
+
+
+def make_import(facades: Mapping[str, ModuleFacade]) -> Callable[..., Any]:
     """The script's ``__import__``: facades only, absolute imports only.
 
     ``import urllib.parse`` binds ``urllib`` to a facade holding only ``parse``; ``from
     urllib.parse import urlencode`` gets the ``urllib.parse`` facade. Every refusal is an
     :class:`ImportDenied` naming the module (and the name, for ``from`` imports).
+
+    The one exception is C code of the standard library importing one of
+    :data:`C_LEVEL_IMPORTS` for itself: it gets the already loaded module (never a file
+    load), and the script never sees it.
     """
     parents: dict[str, ModuleFacade] = {}
     for dotted, facade in facades.items():
@@ -511,7 +526,14 @@ def make_import(facades: Mapping[str, ModuleFacade]) -> Callable[..., ModuleFaca
         locals: Any = None,
         fromlist: Any = (),
         level: int = 0,
-    ) -> ModuleFacade:
+    ) -> Any:
+        if (
+            type(fromlist) is list
+            and fromlist in _C_IMPORT_FROMLISTS
+            and name in C_LEVEL_IMPORTS
+            and name in sys.modules
+        ):
+            return sys.modules[name]
         if level != 0:
             raise ImportDenied("relative imports are not allowed", name=str(name))
         if not isinstance(name, str) or name not in facades:
