@@ -67,6 +67,7 @@ class ModuleInvoker:
             secret_values=runtime.secret_values,
         )
         hook = getattr(self.hooks.hook, HOOK_NAMES[function])
+        arguments = contract.complete_keywords(arguments)  # omitted optional ones → None
         try:
             result = hook(call=call, **arguments)
         except HostError:

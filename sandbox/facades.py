@@ -15,6 +15,41 @@ A script never receives a real module object. Real modules are doors: ``re.enum.
 ``from X import y`` reads attributes with the real ``getattr`` (no guard runs), which is why a
 facade has no public methods of its own and why :func:`make_import` checks ``fromlist``
 against the allow-list itself.
+
+Nothing a script reaches is shared mutable state. One worker serves many tenants one after
+the other, so whatever invocation 1 can change, invocation 2 could read. The write guard
+already refuses attribute and item writes on everything the script did not create; what
+remains are *mutating methods* of shared objects and state hidden behind functions. Per case
+(``tests/sandbox/test_shared_state.py`` walks everything reachable and proves it):
+
+=========================================  ==================================================
+shared state                               decision
+=========================================  ==================================================
+``hashlib.algorithms_available`` /         frozen: a ``frozenset`` (they were plain sets one
+``algorithms_guaranteed``                  tenant could ``add`` to and another read back)
+``random``'s generator (``seed``,          per-invocation copy: a fresh ``random.Random``
+``getstate``)                              each time, ``random.seed`` seeds only that one
+``time.sleep`` budget                      per-invocation copy (:class:`SleepBudget`)
+``decimal`` current context (precision,    removed: no ``getcontext``/``setcontext``/
+rounding, traps, flags)                    ``localcontext``/``DefaultContext``; a script
+                                           computes with its own ``decimal.Context()``
+``re``'s pattern cache, ``re.purge``       removed: ``purge`` is absent; the cache itself
+                                           holds only immutable compiled patterns
+``urllib.parse.urlsplit``'s LRU cache      frozen facade: a plain function in front of it, so
+(``cache_info``, ``cache_clear``)          no tenant can see another's hit count or clear it
+``json``'s default encoder/decoder         removed: only ``dumps``/``loads`` (no ``cls``),
+objects                                    never the module's encoder instances
+``datetime``/``uuid`` internals            removed: only immutable classes and values
+(``uuid._last_timestamp``, ``uuid1``)      (``UTC``, ``NAMESPACE_*``, ``MINYEAR``)
+``collections.abc`` registries             removed: ``collections.abc`` is not reachable and
+(``register``)                             no reachable class is an ABC
+``functools`` caches                       per-invocation copy: ``lru_cache``/``cache`` wrap
+                                           the script's own, per-invocation functions
+``string.Formatter``                       removed (CVE-2023-41039); ``string.Template``'s
+                                           class attributes are immutable strings/patterns
+module facades themselves                  frozen: members in a read-only mapping; set and
+                                           list members are frozen, cached functions wrapped
+=========================================  ==================================================
 """
 
 from __future__ import annotations
@@ -32,10 +67,12 @@ import math
 import random
 import re
 import string
+import sys
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 from sandbox.records import Record, RecordList, to_plain
@@ -50,12 +87,12 @@ class ModuleFacade:
     """A read-only namespace standing in for a module: only its listed names exist."""
 
     __slots__ = ("_members", "_name")
-    _members: dict[str, Any]
+    _members: Mapping[str, Any]
     _name: str
 
     def __init__(self, name: str, members: Mapping[str, Any]) -> None:
         object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_members", dict(members))
+        object.__setattr__(self, "_members", MappingProxyType(dict(members)))
 
     def __getattr__(self, attribute: str) -> Any:
         if attribute.startswith("_"):
@@ -80,14 +117,44 @@ class ModuleFacade:
         return sorted(self._members)
 
 
+def _shareable(value: Any) -> Any:
+    """``value`` made safe to share between invocations: mutable containers frozen, and
+    functions with a cache (``functools.lru_cache``: ``cache_info``/``cache_clear``) hidden
+    behind a plain function."""
+    if isinstance(value, (set, frozenset)):
+        return frozenset(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, dict):
+        return MappingProxyType(dict(value))
+    if callable(value) and hasattr(value, "cache_clear") and not isinstance(value, type):
+        return _uncached_view(value)
+    return value
+
+
+def _uncached_view(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function without its cache: the undecorated function itself when there is one
+    (nothing is kept between calls), else a plain function in front of the cached one."""
+    uncached: Callable[..., Any] | None = getattr(function, "__wrapped__", None)
+    if uncached is not None:
+        return uncached
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = getattr(function, "__name__", "function")
+    call.__doc__ = function.__doc__
+    return call
+
+
 def _pick(module: Any, names: Iterable[str]) -> dict[str, Any]:
-    return {name: getattr(module, name) for name in names if hasattr(module, name)}
+    return {name: _shareable(getattr(module, name)) for name in names if hasattr(module, name)}
 
 
 def _public(module: Any, exclude: Iterable[str] = ()) -> dict[str, Any]:
     excluded = set(exclude)
     return {
-        name: getattr(module, name)
+        name: _shareable(getattr(module, name))
         for name in dir(module)
         if not name.startswith("_") and name not in excluded
     }
@@ -426,12 +493,26 @@ def build_facades(limit_error: Callable[[str], BaseException]) -> dict[str, Modu
     return facades
 
 
-def make_import(facades: Mapping[str, ModuleFacade]) -> Callable[..., ModuleFacade]:
+#: modules the standard library's C code imports by name while a script runs (``time`` and
+#: ``datetime``'s ``strptime`` import ``_strptime``); preloaded by :mod:`sandbox.preload`
+C_LEVEL_IMPORTS = frozenset({"_strptime"})
+#: the ``fromlist`` CPython's ``PyImport_Import`` passes (an empty *list*; ``["__doc__"]``
+#: in older versions). It looks ``__import__`` up in the calling frame's builtins, the
+#: script's; a script's own ``import`` passes ``None`` or a tuple, and cannot name
+#: ``__import__`` to call it directly.
+_C_IMPORT_FROMLISTS: tuple[list[str], ...] = ([], ["__doc__"])
+
+
+def make_import(facades: Mapping[str, ModuleFacade]) -> Callable[..., Any]:
     """The script's ``__import__``: facades only, absolute imports only.
 
     ``import urllib.parse`` binds ``urllib`` to a facade holding only ``parse``; ``from
     urllib.parse import urlencode`` gets the ``urllib.parse`` facade. Every refusal is an
     :class:`ImportDenied` naming the module (and the name, for ``from`` imports).
+
+    The one exception is C code of the standard library importing one of
+    :data:`C_LEVEL_IMPORTS` for itself: it gets the already loaded module (never a file
+    load), and the script never sees it.
     """
     parents: dict[str, ModuleFacade] = {}
     for dotted, facade in facades.items():
@@ -445,7 +526,14 @@ def make_import(facades: Mapping[str, ModuleFacade]) -> Callable[..., ModuleFaca
         locals: Any = None,
         fromlist: Any = (),
         level: int = 0,
-    ) -> ModuleFacade:
+    ) -> Any:
+        if (
+            type(fromlist) is list
+            and fromlist in _C_IMPORT_FROMLISTS
+            and name in C_LEVEL_IMPORTS
+            and name in sys.modules
+        ):
+            return sys.modules[name]
         if level != 0:
             raise ImportDenied("relative imports are not allowed", name=str(name))
         if not isinstance(name, str) or name not in facades:

@@ -11,8 +11,9 @@ Why ``subprocess`` + pipes (not ``multiprocessing`` fork/forkserver/spawn):
 * ``multiprocessing`` connections unpickle what the peer sends; the worker is untrusted, so
   the parent must only ever parse JSON from it (see :mod:`sandbox.channel`).
 
-Start-up cost (~100 ms: interpreter + RestrictedPython + the allow-listed modules, imported
-once here so scripts never trigger imports) is paid once per worker; calls are warm.
+Start-up cost (~150 ms: interpreter + RestrictedPython + the allow-listed modules and
+everything they import lazily, see :mod:`sandbox.preload`, so scripts never trigger imports)
+is paid once per worker; calls are warm.
 
 At start the worker hardens itself (:mod:`sandbox.hardening`: environment, network
 namespace, rlimits, privileges; the outcome recorded in the hello message) and replaces
@@ -45,27 +46,8 @@ from sandbox import errors
 from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_all
 from sandbox.hardening import harden, vm_size
 from sandbox.limits import MIB, Limits
+from sandbox.preload import preload
 from sandbox.worker_capabilities import WorkerCapabilities
-
-#: modules scripts may import (SPEC §4), imported once at start so scripts never load files
-PRELOAD = [
-    "json",
-    "re",
-    "datetime",
-    "time",
-    "math",
-    "hashlib",
-    "hmac",
-    "base64",
-    "urllib.parse",
-    "uuid",
-    "decimal",
-    "random",
-    "string",
-    "itertools",
-    "functools",
-    "collections",
-]
 
 #: exit status when the worker itself ran out of memory outside a script
 EXIT_MEMORY = 87
@@ -343,8 +325,7 @@ def main(config_json: str = "{}") -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    for name in PRELOAD:
-        importlib.import_module(name)
+    preload()
     import sandbox.compiler
     import sandbox.world  # noqa: F401
 

@@ -19,7 +19,7 @@ from host.calls import ModuleCall, ModuleResult
 from host.cli.output import err
 from host.config import HostSettings
 from host.contract.enforce import validate_return
-from host.contract.functions import contract_function
+from host.contract.functions import ContractFunction, contract_function
 from host.contract.world import SCRIPT_IMPORTS
 from host.errors import InvalidInput, ModuleCallFailed
 from host.module_runtime import run_module_function
@@ -106,7 +106,7 @@ def module_run(
     contract = contract_function(manifest.kind, name)
     if contract is None:
         raise _usage(f"{name} is not a function of {manifest.kind} modules")
-    values = _parse_arguments(args or [], contract.parameters)
+    values = _parse_arguments(args or [], contract)
     call = _local_call(module, name, settings)
     replayer = _replayer(replay, call) if replay is not None else None
     allow = [*host_settings.egress_allow, *(allow_host or [])]
@@ -192,14 +192,17 @@ def _compile_kind(script: str | None) -> str:
     return "invalid_module"
 
 
-def _parse_arguments(raw: list[str], parameters: tuple[str, ...]) -> list[Any]:
-    if len(raw) != len(parameters):
-        expected = ", ".join(parameters) or "no arguments"
-        raise _usage(f"expected {len(parameters)} argument(s) ({expected}), got {len(raw)}")
+def _parse_arguments(raw: list[str], contract: ContractFunction) -> list[Any]:
+    """The JSON arguments of the command line; omitted optional ones are ``None``."""
+    if not contract.accepts_count(len(raw)):
+        raise _usage(
+            f"expected {contract.expected_count()} argument(s) "
+            f"({contract.described_parameters()}), got {len(raw)}"
+        )
     values = []
-    for name, text in zip(parameters, raw, strict=True):
+    for name, text in zip(contract.parameters, raw, strict=False):
         try:
             values.append(json.loads(text))
         except ValueError as exc:
             raise _usage(f"argument {name} is not JSON ({exc}): {text!r}") from None
-    return values
+    return contract.complete(values)

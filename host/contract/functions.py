@@ -4,6 +4,7 @@ type of value the host accepts back (SPEC §2)."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -25,23 +26,76 @@ PREFIX = "CRM_Marketing_"
 
 @dataclass(frozen=True)
 class ContractFunction:
-    """One function of the contract: how the host calls it and what it must return."""
+    """One function of the contract: how the host calls it and what it must return.
+
+    The last ``optional`` parameters are optional in the SPEC sense (``=None``): a caller
+    (the host, ``module run``, a ``module test`` case) may leave them out, and the module
+    then receives ``None`` for them. The host always passes every parameter positionally,
+    so a module never depends on its own default values.
+    """
 
     name: str
     parameters: tuple[str, ...]
     returns: Any
     summary: str
+    optional: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.optional <= len(self.parameters):
+            raise ValueError(f"{self.name}: more optional parameters than parameters")
 
     @cached_property
     def return_adapter(self) -> TypeAdapter[Any]:
         return TypeAdapter(self.returns)
 
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The parameters every call must give."""
+        return self.parameters[: len(self.parameters) - self.optional]
+
+    def described_parameters(self) -> str:
+        """``html, name, templateExternalId=None`` (or ``no arguments``)."""
+        shown = [*self.required, *(f"{p}=None" for p in self.parameters[len(self.required) :])]
+        return ", ".join(shown) or "no arguments"
+
+    def expected_count(self) -> str:
+        """``2`` or ``2 to 3``: how many arguments a call may give."""
+        if not self.optional:
+            return str(len(self.parameters))
+        return f"{len(self.required)} to {len(self.parameters)}"
+
+    def accepts_count(self, count: int) -> bool:
+        return len(self.required) <= count <= len(self.parameters)
+
+    def complete(self, values: Sequence[Any]) -> list[Any]:
+        """All positional arguments of a call that gave ``values``: omitted optional ones
+        become ``None``. Raises ``ValueError`` for a count the contract does not accept."""
+        if not self.accepts_count(len(values)):
+            raise ValueError(
+                f"{self.name} takes {self.expected_count()} argument(s) "
+                f"({self.described_parameters()}), got {len(values)}"
+            )
+        return [*values, *([None] * (len(self.parameters) - len(values)))]
+
+    def complete_keywords(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword form of :meth:`complete`, for the hooks: every parameter present."""
+        unknown = sorted(set(arguments) - set(self.parameters))
+        missing = [p for p in self.required if p not in arguments]
+        if unknown or missing:
+            raise ValueError(
+                f"{self.name}({self.described_parameters()}) called with "
+                f"unknown {unknown} / missing {missing} argument(s)"
+            )
+        return {p: arguments.get(p) for p in self.parameters}
+
     def signature(self) -> str:
-        return f"{self.name}({', '.join(self.parameters)})"
+        return f"{self.name}({self.described_parameters() if self.parameters else ''})"
 
 
-def _fn(name: str, params: tuple[str, ...], returns: Any, summary: str) -> ContractFunction:
-    return ContractFunction(PREFIX + name, params, returns, summary)
+def _fn(
+    name: str, params: tuple[str, ...], returns: Any, summary: str, optional: int = 0
+) -> ContractFunction:
+    return ContractFunction(PREFIX + name, params, returns, summary, optional)
 
 
 _IMPORT_TEMPLATES = _fn(
@@ -58,7 +112,11 @@ _STATS = _fn("GetCampaignStats", ("campaignExternalId",), CampaignStats, "read c
 _WEBHOOK = _fn("ParseWebhookRequest", ("request",), WebhookResult, "turn a webhook into actions")
 _GET_HTML = _fn("GetTemplateHTML", ("templateExternalId",), str, "template preview")
 _SET_HTML = _fn(
-    "SetTemplateHTML", ("html", "name", "templateExternalId"), str, "publish a template"
+    "SetTemplateHTML",
+    ("html", "name", "templateExternalId"),
+    str,
+    "publish a template",
+    optional=1,
 )
 _CREATE_MESSENGER = _fn(
     "CreateMessengerCampaign", ("request",), CreateCampaignResponse, "create a messenger campaign"

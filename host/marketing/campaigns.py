@@ -186,8 +186,6 @@ class CampaignService:
         if draft.senderEmail and not EMAIL.fullmatch(draft.senderEmail.strip()):
             problems.append(Problem("senderEmail", "is not an email address"))
         template_external_id = self._template(session, tenant_id, draft, problems)
-        if not draft.html and not draft.templateId:
-            problems.append(Problem("html", "html or templateId is required"))
         if problems:
             return {}
         return CreateCampaignRequest(

@@ -127,10 +127,13 @@ def _case(
     args = item.get("args", [])
     if not isinstance(args, list):
         problems.append(Problem(f"{where}.args", "must be a list of the function's arguments"))
-    elif contract is not None and len(args) != len(contract.parameters):
-        expected = ", ".join(contract.parameters) or "none"
+    elif contract is not None and not contract.accepts_count(len(args)):
         problems.append(
-            Problem(f"{where}.args", f"{name} takes {len(contract.parameters)} ({expected})")
+            Problem(
+                f"{where}.args",
+                f"{name} takes {contract.expected_count()} "
+                f"({contract.described_parameters()}), got {len(args)}",
+            )
         )
     settings = item.get("settings", {})
     if not isinstance(settings, dict):
@@ -146,6 +149,8 @@ def _case(
         raise InvalidInput("", problems)
     if name == WEBHOOK and isinstance(args[0], dict):
         args = [webhook_request(args[0])]
+    assert contract is not None
+    args = contract.complete(args)
     case_id = f"{CASES_DIR}/{Path(shown).name}::{item.get('name') or default}"
     return Case(case_id, name, args, settings, replay_path, given[0], item[given[0]])
 

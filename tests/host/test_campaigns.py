@@ -182,7 +182,6 @@ def test_every_problem_is_listed(host: Host, client: TestClient) -> None:
         ({"contactIds": ["c000000", "ghost"]}, "contactIds", "1 unknown contact(s): ghost"),
         ({"senderEmail": "acme.test"}, "senderEmail", "not an email address"),
         ({"senderName": ""}, "senderName", "required"),
-        ({"html": None}, "html", "html or templateId"),
         ({"templateId": "missing", "html": None}, "templateId", "no template"),
         ({"scheduledAt": "tomorrow"}, "scheduledAt", "ISO 8601"),
         ({"batchSize": 0}, "batchSize", "must be"),
@@ -211,6 +210,22 @@ def test_messenger_type_needs_a_messenger_module(host: Host, client: TestClient)
 
 def test_all_with_no_contacts_is_an_empty_audience(client: TestClient) -> None:
     assert "no contacts" in problems(client.post(BASE, json=body(), headers=ADMIN))["contactIds"]
+
+
+def test_neither_html_nor_template_is_required(host: Host, client: TestClient) -> None:
+    """SPEC: html and templateExternalId are both optional; the module decides whether it
+    can send without them (a service may use a default template)."""
+    add_contacts(host, 2)
+    created = client.post(BASE, json=body(html=None), headers=ADMIN)
+    assert created.status_code == 202, created.text
+    shown = wait_done(client, created.json()["id"])
+    assert shown["status"] == "Sending" and shown["error"] is None
+    with host.db.transaction() as session:
+        from host.db.models import Campaign
+
+        row = session.get(Campaign, created.json()["id"])
+        assert row is not None
+        assert (row.request["html"], row.request["templateExternalId"]) == (None, None)
 
 
 def test_published_template_is_sent_by_external_id(host: Host, client: TestClient) -> None:

@@ -266,6 +266,37 @@ def test_bad_arguments_are_usage_errors(
     assert message in error_line(result)
 
 
+PUBLISHING = (
+    "def CRM_Marketing_SetTemplateHTML(html, name, templateExternalId):\n"
+    "    return f'{html}|{name}|{templateExternalId}'\n"
+)
+
+
+def test_optional_template_id_may_be_left_out(cli: Cli, tmp_path: Path) -> None:
+    """SPEC: SetTemplateHTML(html, name, templateExternalId=None). Leaving the optional
+    argument out passes None, even to a module that declares no default for it."""
+    module = write_module(tmp_path / "m", PUBLISHING)
+    two = run(cli, module, "CRM_Marketing_SetTemplateHTML", '"<p/>"', '"name"')
+    assert two.returncode == 0, two.stderr
+    assert json.loads(two.stdout) == "<p/>|name|None"
+    three = run(cli, module, "SetTemplateHTML", '"<p/>"', '"name"', '"t-1"')
+    assert three.returncode == 0, three.stderr
+    assert json.loads(three.stdout) == "<p/>|name|t-1"
+
+
+@pytest.mark.parametrize("args", [['"<p/>"'], ['"<p/>"', '"n"', '"t"', '"extra"']])
+def test_optional_arguments_still_bound_the_count(
+    cli: Cli, tmp_path: Path, args: list[str]
+) -> None:
+    module = write_module(tmp_path / "m", PUBLISHING)
+    result = run(cli, module, "CRM_Marketing_SetTemplateHTML", *args)
+    assert result.returncode == 2
+    assert error_line(result) == (
+        f"error: expected 2 to 3 argument(s) (html, name, templateExternalId=None), got {len(args)}"
+    )
+    assert result.stdout == ""
+
+
 def test_function_of_other_kind_and_bad_settings(cli: Cli, tmp_path: Path) -> None:
     module = write_module(
         tmp_path / "m", "def CRM_Marketing_ImportTemplates(offset, limit):\n    return []\n"

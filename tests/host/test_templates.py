@@ -109,6 +109,7 @@ def calls(host: Host, function: str) -> int:
 
 IMPORT = "CRM_Marketing_ImportTemplates"
 GET_HTML = "CRM_Marketing_GetTemplateHTML"
+SET_HTML = "CRM_Marketing_SetTemplateHTML"
 
 
 # --- pagination ------------------------------------------------------------------------------
@@ -258,6 +259,21 @@ def test_publish_a_local_template_stores_the_returned_id(host: Host) -> None:
     assert published.external_id == "pub-welcome"
     assert host.templates.html("acme", local.id) == "<h1>Hi</h1>"
     assert calls(host, GET_HTML) == 0
+
+
+def test_host_calls_may_leave_the_optional_template_id_out(host: Host) -> None:
+    """SetTemplateHTML's templateExternalId is optional for every caller in the host: left
+    out, the module receives None; a required argument left out is the caller's bug."""
+    configure(host)
+    assert host.invoker.call("acme", MODULE, SET_HTML, html="<p/>", name="Direct") == "pub-direct"
+    assert (
+        host.invoker.call("acme", MODULE, SET_HTML, html="<p/>", name="X", templateExternalId="t7")
+        == "t7"
+    )
+    before = calls(host, SET_HTML)
+    with pytest.raises(ValueError, match=r"missing \['name'\]"):
+        host.invoker.call("acme", MODULE, SET_HTML, html="<p/>")
+    assert calls(host, SET_HTML) == before  # refused before the module ran
 
 
 def test_a_failed_publish_changes_nothing(host: Host) -> None:

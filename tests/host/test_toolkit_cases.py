@@ -173,7 +173,7 @@ def test_case_file_problems_are_reported_at_once(tmp_path: Path) -> None:
         load_cases(path, load_module(root, max_script_bytes=1 << 20), root)
     assert [str(p) for p in caught.value.problems] == [
         "tests/bad.json: $[0].function: CRM_Marketing_GetMessengerBots is not a function of email",
-        "tests/bad.json: $[1].args: CRM_Marketing_ImportTemplates takes 2 (offset, limit)",
+        "tests/bad.json: $[1].args: CRM_Marketing_ImportTemplates takes 2 (offset, limit), got 1",
         "tests/bad.json: $[1]: needs exactly one of returns, actions, error",
         "tests/bad.json: $[2].oops: unknown key",
         "tests/bad.json: $[2].replay: no recording file 'nope.json'",
@@ -190,3 +190,40 @@ def test_webhook_shorthand_builds_a_full_request() -> None:
         "query": {},
         "body": '{"a": 1}',
     }
+
+
+PUBLISHING = """\
+def CRM_Marketing_SetTemplateHTML(html, name, templateExternalId=None):
+    return f"{name}:{templateExternalId}"
+"""
+
+
+def test_optional_template_id_may_be_left_out_of_a_case(tmp_path: Path) -> None:
+    """SetTemplateHTML(html, name, templateExternalId?): a case with two arguments runs with
+    ``None`` for the third; one argument is still a case-file problem naming the counts."""
+    root = module_with_cases(tmp_path / "m", {})
+    (root / "module.py").write_text(PUBLISHING)
+    (root / "tests" / "publish.json").write_text(
+        json.dumps(
+            [
+                case("SetTemplateHTML", ["<p/>", "new"], returns="new:None"),
+                case("SetTemplateHTML", ["<p/>", "old", "t9"], returns="old:t9"),
+            ]
+        )
+    )
+    cli = Cli.in_dir(tmp_path)
+    result = cli.run("module", "test", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 2 passed in " in result.stdout
+
+    (root / "tests" / "publish.json").write_text(
+        json.dumps(case("SetTemplateHTML", ["<p/>"], returns="x"))
+    )
+    with pytest.raises(InvalidInput) as caught:
+        load_cases(
+            root / "tests" / "publish.json", load_module(root, max_script_bytes=1 << 20), root
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "tests/publish.json: $.args: CRM_Marketing_SetTemplateHTML takes 2 to 3 "
+        "(html, name, templateExternalId=None), got 1"
+    ]

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from host.api.deps import HostDep, TenantDep
+from host.api.paging import paged_by
 from host.marketing.campaigns import CampaignDraft
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["campaigns"])
@@ -21,7 +22,7 @@ def create_campaign(tenant_id: TenantDep, body: CampaignDraft, host: HostDep) ->
     return host.campaigns.create(tenant_id, body)
 
 
-@router.get("")
+@router.get("", dependencies=[paged_by("offset", "limit")])
 def list_campaigns(
     tenant_id: TenantDep,
     host: HostDep,
@@ -39,7 +40,7 @@ def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict
     return host.campaigns.get(tenant_id, campaign_id)
 
 
-@router.get("/{campaign_id}/deliveries")
+@router.get("/{campaign_id}/deliveries", dependencies=[paged_by("after", "limit")])
 def list_deliveries(
     tenant_id: TenantDep,
     campaign_id: str,

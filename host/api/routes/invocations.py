@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from host.api.deps import HostDep, TenantDep
+from host.api.paging import paged_by
 from host.marketing.invocation_log import DEFAULT_LIMIT, MAX_LIMIT, InvocationFilter
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=["invocations"])
 
 
-@router.get("")
+@router.get("", dependencies=[paged_by("before", "limit")])
 def list_invocations(
     tenant_id: TenantDep,
     host: HostDep,

@@ -10,20 +10,21 @@ from typing import Any
 from fastapi import APIRouter
 
 from host.api.deps import HostDep, TenantDep
+from host.api.paging import paged_by
 
 router = APIRouter(
     prefix="/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger", tags=["messenger"]
 )
 
 
-@router.get("/types")
+@router.get("/types", dependencies=[paged_by()])
 def messenger_types(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
     """`CRM_Marketing_GetMessengerTypes` → `{"types": ["Telegram", ...]}`."""
     types = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerTypes")
     return {"types": [getattr(t, "value", t) for t in types]}
 
 
-@router.get("/bots")
+@router.get("/bots", dependencies=[paged_by()])
 def messenger_bots(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
     """`CRM_Marketing_GetMessengerBots` → `{"bots": [{id, name, type, description}]}`."""
     bots = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerBots")

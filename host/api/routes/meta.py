@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from host.api.deps import AdminDep, HostDep
+from host.api.paging import paged_by
 from host.plugin_manager import describe_plugins
 
 router = APIRouter(tags=["meta"])
@@ -17,6 +18,6 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/-/plugins")
+@router.get("/-/plugins", dependencies=[paged_by()])
 def plugins(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
     return describe_plugins(host.hooks)

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from host.api.bodies import capped_body, parse_json
 from host.api.deps import AdminDep, HostDep
+from host.api.paging import paged_by
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
@@ -54,7 +55,7 @@ async def _read_package(request: Request, max_archive_bytes: int) -> ModulePacka
     return from_json_body(body, max_script_bytes=max_script)
 
 
-@router.get("")
+@router.get("", dependencies=[paged_by()])
 def list_modules(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
     return [m.as_dict() for m in host.registry.list()]
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import Field
 
 from host.api.deps import HostDep, TenantDep
+from host.api.paging import paged_by
 from host.api.schemas import ApiModel
 from host.marketing.templates import DEFAULT_MAX_PAGES, DEFAULT_PAGE_SIZE
 
@@ -45,7 +46,7 @@ def import_templates(
     ).as_dict()
 
 
-@router.get("/templates")
+@router.get("/templates", dependencies=[paged_by()])
 def list_templates(
     tenant_id: TenantDep,
     host: HostDep,

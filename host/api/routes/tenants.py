@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from host.api.deps import AdminDep, HostDep, TenantDep
+from host.api.paging import paged_by
 from host.api.schemas import EnablementOut, EnablementUpdate, TenantCreate, TenantCreated
 
 router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
@@ -19,7 +20,7 @@ def create_tenant(body: TenantCreate, host: HostDep, _admin: AdminDep) -> Tenant
     return TenantCreated(id=tenant.id, name=tenant.name, apiKey=key)
 
 
-@router.get("")
+@router.get("", dependencies=[paged_by()])
 def list_tenants(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
     return [t.as_dict() for t in host.tenants.list()]
 
@@ -29,7 +30,7 @@ def show_tenant(tenant_id: TenantDep, host: HostDep) -> dict[str, Any]:
     return host.tenants.get(tenant_id).as_dict()
 
 
-@router.get("/{tenant_id}/modules")
+@router.get("/{tenant_id}/modules", dependencies=[paged_by()])
 def list_enablements(tenant_id: TenantDep, host: HostDep) -> list[EnablementOut]:
     return [EnablementOut(**e.as_dict()) for e in host.tenants.enablements(tenant_id)]
 

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from host.api.bodies import capped_body
 from host.api.deps import HostDep, TenantDep
+from host.api.paging import paged_by
 from host.errors import PayloadTooLarge
 from host.marketing.outbox import list_messages
 from host.marketing.webhooks import IncomingRequest
@@ -70,7 +71,11 @@ for _method in METHODS:
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.get("/api/v1/tenants/{tenant_id}/webhooks/receipts", tags=["webhooks"])
+@router.get(
+    "/api/v1/tenants/{tenant_id}/webhooks/receipts",
+    tags=["webhooks"],
+    dependencies=[paged_by("limit")],
+)
 def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) -> list[Any]:
     """The latest requests on the tenant's webhook URLs, newest first: the status answered,
     how many actions were applied, the skipped ones with their reasons, or the error."""
@@ -78,7 +83,9 @@ def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) ->
     return host.webhooks.receipts(tenant_id, limit=limit)
 
 
-@router.get("/api/v1/tenants/{tenant_id}/outbox", tags=["webhooks"])
+@router.get(
+    "/api/v1/tenants/{tenant_id}/outbox", tags=["webhooks"], dependencies=[paged_by("limit")]
+)
 def outbox(
     tenant_id: TenantDep,
     host: HostDep,
