@@ -35,7 +35,7 @@ from sandbox.channel import (
     ChannelClosed,
     ChannelError,
 )
-from sandbox.conversation import Conversation, died_error
+from sandbox.conversation import Conversation, LateFrame, died_error
 from sandbox.invocation import ErrorInfo, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.worker_process import WorkerProcess
@@ -208,6 +208,8 @@ class SandboxPool:
                 result = conversation.run()
                 healthy = conversation.worker_healthy
                 return result
+            except LateFrame:
+                continue  # a late frame of the worker's previous call: try another worker
             except ChannelClosed:
                 if conversation.dispatched:
                     raise

@@ -61,6 +61,8 @@ class WorkerProcess:
         os.set_blocking(self.write_fd, False)
         self.reader = FrameReader(self.proc.stdout.fileno(), max_frame_bytes)
         self.known: set[str] = set()
+        #: identity of the last invocation dispatched here (its late frames are recognised)
+        self.last_token: str | None = None
         self.calls = 0
         self.cpu_total = 0.0
         self.info: dict[str, Any] = {}
