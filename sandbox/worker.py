@@ -367,22 +367,34 @@ def _ignore_unraisable(unraisable: Any) -> None:
     """Exceptions raised in finalizers are dropped (the script's own concern)."""
 
 
-def main(config_json: str = "{}") -> None:
-    """Entry point (see :mod:`sandbox.pool` for the command line)."""
-    global _state
-    config = json.loads(config_json)
-    # the protocol runs on private descriptors; 0/1 become /dev/null so nothing a library
-    # prints can corrupt a frame
-    in_fd, out_fd = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
-    os.close(devnull)
+def preload() -> None:
+    """Import what scripts may reach (:data:`PRELOAD`) and the engine, once per process, so
+    that no script ever triggers an import (a file read) after hardening."""
     for name in PRELOAD:
         importlib.import_module(name)
     import sandbox.compiler
     import sandbox.world  # noqa: F401
 
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but ``keep`` and 0-2 (``/dev/null`` and stderr by now)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def start(in_fd: int, out_fd: int, config: Mapping[str, Any]) -> NoReturn:
+    """The per-process start-up of EVERY worker, whatever started it: close every inherited
+    descriptor but the two protocol pipes, harden (:mod:`sandbox.hardening`), then say hello
+    and serve until the parent goes. The one place where a further confinement step (a
+    kernel wall applied after preload and before the first script) belongs."""
+    global _state
+    _close_inherited({in_fd, out_fd})
     state = _State(in_fd, out_fd, config)
     _state = state
     hardening = harden(config)
@@ -393,7 +405,7 @@ def main(config_json: str = "{}") -> None:
     state.hello["baseline_vm_kb"] = hardening.baseline_vm // 1024
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
-    # the collector runs only inside invocation windows (see _collect_leftovers), and what a
+    # the collector runs only inside invocation windows (see collect_leftovers), and what a
     # finalizer raises is the script's business, not text for the worker's stderr
     gc.disable()
     sys.unraisablehook = _ignore_unraisable
@@ -407,6 +419,20 @@ def main(config_json: str = "{}") -> None:
     except Exception:
         os._exit(EXIT_PROTOCOL)
     os._exit(0)
+
+
+def main(config_json: str = "{}") -> None:
+    """Entry point of a spawned worker (see :mod:`sandbox.worker_process`)."""
+    config = json.loads(config_json)
+    # the protocol runs on private descriptors; 0/1 become /dev/null so nothing a library
+    # prints can corrupt a frame
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    preload()
+    start(in_fd, out_fd, config)
 
 
 if __name__ == "__main__":
