@@ -25,10 +25,19 @@ class ModuleCall:
     settings: dict[str, Any] = field(repr=False)
     secret_values: tuple[str, ...] = field(default=(), repr=False)
     storage: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: what the call is for: ``live`` traffic, or a run outside it (``local`` for
+    #: ``crm-host module run``/``module test``; shadow and console test runs name their own)
+    purpose: str = "live"
 
     @property
     def module_ref(self) -> str:
         return f"{self.module_id}@{self.version}"
+
+    @property
+    def isolation_key(self) -> tuple[str, str, str, str]:
+        """The sandbox workers this call may share: only calls of the same purpose, tenant,
+        module and version ever run in the same worker process."""
+        return (self.purpose, self.tenant_id, self.module_id, self.version)
 
 
 @dataclass

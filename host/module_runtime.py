@@ -43,6 +43,7 @@ def module_invocation(
         callbacks=dict(callbacks),
         redact=list(call.secret_values),
         label=f"{call.tenant_id}/{call.module_ref}",
+        isolation_key=call.isolation_key,
     )
 
 

@@ -92,6 +92,11 @@ class FrameReader:
         del self._buffer[:end]
         return decode_payload(payload)
 
+    def pending(self) -> bool:
+        """Whether the worker has said anything not yet read (bytes buffered or waiting in
+        the pipe, or end of file) — between invocations it must be silent."""
+        return bool(self._buffer) or bool(self._poll.poll(0))
+
     def read(self, deadline: float | None) -> dict[str, Any]:
         """Next frame; ``deadline`` is a ``time.monotonic()`` value (None = wait forever)."""
         while True:

@@ -6,6 +6,16 @@ worker has no network and no host objects) until ``done``, all under the invocat
 wall-clock deadline and a CPU check. Everything the worker says is untrusted: each field of
 ``done`` is type-checked, limits are re-applied (log size, storage quota), unknown error
 kinds become ``script_error``, and secrets are masked before the caller sees anything.
+
+**Invocation identity.** Each conversation draws a fresh random token and puts it in the
+``run`` frame; the worker binds every capability it lends to that token and repeats it on
+every frame it sends (``fetch``, ``call``, ``need``, ``done``). A frame carrying any other
+token — a leftover of an earlier invocation, or a forged one — is refused: the worker is
+killed as a protocol violation and replaced, and no callback of this invocation runs for it.
+A frame that arrives while no invocation is running on the worker (a *late* or
+*unsolicited* frame) is caught by :meth:`~sandbox.channel.FrameReader.pending` when the
+worker is released or taken, and kills it the same way before anyone else's call is
+dispatched to it.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import functools
 import json
 import logging
 import math
+import secrets
 import signal
 import time
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -45,6 +56,11 @@ MAX_MESSAGE_CHARS = 4000
 # exit statuses chosen by sandbox.worker (kept in sync by the tests)
 EXIT_MEMORY = 87
 EXIT_PROTOCOL = 88
+
+
+class LateFrame(ChannelClosed):
+    """The worker's previous invocation spoke after its end, before this one had any
+    effect: the worker is gone and the invocation may run on another one."""
 
 
 def died_error(status: int | None, reason: str | None, invocation: Invocation) -> ErrorInfo:
@@ -88,6 +104,10 @@ class Conversation:
         #: the worker may serve another invocation afterwards
         self.worker_healthy = False
         self.fetch_calls = 0
+        #: fetch/call requests of the worker served so far (effects of this invocation)
+        self.relayed = 0
+        #: the identity every frame of this invocation carries (see the module docstring)
+        self.token = secrets.token_hex(12)
         self.records: list[dict[str, Any]] = []
         self._fetcher: Any = None
         self._redact = [s for s in invocation.redact if isinstance(s, str) and s]
@@ -124,6 +144,7 @@ class Conversation:
         secret_bytes = max((len(s.encode("utf-8", "replace")) for s in self._redact), default=0)
         message: dict[str, Any] = {
             "op": "run",
+            "inv": self.token,
             "hash": inv.source_hash,
             "filename": inv.filename,
             "function": inv.function,
@@ -154,6 +175,10 @@ class Conversation:
 
     def _converse(self, message: dict[str, Any], start: float) -> InvocationResult:
         worker = self.worker
+        if worker.reader.pending():
+            # the idle worker spoke unasked: kill it before it sees this invocation
+            worker.kill("protocol")
+            raise ChannelClosed("the worker sent an unsolicited frame while idle")
         try:
             worker.send(message, self.deadline)
         except (TypeError, ValueError) as exc:
@@ -161,6 +186,7 @@ class Conversation:
         except ChannelTimeout:
             return self._kill("timeout")
         self.dispatched = True
+        worker.last_token = self.token
         if "source" in message:
             worker.known.add(self.invocation.source_hash)
         if "spec" in message:
@@ -185,6 +211,15 @@ class Conversation:
             except ChannelClosed:
                 return self._died()
             op = frame.get("op")
+            if frame.get("inv") != self.token:
+                # not this invocation's: refuse, never answer, and replace the worker
+                if frame.get("inv") == worker.last_token and not self.relayed:
+                    # the previous invocation's late frame overtook this one before any
+                    # of this invocation's requests was served: nothing of it happened
+                    # yet, so the pool runs it again on another worker
+                    worker.kill("protocol")
+                    raise LateFrame("a frame of the previous invocation arrived late")
+                return self._kill("protocol")
             try:
                 if op == "done":
                     return self._finish(frame)
@@ -196,8 +231,10 @@ class Conversation:
                     )
                     worker.send(resend, self.deadline)
                 elif op == "fetch":
+                    self.relayed += 1
                     self._reply(self._fetch(frame.get("request")))
                 elif op == "call":
+                    self.relayed += 1
                     self._reply(self._call(frame.get("name"), frame.get("args")))
                 else:
                     return self._kill("protocol")
@@ -210,13 +247,11 @@ class Conversation:
 
     def _reply(self, reply: dict[str, Any]) -> None:
         try:
-            self.worker.send(reply, self.deadline)
+            self.worker.send({**reply, "inv": self.token}, self.deadline)
         except (TypeError, ValueError):
             # the host side returned something JSON cannot carry: the script gets an error
-            self.worker.send(
-                _failure(errors.ScriptError("the host returned a value that is not JSON")),
-                self.deadline,
-            )
+            failure = _failure(errors.ScriptError("the host returned a value that is not JSON"))
+            self.worker.send({**failure, "inv": self.token}, self.deadline)
 
     # -- relayed capabilities --------------------------------------------------------------
 
@@ -318,7 +353,8 @@ class Conversation:
         cpu_total = frame.get("cpu_total")
         if _is_number(cpu_total):
             self.worker.cpu_total = float(cpu_total)
-        self.worker_healthy = not frame.get("recycle")
+        # anything already behind ``done`` was sent outside the invocation: a late frame
+        self.worker_healthy = not frame.get("recycle") and not self.worker.reader.pending()
         ok = frame.get("ok") is True
         error: ErrorInfo | None = None
         if not ok:

@@ -11,6 +11,7 @@ failures leave as fresh :class:`SandboxError` instances raised ``from None``.
 
 from __future__ import annotations
 
+import gc
 import types
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -26,6 +27,8 @@ from sandbox.records import to_plain, wrap
 from sandbox.world import WorldSpec, build_globals
 
 MAX_MESSAGE_CHARS = 2000
+#: rounds of the leftover collection (each round may run finalizers that leave new garbage)
+LEFTOVER_ROUNDS = 4
 
 
 def execute(
@@ -74,12 +77,26 @@ def execute(
             raise
         raise _translate(exc, compiled, function, target, in_body=False) from None
     finally:
-        world.clear()  # break cycles through the script's globals at once
+        # finalizers of what the script left behind run now, while its globals exist and
+        # its capabilities are open; then the globals go, breaking cycles through them
+        collect_leftovers()
+        world.clear()
     return to_plain(
         result,
         what=f"{function} returned an invalid value",
         error=lambda message: InvalidReturn(message, filename=compiled.filename),
     )
+
+
+def collect_leftovers() -> None:
+    """Collect what the script left behind (generators suspended in a reference cycle,
+    closures, objects with finalizers) NOW, inside its invocation: under its limits, with its
+    capabilities open, before its result leaves. Their code is charged to the script and
+    sees only its own world. Repeated while finalizers leave new garbage, a bounded number of
+    times (a finalizer that keeps resurrecting itself is stopped by the CPU limit)."""
+    for _round in range(LEFTOVER_ROUNDS):
+        if not gc.collect():
+            return
 
 
 def _from_script(exc: BaseException, write_guard: WriteGuard) -> bool:

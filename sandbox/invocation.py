@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import json
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,11 @@ class Invocation:
     redact: Sequence[str] = ()
     #: free text for diagnostics, e.g. ``tenant/module@1.0.0``
     label: str = ""
+    #: the trust domain of the code (an opaque, hashable value such as
+    #: ``("live", tenant, module, version)``): a worker that ran code of one key never runs
+    #: code of another; ``None`` is one domain of its own (callers that mix tenants, modules
+    #: or versions must pass a key)
+    isolation_key: Hashable = None
 
     @functools.cached_property
     def source_hash(self) -> str:

@@ -13,6 +13,14 @@ Nothing is shared between workers, so a kill never touches other invocations.
 
 Replacement takes one interpreter start (~100 ms). Workers can also be recycled after N
 calls (``recycle_after``) to bound slow leaks in long-lived processes.
+
+**One trust domain per worker.** Every invocation carries an opaque ``isolation_key`` (the
+host passes ``(purpose, tenant, module, version)``; the pool knows nothing of tenants). A
+worker is bound to the key of the first invocation it serves and only ever serves that key
+again; an invocation of another key takes a fresh worker (a warm spare, promoted at once)
+or, when none is idle, evicts the least recently used idle worker (SIGKILL) and waits for
+its fresh replacement. The pool therefore keeps up to ``size`` keys warm, LRU; a switch to
+a key that is not warm costs one worker start (see BENCHMARKS.md, ``tenant_switch``).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from sandbox.channel import (
@@ -35,7 +43,7 @@ from sandbox.channel import (
     ChannelClosed,
     ChannelError,
 )
-from sandbox.conversation import Conversation, died_error
+from sandbox.conversation import Conversation, LateFrame, died_error
 from sandbox.invocation import ErrorInfo, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.worker_process import WorkerProcess
@@ -118,6 +126,8 @@ class SandboxPool:
             target=self._supervise, name="sandbox-supervisor", daemon=True
         )
         self.replacements = 0
+        #: idle workers of another key killed to make room (LRU eviction)
+        self.evictions = 0
         if start:
             self.start()
 
@@ -197,17 +207,20 @@ class SandboxPool:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, invocation: Invocation) -> InvocationResult:
-        """Run one invocation in an idle worker; never raises for script failures (they are
-        in the result), raises :class:`PoolClosed`/:class:`WorkerStartError` for the pool's
-        own and ``TypeError`` for arguments that are not JSON-compatible."""
+        """Run one invocation in an idle worker of its ``isolation_key`` (or a fresh one);
+        never raises for script failures (they are in the result), raises
+        :class:`PoolClosed`/:class:`WorkerStartError` for the pool's own and ``TypeError``
+        for arguments that are not JSON-compatible."""
         for _attempt in range(3):
-            worker = self._acquire()
+            worker = self._acquire(invocation.isolation_key)
             conversation = Conversation(self, worker, invocation)
             healthy = False
             try:
                 result = conversation.run()
                 healthy = conversation.worker_healthy
                 return result
+            except LateFrame:
+                continue  # a late frame of the worker's previous call: try another worker
             except ChannelClosed:
                 if conversation.dispatched:
                     raise
@@ -241,26 +254,56 @@ class SandboxPool:
         self._spec_cache[id(spec)] = (spec, data, digest)
         return data, digest
 
-    def _acquire(self) -> WorkerProcess:
+    def _acquire(self, key: Hashable) -> WorkerProcess:
+        """An idle worker for ``key``: the most recently used one already bound to it, else a
+        fresh one (bound to it now), else the least recently used idle worker of another key
+        is evicted (killed) and a fresh one — a warm spare, or the supervisor's replacement
+        — is awaited. A worker is never handed code of a key other than its own."""
         deadline = (
             None if self.acquire_timeout_s is None else time.monotonic() + self.acquire_timeout_s
         )
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise PoolClosed("the sandbox pool is closed")
-                if self._idle:
-                    # no liveness syscall here: a worker that died while idle fails the
-                    # write with EPIPE before it is dispatched, and run() retries
-                    return self._idle.popleft()
-                if not self._workers and self._spawn_failures >= 3:
-                    raise WorkerStartError(
-                        f"sandbox workers cannot start: {self._last_spawn_error!r}"
-                    )
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("no idle sandbox worker")
-                self._cond.wait(remaining)
+        evicted: list[WorkerProcess] = []
+        try:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise PoolClosed("the sandbox pool is closed")
+                    worker = self._idle_for_locked(key)
+                    if worker is not None:
+                        # no liveness syscall here: a worker that died while idle fails the
+                        # write with EPIPE before it is dispatched, and run() retries
+                        return worker
+                    if self._idle and not self._wanted:
+                        victim = self._idle.popleft()  # least recently used
+                        evicted.append(victim)
+                        self.evictions += 1
+                        self._discard_locked(victim)
+                        continue
+                    if not self._workers and self._spawn_failures >= 3:
+                        raise WorkerStartError(
+                            f"sandbox workers cannot start: {self._last_spawn_error!r}"
+                        )
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError("no idle sandbox worker")
+                    self._cond.wait(remaining)
+        finally:
+            for victim in evicted:
+                victim.kill()  # outside the lock
+
+    def _idle_for_locked(self, key: Hashable) -> WorkerProcess | None:
+        """Take the most recently used idle worker bound to ``key``, else a fresh one."""
+        fresh: WorkerProcess | None = None
+        for worker in reversed(self._idle):
+            if worker.bound and worker.key == key:
+                self._idle.remove(worker)
+                return worker
+            if not worker.bound and fresh is None:
+                fresh = worker
+        if fresh is not None:
+            self._idle.remove(fresh)
+            fresh.bind(key)
+        return fresh
 
     def _release(self, worker: WorkerProcess, healthy: bool) -> None:
         worker.calls += 1

@@ -31,6 +31,7 @@ stack, and the peak-RSS counter reset (``/proc/self/clear_refs``) so that
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import math
@@ -40,10 +41,11 @@ import signal
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from sandbox import errors
 from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_all
+from sandbox.execution import collect_leftovers
 from sandbox.hardening import harden, vm_size
 from sandbox.limits import MIB, Limits
 from sandbox.preload import preload
@@ -80,6 +82,9 @@ class _State:
         self.cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
         self.limits_cache: dict[tuple[Any, ...], Limits] = {}
         self.in_script = False
+        #: SIGXCPU arrived during the invocation window (a finalizer swallows the exception
+        #: the handler raises, so the window also checks this flag)
+        self.cpu_exceeded = False
         self.base_recursion = sys.getrecursionlimit()
         self.hello: dict[str, Any] = {"op": "hello", "pid": os.getpid()}
         # "module:function" running one function of a compiled script (sandbox.world's
@@ -94,12 +99,16 @@ class _State:
     def receive(self) -> dict[str, Any]:
         return read_frame_blocking(self.in_fd)
 
+    def abort(self, reason: str) -> NoReturn:
+        os._exit(EXIT_PROTOCOL)
+
 
 _state: _State | None = None
 
 
 def _on_sigxcpu(signum: int, frame: Any) -> None:
     if _state is not None and _state.in_script:
+        _state.cpu_exceeded = True
         raise CpuTimeExceeded()
 
 
@@ -208,10 +217,12 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     found, spec = _world_spec(state, message)
     need_source = compiled is None and message.get("source") is None
     if need_source or not found:
-        return {"op": "need", "source": need_source, "spec": not found}
+        return {"op": "need", "inv": message.get("inv"), "source": need_source, "spec": not found}
 
+    invocation_id = str(message.get("inv", ""))
     capabilities = WorkerCapabilities(
         state,
+        invocation_id,
         message.get("settings") or {},
         message.get("storage"),
         limits,
@@ -228,24 +239,33 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
         _soft_limit(resource.RLIMIT_CPU, math.ceil(cpu_start + limits.cpu_s), state.cpu_hard)
         sys.setrecursionlimit(_frame_depth() + limits.recursion_depth + 20)
         state.in_script = True
-        if compiled is None:
-            compiled = _compile(state, message)
-        value = state.execute(
-            compiled,
-            message["function"],
-            list(message.get("args") or []),
-            dict(message.get("kwargs") or {}),
-            capabilities,
-            spec,
-        )
-    except BaseException as exc:
-        state.in_script = False
-        error = _error(exc, limits)
-        recycle = isinstance(exc, MemoryError | CpuTimeExceeded) or error["kind"] in (
-            "memory_limit",
-            "timeout",
-        )
+        state.cpu_exceeded = False
+        gc.enable()
+        try:
+            if compiled is None:
+                compiled = _compile(state, message)
+            value = state.execute(
+                compiled,
+                message["function"],
+                list(message.get("args") or []),
+                dict(message.get("kwargs") or {}),
+                capabilities,
+                spec,
+            )
+        except BaseException as exc:
+            error, recycle = _failure(exc, limits)
+        # again after the executor: whatever it released last is collected in this window;
+        # between invocations the collector is disabled, so nothing of a script runs there
+        collect_leftovers()
+        if state.cpu_exceeded and error is None:
+            value = None
+            error, recycle = _failure(CpuTimeExceeded(), limits)
+    except BaseException as exc:  # the CPU or memory limit hit while collecting
+        value = None
+        error, recycle = _failure(exc, limits)
     finally:
+        gc.disable()
+        capabilities.close()
         state.in_script = False
         sys.setrecursionlimit(state.base_recursion)
         _soft_limit(resource.RLIMIT_CPU, resource.RLIM_INFINITY, state.cpu_hard)
@@ -254,6 +274,7 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     cpu_end, peak_kb = _usage()
     reply: dict[str, Any] = {
         "op": "done",
+        "inv": invocation_id,
         "ok": error is None,
         "log": capabilities.log_text(),
         "log_total_bytes": capabilities.log_total_bytes,
@@ -269,6 +290,16 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     else:
         reply["error"] = error
     return reply
+
+
+def _failure(exc: BaseException, limits: Limits) -> tuple[dict[str, Any], bool]:
+    """The error of an invocation and whether the worker must be replaced after it."""
+    error = _error(exc, limits)
+    recycle = isinstance(exc, MemoryError | CpuTimeExceeded) or error["kind"] in (
+        "memory_limit",
+        "timeout",
+    )
+    return error, recycle
 
 
 def _encode_reply(reply: dict[str, Any]) -> bytes:
@@ -314,21 +345,38 @@ def serve(state: _State) -> None:
             os._exit(EXIT_PROTOCOL)
 
 
-def main(config_json: str = "{}") -> None:
-    """Entry point (see :mod:`sandbox.pool` for the command line)."""
-    global _state
-    config = json.loads(config_json)
-    # the protocol runs on private descriptors; 0/1 become /dev/null so nothing a library
-    # prints can corrupt a frame
-    in_fd, out_fd = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
-    os.close(devnull)
+def _ignore_unraisable(unraisable: Any) -> None:
+    """Exceptions raised in finalizers are dropped (the script's own concern)."""
+
+
+def preload_engine() -> None:
+    """Import what scripts may reach (:func:`sandbox.preload.preload`: the allow-listed
+    modules and everything they import lazily) and the engine, once per process, so that no
+    script ever triggers an import (a file read) after hardening."""
     preload()
     import sandbox.compiler
     import sandbox.world  # noqa: F401
 
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but ``keep`` and 0-2 (``/dev/null`` and stderr by now)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def start(in_fd: int, out_fd: int, config: Mapping[str, Any]) -> NoReturn:
+    """The per-process start-up of EVERY worker, whatever started it: close every inherited
+    descriptor but the two protocol pipes, harden (:mod:`sandbox.hardening`), then say hello
+    and serve until the parent goes. The one place where a further confinement step (a
+    kernel wall applied after preload and before the first script) belongs."""
+    global _state
+    _close_inherited({in_fd, out_fd})
     state = _State(in_fd, out_fd, config)
     _state = state
     hardening = harden(config)
@@ -339,6 +387,10 @@ def main(config_json: str = "{}") -> None:
     state.hello["baseline_vm_kb"] = hardening.baseline_vm // 1024
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
+    # the collector runs only inside invocation windows (see collect_leftovers), and what a
+    # finalizer raises is the script's business, not text for the worker's stderr
+    gc.disable()
+    sys.unraisablehook = _ignore_unraisable
     state.send(state.hello)
     try:
         serve(state)
@@ -349,6 +401,20 @@ def main(config_json: str = "{}") -> None:
     except Exception:
         os._exit(EXIT_PROTOCOL)
     os._exit(0)
+
+
+def main(config_json: str = "{}") -> None:
+    """Entry point of a spawned worker (see :mod:`sandbox.worker_process`)."""
+    config = json.loads(config_json)
+    # the protocol runs on private descriptors; 0/1 become /dev/null so nothing a library
+    # prints can corrupt a frame
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    preload_engine()
+    start(in_fd, out_fd, config)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ the egress policy and the host's services), and their failures come back as sand
 kinds. What the worker does keep — the tenant's settings (read-only), the module's storage
 under its quota, and the captured log under its byte cap — is per invocation, so nothing
 outlives the call it was lent to.
+
+Each instance belongs to ONE invocation: it carries that invocation's identity (the token
+the parent put in the ``run`` frame) on every frame it sends, and once the worker
+:meth:`~WorkerCapabilities.close` s it at the end of the invocation window every use raises
+:class:`CapabilityExpired` inside the script and **sends nothing**. A closure, generator or
+finalizer a script leaves behind can therefore never speak on the channel for a later
+invocation (it would be answered with that invocation's callbacks) nor desynchronise the
+protocol between invocations.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from sandbox import errors
 from sandbox.limits import Limits
@@ -26,20 +34,32 @@ class ParentLink(Protocol):
 
     def receive(self) -> dict[str, Any]: ...
 
+    def abort(self, reason: str) -> NoReturn:
+        """The channel is out of step: end the process (nothing said later could be
+        attributed to the right invocation)."""
+
+
+class CapabilityExpired(errors.ScriptError):
+    """A capability was used after the invocation it was lent to had ended."""
+
 
 class WorkerCapabilities:
     """The script's reach, as the world layer expects it: settings, fetch/call relayed to
-    the parent over the channel, storage with a quota, log with a byte cap."""
+    the parent over the channel, storage with a quota, log with a byte cap — all of it bound
+    to the invocation ``invocation_id`` and dead after :meth:`close`."""
 
     def __init__(
         self,
         parent: ParentLink,
+        invocation_id: str,
         settings: Mapping[str, Any],
         storage: Mapping[str, Any] | None,
         limits: Limits,
         log_keep_bytes: int,
     ):
         self._parent = parent
+        self.invocation_id = invocation_id
+        self.closed = False
         self.settings: Mapping[str, Any] = MappingProxyType(dict(settings))
         self.limits = limits
         # storage is kept as encoded JSON per key: copies in and out, so a script mutating
@@ -52,14 +72,27 @@ class WorkerCapabilities:
         self._log_keep_bytes = log_keep_bytes
         self.log_total_bytes = 0
 
+    def close(self) -> None:
+        """End of the invocation window: from now on every capability raises."""
+        self.closed = True
+
+    def _check_open(self, what: str) -> None:
+        if self.closed:
+            raise CapabilityExpired(
+                f"{what}: this capability belonged to an invocation that has ended"
+            )
+
     # relayed to the parent ----------------------------------------------------------------
-    def _ask(self, message: dict[str, Any]) -> Any:
+    def _ask(self, message: dict[str, Any], what: str) -> Any:
+        self._check_open(what)
         parent = self._parent
         try:
-            parent.send(message)
+            parent.send({**message, "inv": self.invocation_id})
         except (TypeError, ValueError) as exc:
             raise errors.ScriptError(f"arguments are not JSON-compatible: {exc}") from None
         reply = parent.receive()
+        if reply.get("op") != "reply" or reply.get("inv") != self.invocation_id:
+            parent.abort("a reply for another invocation")
         if reply.get("ok"):
             return reply.get("value")
         kind = reply.get("kind", "script_error")
@@ -67,14 +100,15 @@ class WorkerCapabilities:
         raise _make_error(cls, str(reply.get("message", "failed")))
 
     def fetch(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        return self._ask({"op": "fetch", "request": dict(request)})
+        return self._ask({"op": "fetch", "request": dict(request)}, "fetch")
 
     def call(self, name: str, args: list[Any]) -> Any:
-        return self._ask({"op": "call", "name": str(name), "args": list(args)})
+        return self._ask({"op": "call", "name": str(name), "args": list(args)}, str(name))
 
     # log --------------------------------------------------------------------------------
     def log(self, text: str) -> None:
         """One captured line (print/log); lone surrogates are replaced, not carried."""
+        self._check_open("log")
         text = str(text).encode("utf-8", "replace").decode("utf-8") + "\n"
         size = len(text.encode("utf-8"))
         self.log_total_bytes += size
@@ -92,10 +126,12 @@ class WorkerCapabilities:
 
     # storage ----------------------------------------------------------------------------
     def storage_get(self, key: str, default: Any = None) -> Any:
+        self._check_open("storage.get")
         encoded = self._storage.get(str(key))
         return default if encoded is None else json.loads(encoded)
 
     def storage_set(self, key: str, value: Any) -> None:
+        self._check_open("storage.set")
         if not isinstance(key, str):
             raise errors.ScriptError("storage keys must be strings")
         try:
@@ -116,6 +152,7 @@ class WorkerCapabilities:
         self.storage_changed = True
 
     def storage_delete(self, key: str) -> None:
+        self._check_open("storage.delete")
         old = self._storage.pop(str(key), None)
         if old is not None:
             self._storage_size -= _entry_size(str(key), old)

@@ -61,11 +61,21 @@ class WorkerProcess:
         os.set_blocking(self.write_fd, False)
         self.reader = FrameReader(self.proc.stdout.fileno(), max_frame_bytes)
         self.known: set[str] = set()
+        #: the isolation key of the code this worker runs (see :meth:`bind`)
+        self.key: Any = None
+        self.bound = False
+        #: identity of the last invocation dispatched here (its late frames are recognised)
+        self.last_token: str | None = None
         self.calls = 0
         self.cpu_total = 0.0
         self.info: dict[str, Any] = {}
         self.kill_reason: str | None = None
         self.started = time.monotonic()
+
+    def bind(self, key: Any) -> None:
+        """Dedicate this worker to one isolation key for the rest of its life."""
+        assert not self.bound, "a worker is bound to one key only"
+        self.key, self.bound = key, True
 
     def wait_hello(self, deadline: float) -> None:
         hello = self.reader.read(deadline)

@@ -48,6 +48,7 @@ def local_call(module: ValidatedModule, function: str, settings: Any) -> ModuleC
         script=module.script,
         settings=checked,
         secret_values=secret_values(manifest, checked),
+        purpose="local",
     )
 
 
