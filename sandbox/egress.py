@@ -1,9 +1,13 @@
 """Egress policy: which hosts a sandboxed script may reach with ``fetch()``, and at which IP.
 
-A script names hosts in its manifest (``egress``: exact hosts and ``*.example.com``
-wildcards, each optionally ``host:port``). The platform admin may additionally trust hosts,
-``host:port``s and CIDRs (``CRM_HOST_EGRESS_ALLOW`` / ``--allow-host``) even though they are
-loopback or private — for on-premises services and tests.
+A script names destinations in its manifest (``egress``: exact hosts, ``*.example.com``
+wildcards, IPv4 literals and bracketed IPv6 literals, each optionally ``:port``). Only those
+may be reached. Loopback, private, link-local, metadata and other non-public addresses are
+refused even then, unless the platform admin waives the refusal for them
+(``CRM_HOST_EGRESS_ALLOW`` / ``--allow-host``: hosts, ``host:port``s and CIDRs) — for
+on-premises services and tests. The admin's list is a waiver, never a grant: a destination
+the manifest does not declare stays unreachable whatever the admin allows, so one module
+cannot ride on what the admin opened for another.
 
 Why so many steps: SSRF is won or lost on the details. A URL is judged on the host the
 connection will actually go to, not on how it is spelt, so the policy
@@ -58,6 +62,13 @@ METADATA_HOSTNAMES = frozenset(
         "instance-data",
         "instance-data.ec2.internal",
     }
+)
+
+
+#: Appended to a refusal of an undeclared destination that the admin's list covers.
+_WAIVER_ONLY = (
+    "; the platform allow-list only waives the address check for destinations the "
+    "manifest declares"
 )
 
 
@@ -349,31 +360,37 @@ class EgressPolicy:
 
     def _check_literal(self, scheme: str, host: str, ip: IPAddress, port: int) -> EgressTarget:
         spelled = "" if host == str(ip) else f"{host} is {ip}, "
-        allowed = [rule for rule in self.allow if rule.covers_host(host, ip, port)]
         reason = classify_address(ip)
-        if reason is not None and not any(rule.covers_ip(ip, port) for rule in allowed):
+        waived = reason is not None and any(rule.covers_ip(ip, port) for rule in self.allow)
+        if reason is not None and not waived:
             article = "an" if reason[0] in "aeiouAEIOU" else "a"
             raise EgressDenied(
                 f"fetch to {host} denied: {spelled}{article} {reason}"
                 if spelled
                 else f"fetch to {host} denied: {reason}"
             )
-        if allowed:
-            return self._target(scheme, host, port, (ip,), "allow-list")
-        if any(p.matches(host, ip, port) for p in self.egress):
-            return self._target(scheme, host, port, (ip,), "egress")
-        raise EgressDenied(
-            f"fetch to {host} denied: {spelled}an IP address not in the module's egress "
-            "list (host name patterns never match IP addresses)"
-        )
+        if not any(p.matches(host, ip, port) for p in self.egress):
+            reason_text = self._literal_not_listed(ip, port)
+            if any(rule.covers_host(host, ip, port) for rule in self.allow):
+                reason_text += _WAIVER_ONLY
+            raise EgressDenied(f"fetch to {host} denied: {reason_text}")
+        return self._target(scheme, host, port, (ip,), "allow-list" if waived else "egress")
 
     def _check_name(self, scheme: str, host: str, port: int, resolver: Resolver) -> EgressTarget:
-        allowed = [rule for rule in self.allow if rule.covers_host(host, None, port)]
-        if not allowed and not any(p.matches(host, None, port) for p in self.egress):
-            raise EgressDenied(f"fetch to {host} denied: {self._not_listed(host, port)}")
-        if host in METADATA_HOSTNAMES and not any(
-            rule.pattern is not None and not rule.pattern.wildcard for rule in allowed
-        ):
+        if not any(p.matches(host, None, port) for p in self.egress):
+            reason_text = self._not_listed(host, port)
+            if any(rule.covers_host(host, None, port) for rule in self.allow):
+                reason_text += _WAIVER_ONLY
+            raise EgressDenied(f"fetch to {host} denied: {reason_text}")
+        # Admin entries naming this host waive the address check wherever it resolves
+        # (metadata addresses excepted); CIDR and IP entries waive the addresses they cover.
+        named = [
+            rule
+            for rule in self.allow
+            if rule.pattern is not None and rule.covers_host(host, None, port)
+        ]
+        exact = any(rule.pattern is not None and not rule.pattern.wildcard for rule in named)
+        if host in METADATA_HOSTNAMES and not exact:
             raise EgressDenied(f"fetch to {host} denied: cloud metadata host name")
         answers = resolver(host, port)
         addresses: list[IPAddress] = []
@@ -384,21 +401,33 @@ class EgressPolicy:
                 raise UnresolvableHost(host, f"resolver returned {answer!r}") from exc
         if not addresses:
             raise UnresolvableHost(host, "no addresses")
+        waived = False
         for ip in addresses:
             reason = classify_address(ip)
             if reason is None:
                 continue
-            # A host named by the admin is trusted wherever it resolves (except metadata
-            # addresses, which only an entry naming that address opens); else by CIDR.
-            named = any(rule.pattern is not None for rule in allowed)
             if named and not is_metadata_address(ip):
+                waived = True
                 continue
             if any(rule.covers_ip(ip, port) for rule in self.allow):
+                waived = True
                 continue
             article = "an" if reason[0] in "aeiouAEIOU" else "a"
             raise EgressDenied(f"fetch to {host} denied: it resolves to {ip}, {article} {reason}")
         return self._target(
-            scheme, host, port, tuple(addresses), "allow-list" if allowed else "egress"
+            scheme, host, port, tuple(addresses), "allow-list" if waived else "egress"
+        )
+
+    def _literal_not_listed(self, ip: IPAddress, port: int) -> str:
+        same_ip = [p.text for p in self.egress if p.matches_host(str(ip), ip)]
+        if same_ip:
+            return (
+                f"{ip} port {port} is not in the module's egress list "
+                f"(listed: {', '.join(same_ip)})"
+            )
+        return (
+            f"{ip} is an IP address not in the module's egress list "
+            "(host name patterns never match IP addresses)"
         )
 
     def _not_listed(self, host: str, port: int) -> str:
