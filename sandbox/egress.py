@@ -65,6 +65,15 @@ METADATA_HOSTNAMES = frozenset(
 )
 
 
+#: Domains reserved for names that never resolve to public addresses (RFC 6761, RFC 6762,
+#: RFC 8375, ICANN's private-use ``.internal``).
+PRIVATE_NAME_SUFFIXES: Mapping[str, str] = {
+    "localhost": "a loopback host name",
+    "local": "a link-local (mDNS) host name",
+    "internal": "a private-use host name",
+    "home.arpa": "a home-network host name",
+}
+
 #: Appended to a refusal of an undeclared destination that the admin's list covers.
 _WAIVER_ONLY = (
     "; the platform allow-list only waives the address check for destinations the "
@@ -145,9 +154,28 @@ class HostPattern:
             return host.endswith("." + self.host)
         return host == self.host
 
+    def waiver_reason(self) -> str | None:
+        """Why this entry names a destination that is refused unless the platform admin
+        waives the refusal (a loopback/private/... IP literal, ``localhost``, a name of a
+        private-use or metadata domain), else ``None``. Names are judged by what they are
+        reserved for; where a public-looking name resolves is only known at fetch time."""
+        if self.ip is not None:
+            reason = classify_address(self.ip)
+            return None if reason is None else f"{self.ip} is {_article(reason)} {reason}"
+        if not self.wildcard and self.host in METADATA_HOSTNAMES:
+            return f"{self.host} is a cloud metadata host name"
+        for suffix, what in PRIVATE_NAME_SUFFIXES.items():
+            if self.host == suffix or self.host.endswith("." + suffix):
+                return f"{self.text} is {what}"
+        return None
+
     def matches_host(self, host: str, ip: IPAddress | None) -> bool:
         """Like :meth:`matches` but ignoring the port (to explain a port mismatch)."""
         return HostPattern(self.host, self.wildcard, self.ip, None, self.text).matches(host, ip, 0)
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiouAEIOU" else "a"
 
 
 def _same_host_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
@@ -363,9 +391,8 @@ class EgressPolicy:
         reason = classify_address(ip)
         waived = reason is not None and any(rule.covers_ip(ip, port) for rule in self.allow)
         if reason is not None and not waived:
-            article = "an" if reason[0] in "aeiouAEIOU" else "a"
             raise EgressDenied(
-                f"fetch to {host} denied: {spelled}{article} {reason}"
+                f"fetch to {host} denied: {spelled}{_article(reason)} {reason}"
                 if spelled
                 else f"fetch to {host} denied: {reason}"
             )
@@ -412,8 +439,9 @@ class EgressPolicy:
             if any(rule.covers_ip(ip, port) for rule in self.allow):
                 waived = True
                 continue
-            article = "an" if reason[0] in "aeiouAEIOU" else "a"
-            raise EgressDenied(f"fetch to {host} denied: it resolves to {ip}, {article} {reason}")
+            raise EgressDenied(
+                f"fetch to {host} denied: it resolves to {ip}, {_article(reason)} {reason}"
+            )
         return self._target(
             scheme, host, port, tuple(addresses), "allow-list" if waived else "egress"
         )
