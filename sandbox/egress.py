@@ -453,10 +453,9 @@ class EgressPolicy:
                 f"{ip} port {port} is not in the module's egress list "
                 f"(listed: {', '.join(same_ip)})"
             )
-        return (
-            f"{ip} is an IP address not in the module's egress list "
-            "(host name patterns never match IP addresses)"
-        )
+        names_listed = any(p.ip is None for p in self.egress)
+        hint = " (host name patterns never match IP addresses)" if names_listed else ""
+        return f"{ip} is an IP address not in the module's egress list{hint}"
 
     def _not_listed(self, host: str, port: int) -> str:
         same_host = [p.text for p in self.egress if p.matches_host(host, None)]
