@@ -76,8 +76,7 @@ PRIVATE_NAME_SUFFIXES: Mapping[str, str] = {
 
 #: Appended to a refusal of an undeclared destination that the admin's list covers.
 _WAIVER_ONLY = (
-    "; the platform allow-list only waives the address check for destinations the "
-    "manifest declares"
+    "; the platform allow-list only waives the address check for destinations the manifest declares"
 )
 
 

@@ -19,7 +19,7 @@ from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 API_KEY = "sk-e2e-egress-4410"
 
-SCRIPT = '''\
+SCRIPT = """\
 def CRM_Marketing_ImportTemplates(offset, limit):
     response = fetch(
         settings["base_url"] + "/templates",
@@ -38,7 +38,7 @@ def CRM_Marketing_GetTemplateHTML(templateExternalId):
 def CRM_Marketing_SetTemplateHTML(html, name, templateExternalId=None):
     response = fetch(settings["base_url"] + "/publish", method="POST", body=html)
     return "status-" + str(response.status) + " " + response.headers.get("location", "")
-'''
+"""
 
 
 def manifest(module_id: str, egress: list[str]) -> dict[str, Any]:

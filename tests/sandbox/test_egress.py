@@ -362,7 +362,9 @@ def test_broad_cidr_never_opens_cloud_metadata_but_an_exact_entry_does() -> None
     assert "cloud metadata" in denied(
         policy(listed, allow=["169.254.0.0/16"]), "http://169.254.169.254/"
     )
-    assert "cloud metadata" in denied(policy(listed, allow=["0.0.0.0/0"]), "http://169.254.169.254/")
+    assert "cloud metadata" in denied(
+        policy(listed, allow=["0.0.0.0/0"]), "http://169.254.169.254/"
+    )
     assert policy(listed, allow=["169.254.0.0/16"]).check("http://169.254.1.1/").trusted == (
         "allow-list"
     )

@@ -461,17 +461,21 @@ def test_manifest_bracketed_ipv6_literal_needs_the_waiver() -> None:
     srv = LocalHTTPServer("::1")
     srv.route("/")(lambda req: req.reply(200, b"six"))
     with srv:
-        with make_fetcher(egress=[f"[::1]:{srv.port}"], allow=[]) as fetcher:
-            with pytest.raises(EgressDenied, match="fetch to ::1 denied: loopback address"):
-                fetcher.fetch({"url": srv.url("/")})
+        with (
+            make_fetcher(egress=[f"[::1]:{srv.port}"], allow=[]) as fetcher,
+            pytest.raises(EgressDenied, match="fetch to ::1 denied: loopback address"),
+        ):
+            fetcher.fetch({"url": srv.url("/")})
         assert srv.seen == []
         with make_fetcher(egress=[f"[::1]:{srv.port}"], allow=["[::1]"]) as fetcher:
             assert fetcher.fetch({"url": srv.url("/")})["body"] == "six"
             with pytest.raises(EgressDenied, match=r"::1 port 80 is not in the module's egress"):
                 fetcher.fetch({"url": "http://[::1]/"})
-        with make_fetcher(egress=[], allow=["::1/128"]) as fetcher:
-            with pytest.raises(EgressDenied, match="not in the module's egress list"):
-                fetcher.fetch({"url": srv.url("/")})
+        with (
+            make_fetcher(egress=[], allow=["::1/128"]) as fetcher,
+            pytest.raises(EgressDenied, match="not in the module's egress list"),
+        ):
+            fetcher.fetch({"url": srv.url("/")})
     assert len(srv.seen) == 1
 
 
