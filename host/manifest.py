@@ -43,6 +43,7 @@ from host.json_schema import (
 )
 from host.schema_regex import regex_problems, unevaluated_with_patterns
 from host.settings_paths import SchemaPath, secret_schema_paths
+from sandbox.egress import HostPattern
 
 #: The schema file (SPEC §6's ``module_manifests/schema/manifest.schema.json``): the top-level
 #: ``module_manifests/`` folder is installed as the data package ``host.module_manifests``, so a
@@ -220,7 +221,37 @@ def _egress_hint(path: PathParts, error: ValidationError) -> str | None:
         return f'"{entry}" is too broad: "*." must be followed by a domain of two or more labels'
     if "*" in entry:
         return 'a wildcard may only be a leading "*." (e.g. "*.example.com")'
+    if entry.count(":") > 1 and not entry.startswith("["):
+        return f'an IPv6 address must be in brackets: write "[{entry}]"'
+    if _NUMERIC_HOST.fullmatch(entry):
+        return (
+            f'"{entry}" reads as an IP address: write IPv4 addresses as a dotted quad of '
+            'numbers 0-255 without leading zeros, like "203.0.113.7"'
+        )
     return None
+
+
+#: An entry whose host is all numbers and dots (or hex): an IP spelling, not a host name.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]*))*(?::[0-9]*)?")
+
+
+def _egress_problems(data: Any, location: str, problems: list[Problem]) -> list[Problem]:
+    """Entries the schema's pattern lets through but that name no address (``[1:::2]``):
+    read each with the same parser the fetch-time policy uses."""
+    egress = data.get("egress") if isinstance(data, dict) else None
+    if not isinstance(egress, list):
+        return []
+    found = []
+    for index, entry in enumerate(egress):
+        where = location + format_path("$", ("egress", index))
+        if not isinstance(entry, str) or any(p.location == where for p in problems):
+            continue
+        try:
+            HostPattern.parse(entry)
+        except ValueError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            found.append(Problem(where, f"{quoted(entry)} is not a valid destination: {reason}"))
+    return found
 
 
 def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
@@ -234,6 +265,7 @@ def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
     problems = schema_problems(
         _manifest_validator().iter_errors(data), location=location, root="$", hint=_egress_hint
     )
+    problems += _egress_problems(data, location, problems)
     settings_broken = any(p.location.startswith(location + "$.settings") for p in problems)
     if isinstance(data, dict) and "settings" in data and not settings_broken:
         problems.extend(_settings_problems(data["settings"], location))

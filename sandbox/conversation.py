@@ -298,6 +298,7 @@ class Conversation:
                     timeout_s=self.limits.fetch_timeout_s,
                     max_response_bytes=self.limits.max_response_bytes,
                 ),
+                secrets=self.invocation.redact,
             )
         return self._fetcher
 

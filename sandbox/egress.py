@@ -1,9 +1,13 @@
 """Egress policy: which hosts a sandboxed script may reach with ``fetch()``, and at which IP.
 
-A script names hosts in its manifest (``egress``: exact hosts and ``*.example.com``
-wildcards, each optionally ``host:port``). The platform admin may additionally trust hosts,
-``host:port``s and CIDRs (``CRM_HOST_EGRESS_ALLOW`` / ``--allow-host``) even though they are
-loopback or private — for on-premises services and tests.
+A script names destinations in its manifest (``egress``: exact hosts, ``*.example.com``
+wildcards, IPv4 literals and bracketed IPv6 literals, each optionally ``:port``). Only those
+may be reached. Loopback, private, link-local, metadata and other non-public addresses are
+refused even then, unless the platform admin waives the refusal for them
+(``CRM_HOST_EGRESS_ALLOW`` / ``--allow-host``: hosts, ``host:port``s and CIDRs) — for
+on-premises services and tests. The admin's list is a waiver, never a grant: a destination
+the manifest does not declare stays unreachable whatever the admin allows, so one module
+cannot ride on what the admin opened for another.
 
 Why so many steps: SSRF is won or lost on the details. A URL is judged on the host the
 connection will actually go to, not on how it is spelt, so the policy
@@ -58,6 +62,21 @@ METADATA_HOSTNAMES = frozenset(
         "instance-data",
         "instance-data.ec2.internal",
     }
+)
+
+
+#: Domains reserved for names that never resolve to public addresses (RFC 6761, RFC 6762,
+#: RFC 8375, ICANN's private-use ``.internal``).
+PRIVATE_NAME_SUFFIXES: Mapping[str, str] = {
+    "localhost": "a loopback host name",
+    "local": "a link-local (mDNS) host name",
+    "internal": "a private-use host name",
+    "home.arpa": "a home-network host name",
+}
+
+#: Appended to a refusal of an undeclared destination that the admin's list covers.
+_WAIVER_ONLY = (
+    "; the platform allow-list only waives the address check for destinations the manifest declares"
 )
 
 
@@ -134,9 +153,28 @@ class HostPattern:
             return host.endswith("." + self.host)
         return host == self.host
 
+    def waiver_reason(self) -> str | None:
+        """Why this entry names a destination that is refused unless the platform admin
+        waives the refusal (a loopback/private/... IP literal, ``localhost``, a name of a
+        private-use or metadata domain), else ``None``. Names are judged by what they are
+        reserved for; where a public-looking name resolves is only known at fetch time."""
+        if self.ip is not None:
+            reason = classify_address(self.ip)
+            return None if reason is None else f"{self.ip} is {_article(reason)} {reason}"
+        if not self.wildcard and self.host in METADATA_HOSTNAMES:
+            return f"{self.host} is a cloud metadata host name"
+        for suffix, what in PRIVATE_NAME_SUFFIXES.items():
+            if self.host == suffix or self.host.endswith("." + suffix):
+                return f"{self.text} is {what}"
+        return None
+
     def matches_host(self, host: str, ip: IPAddress | None) -> bool:
         """Like :meth:`matches` but ignoring the port (to explain a port mismatch)."""
         return HostPattern(self.host, self.wildcard, self.ip, None, self.text).matches(host, ip, 0)
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiouAEIOU" else "a"
 
 
 def _same_host_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
@@ -349,31 +387,36 @@ class EgressPolicy:
 
     def _check_literal(self, scheme: str, host: str, ip: IPAddress, port: int) -> EgressTarget:
         spelled = "" if host == str(ip) else f"{host} is {ip}, "
-        allowed = [rule for rule in self.allow if rule.covers_host(host, ip, port)]
         reason = classify_address(ip)
-        if reason is not None and not any(rule.covers_ip(ip, port) for rule in allowed):
-            article = "an" if reason[0] in "aeiouAEIOU" else "a"
+        waived = reason is not None and any(rule.covers_ip(ip, port) for rule in self.allow)
+        if reason is not None and not waived:
             raise EgressDenied(
-                f"fetch to {host} denied: {spelled}{article} {reason}"
+                f"fetch to {host} denied: {spelled}{_article(reason)} {reason}"
                 if spelled
                 else f"fetch to {host} denied: {reason}"
             )
-        if allowed:
-            return self._target(scheme, host, port, (ip,), "allow-list")
-        if any(p.matches(host, ip, port) for p in self.egress):
-            return self._target(scheme, host, port, (ip,), "egress")
-        raise EgressDenied(
-            f"fetch to {host} denied: {spelled}an IP address not in the module's egress "
-            "list (host name patterns never match IP addresses)"
-        )
+        if not any(p.matches(host, ip, port) for p in self.egress):
+            reason_text = self._literal_not_listed(ip, port)
+            if any(rule.covers_host(host, ip, port) for rule in self.allow):
+                reason_text += _WAIVER_ONLY
+            raise EgressDenied(f"fetch to {host} denied: {reason_text}")
+        return self._target(scheme, host, port, (ip,), "allow-list" if waived else "egress")
 
     def _check_name(self, scheme: str, host: str, port: int, resolver: Resolver) -> EgressTarget:
-        allowed = [rule for rule in self.allow if rule.covers_host(host, None, port)]
-        if not allowed and not any(p.matches(host, None, port) for p in self.egress):
-            raise EgressDenied(f"fetch to {host} denied: {self._not_listed(host, port)}")
-        if host in METADATA_HOSTNAMES and not any(
-            rule.pattern is not None and not rule.pattern.wildcard for rule in allowed
-        ):
+        if not any(p.matches(host, None, port) for p in self.egress):
+            reason_text = self._not_listed(host, port)
+            if any(rule.covers_host(host, None, port) for rule in self.allow):
+                reason_text += _WAIVER_ONLY
+            raise EgressDenied(f"fetch to {host} denied: {reason_text}")
+        # Admin entries naming this host waive the address check wherever it resolves
+        # (metadata addresses excepted); CIDR and IP entries waive the addresses they cover.
+        named = [
+            rule
+            for rule in self.allow
+            if rule.pattern is not None and rule.covers_host(host, None, port)
+        ]
+        exact = any(rule.pattern is not None and not rule.pattern.wildcard for rule in named)
+        if host in METADATA_HOSTNAMES and not exact:
             raise EgressDenied(f"fetch to {host} denied: cloud metadata host name")
         answers = resolver(host, port)
         addresses: list[IPAddress] = []
@@ -384,22 +427,34 @@ class EgressPolicy:
                 raise UnresolvableHost(host, f"resolver returned {answer!r}") from exc
         if not addresses:
             raise UnresolvableHost(host, "no addresses")
+        waived = False
         for ip in addresses:
             reason = classify_address(ip)
             if reason is None:
                 continue
-            # A host named by the admin is trusted wherever it resolves (except metadata
-            # addresses, which only an entry naming that address opens); else by CIDR.
-            named = any(rule.pattern is not None for rule in allowed)
             if named and not is_metadata_address(ip):
+                waived = True
                 continue
             if any(rule.covers_ip(ip, port) for rule in self.allow):
+                waived = True
                 continue
-            article = "an" if reason[0] in "aeiouAEIOU" else "a"
-            raise EgressDenied(f"fetch to {host} denied: it resolves to {ip}, {article} {reason}")
+            raise EgressDenied(
+                f"fetch to {host} denied: it resolves to {ip}, {_article(reason)} {reason}"
+            )
         return self._target(
-            scheme, host, port, tuple(addresses), "allow-list" if allowed else "egress"
+            scheme, host, port, tuple(addresses), "allow-list" if waived else "egress"
         )
+
+    def _literal_not_listed(self, ip: IPAddress, port: int) -> str:
+        same_ip = [p.text for p in self.egress if p.matches_host(str(ip), ip)]
+        if same_ip:
+            return (
+                f"{ip} port {port} is not in the module's egress list "
+                f"(listed: {', '.join(same_ip)})"
+            )
+        names_listed = any(p.ip is None for p in self.egress)
+        hint = " (host name patterns never match IP addresses)" if names_listed else ""
+        return f"{ip} is an IP address not in the module's egress list{hint}"
 
     def _not_listed(self, host: str, port: int) -> str:
         same_host = [p.text for p in self.egress if p.matches_host(host, None)]

@@ -8,6 +8,11 @@ connects to the pinned IP only; response bodies are read by :mod:`sandbox.respon
 manual redirects (each hop re-checked), a per-call deadline, a streamed response-size cap
 that never buffers more than the cap (compressed bodies included), a per-invocation call
 cap, and a record of every request for the invocation log.
+
+Redirects across origins carry nothing the next origin was not meant to see: only the
+headers of :data:`CROSS_ORIGIN_HEADERS` go on, never one whose value contains a secret of
+the invocation, and a 307/308 that would replay a body or a credential to another origin is
+not followed at all — the script gets the 3xx and decides itself.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import http
 import json as jsonlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,7 +52,13 @@ _OWNED_HEADERS = frozenset(
         "accept-encoding",
     }
 )
-_CREDENTIAL_HEADERS = ("authorization", "cookie")
+#: The only request headers a redirect to another origin carries (what a browser would send
+#: unprompted); everything else — Authorization, Cookie, X-Api-Key, ... — stays behind.
+CROSS_ORIGIN_HEADERS = frozenset(
+    {"accept", "accept-language", "accept-encoding", "user-agent", "content-type"}
+)
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_REPLAYING_STATUSES = frozenset({307, 308})
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,8 @@ class Fetcher:
 
     ``resolver`` overrides the policy's resolver; ``transport_factory`` builds the
     transport that actually connects (given pinned requests), ``verify`` is passed to the
-    default one (a ``ssl.SSLContext`` for private CAs)."""
+    default one (a ``ssl.SSLContext`` for private CAs). ``secrets`` are the invocation's
+    secret values (``Invocation.redact``): a header carrying one never crosses origins."""
 
     def __init__(
         self,
@@ -126,8 +138,10 @@ class Fetcher:
         transport_factory: Callable[[], httpx.BaseTransport] | None = None,
         verify: Any = True,
         clock: Callable[[], float] = time.monotonic,
+        secrets: Sequence[str] = (),
     ):
         self.policy = policy
+        self.secrets = tuple(s for s in secrets if s)
         self.limits = limits or FetchLimits()
         self.records: list[FetchRecord] = []
         self.calls = 0
@@ -241,24 +255,49 @@ class Fetcher:
             location = response.headers.get("location")
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return self._finish(response, record, started, call)
-            response.close()
             record.ms = round((self._clock() - started) * 1000, 1)
             if hop == MAX_REDIRECTS:
+                response.close()
                 break
             try:
                 next_url = response.url.join(location)
             except httpx.InvalidURL as exc:
+                response.close()
                 raise FetchFailed(f"invalid redirect location from {record.host}") from exc
+            cross_origin = _origin(next_url) != _origin(response.url)
+            replays = response.status_code in _REPLAYING_STATUSES
+            if cross_origin and replays and (body or self._carries_credentials(headers)):
+                # Re-sending the body or a credential to an origin the script did not name
+                # is the script's decision, not ours: hand it the 3xx.
+                return self._finish(response, record, started, call)
+            response.close()
             # 301/302/303 turn into a GET without a body (what browsers do); 307/308 replay.
             if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                 method, body = "GET", None
                 headers = {k: v for k, v in headers.items() if not k.lower().startswith("content-")}
-            if _origin(next_url) != _origin(response.url):
-                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+            if cross_origin:
+                headers = self._cross_origin_headers(headers)
             url, params = str(next_url), None
         raise LimitExceeded(
             f"too many redirects (more than {MAX_REDIRECTS}) from {_host_of(call.url)}"
         )
+
+    def _carries_secret(self, value: str) -> bool:
+        return any(secret in value for secret in self.secrets)
+
+    def _carries_credentials(self, headers: Mapping[str, str]) -> bool:
+        return any(
+            name.lower() in _CREDENTIAL_HEADERS or self._carries_secret(value)
+            for name, value in headers.items()
+        )
+
+    def _cross_origin_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """What a hop to another origin may carry: the harmless headers, secret-free."""
+        return {
+            name: value
+            for name, value in headers.items()
+            if name.lower() in CROSS_ORIGIN_HEADERS and not self._carries_secret(value)
+        }
 
     def _send(
         self,

@@ -206,6 +206,10 @@ class DemoScenario:
                 raise DemoFailure(f"{folder} not found: the installation is incomplete")
             manifest = json.loads((folder / "manifest.json").read_text())
             script = (folder / manifest.get("script", "module.py")).read_text()
+            # The demo's copy also declares its emulator: the admin's allow-list only waives
+            # the loopback refusal for destinations a manifest declares (SPEC §4).
+            emulator = self.servers.emulators[name].netloc
+            manifest["egress"] = [*manifest.get("egress", []), emulator]
             body = {"manifest": manifest, "script": script}
             info = self.call("POST", "/api/v1/modules", json=body, expect=201)
             uploaded.append(f"{info['id']}@{info['version']} ({len(info['functions'])} functions)")

@@ -1,7 +1,8 @@
 """The servers of the demo: three service emulators and one host, all on 127.0.0.1.
 
 Each runs in a thread of this process (``emulators.runner.serve``); the host uses a SQLite
-file in a temporary folder and trusts exactly the emulators' ``host:port`` for egress. Leaving
+file in a temporary folder and waives the loopback refusal for exactly the emulators'
+``host:port`` (the scenario's copies of the modules declare them in ``egress``). Leaving
 the ``with demo_servers()`` block stops every server, closes the host (its sandbox workers
 and job threads) and deletes the folder.
 """

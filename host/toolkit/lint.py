@@ -9,6 +9,10 @@ upload accepts but a user would trip over:
   host is known statically) to a host the manifest's ``egress`` does not list — that call is
   denied at run time;
 * ``fetch`` used while ``egress`` is empty;
+* an ``egress`` entry that only a platform admin's waiver (``CRM_HOST_EGRESS_ALLOW``,
+  ``--allow-host``) can make reachable: a loopback/private/link-local IP literal,
+  ``localhost``, a ``.internal``/``.local`` name — it works on the integrator's machine and is
+  denied on every host whose admin did not open it;
 * ``settings["x"]`` / ``settings.get("x")`` for a setting the manifest does not declare;
 * each function of the kind that is missing or a ``NotImplementedError`` stub, with the
   feature of the CRM it leaves unsupported.
@@ -86,13 +90,34 @@ def lint_script(source: str, script_name: str, manifest: dict[str, Any]) -> list
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []  # the compile error is already reported
-    findings = _egress_findings(tree, script_name, manifest.get("egress"))
+    findings = _waiver_findings(manifest.get("egress"))
+    findings += _egress_findings(tree, script_name, manifest.get("egress"))
     findings += _settings_findings(tree, script_name, manifest.get("settings"))
     findings += _missing_functions(tree, source, script_name, manifest.get("kind"))
     return findings
 
 
 # --------------------------------------------------------------------------- egress
+
+
+def _waiver_findings(egress: Any, source: str = "manifest.json") -> list[Finding]:
+    findings = []
+    for index, entry in enumerate(egress if isinstance(egress, list) else []):
+        try:
+            reason = HostPattern.parse(str(entry)).waiver_reason()
+        except ValueError:
+            continue  # reported by the schema / upload checks
+        if reason is not None:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"{source}: $.egress[{index}]",
+                    f"{reason}: fetch() reaches it only where the platform admin also allows "
+                    "it (CRM_HOST_EGRESS_ALLOW, or --allow-host for module run); on any other "
+                    "host every call to it is denied",
+                )
+            )
+    return findings
 
 
 def _egress_findings(tree: ast.Module, script_name: str, egress: Any) -> list[Finding]:

@@ -66,6 +66,7 @@ def recording_fetch(call: ModuleCall, allow: Sequence[str]) -> Iterator[Recorder
             timeout_s=limits.fetch_timeout_s,
             max_response_bytes=limits.max_response_bytes,
         ),
+        secrets=call.secret_values,
     )
     try:
         recorder = Recorder(fetcher.fetch, call.secret_values)

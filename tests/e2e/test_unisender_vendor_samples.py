@@ -23,6 +23,7 @@ from emulators.unisender import UnisenderState, create_app
 from host.api.app import create_app as host_app
 from host.modules.packages import from_directory
 from tests.host.conftest import ADMIN_TOKEN, make_host, table_dump
+from tests.modules.emulated import declaring
 from tests.vendor_samples import VENDOR_SAMPLES
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "unisender"
@@ -74,7 +75,9 @@ def world(tmp_path: Path) -> Iterator[World]:
     state = UnisenderState(api_key=API_KEY)
     with serve(create_app(state)) as server:
         host = make_host(tmp_path / "host.db", egress_allow=[server.netloc])
-        host.registry.upload(from_directory(MODULE_DIR, max_script_bytes=256 * 1024))
+        host.registry.upload(
+            declaring(from_directory(MODULE_DIR, max_script_bytes=256 * 1024), server.netloc)
+        )
         try:
             with TestClient(host_app(host)) as client:
                 state.webhook_client = client

@@ -247,12 +247,26 @@ def test_script_must_be_a_plain_py_file(bad: str) -> None:
         ("api.sendgrid.com:0", "must be a lowercase host name"),
         ("api.sendgrid.com:65536", "must be a lowercase host name"),
         ("-api.sendgrid.com", "must be a lowercase host name"),
+        ("::1", 'an IPv6 address must be in brackets: write "[::1]"'),
+        ("2130706433", '"2130706433" reads as an IP address: write IPv4 addresses as a dotted'),
+        ("0x7f.1:8080", '"0x7f.1:8080" reads as an IP address'),
+        ("127.1", '"127.1" reads as an IP address'),
+        ("999.1.1.1", '"999.1.1.1" reads as an IP address'),
+        ("[1:::2]", '"[1:::2]" is not a valid destination'),
+        ("[::1]:0", "must be a lowercase host name"),
+        ("[fe80::1%eth0]", "must be a lowercase host name"),
     ],
 )
 def test_bad_egress_entries(entry: str, message: str) -> None:
     problem = only_problem(manifest(egress=["ok.example.com", entry]))
     assert problem.location == "manifest.json: $.egress[1]"
     assert problem.message.startswith(message)
+
+
+def test_ip_literal_and_host_port_egress_entries_are_accepted() -> None:
+    # Even non-public ones: whether they may be reached is decided at fetch time (SPEC §4).
+    entries = ["127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:8443", "203.0.113.7:443"]
+    assert validate_manifest(manifest(egress=entries)).egress == entries
 
 
 def test_duplicate_egress_points_at_the_later_copy() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import Cli
+from tests.sandbox.http_servers import LocalHTTPServer
 
 SETTINGS = '{"api_key": "RUN-SECRET-9911"}'
 
@@ -310,3 +311,114 @@ def test_function_of_other_kind_and_bad_settings(cli: Cli, tmp_path: Path) -> No
     )
     assert bad.returncode == 2
     assert "settings.api_key" in error_line(bad)
+
+
+# --------------------------------------------------------------------------- egress (SPEC §4)
+# The admin's --allow-host waives the address check for destinations the manifest declares;
+# it never adds one. Real servers record what reached them.
+
+PROBING = (
+    "def CRM_Marketing_ImportTemplates(offset, limit):\n"
+    "    r = fetch('{url}', method='{method}', body={body!r},\n"
+    "              headers={{'Authorization': 'Bearer ' + settings['api_key'],\n"
+    "                       'X-Key': settings['api_key'], 'Accept': 'application/json'}})\n"
+    "    return [{{'externalId': str(r.status), 'name': r.headers.get('location') or r.text()}}]\n"
+)
+
+
+def probing(url: str, method: str = "GET", body: str | None = None) -> str:
+    return PROBING.format(url=url, method=method, body=body)
+
+
+@pytest.fixture
+def landing() -> Iterator[LocalHTTPServer]:
+    with LocalHTTPServer() as srv:
+        srv.route("/landing")(lambda req: req.reply(200, b"landed"))
+        yield srv
+
+
+def test_allow_host_alone_does_not_open_an_undeclared_destination(
+    cli: Cli, tmp_path: Path, landing: LocalHTTPServer
+) -> None:
+    module = write_module(tmp_path / "m", probing(landing.url("/landing")), egress=[])
+    result = run(
+        cli, module, "CRM_Marketing_ImportTemplates", "0", "1", extra=("--allow-host", "127.0.0.1")
+    )
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith("error: egress_denied: fetch to 127.0.0.1 denied: 127.0.0.1 is an IP ")
+    assert "only waives the address check for destinations the manifest declares" in line
+    assert landing.seen == []
+
+
+def test_manifest_ip_port_is_checked_at_fetch_time_and_waived_by_allow_host(
+    cli: Cli, tmp_path: Path, landing: LocalHTTPServer
+) -> None:
+    script = probing(landing.url("/landing"))
+    module = write_module(tmp_path / "m", script, egress=[f"127.0.0.1:{landing.port}"])
+    denied = run(cli, module, "CRM_Marketing_ImportTemplates", "0", "1")
+    assert error_line(denied) == (
+        "error: egress_denied: fetch to 127.0.0.1 denied: loopback address (line 2)"
+    )
+    assert landing.seen == []
+
+    waived = run(
+        cli, module, "CRM_Marketing_ImportTemplates", "0", "1", extra=("--allow-host", "127.0.0.1")
+    )
+    assert waived.returncode == 0, waived.stderr
+    assert json.loads(waived.stdout) == [{"externalId": "200", "name": "landed"}]
+    assert len(landing.seen) == 1
+
+    other_port = write_module(tmp_path / "p", script, egress=[f"127.0.0.1:{landing.port + 1}"])
+    mismatch = run(
+        cli,
+        other_port,
+        "CRM_Marketing_ImportTemplates",
+        "0",
+        "1",
+        extra=("--allow-host", "127.0.0.1"),
+    )
+    assert error_line(mismatch).startswith(
+        f"error: egress_denied: fetch to 127.0.0.1 denied: 127.0.0.1 port {landing.port} is "
+        f"not in the module's egress list (listed: 127.0.0.1:{landing.port + 1})"
+    )
+    assert len(landing.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "body"), [(302, "GET", None), (307, "POST", "card=4111")]
+)
+def test_cross_origin_redirect_leaks_no_secret_through_module_run(
+    cli: Cli,
+    tmp_path: Path,
+    landing: LocalHTTPServer,
+    status: int,
+    method: str,
+    body: str | None,
+) -> None:
+    target = landing.url("/landing", host="127.0.0.1")
+    with LocalHTTPServer() as first:
+        first.route("/start")(lambda req: req.reply(status, b"moved", {"Location": target}))
+        egress = [f"127.0.0.1:{first.port}", f"127.0.0.1:{landing.port}"]
+        module = write_module(
+            tmp_path / "m", probing(first.url("/start"), method, body), egress=egress
+        )
+        result = run(
+            cli,
+            module,
+            "CRM_Marketing_ImportTemplates",
+            "0",
+            "1",
+            extra=("--allow-host", "127.0.0.0/8"),
+        )
+    assert result.returncode == 0, result.stderr
+    assert first.seen[0].headers["x-key"] == "RUN-SECRET-9911"  # the origin the script named
+    if status == 307:  # would replay the body and credentials: handed back, not followed
+        assert json.loads(result.stdout) == [{"externalId": "307", "name": target}]
+        assert landing.seen == []
+    else:
+        assert json.loads(result.stdout) == [{"externalId": "200", "name": "landed"}]
+        [arrived] = landing.seen
+        assert arrived.headers["accept"] == "application/json"
+        assert "authorization" not in arrived.headers and "x-key" not in arrived.headers
+        assert "RUN-SECRET-9911" not in json.dumps(arrived.headers)

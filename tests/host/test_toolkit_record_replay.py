@@ -27,7 +27,8 @@ def CRM_Marketing_ImportTemplates(offset, limit):
 """
 
 
-def write_module(root: Path) -> Path:
+def write_module(root: Path, *local: str) -> Path:
+    """The module; ``local`` destinations (a test service) join its egress."""
     root.mkdir(parents=True, exist_ok=True)
     manifest = {
         "id": "recorder",
@@ -35,7 +36,7 @@ def write_module(root: Path) -> Path:
         "version": "1.0.0",
         "kind": "email",
         "script": "module.py",
-        "egress": ["api.example.com"],
+        "egress": ["api.example.com", *local],
         "settings": {
             "type": "object",
             "properties": {
@@ -84,7 +85,7 @@ def service() -> Iterator[tuple[str, list[str]]]:
 
 def test_record_then_replay_offline(tmp_path: Path, service: tuple[str, list[str]]) -> None:
     address, seen = service
-    module = write_module(tmp_path / "m")
+    module = write_module(tmp_path / "m", address)
     cli = Cli.in_dir(tmp_path)
     settings = json.dumps({"api_key": SECRET, "base_url": f"http://{address}"})
     tape = tmp_path / "tapes" / "templates.json"

@@ -139,3 +139,30 @@ def test_fetch_without_any_egress_is_flagged() -> None:
         "warning: m.py:2: fetch() is called but the manifest lists no egress host: every call "
         "is denied"
     ]
+
+
+def test_egress_entries_only_an_admin_waiver_opens_are_warned(tmp_path: Path) -> None:
+    egress = [
+        "api.acme.test",
+        "127.0.0.1:8080",
+        "[::1]",
+        "localhost:9000",
+        "*.corp.internal",
+        "93.184.216.34",
+        "[2606:2800:220:1:248:1893:25c8:1946]",
+    ]
+    module = write(tmp_path / "waived", "def f():\n    return 1\n", egress=egress)
+    result = Cli.in_dir(tmp_path).run("module", "validate", str(module))
+    assert result.returncode == 0, result.stdout + result.stderr
+    waiver = [line for line in result.stdout.splitlines() if "$.egress" in line]
+    tail = (
+        ": fetch() reaches it only where the platform admin also allows it "
+        "(CRM_HOST_EGRESS_ALLOW, or --allow-host for module run); on any other host every "
+        "call to it is denied"
+    )
+    assert waiver == [
+        f"warning: manifest.json: $.egress[1]: 127.0.0.1 is a loopback address{tail}",
+        f"warning: manifest.json: $.egress[2]: ::1 is a loopback address{tail}",
+        f"warning: manifest.json: $.egress[3]: localhost:9000 is a loopback host name{tail}",
+        f"warning: manifest.json: $.egress[4]: *.corp.internal is a private-use host name{tail}",
+    ]

@@ -1,6 +1,7 @@
 """Running one function of an example module the way the host does — its settings, its
 storage carried from call to call, ``crm.contacts`` answered by the test — in the real
-sandbox, against an emulator on 127.0.0.1 let through by the admin allow-list."""
+sandbox, against an emulator on 127.0.0.1 that the module declares and the admin allow-list
+waives."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from host.contract.enforce import validate_return
 from host.module_runtime import run_module_function
 from host.toolkit.local_run import local_call, plain
 from sandbox.pool import SandboxPool
+from tests.modules.emulated import call_declaring
 
 
 class ModuleRunner:
@@ -29,7 +31,7 @@ class ModuleRunner:
         self.storage: dict[str, Any] = {}
 
     def result(self, function: str, *args: Any) -> ModuleResult:
-        call = local_call(self.module, function, self.settings)
+        call = call_declaring(local_call(self.module, function, self.settings), self.server.netloc)
         result = validate_return(
             call,
             run_module_function(

@@ -30,6 +30,7 @@ from host.db.models import WebhookReceipt
 from host.modules.packages import from_directory
 from host.platform import Host
 from tests.host.conftest import ADMIN_TOKEN, make_host
+from tests.modules.emulated import declaring
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 CRM_HOST = Path(__import__("sys").executable).with_name("crm-host")
@@ -67,7 +68,8 @@ def sendgrid_world(tmp_path: Path, **settings: Any) -> Iterator[SendGridWorld]:
     with serve(create_app(state)) as emulator:
         host = make_host(tmp_path / "host.db", egress_allow=[emulator.netloc])
         try:
-            host.registry.upload(from_directory(MODULE_DIR, max_script_bytes=512 * 1024))
+            package = from_directory(MODULE_DIR, max_script_bytes=512 * 1024)
+            host.registry.upload(declaring(package, emulator.netloc))
             host.tenants.create("acme", "Acme")
             with serve(create_host_app(host)) as server:
                 headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -276,30 +276,77 @@ def test_malformed_patterns_are_configuration_errors(pattern: str) -> None:
 
 
 # --------------------------------------------------------------------------- admin allow-list
+# The admin's list waives the address check for destinations the manifest declares; it never
+# adds a destination (SPEC §4).
 
 
-def test_allow_list_by_cidr_opens_loopback_literal() -> None:
-    p = policy(allow=["127.0.0.0/8"])
+def test_allow_list_by_cidr_waives_loopback_literals_the_manifest_lists() -> None:
+    p = policy(["127.0.0.1", "[::ffff:127.0.0.1]", "10.0.0.1"], allow=["127.0.0.0/8"])
     target = p.check("http://127.0.0.1:9000/")
     assert str(target.ip) == "127.0.0.1" and target.trusted == "allow-list"
     assert str(p.check("http://2130706433:9000/").ip) == "127.0.0.1"  # any spelling
     assert str(p.check("http://[::ffff:127.0.0.1]/").ip) == "127.0.0.1"  # pinned over IPv4
-    assert "private address" in denied(p, "http://10.0.0.1/")
+    assert "private address" in denied(p, "http://10.0.0.1/")  # listed, not waived
 
 
-def test_allow_list_by_host_trusts_that_name_wherever_it_resolves() -> None:
+def test_allow_list_never_grants_a_destination_the_manifest_does_not_declare() -> None:
+    answers = {"crm.internal": ["10.1.1.1"], "api.example.com": [PUBLIC]}
+    p = policy([], allow=["127.0.0.1", "127.0.0.0/8", "crm.internal", "[::1]"], answers=answers)
+    for url, reason in [
+        ("http://127.0.0.1:8080/", "127.0.0.1 is an IP address not in the module's egress list"),
+        ("http://[::1]/", "::1 is an IP address not in the module's egress list"),
+        ("http://crm.internal/", "host crm.internal is not in the module's egress list"),
+    ]:
+        message = denied(p, url)
+        assert reason in message
+        assert message.endswith(
+            "the platform allow-list only waives the address check for destinations the "
+            "manifest declares"
+        )
+    assert p.resolver.calls == []  # type: ignore[attr-defined]  # refused before any lookup
+    p = policy(["api.example.com"], allow=["127.0.0.0/8"], answers=answers)
+    assert "host name patterns never match IP addresses" in denied(p, "http://127.0.0.1/")
+
+
+def test_manifest_ip_literal_needs_the_waiver_only_when_it_is_not_public() -> None:
+    assert "loopback address" in denied(policy(["127.0.0.1:8080"]), "http://127.0.0.1:8080/")
+    waived = policy(["127.0.0.1:8080"], allow=["127.0.0.1"])
+    assert waived.check("http://127.0.0.1:8080/").trusted == "allow-list"
+    message = denied(waived, "http://127.0.0.1:8081/")
+    assert "127.0.0.1 port 8081 is not in the module's egress list (listed: 127.0.0.1:8080)" in (
+        message
+    )
+    public = policy([f"{PUBLIC}:443"]).check(f"https://{PUBLIC}/")
+    assert public.trusted == "egress" and public.port == 443
+
+
+def test_manifest_bracketed_ipv6_literal_and_port() -> None:
+    assert "fetch to ::1 denied: loopback address" in denied(policy(["[::1]"]), "http://[::1]/")
+    p = policy(["[::1]:8080"], allow=["::1/128"])
+    assert str(p.check("http://[::1]:8080/").ip) == "::1"
+    assert "::1 port 80 is not in the module's egress list (listed: [::1]:8080)" in denied(
+        p, "http://[::1]/"
+    )
+    assert str(policy([f"[{PUBLIC6}]"]).check(f"http://[{PUBLIC6}]/").ip) == PUBLIC6
+
+
+def test_allow_list_by_host_waives_that_name_wherever_it_resolves() -> None:
     answers = {"crm.internal": ["10.1.1.1"], "api.example.com": ["10.1.1.2"]}
-    p = policy(["api.example.com"], allow=["crm.internal"], answers=answers)
-    assert str(p.check("http://crm.internal/").ip) == "10.1.1.1"  # no egress entry needed
+    p = policy(["api.example.com", "crm.internal"], allow=["crm.internal"], answers=answers)
+    assert str(p.check("http://crm.internal/").ip) == "10.1.1.1"
     assert "resolves to 10.1.1.2, a private address" in denied(p, "http://api.example.com/")
 
 
 def test_allow_list_by_host_and_port_opens_only_that_port() -> None:
-    p = policy(allow=["127.0.0.1:8080", "localhost:9000"], answers={"localhost": ["127.0.0.1"]})
+    p = policy(
+        ["127.0.0.1", "localhost"],
+        allow=["127.0.0.1:8080", "localhost:9000"],
+        answers={"localhost": ["127.0.0.1"]},
+    )
     assert p.check("http://127.0.0.1:8080/").port == 8080
     assert p.check("http://localhost:9000/").port == 9000
     assert "loopback address" in denied(p, "http://127.0.0.1:8081/")
-    assert "not in the module's egress list" in denied(p, "http://localhost:9001/")
+    assert "resolves to 127.0.0.1, a loopback address" in denied(p, "http://localhost:9001/")
 
 
 def test_allow_list_cidr_covers_resolved_addresses_of_egress_hosts() -> None:
@@ -311,10 +358,17 @@ def test_allow_list_cidr_covers_resolved_addresses_of_egress_hosts() -> None:
 
 
 def test_broad_cidr_never_opens_cloud_metadata_but_an_exact_entry_does() -> None:
-    assert "cloud metadata" in denied(policy(allow=["169.254.0.0/16"]), "http://169.254.169.254/")
-    assert "cloud metadata" in denied(policy(allow=["0.0.0.0/0"]), "http://169.254.169.254/")
-    assert policy(allow=["169.254.0.0/16"]).check("http://169.254.1.1/").trusted == "allow-list"
-    assert policy(allow=["169.254.169.254"]).check("http://169.254.169.254/").port == 80
+    listed = ["169.254.169.254", "169.254.1.1"]
+    assert "cloud metadata" in denied(
+        policy(listed, allow=["169.254.0.0/16"]), "http://169.254.169.254/"
+    )
+    assert "cloud metadata" in denied(
+        policy(listed, allow=["0.0.0.0/0"]), "http://169.254.169.254/"
+    )
+    assert policy(listed, allow=["169.254.0.0/16"]).check("http://169.254.1.1/").trusted == (
+        "allow-list"
+    )
+    assert policy(listed, allow=["169.254.169.254"]).check("http://169.254.169.254/").port == 80
 
 
 def test_allow_list_parsing() -> None:
@@ -325,8 +379,11 @@ def test_allow_list_parsing() -> None:
     ]
     assert parse_allow_list(None) == []
     env = {"CRM_HOST_EGRESS_ALLOW": "127.0.0.0/8"}
-    p = EgressPolicy.from_env(["api.example.com"], env, extra_allow=["[::1]:8080"])
-    assert p.to_config() == {"egress": ["api.example.com"], "allow": ["127.0.0.0/8", "[::1]:8080"]}
+    p = EgressPolicy.from_env(["api.example.com", "[::1]"], env, extra_allow=["[::1]:8080"])
+    assert p.to_config() == {
+        "egress": ["api.example.com", "[::1]"],
+        "allow": ["127.0.0.0/8", "[::1]:8080"],
+    }
     assert p.check("http://[::1]:8080/").trusted == "allow-list"
     with pytest.raises(ValueError, match="invalid egress allow-list entry"):
         AllowRule.parse("10.0.0.0/33")
@@ -342,5 +399,5 @@ def test_trusted_names_and_wide_ranges_never_reach_metadata_in_any_disguise() ->
     for answer in ("169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"):
         p = policy(allow=["api.example.com"], answers={"api.example.com": [answer]})
         assert "cloud metadata" in denied(p, "http://api.example.com/"), answer
-    p = policy(allow=["::/0", "0.0.0.0/0"])
+    p = policy(["[::ffff:169.254.169.254]"], allow=["::/0", "0.0.0.0/0"])
     assert "cloud metadata" in denied(p, "http://[::ffff:169.254.169.254]/")

@@ -161,7 +161,7 @@ def test_same_fetch_is_denied_without_the_allow_list(server: LocalHTTPServer) ->
 
 
 def test_ip_spellings_connect_to_the_address_they_denote(server: LocalHTTPServer) -> None:
-    with make_fetcher() as fetcher:  # allow-list: 127.0.0.1
+    with make_fetcher(egress=["127.0.0.1"]) as fetcher:  # allow-list: 127.0.0.1
         response = fetcher.fetch({"url": url(server, "/hello", host="2130706433")})
     assert response["status"] == 200 and server.seen[0].client == "127.0.0.1"
     with make_fetcher(allow=[]) as fetcher:
@@ -262,6 +262,140 @@ def test_cross_origin_redirect_drops_credentials(server: LocalHTTPServer, fetche
     assert other["host"] == f"other.example.com:{server.port}"
 
 
+# Two real servers, two origins, both in egress: what the second one receives is what left.
+SECRET = "sk-live-7f3a9c"
+
+
+@pytest.fixture
+def other() -> Iterator[LocalHTTPServer]:
+    srv = LocalHTTPServer()
+    srv.route("/landing")(lambda req: req.reply(200, b"landed"))
+    with srv:
+        yield srv
+
+
+def bounce_to(server: LocalHTTPServer, status: int, location: str) -> str:
+    @server.route(f"/bounce-{status}")
+    def bounce(req: RequestHandler) -> None:
+        req.reply(status, b"moved", {"Location": location})
+
+    return url(server, f"/bounce-{status}")
+
+
+def test_cross_origin_redirect_forwards_only_harmless_secret_free_headers(
+    server: LocalHTTPServer, other: LocalHTTPServer
+) -> None:
+    start = bounce_to(server, 302, url(other, "/landing", host="other.example.com"))
+    headers = {
+        "Authorization": f"Bearer {SECRET}",
+        "X-Api-Key": SECRET,
+        "X-Trace": "plain-value",
+        "Cookie": "session=1",
+        "Accept": "application/json",
+        "Accept-Language": f"en;q=0.9, {SECRET}",  # harmless by name, not by value
+        "Content-Type": "text/plain",
+    }
+    with make_fetcher(secrets=[SECRET]) as fetcher:
+        response = fetcher.fetch({"url": start, "headers": headers})
+    assert (response["status"], response["body"]) == (200, "landed")
+    assert server.seen[0].headers["authorization"] == f"Bearer {SECRET}"  # first origin: all
+    [arrived] = other.seen
+    assert arrived.headers["host"] == f"other.example.com:{other.port}"
+    assert arrived.headers["accept"] == "application/json"
+    assert arrived.headers["content-type"] == "text/plain"
+    assert arrived.headers["user-agent"].startswith("crm-module-host-fetch/")
+    for dropped in ("authorization", "x-api-key", "x-trace", "cookie", "accept-language"):
+        assert dropped not in arrived.headers, dropped
+    assert SECRET not in json.dumps(arrived.headers)
+
+
+def test_same_origin_redirect_keeps_every_header(server: LocalHTTPServer) -> None:
+    start = bounce_to(server, 307, "/echo")
+    with make_fetcher(secrets=[SECRET]) as fetcher:
+        response = fetcher.fetch(
+            {"method": "POST", "url": start, "body": "x", "headers": {"X-Api-Key": SECRET}}
+        )
+    assert json.loads(response["body"])["body"] == "x"
+    assert [s.headers.get("x-api-key") for s in server.seen] == [SECRET, SECRET]
+
+
+@pytest.mark.parametrize("status", [307, 308])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"method": "POST", "body": "card=4111"},
+        {"method": "PUT", "json": {"a": 1}},
+        {"headers": {"Authorization": "Basic abc"}},
+        {"headers": {"Cookie": "session=1"}},
+        {"headers": {"X-Api-Key": SECRET}},
+    ],
+    ids=["body", "json", "authorization", "cookie", "secret-header"],
+)
+def test_cross_origin_replaying_redirect_is_handed_back_not_followed(
+    server: LocalHTTPServer, other: LocalHTTPServer, status: int, request_: dict[str, object]
+) -> None:
+    location = url(other, "/landing", host="other.example.com")
+    start = bounce_to(server, status, location)
+    with make_fetcher(secrets=[SECRET]) as fetcher:
+        response = fetcher.fetch({**request_, "url": start})
+        records = [(r.host, r.status) for r in fetcher.records]
+    assert response["status"] == status
+    assert response["headers"]["location"] == location
+    assert response["body"] == "moved"
+    assert response["url"] == start
+    assert other.seen == []
+    assert records == [(API, status)]
+
+
+def test_cross_origin_307_without_body_or_credentials_is_followed(
+    server: LocalHTTPServer, other: LocalHTTPServer
+) -> None:
+    start = bounce_to(server, 307, url(other, "/landing", host="other.example.com"))
+    with make_fetcher(secrets=[SECRET]) as fetcher:
+        response = fetcher.fetch({"url": start, "headers": {"X-Trace": "t-1"}})
+    assert response["body"] == "landed"
+    assert "x-trace" not in other.seen[0].headers
+
+
+def test_cross_origin_303_after_post_drops_the_body_and_follows(
+    server: LocalHTTPServer, other: LocalHTTPServer
+) -> None:
+    start = bounce_to(server, 303, url(other, "/landing", host="other.example.com"))
+    with make_fetcher(secrets=[SECRET]) as fetcher:
+        response = fetcher.fetch({"method": "POST", "url": start, "body": "card=4111"})
+    assert response["body"] == "landed"
+    [arrived] = other.seen
+    assert (arrived.method, arrived.body) == ("GET", b"")
+    assert "content-type" not in arrived.headers
+
+
+# --------------------------------------------------------------------------- waiver, not grant
+
+
+def test_admin_allow_list_alone_never_opens_a_destination(server: LocalHTTPServer) -> None:
+    with make_fetcher(egress=[], allow=["127.0.0.1", "127.0.0.0/8"]) as fetcher:
+        with pytest.raises(EgressDenied) as info:
+            fetcher.fetch({"url": url(server, "/hello", host="127.0.0.1")})
+        assert "127.0.0.1 is an IP address not in the module's egress list" in str(info.value)
+        with pytest.raises(EgressDenied, match=r"host api\.example\.com is not in the module"):
+            fetcher.fetch({"url": url(server, "/hello")})
+    assert server.seen == []
+
+
+def test_manifest_ip_and_port_is_checked_at_fetch_time(server: LocalHTTPServer) -> None:
+    listed = [f"127.0.0.1:{server.port}"]
+    with make_fetcher(egress=listed, allow=[]) as fetcher, pytest.raises(EgressDenied) as info:
+        fetcher.fetch({"url": url(server, "/hello", host="127.0.0.1")})
+    assert str(info.value) == "fetch to 127.0.0.1 denied: loopback address"
+    assert server.seen == []
+    with make_fetcher(egress=listed, allow=["127.0.0.1"]) as fetcher:
+        assert fetcher.fetch({"url": url(server, "/hello", host="127.0.0.1")})["status"] == 200
+        unlisted = closed_port()
+        with pytest.raises(EgressDenied, match=rf"127\.0\.0\.1 port {unlisted} is not in the"):
+            fetcher.fetch({"url": f"http://127.0.0.1:{unlisted}/hello"})
+    assert len(server.seen) == 1
+
+
 def test_redirect_loop_is_capped(server: LocalHTTPServer, fetcher: Fetcher) -> None:
     @server.route("/loop")
     def loop(req: RequestHandler) -> None:
@@ -309,7 +443,9 @@ def test_ipv6_pinning_and_mapped_addresses() -> None:
     srv = LocalHTTPServer("::1")
     srv.route("/")(lambda req: req.reply(200, b"six"))
     with srv:
-        with make_fetcher(allow=["::1"], resolver=FakeResolver(["::1"])) as fetcher:
+        with make_fetcher(
+            allow=["::1"], egress=[API, "[::1]"], resolver=FakeResolver(["::1"])
+        ) as fetcher:
             assert fetcher.fetch({"url": srv.url("/", host=API)})["body"] == "six"
             assert fetcher.fetch({"url": srv.url("/")})["body"] == "six"  # http://[::1]:p/
         assert [s.headers["host"] for s in srv.seen] == [f"{API}:{srv.port}", f"[::1]:{srv.port}"]
@@ -318,6 +454,29 @@ def test_ipv6_pinning_and_mapped_addresses() -> None:
             pytest.raises(EgressDenied, match="it resolves to ::1, a loopback address"),
         ):
             fetcher.fetch({"url": srv.url("/", host=API)})
+
+
+@pytest.mark.skipif(not _ipv6_loopback_available(), reason="no IPv6 loopback here")
+def test_manifest_bracketed_ipv6_literal_needs_the_waiver() -> None:
+    srv = LocalHTTPServer("::1")
+    srv.route("/")(lambda req: req.reply(200, b"six"))
+    with srv:
+        with (
+            make_fetcher(egress=[f"[::1]:{srv.port}"], allow=[]) as fetcher,
+            pytest.raises(EgressDenied, match="fetch to ::1 denied: loopback address"),
+        ):
+            fetcher.fetch({"url": srv.url("/")})
+        assert srv.seen == []
+        with make_fetcher(egress=[f"[::1]:{srv.port}"], allow=["[::1]"]) as fetcher:
+            assert fetcher.fetch({"url": srv.url("/")})["body"] == "six"
+            with pytest.raises(EgressDenied, match=r"::1 port 80 is not in the module's egress"):
+                fetcher.fetch({"url": "http://[::1]/"})
+        with (
+            make_fetcher(egress=[], allow=["::1/128"]) as fetcher,
+            pytest.raises(EgressDenied, match="not in the module's egress list"),
+        ):
+            fetcher.fetch({"url": srv.url("/")})
+    assert len(srv.seen) == 1
 
 
 def test_mapped_ipv6_answer_is_pinned_to_its_ipv4_address(server: LocalHTTPServer) -> None:
