@@ -183,3 +183,12 @@ def test_module_validate_reports_the_file_and_path(tmp_path: Path) -> None:
     assert "re2.cc" not in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert json.loads((package / "manifest.json").read_text()) == manifest  # untouched
+
+
+def test_every_regex_of_the_manifest_schema_itself_runs_on_re2() -> None:
+    """The host validates manifests with the same engine: a lookaround in its own schema would
+    make every manifest fail that keyword."""
+    from host.manifest import load_manifest_schema
+    from host.schema_regex import regex_problems
+
+    assert list(regex_problems(load_manifest_schema())) == []
