@@ -44,7 +44,9 @@ from typing import Any
 from sandbox import errors
 from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_all
 from sandbox.hardening import harden, vm_size
+from sandbox.kernel_wall import confine
 from sandbox.limits import MIB, Limits
+from sandbox.peak_memory import PeakRssCounter
 from sandbox.worker_capabilities import WorkerCapabilities
 
 #: modules scripts may import (SPEC §4), imported once at start so scripts never load files
@@ -140,10 +142,12 @@ def _usage() -> tuple[float, int]:
     return usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss)
 
 
+_peak_rss = PeakRssCounter()
+
+
 def _reset_peak_rss() -> None:
     """Reset VmHWM; done right after a reply is sent, off the critical path."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    _peak_rss.reset()
 
 
 def _cached_script(state: _State, digest: str) -> Any:
@@ -358,6 +362,12 @@ def main(config_json: str = "{}") -> None:
     state.hello["baseline_vm_kb"] = hardening.baseline_vm // 1024
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
+    _peak_rss.open()  # /proc cannot be opened once confined
+    wall = confine(
+        network_isolated=hardening.network_isolated,
+        privileges_dropped=hardening.privileges_dropped,
+    )
+    state.hello["sandbox"] = wall.as_dict()
     state.send(state.hello)
     try:
         serve(state)
