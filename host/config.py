@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from host.errors import InvalidInput, Problem
+from sandbox.kernel_wall import LAYERS
 
 DEFAULT_DATABASE_URL = "sqlite:///./crm-host.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -51,6 +54,11 @@ class HostSettings(BaseSettings):
         "empty loads none.",
     )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    sandbox_require: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Sandbox layers the host refuses to start without (of "
+        f"{', '.join(LAYERS)}); empty reports only.",
+    )
     campaign_batch_size: int = Field(
         1000, ge=1, le=MAX_CAMPAIGN_BATCH_SIZE, description="Default recipients per batch."
     )
@@ -81,7 +89,17 @@ class HostSettings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per attempt (capped at 1 h)."
     )
 
-    _split = field_validator("egress_allow", "plugins", mode="before")(_split_commas)
+    _split = field_validator("egress_allow", "plugins", "sandbox_require", mode="before")(
+        _split_commas
+    )
+
+    @field_validator("sandbox_require")
+    @classmethod
+    def _known_layers(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in LAYERS]
+        if unknown:
+            raise ValueError(f"unknown layer {', '.join(unknown)} (known: {', '.join(LAYERS)})")
+        return list(dict.fromkeys(value))
 
     @field_validator("public_url")
     @classmethod
@@ -97,3 +115,21 @@ class HostSettings(BaseSettings):
         if rest in ("", ":memory:"):
             return None
         return Path(rest)
+
+
+def settings_from_env() -> HostSettings:
+    """:class:`HostSettings` from the environment; a bad value is :class:`InvalidInput`
+    naming its variable, so the CLI prints one line instead of a traceback."""
+    try:
+        return HostSettings()
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                "CRM_HOST_" + str(error["loc"][0]).upper() if error["loc"] else "",
+                error["msg"].removeprefix("Value error, "),
+            )
+            for error in exc.errors()
+        ]
+        raise InvalidInput(
+            "invalid configuration: " + "; ".join(str(p) for p in problems)
+        ) from None

@@ -15,6 +15,7 @@ from host.api.routes import (
     messenger,
     meta,
     modules,
+    system,
     templates,
     tenants,
     webhooks,
@@ -42,6 +43,7 @@ def create_app(host: Host) -> FastAPI:
     install_error_handlers(app)
     for router in (
         meta.router,
+        system.router,
         modules.router,
         tenants.router,
         webhooks.router,

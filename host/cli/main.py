@@ -12,14 +12,16 @@ import typer
 
 from host.cli.campaign import app as campaign_app
 from host.cli.demo import demo
+from host.cli.doctor import doctor
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
-from host.config import HostSettings
+from host.config import HostSettings, settings_from_env
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
 from host.platform import Host
+from host.sandbox_layers import pool_report
 
 app = typer.Typer(
     help="Run CRM Marketing integration modules for many tenants.",
@@ -40,6 +42,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")
 app.command("demo")(demo)
+app.command("doctor")(doctor)
 
 DatabaseOption = Annotated[
     str | None,
@@ -69,7 +72,7 @@ def serve(
 
     from host.api.app import create_app
 
-    settings = HostSettings()
+    settings = settings_from_env()
     if database_url:
         settings = settings.model_copy(update={"database_url": database_url})
     if not settings.admin_token:
@@ -83,12 +86,21 @@ def serve(
     if "public_url" not in settings.model_fields_set:
         settings = settings.model_copy(update={"public_url": f"http://{host_address}:{port}"})
     host = Host(settings)
-    err.print(
-        f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
-        markup=False,
-        highlight=False,
-    )
     try:
+        # warm the workers now: a required sandbox layer that is missing stops the start
+        sandbox = pool_report(lambda: host.sandbox, settings.sandbox_require)
+        sandbox.require()
+        err.print(
+            f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
+            markup=False,
+            highlight=False,
+        )
+        err.print(
+            f"crm-host: sandbox layers {', '.join(sandbox.layers) or 'none'}"
+            f" (workers run as uid {sandbox.worker_uid})",
+            markup=False,
+            highlight=False,
+        )
         uvicorn.run(create_app(host), host=host_address, port=port, log_level="info")
     finally:
         host.close()
