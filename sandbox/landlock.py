@@ -101,9 +101,7 @@ def restrict_to_reading(paths: Iterable[str], abi: int) -> None:
     try:
         for path in paths:
             _allow_read(libc, ruleset, path)
-        _check(
-            libc.syscall(ctypes.c_long(_RESTRICT_SELF), ruleset, 0), "landlock_restrict_self"
-        )
+        _check(libc.syscall(ctypes.c_long(_RESTRICT_SELF), ruleset, 0), "landlock_restrict_self")
     finally:
         os.close(ruleset)
 

@@ -97,44 +97,48 @@ _COMMON = {
     "mount_setattr": 442,
 }
 
+
+def _numbers(pairs: str) -> dict[str, int]:
+    """``"name nr name nr ..."`` (as in the kernel's unistd headers) plus the common ones."""
+    words = pairs.split()
+    return {**_COMMON, **{n: int(v) for n, v in zip(words[::2], words[1::2], strict=True)}}
+
+
 TABLES: dict[str, SyscallTable] = {
     "x86_64": SyscallTable(
         audit_arch=0xC000003E,  # AUDIT_ARCH_X86_64
         has_x32=True,
         seccomp_nr=317,
-        numbers={
-            **_COMMON,
-            "ioctl": 16, "socket": 41, "connect": 42, "bind": 49, "socketpair": 53,
-            "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "fcntl": 72,
-            "ptrace": 101, "rt_sigqueueinfo": 129, "personality": 135, "pivot_root": 155,
-            "prctl": 157, "chroot": 161, "acct": 163, "mount": 165, "umount2": 166,
-            "swapon": 167, "swapoff": 168, "reboot": 169, "init_module": 175,
-            "delete_module": 176, "quotactl": 179, "tkill": 200, "tgkill": 234,
-            "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250,
-            "unshare": 272, "rt_tgsigqueueinfo": 297, "perf_event_open": 298,
-            "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308,
-            "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
-            "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "execveat": 322,
-            "userfaultfd": 323,
-        },  # fmt: skip
+        numbers=_numbers(
+            """
+            ioctl 16 socket 41 connect 42 bind 49 socketpair 53 clone 56 fork 57 vfork 58
+            execve 59 kill 62 fcntl 72 ptrace 101 rt_sigqueueinfo 129 personality 135
+            pivot_root 155 prctl 157 chroot 161 acct 163 mount 165 umount2 166 swapon 167
+            swapoff 168 reboot 169 init_module 175 delete_module 176 quotactl 179 tkill 200
+            tgkill 234 kexec_load 246 add_key 248 request_key 249 keyctl 250 unshare 272
+            rt_tgsigqueueinfo 297 perf_event_open 298 name_to_handle_at 303
+            open_by_handle_at 304 setns 308 process_vm_readv 310 process_vm_writev 311
+            kcmp 312 finit_module 313 kexec_file_load 320 bpf 321 execveat 322
+            userfaultfd 323
+            """
+        ),
     ),
     "aarch64": SyscallTable(
         audit_arch=0xC00000B7,  # AUDIT_ARCH_AARCH64 (no fork/vfork: glibc uses clone)
         seccomp_nr=277,
-        numbers={
-            **_COMMON,
-            "fcntl": 25, "ioctl": 29, "umount2": 39, "mount": 40, "pivot_root": 41,
-            "chroot": 51, "quotactl": 60, "acct": 89, "personality": 92, "unshare": 97,
-            "kexec_load": 104, "init_module": 105, "delete_module": 106, "ptrace": 117,
-            "kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138, "reboot": 142,
-            "prctl": 167, "socket": 198, "socketpair": 199, "bind": 200, "connect": 203,
-            "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220, "execve": 221,
-            "swapon": 224, "swapoff": 225, "rt_tgsigqueueinfo": 240, "perf_event_open": 241,
-            "name_to_handle_at": 264, "open_by_handle_at": 265, "setns": 268,
-            "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
-            "finit_module": 273, "bpf": 280, "execveat": 281, "userfaultfd": 282,
-            "kexec_file_load": 294,
-        },  # fmt: skip
+        numbers=_numbers(
+            """
+            fcntl 25 ioctl 29 umount2 39 mount 40 pivot_root 41 chroot 51 quotactl 60
+            acct 89 personality 92 unshare 97 kexec_load 104 init_module 105
+            delete_module 106 ptrace 117 kill 129 tkill 130 tgkill 131 rt_sigqueueinfo 138
+            reboot 142 prctl 167 socket 198 socketpair 199 bind 200 connect 203 add_key 217
+            request_key 218 keyctl 219 clone 220 execve 221 swapon 224 swapoff 225
+            rt_tgsigqueueinfo 240 perf_event_open 241 name_to_handle_at 264
+            open_by_handle_at 265 setns 268 process_vm_readv 270 process_vm_writev 271
+            kcmp 272 finit_module 273 bpf 280 execveat 281 userfaultfd 282
+            kexec_file_load 294
+            """
+        ),
     ),
 }
 

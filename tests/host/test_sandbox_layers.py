@@ -155,11 +155,18 @@ def test_serve_refuses_to_start_without_a_required_layer(tmp_path: Path) -> None
         "(landlock: the kernel has no Landlock (or it is disabled))"
     )
     # it never listened
-    assert subprocess.run(
-        [sys.executable, "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}))"],
-        capture_output=True,
-        check=False,
-    ).returncode != 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import socket; socket.create_connection(('127.0.0.1', {port}))",
+            ],
+            capture_output=True,
+            check=False,
+        ).returncode
+        != 0
+    )
 
 
 def test_serve_starts_with_the_layers_it_has_and_reports_them(tmp_path: Path) -> None:

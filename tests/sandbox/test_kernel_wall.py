@@ -288,3 +288,21 @@ def test_an_unknown_architecture_gets_no_filter_and_says_why() -> None:
     with pytest.raises(seccomp_filter.UnsupportedArchitecture, match="riscv64"):
         seccomp_filter.machine_table("riscv64")
     assert seccomp_filter.machine_table("arm64") is seccomp_filter.TABLES["aarch64"]
+
+
+@pytest.mark.parametrize(
+    ("machine", "header", "pattern"),
+    [
+        ("x86_64", "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", r"#define __NR_(\w+)\s+(\d+)"),
+        ("aarch64", "/usr/include/asm-generic/unistd.h", r"#define __NR(?:3264)?_(\w+)\s+(\d+)"),
+    ],
+)
+def test_syscall_numbers_match_the_kernel_headers(machine: str, header: str, pattern: str) -> None:
+    import re
+
+    if not os.path.exists(header):
+        pytest.skip(f"{header} is not installed (linux-libc-dev)")
+    defined = {name: int(nr) for name, nr in re.findall(pattern, Path(header).read_text())}
+    numbers = seccomp_filter.TABLES[machine].numbers
+    assert {name: defined.get(name) for name in numbers} == numbers
+    assert defined["seccomp"] == seccomp_filter.TABLES[machine].seccomp_nr
