@@ -18,6 +18,7 @@ syscalls that would let plain Python *leave* that box or touch another process â
   ``pidfd_getfd``, ``pidfd_send_signal``, ``kill``/``tkill``/``tgkill``/``rt_*sigqueueinfo``
   except to the worker's own pid, ``F_SETOWN``/``FIOSETOWN`` whose SIGIO could be aimed at
   another pid, ``TIOCSTI`` keystroke injection into an inherited terminal);
+* changing file modes, owners and extended attributes, which Landlock does not cover;
 * re-opening what confinement closed (``prctl(PR_SET_DUMPABLE)``, ``PR_SET_PTRACER``) and
   kernel administration (namespaces, mounts, modules, keys, bpf, perf, userfaultfd, ...).
 
@@ -80,7 +81,7 @@ class SyscallTable:
 
 
 # 424.. are numbered alike on every architecture since Linux 5.1
-_COMMON = {
+COMMON = {
     "pidfd_send_signal": 424,
     "io_uring_setup": 425,
     "io_uring_enter": 426,
@@ -95,13 +96,16 @@ _COMMON = {
     "pidfd_getfd": 438,
     "process_madvise": 440,
     "mount_setattr": 442,
+    "fchmodat2": 452,
+    "setxattrat": 463,
+    "removexattrat": 466,
 }
 
 
 def _numbers(pairs: str) -> dict[str, int]:
     """``"name nr name nr ..."`` (as in the kernel's unistd headers) plus the common ones."""
     words = pairs.split()
-    return {**_COMMON, **{n: int(v) for n, v in zip(words[::2], words[1::2], strict=True)}}
+    return {**COMMON, **{n: int(v) for n, v in zip(words[::2], words[1::2], strict=True)}}
 
 
 TABLES: dict[str, SyscallTable] = {
@@ -111,7 +115,10 @@ TABLES: dict[str, SyscallTable] = {
         seccomp_nr=317,
         numbers=_numbers(
             """
-            ioctl 16 socket 41 connect 42 bind 49 socketpair 53 clone 56 fork 57 vfork 58
+            chmod 90 fchmod 91 chown 92 fchown 93 lchown 94 setxattr 188 lsetxattr 189
+            fsetxattr 190 removexattr 197 lremovexattr 198 fremovexattr 199 fchownat 260
+            fchmodat 268 ioctl 16 socket 41 connect 42 bind 49 socketpair 53 clone 56 fork 57
+            vfork 58
             execve 59 kill 62 fcntl 72 ptrace 101 rt_sigqueueinfo 129 personality 135
             pivot_root 155 prctl 157 chroot 161 acct 163 mount 165 umount2 166 swapon 167
             swapoff 168 reboot 169 init_module 175 delete_module 176 quotactl 179 tkill 200
@@ -128,7 +135,9 @@ TABLES: dict[str, SyscallTable] = {
         seccomp_nr=277,
         numbers=_numbers(
             """
-            fcntl 25 ioctl 29 umount2 39 mount 40 pivot_root 41 chroot 51 quotactl 60
+            setxattr 5 lsetxattr 6 fsetxattr 7 removexattr 14 lremovexattr 15
+            fremovexattr 16 fchmod 52 fchmodat 53 fchownat 54 fchown 55 fcntl 25 ioctl 29
+            umount2 39 mount 40 pivot_root 41 chroot 51 quotactl 60
             acct 89 personality 92 unshare 97 kexec_load 104 init_module 105
             delete_module 106 ptrace 117 kill 129 tkill 130 tgkill 131 rt_sigqueueinfo 138
             reboot 142 prctl 167 socket 198 socketpair 199 bind 200 connect 203 add_key 217
@@ -152,6 +161,10 @@ DENIED = (
     "swapon", "swapoff", "reboot", "init_module", "finit_module", "delete_module",
     "kexec_load", "kexec_file_load", "quotactl", "add_key", "request_key", "keyctl", "bpf",
     "perf_event_open", "userfaultfd", "name_to_handle_at", "open_by_handle_at",
+    # Landlock does not cover metadata: no chmod/chown/xattr on files the uid owns
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr", "lremovexattr",
+    "fremovexattr", "removexattrat",
 )  # fmt: skip
 #: signals: allowed only when the first argument (pid / tgid / tid) is the worker itself
 SIGNAL_TO_SELF_ONLY = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
