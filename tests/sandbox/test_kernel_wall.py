@@ -157,6 +157,14 @@ ATTACKS: dict[str, tuple[str, int]] = {
         f"result = syscall({NR.get('tgkill')}, target, target, signal.SIGKILL)",
         errno.EPERM,
     ),
+    "aim SIGIO at another process (F_SETOWN)": (
+        "r, w = os.pipe()\nresult = fcntl.fcntl(r, fcntl.F_SETOWN, target)",
+        errno.EPERM,
+    ),
+    "become dumpable again (its /proc readable by the uid)": (
+        f"result = syscall({NR.get('prctl')}, 4, 1, 0, 0, 0)",
+        errno.EPERM,
+    ),
     "make a file of its uid world-readable": (
         "os.chmod(files['owned'], 0o666)\nresult = 'chmodded'",
         errno.EPERM,
@@ -281,6 +289,23 @@ def test_the_worker_may_still_signal_itself(pool: SandboxPool) -> None:
         "result = 'signalled'"
     )
     assert in_worker(pool, code)[0] == {"value": "signalled"}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the x32 ABI is x86_64's")
+def test_a_syscall_of_another_abi_kills_the_worker(pool: SandboxPool) -> None:
+    """x32 numbers (nr | 0x40000000) mean other calls: the filter kills instead of guessing."""
+    before = pool.worker_pids()
+    result = pool.run(
+        Invocation(
+            source="def f(code, names):\n    return None\n",
+            function="f",
+            args=[f"result = syscall({seccomp_filter.X32_SYSCALL_BIT | 39})", {}],  # getpid
+        )
+    )
+    assert result.error is not None
+    assert result.error.message == (f"the worker exited unexpectedly (status {-signal.SIGSYS})")
+    assert not alive(result.worker_pid or 0)
+    assert pool.wait_full(15) and pool.worker_pids() != before
 
 
 def test_the_survival_check_sees_a_killed_worker(pool: SandboxPool) -> None:

@@ -18,6 +18,7 @@ the same code in an unconfined process with the worker's uid, printing the same 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -45,6 +46,7 @@ def run_plain(code: str, names: dict[str, Any]) -> dict[str, Any]:
         "socket": socket,
         "signal": signal,
         "ctypes": ctypes,
+        "fcntl": fcntl,
         "libc": LIBC,
         "syscall": syscall,
         **names,
