@@ -88,16 +88,16 @@ def serve(
     host = Host(settings)
     try:
         # warm the workers now: a required sandbox layer that is missing stops the start
-        sandbox = pool_report(lambda: host.sandbox, settings.sandbox_require)
-        sandbox.require()
+        layers = pool_report(lambda: host.sandbox, settings.sandbox_require)
+        layers.require()
         err.print(
             f"crm-host: database {settings.database_url}; http://{host_address}:{port}/docs",
             markup=False,
             highlight=False,
         )
         err.print(
-            f"crm-host: sandbox layers {', '.join(sandbox.layers) or 'none'}"
-            f" (workers run as uid {sandbox.worker_uid})",
+            f"crm-host: sandbox layers {', '.join(layers.layers) or 'none'}"
+            f" (workers run as uid {layers.worker_uid})",
             markup=False,
             highlight=False,
         )

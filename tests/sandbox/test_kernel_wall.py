@@ -348,3 +348,15 @@ def test_syscall_numbers_match_the_kernel_headers(machine: str, header: str, pat
         n: defined[n] for n in numbers if n in defined
     }
     assert defined["seccomp"] == seccomp_filter.TABLES[machine].seccomp_nr
+
+
+def test_readable_paths_are_the_stdlib_and_imported_packages_never_the_project() -> None:
+    import RestrictedPython
+
+    from sandbox.kernel_wall import interpreter_read_paths
+
+    paths = interpreter_read_paths()
+    assert os.path.dirname(os.__file__) in paths
+    assert str(Path(RestrictedPython.__file__).resolve().parent) in paths
+    project_package = Path(sandbox.__file__).resolve().parent
+    assert not any(project_package.is_relative_to(path) for path in paths), paths
