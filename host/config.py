@@ -11,8 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from host.errors import InvalidInput, Problem
+from host.errors import InvalidInput
 from host.origins import authority_of, check_separate_origins
+from sandbox.kernel_wall import LAYERS
 
 DATABASE_FILE = "crm-host.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -80,6 +81,11 @@ class HostSettings(BaseSettings):
         "text", description="`serve`'s log lines: text, or one JSON object a line."
     )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
+    sandbox_require: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Sandbox layers the host refuses to start without (of "
+        f"{', '.join(LAYERS)}); empty reports only.",
+    )
     campaign_batch_size: int = Field(
         1000, ge=1, le=MAX_CAMPAIGN_BATCH_SIZE, description="Default recipients per batch."
     )
@@ -110,7 +116,17 @@ class HostSettings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per attempt (capped at 1 h)."
     )
 
-    _split = field_validator("egress_allow", "plugins", mode="before")(_split_commas)
+    _split = field_validator("egress_allow", "plugins", "sandbox_require", mode="before")(
+        _split_commas
+    )
+
+    @field_validator("sandbox_require")
+    @classmethod
+    def _known_layers(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in LAYERS]
+        if unknown:
+            raise ValueError(f"unknown layer {', '.join(unknown)} (known: {', '.join(LAYERS)})")
+        return list(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _resolve_home(self) -> HostSettings:
@@ -167,17 +183,16 @@ class HostSettings(BaseSettings):
 
 def load_settings(**overrides: object) -> HostSettings:
     """The settings from the environment (``overrides`` win, and are validated too); a bad
-    value is an :class:`InvalidInput` naming its variable, never a traceback."""
+    value is one :class:`InvalidInput` line naming its variable, never a traceback."""
     try:
         return HostSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = [
-            Problem(
-                "CRM_HOST_" + "_".join(str(part) for part in error["loc"]).upper()
-                if error["loc"]
-                else "configuration",
-                error["msg"].removeprefix("Value error, "),
-            )
-            for error in exc.errors()
-        ]
-        raise InvalidInput("the configuration is invalid", problems) from None
+        problems = [_problem(error["loc"], error["msg"]) for error in exc.errors()]
+        raise InvalidInput("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    if not location:
+        return message
+    return "CRM_HOST_" + "_".join(str(part) for part in location).upper() + ": " + message

@@ -2,6 +2,15 @@
 functions in an isolated worker with hard limits, and lend it the capabilities its caller
 supplies. Knows nothing about CRM marketing; imports nothing from ``host`` or ``plugins``.
 
+Isolation has two walls. RestrictedPython (:mod:`sandbox.compiler`, :mod:`sandbox.world`)
+is the first. Below it, every worker process (:mod:`sandbox.worker`) hardens itself at start
+(:mod:`sandbox.hardening`: minimal environment, empty network namespace, rlimits, uid
+``nobody``) and, once warm, confines itself with the kernel (:mod:`sandbox.kernel_wall`):
+Landlock read-only access to the interpreter's files and nothing else
+(:mod:`sandbox.landlock`), and a seccomp-bpf filter against sockets, exec, fork, ptrace and
+signals to other processes (:mod:`sandbox.seccomp_filter`). The layers in force
+(``seccomp``, ``landlock``, ``netns``, ``uid``) are reported in each worker's hello.
+
 Isolation design (why a module of one caller can never harm, read or slow another):
 
 * **Capabilities belong to one invocation.** The parent gives every invocation a random
@@ -31,5 +40,5 @@ script's compilation in that worker; the token costs one ``secrets.token_hex`` a
 compare per frame; the in-window collection costs one or two ``gc.collect()`` passes per
 invocation (see BENCHMARKS.md, "Tenant switch" and "Sandbox overhead"). The per-process
 start-up of a worker is one function, :func:`sandbox.worker.start` (close inherited
-descriptors, harden, serve); :data:`sandbox.worker.PRELOAD` is the one preload list.
+descriptors, harden, serve); :mod:`sandbox.preload` holds the one preload list.
 """

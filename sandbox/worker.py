@@ -47,7 +47,9 @@ from sandbox import errors
 from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_all
 from sandbox.execution import collect_leftovers
 from sandbox.hardening import harden, vm_size
+from sandbox.kernel_wall import confine
 from sandbox.limits import MIB, Limits
+from sandbox.peak_memory import PeakRssCounter
 from sandbox.preload import preload
 from sandbox.worker_capabilities import WorkerCapabilities
 
@@ -131,10 +133,12 @@ def _usage() -> tuple[float, int]:
     return usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss)
 
 
+_peak_rss = PeakRssCounter()
+
+
 def _reset_peak_rss() -> None:
     """Reset VmHWM; done right after a reply is sent, off the critical path."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    _peak_rss.reset()
 
 
 def _cached_script(state: _State, digest: str) -> Any:
@@ -391,6 +395,12 @@ def start(in_fd: int, out_fd: int, config: Mapping[str, Any]) -> NoReturn:
     # finalizer raises is the script's business, not text for the worker's stderr
     gc.disable()
     sys.unraisablehook = _ignore_unraisable
+    _peak_rss.open()  # /proc cannot be opened once confined
+    wall = confine(
+        network_isolated=hardening.network_isolated,
+        privileges_dropped=hardening.privileges_dropped,
+    )
+    state.hello["sandbox"] = wall.as_dict()
     state.send(state.hello)
     try:
         serve(state)

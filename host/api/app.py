@@ -16,6 +16,7 @@ from host.api.routes import (
     messenger,
     meta,
     modules,
+    system,
     templates,
     tenants,
     webhooks,
@@ -53,6 +54,7 @@ def create_app(host: Host) -> FastAPI:
     app.add_middleware(TenantAnswerMasking, tenants=host.tenants)
     for router in (
         meta.router,
+        system.router,
         modules.router,
         tenants.router,
         webhooks.router,

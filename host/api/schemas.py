@@ -40,3 +40,19 @@ class EnablementOut(ApiModel):
     enabled: bool
     settings: dict[str, Any] = Field(description="Secrets appear only as a 'set' marker")
     webhookUrl: str
+
+
+class SandboxLayersOut(ApiModel):
+    layers: list[str] = Field(
+        description="Layers in force in every worker: seccomp, landlock, netns, uid"
+    )
+    required: list[str] = Field(description="CRM_HOST_SANDBOX_REQUIRE")
+    missingRequired: list[str]
+    workerUid: int | None = Field(description="The uid sandbox workers run as")
+    landlockAbi: int = Field(description="Landlock ABI in force; 0 = none")
+    notes: list[str] = Field(description="Why a layer is not in force, as the workers said")
+
+
+class SystemOut(ApiModel):
+    version: str
+    sandbox: SandboxLayersOut

@@ -12,6 +12,7 @@ import typer
 from host.cli.admin import app as admin_app
 from host.cli.campaign import app as campaign_app
 from host.cli.demo import demo
+from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
@@ -21,6 +22,7 @@ from host.config import HostSettings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
 from host.platform import Host
+from host.sandbox_layers import pool_report
 
 app = typer.Typer(
     help="Run CRM Marketing integration modules for many tenants.",
@@ -42,6 +44,7 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(admin_app, name="admin")
 app.command("demo")(demo)
+app.command("doctor")(doctor)
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -66,20 +69,29 @@ def serve(
         # Validated again with the address: the webhook base must not take it over.
         settings = host_settings(database_url, home, public_url=f"http://{host_address}:{port}")
     host = Host(settings)
-    token = host.admin_tokens.first_start_token()
-    if token is not None:
+    try:
+        # warm the workers now: a required sandbox layer that is missing stops the start
+        layers = pool_report(lambda: host.sandbox, settings.sandbox_require)
+        layers.require()
+        token = host.admin_tokens.first_start_token()
+        if token is not None:
+            err.print(
+                "first start: admin token 'default' created (shown once; stored hashed, it "
+                f"keeps working after restarts; `crm-host admin token` manages tokens):\n  {token}",
+                markup=False,
+                highlight=False,
+            )
         err.print(
-            "first start: admin token 'default' created (shown once; stored hashed, it keeps "
-            f"working after restarts; `crm-host admin token` manages tokens):\n  {token}",
+            f"crm-host: database {settings.database_location()}; http://{host_address}:{port}/docs",
             markup=False,
             highlight=False,
         )
-    err.print(
-        f"crm-host: database {settings.database_location()}; http://{host_address}:{port}/docs",
-        markup=False,
-        highlight=False,
-    )
-    try:
+        err.print(
+            f"crm-host: sandbox layers {', '.join(layers.layers) or 'none'}"
+            f" (workers run as uid {layers.worker_uid})",
+            markup=False,
+            highlight=False,
+        )
         uvicorn.run(
             create_app(host),
             host=host_address,

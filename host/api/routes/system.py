@@ -1,0 +1,29 @@
+"""``GET /api/v1/system`` (admin): what this host is and how its sandbox is walled."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from host.api.deps import AdminDep, HostDep
+from host.api.schemas import SandboxLayersOut, SystemOut
+from host.sandbox_layers import pool_report
+from host.version import host_version
+
+router = APIRouter(prefix="/api/v1/system", tags=["meta"])
+
+
+@router.get("")
+def system(host: HostDep, _admin: AdminDep) -> SystemOut:
+    """The host's version and the sandbox layers in force in its workers."""
+    report = pool_report(lambda: host.sandbox, host.settings.sandbox_require)
+    return SystemOut(
+        version=host_version(),
+        sandbox=SandboxLayersOut(
+            layers=list(report.layers),
+            required=list(report.required),
+            missingRequired=list(report.missing_required),
+            workerUid=report.worker_uid,
+            landlockAbi=report.landlock_abi,
+            notes=list(report.notes),
+        ),
+    )
