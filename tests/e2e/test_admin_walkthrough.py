@@ -90,7 +90,7 @@ def test_generated_admin_token_is_printed_once(tmp_path: Path) -> None:
         assert process.stderr is not None
         first = process.stderr.readline()
         token_line = process.stderr.readline().strip()
-        assert "CRM_HOST_ADMIN_TOKEN is not set" in first
+        assert "first start: admin token 'default' created (shown once" in first
         assert len(token_line) >= 40
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):
