@@ -44,7 +44,7 @@ from typing import Any
 from sandbox import errors
 from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_all
 from sandbox.hardening import harden, vm_size
-from sandbox.limits import MIB, Limits
+from sandbox.limits import Limits
 from sandbox.worker_capabilities import WorkerCapabilities
 
 #: modules scripts may import (SPEC §4), imported once at start so scripts never load files
@@ -72,8 +72,6 @@ EXIT_MEMORY = 87
 #: exit status on a protocol error (the parent sent something unreadable)
 EXIT_PROTOCOL = 88
 
-#: largest frame the worker sends back; a bigger result is a limit violation, not a crash
-MAX_RESULT_BYTES = 32 * MIB
 DEFAULT_EXECUTOR = "sandbox.execution:execute"
 #: compiled scripts / world specs kept per worker
 CACHE_SIZE = 64
@@ -289,7 +287,10 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def _encode_reply(reply: dict[str, Any]) -> bytes:
+def _encode_reply(reply: dict[str, Any], max_bytes: int) -> bytes:
+    """The reply frame; over ``max_bytes`` (``Limits.result_bytes``) the value and storage
+    are dropped for a ``limit_exceeded`` error, so the parent never reads an oversized
+    result."""
     try:
         data = encode(reply)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -301,13 +302,15 @@ def _encode_reply(reply: dict[str, Any]) -> bytes:
             "message": f"the function returned a value that is not JSON-compatible: {exc}",
         }
         data = encode(reply)
-    if len(data) > MAX_RESULT_BYTES:
+    if len(data) > max_bytes:
+        size = len(data)
+        del data
         reply.pop("value", None)
         reply.pop("storage", None)
         reply["ok"] = False
         reply["error"] = {
             "kind": "limit_exceeded",
-            "message": f"the result is larger than {MAX_RESULT_BYTES} bytes",
+            "message": f"the result is {size} bytes, more than the limit of {max_bytes} bytes",
         }
         data = encode(reply)
     return data
@@ -321,7 +324,8 @@ def serve(state: _State) -> None:
         op = message.get("op")
         if op == "run":
             reply = _run(state, message)
-            write_all(state.out_fd, _encode_reply(reply))
+            max_bytes = _limits(state, message["limits"]).result_bytes
+            write_all(state.out_fd, _encode_reply(reply, max_bytes))
             if reply.get("op") == "done":
                 _reset_peak_rss()
         elif op == "ping":
