@@ -41,6 +41,8 @@ from host.json_schema import (
     quoted,
     schema_problems,
 )
+from host.json_values import value_problem
+from sandbox.limits import MAX_NESTING_DEPTH
 
 #: The canonical schema file in the source tree (what SPEC §6 names and integrators read).
 MANIFEST_SCHEMA_PATH = (
@@ -158,7 +160,7 @@ def parse_manifest(text: str | bytes, source: str = "manifest.json") -> Manifest
     except ValueError as exc:  # NaN / Infinity
         raise InvalidInput(f"{source} is not valid JSON", [Problem(source, str(exc))]) from None
     except RecursionError:
-        problem = Problem(source, "invalid JSON: nested too deeply")
+        problem = Problem(source, f"invalid JSON: nested deeper than {MAX_NESTING_DEPTH} levels")
         raise InvalidInput(f"{source} is not valid JSON", [problem]) from None
     return validate_manifest(data, source)
 
@@ -229,6 +231,10 @@ def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
     :class:`InvalidInput` with every problem, each located as ``source: $.path``.
     """
     location = f"{source}: "
+    unstorable = value_problem(data, root="$")
+    if unstorable is not None:  # NUL, a lone surrogate or 64+ levels: nothing else matters
+        problem = Problem(location + unstorable.path, unstorable.reason)
+        raise InvalidInput(f"{source} is not a valid module manifest (1 problem)", [problem])
     problems = schema_problems(
         _manifest_validator().iter_errors(data), location=location, root="$", hint=_egress_hint
     )

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
+from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 
-router = APIRouter(
+router = checked_router(
     prefix="/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger", tags=["messenger"]
 )
 
