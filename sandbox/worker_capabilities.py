@@ -87,9 +87,7 @@ class WorkerCapabilities:
         # a character is at most 4 bytes: this slice holds everything that can still fit
         kept = text[:room].encode("utf-8", "replace").decode("utf-8") + "\n"
         size = len(kept.encode("utf-8"))
-        self.log_total_bytes += (
-            size if len(text) <= room else _utf8_size(text[room:]) + size
-        )
+        self.log_total_bytes += size if len(text) <= room else _utf8_size(text[room:]) + size
         if size > room:
             kept = kept.encode("utf-8")[:room].decode("utf-8", "ignore")
             size = room

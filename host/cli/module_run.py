@@ -22,6 +22,7 @@ from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
 from host.contract.world import SCRIPT_IMPORTS
 from host.errors import InvalidInput, ModuleCallFailed
+from host.json_values import InvalidJson, loads_checked
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
@@ -141,9 +142,9 @@ def module_run(
 
 def _local_call(module: ValidatedModule, name: str, settings_text: str) -> ModuleCall:
     try:
-        value = json.loads(settings_text)
-    except ValueError as exc:
-        raise _usage(f"--settings is not JSON: {exc}") from None
+        value = loads_checked(settings_text, root="--settings")
+    except InvalidJson as exc:
+        raise _usage(str(exc)) from None
     try:
         return local_call(module, name, value)
     except InvalidInput as exc:
@@ -196,7 +197,12 @@ def _parse_arguments(raw: list[str], parameters: tuple[str, ...]) -> list[Any]:
     values = []
     for name, text in zip(parameters, raw, strict=True):
         try:
-            values.append(json.loads(text))
-        except ValueError as exc:
-            raise _usage(f"argument {name} is not JSON ({exc}): {text!r}") from None
+            values.append(loads_checked(text, root=f"argument {name}"))
+        except InvalidJson as exc:
+            raise _usage(_shortened(str(exc))) from None
     return values
+
+
+def _shortened(message: str, limit: int = 300) -> str:
+    """One readable line, whatever was typed (a 100,000-character argument included)."""
+    return message if len(message) <= limit else f"{message[: limit - 3]}..."

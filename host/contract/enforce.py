@@ -12,6 +12,7 @@ from host.calls import ModuleCall, ModuleResult
 from host.contract.functions import ALL_FUNCTIONS
 from host.errors import ModuleCallFailed
 from host.hookspecs import wraps_every_function
+from host.json_values import value_problem
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -27,17 +28,26 @@ def validate_return(call: ModuleCall, result: ModuleResult) -> ModuleResult:
     if contract.returns is None:
         result.value = None
         return result
+    # before pydantic: text the database cannot store, or nesting past the shared limit,
+    # is refused with its path whoever served the call (the sandbox refuses the same)
+    unstorable = value_problem(result.value, root="value")
     try:
+        if unstorable is not None:
+            raise _invalid(call, result, str(unstorable))
         result.value = contract.return_adapter.validate_python(result.value)
     except ValidationError as exc:
-        raise ModuleCallFailed(
-            "invalid_return",
-            f"{call.function} returned an invalid value: {describe_validation_error(exc)}",
-            module=call.module_ref,
-            function=call.function,
-            trace=result,
-        ) from None
+        raise _invalid(call, result, describe_validation_error(exc)) from None
     return result
+
+
+def _invalid(call: ModuleCall, result: ModuleResult, detail: str) -> ModuleCallFailed:
+    return ModuleCallFailed(
+        "invalid_return",
+        f"{call.function} returned an invalid value: {detail}",
+        module=call.module_ref,
+        function=call.function,
+        trace=result,
+    )
 
 
 @wraps_every_function(trylast=True)

@@ -252,7 +252,7 @@ def test_fetch_to_local_service_needs_allow_host(
     ("args", "message"),
     [
         (["1"], "expected 2 argument(s) (offset, limit), got 1"),
-        (["0", "{nope"], "argument limit is not JSON"),
+        (["0", "{nope"], "argument limit: is not JSON"),
     ],
 )
 def test_bad_arguments_are_usage_errors(
