@@ -257,6 +257,8 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     except BaseException as exc:
         state.in_script = False
         error = _error(exc, limits)
+        # a script's message may hold lone surrogates ("\ud800"): UTF-8 frames cannot
+        error["message"] = str(error["message"]).encode("utf-8", "replace").decode("utf-8")
         recycle = isinstance(exc, MemoryError | CpuTimeExceeded) or error["kind"] in (
             "memory_limit",
             "timeout",

@@ -112,3 +112,13 @@ def test_reading_a_large_frame_holds_about_twice_its_size() -> None:
         os.close(read_fd)
     assert message["value"] == "x" * size
     assert peak < 2.3 * len(frame), peak / len(frame)
+
+
+def test_nul_and_lone_surrogates_in_errors_and_log_are_replaced(
+    sandbox_pool: SandboxPool,
+) -> None:
+    source = "def f():\n    log('a\\x00b')\n    raise ValueError('bad \\ud800 and \\x00')\n"
+    result = call(sandbox_pool, source)
+    assert result.error is not None and result.error.kind == "script_error"
+    assert result.error.message == "ValueError: bad ? and \ufffd"
+    assert result.log == "a\ufffdb\n"
