@@ -56,18 +56,31 @@ def text_problem(text: str) -> str | None:
     return "contains a lone surrogate (not valid Unicode)"
 
 
+def _surrogate_problem(text: str) -> str | None:
+    reason = text_problem(text)
+    return None if reason is None or "NUL" in reason else reason
+
+
 def value_problem(
-    value: Any, root: str = "body", max_depth: int = MAX_NESTING_DEPTH
+    value: Any,
+    root: str = "body",
+    max_depth: int = MAX_NESTING_DEPTH,
+    *,
+    refuse_nul: bool = True,
 ) -> ValueProblem | None:
     """The first place in a decoded JSON value that nests deeper than ``max_depth`` levels
-    or holds text the host cannot store (a key or a string value), or None."""
+    or holds text the host cannot store (a key or a string value), or None.
+
+    ``refuse_nul=False`` lets NUL through, for data that is sent on as bytes and never
+    stored (a webhook's response body)."""
+    text_check = text_problem if refuse_nul else _surrogate_problem
     # (value, its depth, its path as a linked list (parent, segment)) — paths are only
     # rendered for the one problem reported
     stack: list[tuple[Any, int, tuple[Any, str] | None]] = [(value, 0, None)]
     while stack:
         item, depth, path = stack.pop()
         if isinstance(item, str):
-            reason = text_problem(item)
+            reason = text_check(item)
             if reason is not None:
                 return ValueProblem(_render(root, path), reason)
             continue
@@ -77,7 +90,7 @@ def value_problem(
             return ValueProblem(_render(root, path), f"nested deeper than {max_depth} levels")
         if isinstance(item, dict):
             for key, child in item.items():
-                reason = text_problem(key) if isinstance(key, str) else None
+                reason = text_check(key) if isinstance(key, str) else None
                 if reason is not None:
                     return ValueProblem(_render(root, path), f"a key {reason}")
                 stack.append((child, depth + 1, (path, f".{key}")))

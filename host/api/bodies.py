@@ -87,9 +87,9 @@ class CheckedRoute(APIRoute):
                 raise InvalidInput("request is invalid; nothing was stored", problems)
             if declares_json_body and _is_json(request.headers.get("content-type")):
                 raw = await capped_body(request, MAX_JSON_BODY_BYTES, "request body")
+                # FastAPI reads the body through these caches (the stream is consumed now)
+                request._body = raw
                 if raw:
-                    # FastAPI reads the body through these caches: it parses nothing again
-                    request._body = raw
                     request._json = parse_json(raw)
             return await handler(request)
 

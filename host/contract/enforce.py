@@ -12,7 +12,7 @@ from host.calls import ModuleCall, ModuleResult
 from host.contract.functions import ALL_FUNCTIONS
 from host.errors import ModuleCallFailed
 from host.hookspecs import wraps_every_function
-from host.json_values import value_problem
+from host.json_values import ValueProblem, value_problem
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -30,7 +30,7 @@ def validate_return(call: ModuleCall, result: ModuleResult) -> ModuleResult:
         return result
     # before pydantic: text the database cannot store, or nesting past the shared limit,
     # is refused with its path whoever served the call (the sandbox refuses the same)
-    unstorable = value_problem(result.value, root="value")
+    unstorable = _return_problem(call.function, result.value)
     try:
         if unstorable is not None:
             raise _invalid(call, result, str(unstorable))
@@ -38,6 +38,21 @@ def validate_return(call: ModuleCall, result: ModuleResult) -> ModuleResult:
     except ValidationError as exc:
         raise _invalid(call, result, describe_validation_error(exc)) from None
     return result
+
+
+SENT_NOT_STORED = {"CRM_Marketing_ParseWebhookRequest": "response"}
+"""Return fields that the host sends on as bytes and never stores: NUL is allowed there (a
+module may echo a binary challenge), nesting and lone surrogates are still refused."""
+
+
+def _return_problem(function: str, value: Any) -> ValueProblem | None:
+    sent = SENT_NOT_STORED.get(function)
+    if sent is None or not isinstance(value, dict) or sent not in value:
+        return value_problem(value, root="value")
+    stored = {key: item for key, item in value.items() if key != sent}
+    return value_problem(stored, root="value") or value_problem(
+        {sent: value[sent]}, root="value", refuse_nul=False
+    )
 
 
 def _invalid(call: ModuleCall, result: ModuleResult, detail: str) -> ModuleCallFailed:
