@@ -160,7 +160,10 @@ def _replayer(path: Path, call: ModuleCall) -> Replayer:
 
 
 def _save_recording(recorder: Recorder, path: Path) -> None:
-    recorder.recording.save(path)
+    try:
+        recorder.recording.save(path)
+    except OSError as exc:
+        raise _usage(f"--record: cannot write {path}: {exc.strerror or exc}") from None
     count = len(recorder.recording.exchanges)
     err.print(f"recorded {count} exchange(s) to {path}", markup=False, highlight=False)
 

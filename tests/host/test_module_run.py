@@ -402,3 +402,29 @@ def test_bad_command_lines_are_one_line_usage_errors(
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
     assert error_line(result).startswith(message)
+
+
+def test_unwritable_record_and_unreadable_replay_are_usage_errors(cli: Cli, tmp_path: Path) -> None:
+    module = write_module(
+        tmp_path / "m", "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n    return ''\n"
+    )
+    (tmp_path / "a-file").write_text("")
+    record = run(
+        cli,
+        module,
+        "CRM_Marketing_GetTemplateHTML",
+        '"t1"',
+        extra=("--record", str(tmp_path / "a-file" / "x.json")),
+    )
+    assert record.returncode == 2, record.stderr
+    assert error_line(record).startswith("error: --record: cannot write ")
+    (tmp_path / "bad.json").write_text('{"exchanges": [')
+    replay = run(
+        cli,
+        module,
+        "CRM_Marketing_GetTemplateHTML",
+        '"t1"',
+        extra=("--replay", str(tmp_path / "bad.json")),
+    )
+    assert replay.returncode == 2, replay.stderr
+    assert error_line(replay).startswith("error: --replay: recording is not JSON")
