@@ -66,7 +66,7 @@ def test_bad_text_in_settings_is_422_and_nothing_stored(
     assert host.tenants.runtime("acme", "sendmail").settings["api_key"] == SECRET_API_KEY
 
 
-def test_nesting_limit_is_64_levels_on_every_body(client, admin, host, enabled) -> None:
+def test_nesting_limit_is_64_levels(client, admin, host, enabled) -> None:
     # 64 levels (the body itself is one) are parsed and reach the schema, which names the
     # unknown field; one level more is refused before any validation, naming its path
     within = {"id": "deep", "name": "x", "extra": nested(MAX_NESTING_DEPTH - 1)}
