@@ -41,9 +41,11 @@ from host.json_schema import (
     quoted,
     schema_problems,
 )
+from host.json_values import value_problem
 from host.schema_regex import regex_problems, unevaluated_with_patterns
 from host.settings_paths import SchemaPath, secret_schema_paths
 from sandbox.egress import HostPattern
+from sandbox.limits import MAX_NESTING_DEPTH
 
 #: The schema file (SPEC §6's ``module_manifests/schema/manifest.schema.json``): the top-level
 #: ``module_manifests/`` folder is installed as the data package ``host.module_manifests``, so a
@@ -149,7 +151,7 @@ def parse_manifest(text: str | bytes, source: str = "manifest.json") -> Manifest
     except ValueError as exc:  # NaN / Infinity
         raise InvalidInput(f"{source} is not valid JSON", [Problem(source, str(exc))]) from None
     except RecursionError:
-        problem = Problem(source, "invalid JSON: nested too deeply")
+        problem = Problem(source, f"invalid JSON: nested deeper than {MAX_NESTING_DEPTH} levels")
         raise InvalidInput(f"{source} is not valid JSON", [problem]) from None
     return validate_manifest(data, source)
 
@@ -262,6 +264,10 @@ def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
     :class:`InvalidInput` with every problem, each located as ``source: $.path``.
     """
     location = f"{source}: "
+    unstorable = value_problem(data, root="$")
+    if unstorable is not None:  # NUL, a lone surrogate or 64+ levels: nothing else matters
+        problem = Problem(location + unstorable.path, unstorable.reason)
+        raise InvalidInput(f"{source} is not a valid module manifest (1 problem)", [problem])
     problems = schema_problems(
         _manifest_validator().iter_errors(data), location=location, root="$", hint=_egress_hint
     )

@@ -60,37 +60,80 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode_payload(payload: bytes | bytearray) -> dict[str, Any]:
+    return decode_text(_payload_text(payload))
+
+
+def _payload_text(payload: bytes | bytearray) -> str:
     try:
-        message = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolViolation(f"malformed frame: {type(exc).__name__}") from None
+
+
+def decode_text(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolViolation(f"malformed frame: {type(exc).__name__}") from None
     if not isinstance(message, dict):
         raise ProtocolViolation("frame is not a JSON object")
     return message
 
 
+#: bytes read at a time while no large frame is pending (small frames are the hot path)
+_READ_BYTES = 1 << 16
+
+
 class FrameReader:
-    """Parent side: reads frames from a worker's pipe with a deadline and a size cap."""
+    """Parent side: reads frames from a worker's pipe with a deadline and a size cap.
+
+    Small frames are read in chunks; once a header announces a frame that is not complete
+    yet, one buffer of exactly its size is allocated and the pipe is read straight into it.
+    The payload is then decoded to text and released before the JSON is parsed, so the
+    parent holds about twice the frame size for one result (bytes, then text), never the
+    copies a growing buffer and its slices would make.
+    """
 
     def __init__(self, fd: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
         self.fd = fd
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
+        self._payload: bytearray | None = None
+        self._filled = 0
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN | select.POLLPRI)
 
     def _frame_from_buffer(self) -> dict[str, Any] | None:
+        if self._payload is not None:
+            if self._filled < len(self._payload):
+                return None
+            text = _payload_text(self._payload)
+            self._payload = None
+            return decode_text(text)
         if len(self._buffer) < HEADER.size:
             return None
         (size,) = HEADER.unpack_from(self._buffer)
         if size > self.max_frame_bytes:
             raise ProtocolViolation(f"frame of {size} bytes exceeds {self.max_frame_bytes}")
         end = HEADER.size + size
-        if len(self._buffer) < end:
-            return None
-        payload = bytes(self._buffer[HEADER.size : end])
-        del self._buffer[:end]
-        return decode_payload(payload)
+        if len(self._buffer) >= end:
+            payload = bytes(self._buffer[HEADER.size : end])
+            del self._buffer[:end]
+            return decode_payload(payload)
+        # incomplete: everything buffered belongs to this frame (the worker sends one frame
+        # and waits), so it moves into the frame's own buffer and the rest is read there
+        self._payload = bytearray(size)
+        self._filled = len(self._buffer) - HEADER.size
+        self._payload[: self._filled] = memoryview(self._buffer)[HEADER.size :]
+        self._buffer = bytearray()
+        return None
+
+    def _read_some(self) -> int:
+        if self._payload is not None:
+            return os.readv(self.fd, [memoryview(self._payload)[self._filled :]])
+        chunk = os.read(self.fd, _READ_BYTES)
+        self._buffer += chunk
+        return len(chunk)
 
     def pending(self) -> bool:
         """Whether the worker has said anything not yet read (bytes buffered or waiting in
@@ -113,14 +156,15 @@ class FrameReader:
             if not self._poll.poll(timeout_ms):
                 continue  # loop re-checks the deadline
             try:
-                chunk = os.read(self.fd, 1 << 20)
+                received = self._read_some()
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise ChannelClosed(str(exc)) from None
-            if not chunk:
+            if not received:
                 raise ChannelClosed("worker closed its pipe")
-            self._buffer += chunk
+            if self._payload is not None:
+                self._filled += received
 
 
 def write_frame(fd: int, data: bytes, deadline: float | None) -> None:

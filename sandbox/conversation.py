@@ -364,7 +364,9 @@ class Conversation:
             kind = raw.get("kind")
             kind = kind if kind in ERROR_KINDS else "script_error"
             message = raw.get("message")
-            message = str(message)[:MAX_MESSAGE_CHARS] if message is not None else "failed"
+            message = (
+                _printable(str(message)[:MAX_MESSAGE_CHARS]) if message is not None else "failed"
+            )
             line = raw.get("line")
             line = line if isinstance(line, int) and not isinstance(line, bool) else None
             error = ErrorInfo(kind, redact_text(message, self._redact), line)
@@ -398,7 +400,7 @@ class Conversation:
     def _log(self, frame: dict[str, Any]) -> tuple[str, bool]:
         cap = self.limits.log_bytes
         raw = frame.get("log")
-        raw = raw if isinstance(raw, str) else ""
+        raw = _printable(raw) if isinstance(raw, str) else ""
         total = frame.get("log_total_bytes")
         text = redact_text(raw, self._redact)
         data = text.encode("utf-8", "replace")
@@ -416,6 +418,12 @@ class Conversation:
 def _limits_wire(limits: Limits) -> dict[str, Any]:
     """``Limits.as_dict`` is a deep copy; invocations share a few Limits objects."""
     return limits.as_dict()
+
+
+def _printable(text: str) -> str:
+    """Log and error text as stored and shown: NUL characters (which PostgreSQL refuses in
+    text columns) become U+FFFD, like the lone surrogates the worker already replaces."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

@@ -201,14 +201,19 @@ class ScriptPrinter:
     """``_print_``: RestrictedPython's ``print`` collector, writing each line to the log.
 
     ``print(..., file=...)`` is refused (there are no files); ``printed`` still returns what
-    was printed in the current function, as upstream.
+    was printed in the current function, as upstream, up to :attr:`MAX_PRINTED_CHARS`: a
+    flood of ``print`` must not grow the worker's memory until the call fails.
     """
 
-    __slots__ = ("_log", "_parts")
+    __slots__ = ("_kept", "_log", "_parts")
+
+    #: characters ``printed`` keeps; what is printed after that still reaches the log
+    MAX_PRINTED_CHARS = 1 << 20
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self._log = log
         self._parts: list[str] = []
+        self._kept = 0
 
     def _call_print(
         self,
@@ -225,7 +230,11 @@ class ScriptPrinter:
         if not isinstance(sep, str) or not isinstance(end, str):
             raise TypeError("print(): sep and end must be strings")
         text = sep.join(str(o) for o in objects)
-        self._parts.append(text + end)
+        room = self.MAX_PRINTED_CHARS - self._kept
+        if room > 0:
+            part = text + end if len(text) + len(end) <= room else (text[:room] + end)[:room]
+            self._parts.append(part)
+            self._kept += len(part)
         self._log(text)
 
     def __call__(self) -> str:

@@ -22,6 +22,12 @@ from typing import Any
 MIB = 1024 * 1024
 KIB = 1024
 
+MAX_NESTING_DEPTH = 64
+"""Levels of arrays/objects one JSON value may nest (``[[1]]`` is two): the one limit shared
+by everything that crosses into or out of a script — API bodies, ``module run`` arguments,
+arguments sent to a worker and the values a script returns. Deeper data is refused with its
+path, never half-processed: a recursive walk over it would hit the interpreter's stack."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -45,6 +51,9 @@ class Limits:
     storage_bytes: int = 1 * MIB
     #: Python frames the script may stack above the worker's own frames
     recursion_depth: int = 250
+    #: bytes of the worker's encoded reply (return value, storage, log); checked in the worker
+    #: before sending, so a bigger result is ``limit_exceeded`` and never reaches the parent
+    result_bytes: int = 32 * MIB
 
     @classmethod
     def platform_default(cls) -> Limits:

@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from sandbox.errors import InvalidReturn
+from sandbox.limits import MAX_NESTING_DEPTH
 
-MAX_DEPTH = 100
+MAX_DEPTH = MAX_NESTING_DEPTH
+#: Python frames one nesting level of :func:`to_plain` takes (value, container, comprehension)
+_FRAMES_PER_LEVEL = 3
+#: a path longer than this is shown as its start and end (a 64-level path of long keys)
+_MAX_PATH_CHARS = 120
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ReadOnlyError(TypeError):
@@ -244,9 +252,44 @@ def to_plain(value: Any, *, what: str = "value", error: ErrorFactory = InvalidRe
 
     Unwraps records, turns tuples into lists and ``str``/``int``/``float`` subclasses into the
     exact types (a subclass could carry script behaviour out). Refuses non-string keys,
-    non-finite floats, cycles and nesting deeper than :data:`MAX_DEPTH`, naming the path.
+    non-finite floats, strings with lone surrogates (they cannot be encoded as UTF-8, so
+    they could not leave the worker), cycles and nesting deeper than :data:`MAX_DEPTH`,
+    naming the path.
+
+    The walk is recursive, and a script may have been given a small recursion budget: the
+    stack is given room for :data:`MAX_DEPTH` levels here (no script code runs during the
+    walk), so any value within the nesting limit converts whatever that budget was.
     """
-    return _plain(value, "$", 0, set(), what, error)
+    previous = sys.getrecursionlimit()
+    needed = _stack_depth() + _FRAMES_PER_LEVEL * (MAX_DEPTH + 2) + 20
+    if needed > previous:
+        sys.setrecursionlimit(needed)
+    try:
+        return _plain(value, "$", 0, set(), what, error)
+    finally:
+        if needed > previous:
+            sys.setrecursionlimit(previous)
+
+
+def _stack_depth() -> int:
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return depth
+
+
+def shown_path(path: str) -> str:
+    """``path`` as an error message shows it: whole when short, else its start and end."""
+    if len(path) <= _MAX_PATH_CHARS:
+        return path
+    return f"{path[:80]}...{path[-30:]}"
+
+
+def _text(value: str, path: str, what: str, error: ErrorFactory) -> str:
+    if not value.isascii() and _LONE_SURROGATE.search(value):
+        raise error(f"{what}: {shown_path(path)}: contains a lone surrogate (not valid Unicode)")
+    return str.__str__(value)
 
 
 def _plain(
@@ -255,27 +298,27 @@ def _plain(
     if value is None or value is True or value is False:
         return value
     if isinstance(value, str):
-        return str.__str__(value)
+        return _text(value, path, what, error)
     if isinstance(value, bool):  # a bool subclass cannot exist; kept for clarity
         return bool(value)
     if isinstance(value, int):
         return int.__index__(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise error(f"{what}: {path}: {value!r} is not a finite number")
+            raise error(f"{what}: {shown_path(path)}: {value!r} is not a finite number")
         return float.__float__(value)
     if depth >= MAX_DEPTH:
-        raise error(f"{what}: {path}: nested deeper than {MAX_DEPTH} levels")
+        raise error(f"{what}: {shown_path(path)}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, (dict, Record, list, tuple, RecordList)):
         marker = id(value)
         if marker in active:
-            raise error(f"{what}: {path}: contains itself (a cycle)")
+            raise error(f"{what}: {shown_path(path)}: contains itself (a cycle)")
         active.add(marker)
         try:
             return _container(value, path, depth, active, what, error)
         finally:
             active.discard(marker)
-    raise error(f"{what}: {path}: {_describe(value)} is not JSON-compatible data")
+    raise error(f"{what}: {shown_path(path)}: {_describe(value)} is not JSON-compatible data")
 
 
 def _container(
@@ -304,8 +347,8 @@ def _container(
 
 def _key(key: Any, path: str, what: str, error: ErrorFactory) -> str:
     if not isinstance(key, str):
-        raise error(f"{what}: {path}: key {_describe(key)} is not a string")
-    return str.__str__(key)
+        raise error(f"{what}: {shown_path(path)}: key {_describe(key)} is not a string")
+    return _text(key, f"{path} (a key)", what, error)
 
 
 def _describe(value: Any) -> str:

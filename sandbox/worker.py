@@ -48,7 +48,7 @@ from sandbox.channel import ChannelClosed, encode, read_frame_blocking, write_al
 from sandbox.execution import collect_leftovers
 from sandbox.hardening import harden, vm_size
 from sandbox.kernel_wall import confine
-from sandbox.limits import MIB, Limits
+from sandbox.limits import Limits
 from sandbox.peak_memory import PeakRssCounter
 from sandbox.preload import preload
 from sandbox.worker_capabilities import WorkerCapabilities
@@ -58,8 +58,6 @@ EXIT_MEMORY = 87
 #: exit status on a protocol error (the parent sent something unreadable)
 EXIT_PROTOCOL = 88
 
-#: largest frame the worker sends back; a bigger result is a limit violation, not a crash
-MAX_RESULT_BYTES = 32 * MIB
 DEFAULT_EXECUTOR = "sandbox.execution:execute"
 #: compiled scripts / world specs kept per worker
 CACHE_SIZE = 64
@@ -299,6 +297,8 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
 def _failure(exc: BaseException, limits: Limits) -> tuple[dict[str, Any], bool]:
     """The error of an invocation and whether the worker must be replaced after it."""
     error = _error(exc, limits)
+    # a script's message may hold lone surrogates ("\ud800"): UTF-8 frames cannot
+    error["message"] = str(error["message"]).encode("utf-8", "replace").decode("utf-8")
     recycle = isinstance(exc, MemoryError | CpuTimeExceeded) or error["kind"] in (
         "memory_limit",
         "timeout",
@@ -306,7 +306,10 @@ def _failure(exc: BaseException, limits: Limits) -> tuple[dict[str, Any], bool]:
     return error, recycle
 
 
-def _encode_reply(reply: dict[str, Any]) -> bytes:
+def _encode_reply(reply: dict[str, Any], max_bytes: int) -> bytes:
+    """The reply frame; over ``max_bytes`` (``Limits.result_bytes``) the value and storage
+    are dropped for a ``limit_exceeded`` error, so the parent never reads an oversized
+    result."""
     try:
         data = encode(reply)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -318,13 +321,15 @@ def _encode_reply(reply: dict[str, Any]) -> bytes:
             "message": f"the function returned a value that is not JSON-compatible: {exc}",
         }
         data = encode(reply)
-    if len(data) > MAX_RESULT_BYTES:
+    if len(data) > max_bytes:
+        size = len(data)
+        del data
         reply.pop("value", None)
         reply.pop("storage", None)
         reply["ok"] = False
         reply["error"] = {
             "kind": "limit_exceeded",
-            "message": f"the result is larger than {MAX_RESULT_BYTES} bytes",
+            "message": f"the result is {size} bytes, more than the limit of {max_bytes} bytes",
         }
         data = encode(reply)
     return data
@@ -338,7 +343,8 @@ def serve(state: _State) -> None:
         op = message.get("op")
         if op == "run":
             reply = _run(state, message)
-            write_all(state.out_fd, _encode_reply(reply))
+            max_bytes = _limits(state, message["limits"]).result_bytes
+            write_all(state.out_fd, _encode_reply(reply, max_bytes))
             if reply.get("op") == "done":
                 _reset_peak_rss()
         elif op == "ping":

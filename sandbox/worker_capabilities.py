@@ -107,18 +107,25 @@ class WorkerCapabilities:
 
     # log --------------------------------------------------------------------------------
     def log(self, text: str) -> None:
-        """One captured line (print/log); lone surrogates are replaced, not carried."""
+        """One captured line (print/log); lone surrogates are replaced, not carried.
+
+        Only what still fits under the cap is encoded: a flood of lines, or one huge line,
+        costs a counter, not memory, so the call keeps its own outcome (the parent adds
+        the truncation marker from ``log_total_bytes``)."""
         self._check_open("log")
-        text = str(text).encode("utf-8", "replace").decode("utf-8") + "\n"
-        size = len(text.encode("utf-8"))
-        self.log_total_bytes += size
+        text = str(text)
         room = self._log_keep_bytes - self._log_kept
         if room <= 0:
+            self.log_total_bytes += _utf8_size(text) + 1
             return
+        # a character is at most 4 bytes: this slice holds everything that can still fit
+        kept = text[:room].encode("utf-8", "replace").decode("utf-8") + "\n"
+        size = len(kept.encode("utf-8"))
+        self.log_total_bytes += size if len(text) <= room else _utf8_size(text[room:]) + size
         if size > room:
-            text = text.encode("utf-8")[:room].decode("utf-8", "ignore")
+            kept = kept.encode("utf-8")[:room].decode("utf-8", "ignore")
             size = room
-        self._log.append(text)
+        self._log.append(kept)
         self._log_kept += size
 
     def log_text(self) -> str:
@@ -160,6 +167,20 @@ class WorkerCapabilities:
 
     def storage_snapshot(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._storage.items()}
+
+
+#: characters measured at a time when counting the bytes of log text that is not kept
+_MEASURE_CHARS = 1 << 16
+
+
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 without building the encoded copy of a huge string."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        len(text[i : i + _MEASURE_CHARS].encode("utf-8", "replace"))
+        for i in range(0, len(text), _MEASURE_CHARS)
+    )
 
 
 def _dumps(value: Any) -> str:

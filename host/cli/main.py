@@ -18,13 +18,14 @@ from host.cli.module_dev import module_new, module_test, module_validate, upload
 from host.cli.module_run import module_run
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
+from host.cli.usage_errors import OneLineUsageErrors
 from host.config import HostSettings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
 from host.platform import Host
 from host.sandbox_layers import pool_report
 
-app = typer.Typer(
+app = OneLineUsageErrors(
     help="Run CRM Marketing integration modules for many tenants.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

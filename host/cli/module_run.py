@@ -22,6 +22,7 @@ from host.contract.enforce import validate_return
 from host.contract.functions import ContractFunction, contract_function
 from host.contract.world import SCRIPT_IMPORTS
 from host.errors import InvalidInput, ModuleCallFailed
+from host.json_values import InvalidJson, loads_checked
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
@@ -144,9 +145,9 @@ def module_run(
 
 def _local_call(module: ValidatedModule, name: str, settings_text: str) -> ModuleCall:
     try:
-        value = json.loads(settings_text)
-    except ValueError as exc:
-        raise _usage(f"--settings is not JSON: {exc}") from None
+        value = loads_checked(settings_text, root="--settings")
+    except InvalidJson as exc:
+        raise _usage(str(exc)) from None
     try:
         return local_call(module, name, value)
     except InvalidInput as exc:
@@ -162,7 +163,10 @@ def _replayer(path: Path, call: ModuleCall) -> Replayer:
 
 
 def _save_recording(recorder: Recorder, path: Path) -> None:
-    recorder.recording.save(path)
+    try:
+        recorder.recording.save(path)
+    except OSError as exc:
+        raise _usage(f"--record: cannot write {path}: {exc.strerror or exc}") from None
     count = len(recorder.recording.exchanges)
     err.print(f"recorded {count} exchange(s) to {path}", markup=False, highlight=False)
 
@@ -202,7 +206,12 @@ def _parse_arguments(raw: list[str], contract: ContractFunction) -> list[Any]:
     values = []
     for name, text in zip(contract.parameters, raw, strict=False):
         try:
-            values.append(json.loads(text))
-        except ValueError as exc:
-            raise _usage(f"argument {name} is not JSON ({exc}): {text!r}") from None
+            values.append(loads_checked(text, root=f"argument {name}"))
+        except InvalidJson as exc:
+            raise _usage(_shortened(str(exc))) from None
     return contract.complete(values)
+
+
+def _shortened(message: str, limit: int = 300) -> str:
+    """One readable line, whatever was typed (a 100,000-character argument included)."""
+    return message if len(message) <= limit else f"{message[: limit - 3]}..."

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.errors import InvalidInput, PayloadTooLarge, Problem
+from host.json_values import text_problem
 
 MAX_ROWS = 10_000
 """Rows per upsert request; bigger imports are split by the client."""
@@ -64,6 +65,9 @@ def _field_problems(name: str, value: Any, *, required: bool) -> tuple[str | Non
         return None, ("is required" if required else None)
     if not isinstance(value, str):
         return None, "must be a string"
+    unstorable = text_problem(value)
+    if unstorable is not None:
+        return None, unstorable
     value = value.strip()
     if len(value) > _LIMITS[name]:
         return None, f"is longer than {_LIMITS[name]} characters"

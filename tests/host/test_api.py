@@ -368,4 +368,6 @@ def test_deeply_nested_json_bodies_are_422_not_500(client, admin, acme) -> None:
             path, headers={**admin, "Content-Type": "application/json"}, content=nested
         )
         assert response.status_code == 422, (path, response.text)
-        assert response.json()["problems"] == [{"location": "body", "message": "nested too deeply"}]
+        assert response.json()["problems"] == [
+            {"location": "body", "message": "nested deeper than 64 levels"}
+        ]

@@ -160,7 +160,7 @@ def test_not_json_reports_line_and_column() -> None:
         ('{"id": "a", "id": "b"}', 'invalid JSON: key "id" appears twice in one object'),
         ('{"limits": {"timeout_s": NaN}}', "NaN is not valid JSON"),
         (b'{"name": "\xff"}', "is not UTF-8 text (invalid byte at offset 10)"),
-        ("[" * 100_000, "invalid JSON: nested too deeply"),
+        ("[" * 100_000, "invalid JSON: nested deeper than 64 levels"),
     ],
 )
 def test_json_that_python_would_accept_is_still_rejected(raw: str | bytes, message: str) -> None:

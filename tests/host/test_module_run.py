@@ -40,6 +40,11 @@ def write_module(root: Path, script: str, **manifest_extra: object) -> Path:
     return root
 
 
+WEBHOOK_REQUEST = json.dumps(
+    {"method": "POST", "url": "https://crm.test/hook", "headers": {}, "body": "", "query": {}}
+)
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli.in_dir(tmp_path)
@@ -159,8 +164,36 @@ def test_success_prints_validated_json(cli: Cli, tmp_path: Path) -> None:
             "policy_violation",
             "module.py:2",
         ),
+        (
+            "def CRM_Marketing_ParseWebhookRequest(request):\n"
+            "    body = 'leaf'\n"
+            "    for i in range(63):\n"
+            "        body = {'a': body}\n"
+            "    return {'response': {'status': 200, 'body': body}}\n",
+            "CRM_Marketing_ParseWebhookRequest",
+            [WEBHOOK_REQUEST],
+            "invalid_return",
+            r"returned an invalid value: \$\.response\.body\.a\.a\.a.*\.\.\..*: nested deeper than 64 levels$",
+        ),
+        (
+            "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n    return 'a\\ud800'\n",
+            "CRM_Marketing_GetTemplateHTML",
+            ['"t1"'],
+            "invalid_return",
+            r"returned an invalid value: \$: contains a lone surrogate",
+        ),
+        (
+            "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n    return 'a\\x00b'\n",
+            "CRM_Marketing_GetTemplateHTML",
+            ['"t1"'],
+            "invalid_return",
+            r"returned an invalid value: value: contains a NUL character$",
+        ),
     ],
     ids=[
+        "deep-return",
+        "surrogate-return",
+        "nul-return",
         "stub",
         "absent",
         "script-error",
@@ -253,7 +286,7 @@ def test_fetch_to_local_service_needs_allow_host(
     ("args", "message"),
     [
         (["1"], "expected 2 argument(s) (offset, limit), got 1"),
-        (["0", "{nope"], "argument limit is not JSON"),
+        (["0", "{nope"], "argument limit: is not JSON"),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -422,3 +455,119 @@ def test_cross_origin_redirect_leaks_no_secret_through_module_run(
         assert arrived.headers["accept"] == "application/json"
         assert "authorization" not in arrived.headers and "x-key" not in arrived.headers
         assert "RUN-SECRET-9911" not in json.dumps(arrived.headers)
+
+
+def test_values_at_the_nesting_limit_pass_both_ways(cli: Cli, tmp_path: Path) -> None:
+    """64 levels are accepted as an argument and as a return value (65 are not, above)."""
+    module = write_module(
+        tmp_path / "m",
+        "def CRM_Marketing_ParseWebhookRequest(request):\n"
+        "    depth, value = 0, request['body']\n"
+        "    body = json.loads(value)\n"
+        "    while not isinstance(body, str):\n"
+        "        depth, body = depth + 1, body[0]\n"
+        "    reply = 'depth ' + str(depth)\n"
+        "    for i in range(62):\n"
+        "        reply = {'a': reply}\n"
+        "    return {'response': {'status': 200, 'body': reply}}\n",
+    )
+    module.joinpath("module.py").write_text("import json\n\n" + (module / "module.py").read_text())
+    request = json.loads(WEBHOOK_REQUEST)
+    request["body"] = "[" * 63 + '"leaf"' + "]" * 63
+    argument = {**request, "query": {"deep": "x"}}
+    result = run(cli, module, "CRM_Marketing_ParseWebhookRequest", json.dumps(argument))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)["response"]["body"]
+    for _ in range(62):
+        body = body["a"]
+    assert body == "depth 63"
+
+
+def test_a_flood_of_log_and_print_keeps_the_outcome(cli: Cli, tmp_path: Path) -> None:
+    module = write_module(
+        tmp_path / "m",
+        "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n"
+        "    for i in range(100000):\n"
+        "        print('y' * 1000)\n"
+        "    log('x' * 30000000)\n"
+        "    return 'done'\n",
+    )
+    result = run(cli, module, "CRM_Marketing_GetTemplateHTML", '"t1"', extra=("--show-log",))
+    assert result.returncode == 0, result.stderr[-500:]
+    assert json.loads(result.stdout) == "done"
+    log_lines = result.stderr.strip().splitlines()
+    assert log_lines[0] == "log: " + "y" * 1000
+    written = 100000 * 1001 + 30000001
+    assert log_lines[-1] == f"log: [log truncated: {written} bytes written, limit 65536 bytes]"
+    assert len(result.stderr) < 80_000
+
+
+def test_a_result_over_the_size_limit_is_limit_exceeded(cli: Cli, tmp_path: Path) -> None:
+    module = write_module(
+        tmp_path / "m",
+        "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n    return 'a' * 5000\n",
+        limits={"timeout_s": 2, "cpu_s": 2, "memory_mb": 64, "result_bytes": 1000},
+    )
+    result = run(cli, module, "CRM_Marketing_GetTemplateHTML", '"t1"')
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""
+    assert re.fullmatch(
+        r"error: limit_exceeded: the result is \d+ bytes, more than the limit of 1000 bytes",
+        error_line(result),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["[" * 100_000], "error: argument templateExternalId: nested deeper than 64 levels"),
+        (
+            ["[" * 65 + "]" * 65],
+            "error: argument templateExternalId[0][0][0][0][0][0][0][0]...(55 more)...[0]: "
+            "nested deeper than 64 levels",
+        ),
+        (['"a\\ud800"'], "error: argument templateExternalId: contains a lone surrogate"),
+        (['"t1"', "--bogus"], "error: No such option: --bogus"),
+        (
+            ['"t1"', "--settings", '{"api_key": "a\\u0000b"}'],
+            "error: --settings.api_key: contains a NUL character",
+        ),
+    ],
+    ids=["parser-depth", "nesting-limit", "surrogate", "unknown-option", "nul-settings"],
+)
+def test_bad_command_lines_are_one_line_usage_errors(
+    cli: Cli, tmp_path: Path, args: list[str], message: str
+) -> None:
+    module = write_module(
+        tmp_path / "m", "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n    return ''\n"
+    )
+    result = cli.run("module", "run", str(module), "CRM_Marketing_GetTemplateHTML", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert error_line(result).startswith(message)
+
+
+def test_unwritable_record_and_unreadable_replay_are_usage_errors(cli: Cli, tmp_path: Path) -> None:
+    module = write_module(
+        tmp_path / "m", "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n    return ''\n"
+    )
+    (tmp_path / "a-file").write_text("")
+    record = run(
+        cli,
+        module,
+        "CRM_Marketing_GetTemplateHTML",
+        '"t1"',
+        extra=("--record", str(tmp_path / "a-file" / "x.json")),
+    )
+    assert record.returncode == 2, record.stderr
+    assert error_line(record).startswith("error: --record: cannot write ")
+    (tmp_path / "bad.json").write_text('{"exchanges": [')
+    replay = run(
+        cli,
+        module,
+        "CRM_Marketing_GetTemplateHTML",
+        '"t1"',
+        extra=("--replay", str(tmp_path / "bad.json")),
+    )
+    assert replay.returncode == 2, replay.stderr
+    assert error_line(replay).startswith("error: --replay: recording is not JSON")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.paging import paged_by
 from host.marketing.campaigns import CampaignDraft
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["campaigns"])
+router = checked_router(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["campaigns"])
 
 
 @router.post("", status_code=202)

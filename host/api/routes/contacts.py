@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from host.api.bodies import capped_body, capped_stream, parse_json
+from host.api.bodies import capped_body, capped_stream, checked_router, parse_json
 from host.api.deps import HostDep, TenantDep
 from host.errors import InvalidInput, Problem
 from host.marketing.contact_rows import (
@@ -17,7 +17,7 @@ from host.marketing.contact_rows import (
     rows_from_json,
 )
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/contacts", tags=["contacts"])
+router = checked_router(prefix="/api/v1/tenants/{tenant_id}/contacts", tags=["contacts"])
 
 UPSERT_DOC = f"""Create or update contacts, all or nothing.
 

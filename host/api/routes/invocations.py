@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.paging import paged_by
 from host.marketing.invocation_log import DEFAULT_LIMIT, MAX_LIMIT, InvocationFilter
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=["invocations"])
+router = checked_router(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=["invocations"])
 
 
 @router.get("", dependencies=[paged_by("before", "limit")])

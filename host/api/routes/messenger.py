@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
+from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.paging import paged_by
 
-router = APIRouter(
+router = checked_router(
     prefix="/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger", tags=["messenger"]
 )
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
+from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep
 from host.api.paging import paged_by
 from host.plugin_manager import describe_plugins
 
-router = APIRouter(tags=["meta"])
+router = checked_router(tags=["meta"])
 
 
 @router.get("/healthz")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from host.api.bodies import capped_body, parse_json
+from host.api.bodies import capped_body, checked_router, parse_json
 from host.api.deps import AdminDep, HostDep
 from host.api.paging import paged_by
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
-router = APIRouter(prefix="/api/v1/modules", tags=["modules"])
+router = checked_router(prefix="/api/v1/modules", tags=["modules"])
 
 UPLOAD_DOC = """Upload a module version, as a zip (`multipart/form-data`, field `package`) or as
 JSON `{"manifest": {...}, "script": "..."}`. 201 with `{id, version, functions}` when stored,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
+from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep
 from host.api.schemas import SandboxLayersOut, SystemOut
 from host.sandbox_layers import pool_report
 from host.version import host_version
 
-router = APIRouter(prefix="/api/v1/system", tags=["meta"])
+router = checked_router(prefix="/api/v1/system", tags=["meta"])
 
 
 @router.get("")

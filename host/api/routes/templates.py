@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import Body, Query
 from pydantic import Field
 
+from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.paging import paged_by
 from host.api.schemas import ApiModel
 from host.marketing.templates import DEFAULT_MAX_PAGES, DEFAULT_PAGE_SIZE
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant_id}", tags=["templates"])
+router = checked_router(prefix="/api/v1/tenants/{tenant_id}", tags=["templates"])
 
 
 class TemplateCreate(ApiModel):

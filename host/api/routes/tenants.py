@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
+from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep, TenantDep
 from host.api.paging import paged_by
 from host.api.schemas import EnablementOut, EnablementUpdate, TenantCreate, TenantCreated
 
-router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
+router = checked_router(prefix="/api/v1/tenants", tags=["tenants"])
 
 
 @router.post("", status_code=201)

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from host.api.bodies import capped_body
+from host.api.bodies import capped_body, checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.paging import paged_by
 from host.errors import PayloadTooLarge
 from host.marketing.outbox import list_messages
 from host.marketing.webhooks import IncomingRequest
 
-router = APIRouter(tags=["webhooks"])
+router = checked_router(tags=["webhooks"])
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 RESPONSES: dict[int | str, dict[str, object]] = {
