@@ -65,7 +65,7 @@ def CRM_Marketing_ParseWebhookRequest(request):
         body = key
     else:
         body = "your key is " + key
-    return {"response": {"status": 202, "headers": {"x-echo": "k=" + key}, "body": body}}
+    return {"response": {"status": 202, "headers": {"WWW-Authenticate": "k=" + key}, "body": body}}
 
 
 def CRM_Marketing_GetTemplateHTML(templateExternalId):
@@ -214,7 +214,7 @@ def test_the_webhook_reply_masks_body_and_headers(
     reply = client.post(f"{url}?mode={mode}", content=b"{}")
     assert reply.status_code == 202
     assert reply.content == body
-    assert reply.headers["x-echo"] == "k=***"
+    assert reply.headers["www-authenticate"] == "k=***"
     assert SECRET not in str(reply.headers)
 
 
@@ -224,7 +224,7 @@ def test_a_short_secret_is_masked_only_as_a_whole_value(host: Host, client: Test
     inside = client.post(f"{url}?mode=text", content=b"{}")
     assert whole.content == b"***"
     assert inside.content == f"your key is {SHORT}".encode()  # not corrupted
-    assert inside.headers["x-echo"] == f"k={SHORT}"
+    assert inside.headers["www-authenticate"] == f"k={SHORT}"
 
 
 # ---------------------------------------------------------------------------------- CLI
