@@ -26,6 +26,7 @@ from host.marketing.outbox import OutboxWorker
 from host.marketing.stats import StatsService
 from host.marketing.templates import TemplateService
 from host.marketing.webhooks import WebhookReceiver
+from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import make_plugin_manager
@@ -93,7 +94,8 @@ class Host:
             self.db, self.registry, self.box, self.hooks, self.settings.public_url
         )
         self.tenants.verify_secret_key()
-        self.invoker = ModuleInvoker(self.tenants, self.hooks)
+        self.shares = ModuleShares(self.settings)
+        self.invoker = ModuleInvoker(self.tenants, self.hooks, self.shares)
         self.module_storage = ModuleStorageStore(self.db)
         self.contacts = ContactService(self.db)
         self.templates = TemplateService(self.db, self.invoker, self.tenants)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from host.api.errors import install_error_handlers
+from host.api.executors import RouteExecutors
 from host.api.routes import (
     campaigns,
     contacts,
@@ -19,6 +20,7 @@ from host.api.routes import (
     tenants,
     webhooks,
 )
+from host.api.webhook_gate import WebhookGate
 from host.platform import Host
 
 DESCRIPTION = """Runs CRM Marketing integration modules for many tenants.
@@ -34,11 +36,15 @@ def create_app(host: Host) -> FastAPI:
         host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
         yield
         host.campaign_runner.stop()
+        executors.close()
 
     app = FastAPI(
         title="crm-module-host", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
     )
+    executors = RouteExecutors(host.settings)
     app.state.host = host
+    app.state.executors = executors
+    app.state.webhook_gate = WebhookGate(host.settings)
     install_error_handlers(app)
     for router in (
         meta.router,

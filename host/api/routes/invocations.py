@@ -8,12 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import tenant_work
 from host.marketing.invocation_log import DEFAULT_LIMIT, MAX_LIMIT, InvocationFilter
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=["invocations"])
 
 
 @router.get("")
+@tenant_work
 def list_invocations(
     tenant_id: TenantDep,
     host: HostDep,

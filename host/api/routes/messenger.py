@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import tenant_work
 
 router = APIRouter(
     prefix="/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger", tags=["messenger"]
@@ -17,6 +18,7 @@ router = APIRouter(
 
 
 @router.get("/types")
+@tenant_work
 def messenger_types(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
     """`CRM_Marketing_GetMessengerTypes` → `{"types": ["Telegram", ...]}`."""
     types = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerTypes")
@@ -24,6 +26,7 @@ def messenger_types(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict
 
 
 @router.get("/bots")
+@tenant_work
 def messenger_bots(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
     """`CRM_Marketing_GetMessengerBots` → `{"bots": [{id, name, type, description}]}`."""
     bots = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerBots")
