@@ -3,8 +3,8 @@
 A caller asks to run under an opaque *share key* that belongs to a *group*. The scheduler
 grants at most ``slots`` runs at once, at most ``group_cap`` per group (overridable per
 group) and at most ``key_cap`` per key. Callers that cannot run at once wait in their
-group's FIFO queue; when a slot frees, groups are served round-robin (the group served last
-goes to the back of the ring), so one group that queues a hundred calls delays another
+group's FIFO queue; when a slot frees, groups are served round-robin: the waiting group that
+was served least recently goes first, so one group that queues a hundred calls delays another
 group's single call by at most one turn, not by a hundred.
 
 Waiting is bounded twice: a group's queue holds at most ``max_waiting_per_group`` callers
@@ -77,7 +77,8 @@ class FairAdmission:
         self._running_group: Counter[str] = Counter()
         self._running_key: Counter[Hashable] = Counter()
         self._queues: dict[str, deque[_Waiter]] = {}
-        self._ring: deque[str] = deque()  # groups with waiters, next to serve first
+        self._grants = 0
+        self._last_served: dict[str, int] = {}  # group -> grant number, while it is active
 
     @contextmanager
     def admitted(self, group: str, key: Hashable, *, wait_s: float | None = None) -> Iterator[None]:
@@ -98,7 +99,6 @@ class FairAdmission:
                 raise AdmissionRefused(group, "queue_full", self._retry_after(timeout))
             if queue is None:
                 queue = self._queues[group] = deque()
-                self._ring.append(group)
             queue.append(waiter)
             self._dispatch_locked()
         if not waiter.granted:
@@ -119,6 +119,7 @@ class FairAdmission:
             if not self._running_key[key]:
                 del self._running_key[key]
             self._dispatch_locked()
+            self._forget_idle_locked(group)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Running and waiting calls per group (for metrics and diagnostics)."""
@@ -136,20 +137,21 @@ class FairAdmission:
 
     def _dispatch_locked(self) -> None:
         """Grant slots while any are free: each time to the first waiter that its caps
-        allow, of the first group in the ring that has one; that group moves to the back."""
+        allow, of the least recently served group that has one."""
         while self._running < self.slots:
-            for group in self._ring:
-                waiter = self._eligible(group)
-                if waiter is not None:
-                    break
-            else:
+            candidates = [
+                (self._last_served.get(group, -1), group, waiter)
+                for group in self._queues
+                if (waiter := self._eligible(group)) is not None
+            ]
+            if not candidates:
                 return
+            _, group, waiter = min(candidates, key=lambda c: c[0])
             self._queues[group].remove(waiter)
-            self._ring.remove(group)
-            if self._queues[group]:
-                self._ring.append(group)
-            else:
+            if not self._queues[group]:
                 del self._queues[group]
+            self._grants += 1
+            self._last_served[group] = self._grants
             self._running += 1
             self._running_group[group] += 1
             self._running_key[waiter.key] += 1
@@ -169,7 +171,13 @@ class FairAdmission:
         queue.remove(waiter)
         if not queue:
             del self._queues[group]
-            self._ring.remove(group)
+        self._forget_idle_locked(group)
+
+    def _forget_idle_locked(self, group: str) -> None:
+        """A group with nothing running or waiting is forgotten (the maps stay bounded by
+        the active groups); one that keeps calls running keeps its place in the turn."""
+        if group not in self._queues and not self._running_group[group]:
+            self._last_served.pop(group, None)
 
     def _retry_after(self, timeout: float) -> int:
         """A hint, not a promise: about one deadline from now a slot has usually turned over."""
