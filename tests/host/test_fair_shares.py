@@ -6,6 +6,8 @@ long-running call of that tenant holds it, so no test depends on timing."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from host.api.app import create_app
-from host.db.models import Invocation, Template, WebhookReceipt
+from host.db.models import Campaign, Invocation, Template, WebhookReceipt
 from host.errors import ServiceBusy
 from host.modules.packages import from_json_body
 from host.platform import Host
@@ -31,7 +33,8 @@ KEYS: dict[str, str] = {}
 
 
 def build_host(tmp_path: Path, pool: SandboxPool, **overrides: Any) -> Host:
-    host = make_host(tmp_path / "host.db", sandbox=pool, sandbox_wait_s=0, **overrides)
+    settings: dict[str, Any] = {"sandbox_wait_s": 0, **overrides}
+    host = make_host(tmp_path / "host.db", sandbox=pool, **settings)
     host.registry.upload(
         from_json_body(json_body(email_manifest(), SCRIPT), max_script_bytes=10**5)
     )
@@ -147,3 +150,70 @@ def test_rate_limit_is_off_by_default(host: Host) -> None:
     with client_of(host) as client:
         url = hook(host, "acme")
         assert {client.post(url, json=[]).status_code for _ in range(12)} == {200}
+
+
+def test_busy_stats_serve_the_cached_value_marked_stale(host: Host) -> None:
+    with host.db.transaction() as session:
+        session.add(
+            Campaign(
+                id="cmp1",
+                tenant_id="acme",
+                module_id="sendmail",
+                module_version="1.0.0",
+                type="Email",
+                name="Sale",
+                request={},
+                audience={"all": True},
+                status="Sending",
+                stage="done",
+                external_id="ext-1",
+            )
+        )
+    url = "/api/v1/tenants/acme/campaigns/cmp1/stats"
+    with client_of(host) as client:
+        with host.shares.slot("acme", "sendmail"):
+            uncached = client.get(url, headers=bearer(KEYS["acme"]))
+            assert uncached.status_code == 429 and uncached.json()["error"] == "busy"
+        fresh = client.get(url, headers=bearer(KEYS["acme"])).json()
+        assert fresh["values"]["total"] == 3 and fresh["stale"] is False
+        with host.shares.slot("acme", "sendmail"):
+            busy = client.get(url, params={"refresh": "true"}, headers=bearer(KEYS["acme"]))
+        assert busy.status_code == 200, busy.text
+        assert busy.json()["values"] == fresh["values"] and busy.json()["stale"] is True
+        # not recorded as a module failure: the next view is fresh again
+        again = client.get(url, params={"refresh": "true"}, headers=bearer(KEYS["acme"]))
+        assert again.json()["stale"] is False and again.json()["error"] is None
+
+
+def test_a_tenant_call_waiting_for_the_sandbox_holds_no_admin_thread(
+    tmp_path: Path, pool: SandboxPool
+) -> None:
+    """The tenant API's only thread waits for acme's share; the admin API and /healthz are
+    answered meanwhile, and the waiting call completes once the share frees."""
+    # the call waits (up to a minute) until the test frees the share
+    host = build_host(tmp_path, pool, tenant_api_threads=1, sandbox_wait_s=60)
+    answers: list[int] = []
+    try:
+        with client_of(host) as client:
+            with host.shares.slot("acme", "sendmail"):
+                waiting = threading.Thread(
+                    target=lambda: answers.append(
+                        client.post(
+                            "/api/v1/tenants/acme/modules/sendmail/templates/import",
+                            headers=bearer(KEYS["acme"]),
+                        ).status_code
+                    )
+                )
+                waiting.start()
+                deadline = time.monotonic() + 30
+                while host.shares.admission.snapshot()["tenant:acme"]["waiting"] == 0:
+                    assert time.monotonic() < deadline, "the tenant call never queued"
+                    time.sleep(0.01)
+                admin = client.get("/api/v1/tenants", headers=bearer(ADMIN_TOKEN))
+                assert admin.status_code == 200
+                assert client.get("/healthz").status_code == 200
+                assert answers == []  # still waiting: the admin did not queue behind it
+            waiting.join(30)
+        assert answers == [200]
+    finally:
+        host.close()
