@@ -119,7 +119,13 @@ class Host:
         """The pool of sandbox workers, started on first use (``serve`` warms it at once)."""
         with self._sandbox_lock:
             if self._sandbox is None:
-                self._sandbox = SandboxPool(size=self.settings.sandbox_workers)
+                # admission (host.module_shares) keeps calls within the pool's size; this
+                # deadline covers the moments the pool is short of a worker (a killed one
+                # being replaced), so no call waits for a worker without one
+                self._sandbox = SandboxPool(
+                    size=self.settings.sandbox_workers,
+                    acquire_timeout_s=self.settings.sandbox_wait_s,
+                )
             return self._sandbox
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:

@@ -23,6 +23,7 @@ from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
 from tests.host.conftest import ADMIN_TOKEN, EMAIL_SCRIPT, email_manifest, json_body, make_host
+from tests.sandbox.http_servers import LocalHTTPServer
 
 SCRIPT = EMAIL_SCRIPT.replace(
     "def CRM_Marketing_ParseWebhookRequest(request):\n    raise NotImplementedError\n",
@@ -217,3 +218,64 @@ def test_a_tenant_call_waiting_for_the_sandbox_holds_no_admin_thread(
         assert answers == [200]
     finally:
         host.close()
+
+
+FETCHING_SCRIPT = SCRIPT.replace(
+    'def CRM_Marketing_ParseWebhookRequest(request):\n    return {"actions": []}\n',
+    "def CRM_Marketing_ParseWebhookRequest(request):\n"
+    '    fetch(settings["url"])\n'
+    '    return {"actions": []}\n',
+)
+
+
+def test_no_idle_worker_before_the_deadline_is_busy_not_a_module_failure(tmp_path: Path) -> None:
+    """A one-worker pool whose worker is held by acme's call (blocked in a fetch the test
+    controls): globex's call is admitted (its share is free) but finds no idle worker before
+    the pool's deadline, and answers 503 instead of waiting without one."""
+    entered, release = threading.Event(), threading.Event()
+    answers: list[int] = []
+    with (
+        LocalHTTPServer() as service,
+        SandboxPool(size=1, spares=0, acquire_timeout_s=0) as small,
+    ):
+
+        @service.route("/slow")
+        def slow(handler: Any) -> None:
+            entered.set()
+            release.wait(30)
+            handler.reply(200, b"{}")
+
+        host = make_host(
+            tmp_path / "host.db", sandbox=small, sandbox_wait_s=0, egress_allow=["127.0.0.1"]
+        )
+        manifest = email_manifest(
+            egress=[f"127.0.0.1:{service.port}"],
+            settings={"type": "object", "properties": {"url": {"type": "string"}}},
+        )
+        host.registry.upload(
+            from_json_body(json_body(manifest, FETCHING_SCRIPT), max_script_bytes=10**5)
+        )
+        for tenant in ("acme", "globex"):
+            host.tenants.create(tenant, tenant.title())
+            host.tenants.configure(tenant, "sendmail", settings={"url": service.url("/slow")})
+        try:
+            with client_of(host) as client:
+                holder = threading.Thread(
+                    target=lambda: answers.append(
+                        client.post(hook(host, "acme"), json=[]).status_code
+                    )
+                )
+                holder.start()
+                assert entered.wait(30), "acme's call never reached the service"
+                refused = client.post(hook(host, "globex"), json=[])
+                release.set()
+                holder.join(30)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "busy"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert answers == [200]
+            assert count(host, Invocation, "globex") == 0  # it never ran: not logged
+            assert count(host, Invocation, "acme") == 1
+        finally:
+            release.set()
+            host.close()
