@@ -10,6 +10,10 @@ the admin and the admin cannot take the tenants' whole pool.
 
 A refusal becomes :class:`host.errors.ServiceBusy`; the module was never called, so it is not
 in the invocation log (there is no invocation to record).
+
+Calls through :class:`host.invoker.ModuleInvoker` take their slot there. Code that runs a
+module on the pool directly (an admin route validating settings in a worker, say) takes one
+itself: ``with shares.admin_work(), shares.slot(tenant_id, module_id): ...``.
 """
 
 from __future__ import annotations

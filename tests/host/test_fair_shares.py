@@ -23,6 +23,13 @@ from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
 from tests.host.conftest import ADMIN_TOKEN, EMAIL_SCRIPT, email_manifest, json_body, make_host
+from tests.host.test_campaign_job import (
+    add_contacts,
+    campaign,
+    draft,
+    run_in_process,
+    setup_tenant,
+)
 from tests.sandbox.http_servers import LocalHTTPServer
 
 SCRIPT = EMAIL_SCRIPT.replace(
@@ -279,3 +286,36 @@ def test_no_idle_worker_before_the_deadline_is_busy_not_a_module_failure(tmp_pat
         finally:
             release.set()
             host.close()
+
+
+def test_campaign_job_waits_for_its_share_and_a_stop_leaves_it_resumable(
+    tmp_path: Path, pool: SandboxPool
+) -> None:
+    """While acme's share is full, its campaign job neither fails nor calls the module; a stop
+    during the wait leaves it resumable, and it completes once the share frees."""
+    host = make_host(tmp_path / "host.db", sandbox=pool, sandbox_wait_s=0.2)
+    try:
+        setup_tenant(host)
+        add_contacts(host, 3)
+        created = host.campaigns.create("acme", draft())
+        stop = threading.Event()
+        stages: list[str] = []
+        with host.shares.slot("acme", "rec"):
+            job = threading.Thread(
+                target=lambda: stages.append(run_in_process(host, created["id"], stop=stop))
+            )
+            job.start()
+            deadline = time.monotonic() + 30
+            while not host.shares.admission.snapshot().get("tenant:acme", {}).get("waiting"):
+                assert time.monotonic() < deadline, "the job never asked for a slot"
+                time.sleep(0.01)
+            stop.set()
+            job.join(30)
+        row = campaign(host, created["id"])
+        assert stages == [row.stage] and row.stage == "exporting"
+        assert row.status != "Failed" and row.error is None and row.lease_owner is None
+        assert count(host, Invocation, "acme") == 0  # the module was never called
+        assert run_in_process(host, created["id"]) == "done"
+        assert campaign(host, created["id"]).external_id is not None
+    finally:
+        host.close()
