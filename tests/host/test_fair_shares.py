@@ -235,56 +235,99 @@ FETCHING_SCRIPT = SCRIPT.replace(
 )
 
 
+class HeldCall:
+    """acme's webhook call, held inside the sandbox: its module fetches from a local service
+    that answers only when the test releases it, so the call holds its worker, its sandbox
+    slot and its place in flight for exactly as long as the test wants."""
+
+    def __init__(self, host: Host, client: TestClient, service: LocalHTTPServer):
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.answers: list[int] = []
+
+        @service.route("/slow")
+        def slow(handler: Any) -> None:
+            self.entered.set()
+            self.release.wait(30)
+            handler.reply(200, b"{}")
+
+        @service.route("/fast")
+        def fast(handler: Any) -> None:
+            handler.reply(200, b"{}")
+
+        self.thread = threading.Thread(
+            target=lambda: self.answers.append(client.post(hook(host, "acme"), json=[]).status_code)
+        )
+
+    def __enter__(self) -> HeldCall:
+        self.thread.start()
+        assert self.entered.wait(30), "acme's call never reached the service"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(30)
+
+
+def fetching_host(
+    tmp_path: Path, pool: SandboxPool, service: LocalHTTPServer, **overrides: Any
+) -> Host:
+    settings: dict[str, Any] = {"sandbox_wait_s": 0, "egress_allow": ["127.0.0.1"], **overrides}
+    host = make_host(tmp_path / "host.db", sandbox=pool, **settings)
+    manifest = email_manifest(
+        egress=[f"127.0.0.1:{service.port}"],
+        settings={"type": "object", "properties": {"url": {"type": "string"}}},
+    )
+    host.registry.upload(
+        from_json_body(json_body(manifest, FETCHING_SCRIPT), max_script_bytes=10**5)
+    )
+    for tenant, path in (("acme", "/slow"), ("globex", "/fast")):  # only acme's call is held
+        host.tenants.create(tenant, tenant.title())
+        host.tenants.configure(tenant, "sendmail", settings={"url": service.url(path)})
+    return host
+
+
 def test_no_idle_worker_before_the_deadline_is_busy_not_a_module_failure(tmp_path: Path) -> None:
-    """A one-worker pool whose worker is held by acme's call (blocked in a fetch the test
-    controls): globex's call is admitted (its share is free) but finds no idle worker before
-    the pool's deadline, and answers 503 instead of waiting without one."""
-    entered, release = threading.Event(), threading.Event()
-    answers: list[int] = []
+    """A one-worker pool whose worker is held by acme's call: globex's call is admitted (its
+    share is free) but finds no idle worker before the pool's deadline, and answers 503
+    instead of waiting without one."""
     with (
         LocalHTTPServer() as service,
         SandboxPool(size=1, spares=0, acquire_timeout_s=0) as small,
     ):
-
-        @service.route("/slow")
-        def slow(handler: Any) -> None:
-            entered.set()
-            release.wait(30)
-            handler.reply(200, b"{}")
-
-        host = make_host(
-            tmp_path / "host.db", sandbox=small, sandbox_wait_s=0, egress_allow=["127.0.0.1"]
-        )
-        manifest = email_manifest(
-            egress=[f"127.0.0.1:{service.port}"],
-            settings={"type": "object", "properties": {"url": {"type": "string"}}},
-        )
-        host.registry.upload(
-            from_json_body(json_body(manifest, FETCHING_SCRIPT), max_script_bytes=10**5)
-        )
-        for tenant in ("acme", "globex"):
-            host.tenants.create(tenant, tenant.title())
-            host.tenants.configure(tenant, "sendmail", settings={"url": service.url("/slow")})
+        host = fetching_host(tmp_path, small, service)
         try:
-            with client_of(host) as client:
-                holder = threading.Thread(
-                    target=lambda: answers.append(
-                        client.post(hook(host, "acme"), json=[]).status_code
-                    )
-                )
-                holder.start()
-                assert entered.wait(30), "acme's call never reached the service"
+            with client_of(host) as client, HeldCall(host, client, service) as held:
                 refused = client.post(hook(host, "globex"), json=[])
-                release.set()
-                holder.join(30)
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"] == "busy"
             assert int(refused.headers["retry-after"]) >= 1
-            assert answers == [200]
+            assert held.answers == [200]
             assert count(host, Invocation, "globex") == 0  # it never ran: not logged
             assert count(host, Invocation, "acme") == 1
         finally:
-            release.set()
+            host.close()
+
+
+def test_a_webhook_url_over_its_in_flight_cap_is_refused_at_the_door(
+    tmp_path: Path, pool: SandboxPool
+) -> None:
+    """With one request allowed in flight per URL, acme's second request is refused at once
+    (it never reaches the sandbox's queue), while globex's URL is unaffected."""
+    with LocalHTTPServer() as service:
+        host = fetching_host(tmp_path, pool, service, webhook_max_inflight=1, sandbox_wait_s=30)
+        try:
+            with client_of(host) as client, HeldCall(host, client, service) as held:
+                refused = client.post(hook(host, "acme"), json=[])
+                assert host.shares.admission.snapshot()["tenant:acme"]["waiting"] == 0
+                other = client.post(hook(host, "globex"), json=[])
+                assert held.answers == []  # acme's first call is still in flight
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "busy"
+            assert "in progress" in refused.json()["message"]
+            assert int(refused.headers["retry-after"]) >= 1
+            assert held.answers == [200] and other.status_code == 200
+            assert count(host, Invocation, "acme") == 1  # the refused request never ran
+        finally:
             host.close()
 
 
