@@ -86,6 +86,47 @@ class HostSettings(BaseSettings):
         description="Sandbox layers the host refuses to start without (of "
         f"{', '.join(LAYERS)}); empty reports only.",
     )
+    sandbox_tenant_max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Module calls one tenant may run at once on this node (default: half "
+        "of CRM_HOST_SANDBOX_WORKERS, at least 1).",
+    )
+    sandbox_module_max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Module calls one (tenant, module) may run at once (default: the "
+        "tenant's share).",
+    )
+    sandbox_admin_max_concurrent: int = Field(
+        1, ge=1, description="Admin calls that run module code at once (their own share)."
+    )
+    sandbox_max_waiting: int = Field(
+        8, ge=0, description="Calls of one share waiting for a slot; the next is refused."
+    )
+    sandbox_wait_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Longest wait for a sandbox slot before 503 (webhooks) / 429 (tenant API).",
+    )
+    webhook_threads: int = Field(
+        16, ge=1, le=256, description="Threads serving webhooks (apart from the admin API)."
+    )
+    tenant_api_threads: int = Field(
+        16, ge=1, le=256, description="Threads serving the tenant API (apart from the admin API)."
+    )
+    webhook_max_inflight: int = Field(
+        8,
+        ge=1,
+        description="Requests one webhook URL may have in progress; more answer 503 at once.",
+    )
+    webhook_rate_per_s: float | None = Field(
+        None, gt=0, description="Optional token-bucket rate per webhook URL (unset: off)."
+    )
+    webhook_rate_burst: int = Field(
+        10, ge=1, description="Bucket size of the webhook rate limit (requests at once)."
+    )
     campaign_batch_size: int = Field(
         1000, ge=1, le=MAX_CAMPAIGN_BATCH_SIZE, description="Default recipients per batch."
     )

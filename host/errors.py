@@ -71,6 +71,24 @@ class Forbidden(HostError):
     kind = "forbidden"
 
 
+class ServiceBusy(HostError):
+    """The host refused to start work now because a share is full (sandbox admission, a
+    webhook URL's in-flight or rate limit). Not a module failure: the module never ran.
+    ``retry_after_s`` becomes the ``Retry-After`` header."""
+
+    kind = "busy"
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(ServiceBusy):
+    """A webhook URL's configured request rate was exceeded (always 429)."""
+
+    kind = "rate_limited"
+
+
 class ModuleCallFailed(HostError):
     """A module function failed; ``kind`` is one of SPEC §7's kinds (script_error, timeout,
     memory_limit, limit_exceeded, policy_violation, egress_denied, invalid_return,

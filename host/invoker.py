@@ -1,9 +1,12 @@
 """Calling a tenant's module function: resolve the enablement, build the ModuleCall, call the
 function's hook, and turn "nobody served it" into not_implemented. Every caller in the host
-(flows, routes, CLI) goes through here, so every call is validated and logged the same way."""
+(flows, routes, CLI) goes through here, so every call is validated and logged the same way,
+and every call first takes a slot of its tenant's fair share of the sandbox
+(:mod:`host.module_shares`), so no tenant can stall the others."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import pluggy
@@ -11,13 +14,23 @@ import pluggy
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.contract.functions import HOOK_NAMES, contract_function
 from host.errors import HostError, ModuleCallFailed, ModuleNotImplemented, NotFound
+from host.module_shares import ModuleShares
 from host.tenants import RuntimeEnablement, TenantService
 
 
 class ModuleInvoker:
-    def __init__(self, tenants: TenantService, hooks: pluggy.PluginManager):
+    """``shares`` admits calls to the sandbox (None: no admission, for embedders and tools
+    that run one call at a time)."""
+
+    def __init__(
+        self,
+        tenants: TenantService,
+        hooks: pluggy.PluginManager,
+        shares: ModuleShares | None = None,
+    ):
         self.tenants = tenants
         self.hooks = hooks
+        self.shares = shares
 
     def call(
         self,
@@ -68,8 +81,12 @@ class ModuleInvoker:
         )
         hook = getattr(self.hooks.hook, HOOK_NAMES[function])
         arguments = contract.complete_keywords(arguments)  # omitted optional ones → None
+        # Admission happens before the hook: a refused call (ServiceBusy) reaches neither
+        # the plugins nor the invocation log, because nothing ran.
+        slot = self.shares.slot(tenant_id, module_id) if self.shares else nullcontext()
         try:
-            result = hook(call=call, **arguments)
+            with slot:
+                result = hook(call=call, **arguments)
         except HostError:
             raise
         except Exception as exc:

@@ -27,6 +27,7 @@ from host.marketing.outbox import OutboxWorker
 from host.marketing.stats import StatsService
 from host.marketing.templates import TemplateService
 from host.marketing.webhooks import WebhookReceiver
+from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import make_plugin_manager
@@ -105,7 +106,8 @@ class Host:
             self.db, self.registry, self.box, self.hooks, self.settings.webhook_url_base
         )
         self.tenants.verify_secret_key()
-        self.invoker = ModuleInvoker(self.tenants, self.hooks)
+        self.shares = ModuleShares(self.settings)
+        self.invoker = ModuleInvoker(self.tenants, self.hooks, self.shares)
         self.module_storage = ModuleStorageStore(self.db)
         self.contacts = ContactService(self.db)
         self.templates = TemplateService(self.db, self.invoker, self.tenants)
@@ -129,7 +131,13 @@ class Host:
         """The pool of sandbox workers, started on first use (``serve`` warms it at once)."""
         with self._sandbox_lock:
             if self._sandbox is None:
-                self._sandbox = SandboxPool(size=self.settings.sandbox_workers)
+                # admission (host.module_shares) keeps calls within the pool's size; this
+                # deadline covers the moments the pool is short of a worker (a killed one
+                # being replaced), so no call waits for a worker without one
+                self._sandbox = SandboxPool(
+                    size=self.settings.sandbox_workers,
+                    acquire_timeout_s=self.settings.sandbox_wait_s,
+                )
             return self._sandbox
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:

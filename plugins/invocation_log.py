@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.db.engine import Database
 from host.db.models import Invocation
-from host.errors import ModuleCallFailed
+from host.errors import ModuleCallFailed, ServiceBusy
 from host.hookspecs import wraps_every_function
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ class InvocationLog:
         clock = time.perf_counter()
         try:
             result = yield
+        except ServiceBusy:
+            raise  # the module never ran: nothing to log
         except ModuleCallFailed as exc:
             trace = exc.trace if isinstance(exc.trace, ModuleResult) else None
             self._record(call, started, clock, exc.kind, exc.message, exc.line, trace)

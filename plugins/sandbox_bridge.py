@@ -2,15 +2,18 @@
 
 Registered last among servers (``trylast``), so a trusted in-process plugin may serve a
 function instead (for tests, or a native integration). The module's storage snapshot is
-loaded before the call and saved only if the call succeeded and changed it.
+loaded before the call and saved only if the call succeeded and changed it. A pool with no
+idle worker before its deadline is the host being busy (ServiceBusy), not a module failure.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.calls import ModuleCall, ModuleResult
+from host.errors import ServiceBusy
 from host.hookspecs import hookimpl
 from host.module_runtime import run_module_function
 from sandbox.invocation import HostCallback
@@ -25,14 +28,20 @@ class SandboxBridge:
 
     def _serve(self, call: ModuleCall, *args: Any) -> ModuleResult:
         storage = self.host.module_storage.load(call.tenant_id, call.module_id)
-        result = run_module_function(
-            self.host.sandbox,
-            call,
-            args,
-            egress_allow=self.host.settings.egress_allow,
-            callbacks=self._callbacks(call),
-            storage=storage,
-        )
+        try:
+            result = run_module_function(
+                self.host.sandbox,
+                call,
+                args,
+                egress_allow=self.host.settings.egress_allow,
+                callbacks=self._callbacks(call),
+                storage=storage,
+            )
+        except TimeoutError:  # no idle worker before the pool's acquire deadline
+            raise ServiceBusy(
+                f"no sandbox worker is free for {call.module_ref}; retry later",
+                retry_after_s=max(1, math.ceil(self.host.settings.sandbox_wait_s)),
+            ) from None
         if result.storage is not None:
             self.host.module_storage.save(call.tenant_id, call.module_id, storage, result.storage)
         return result

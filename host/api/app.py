@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from host.api.errors import install_error_handlers
+from host.api.executors import RouteExecutors
 from host.api.routes import (
     campaigns,
     contacts,
@@ -22,6 +23,7 @@ from host.api.routes import (
     webhooks,
 )
 from host.api.secret_masking import TenantAnswerMasking
+from host.api.webhook_gate import WebhookGate
 from host.api.webhook_origin import WebhookOriginGate
 from host.origins import authority_of
 from host.platform import Host
@@ -39,6 +41,7 @@ def create_app(host: Host) -> FastAPI:
         host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
         yield
         host.campaign_runner.stop()
+        executors.close()
 
     # /docs and /redoc load Swagger UI and ReDoc from assets installed with the package (no
     # CDN: the docs work on a machine without internet access).
@@ -49,7 +52,10 @@ def create_app(host: Host) -> FastAPI:
         lifespan=lifespan,
         static_url="/docs-assets",
     )
+    executors = RouteExecutors(host.settings)
     app.state.host = host
+    app.state.executors = executors
+    app.state.webhook_gate = WebhookGate(host.settings)
     install_error_handlers(app)
     app.add_middleware(TenantAnswerMasking, tenants=host.tenants)
     for router in (

@@ -19,8 +19,13 @@ from host.errors import (
     NotFound,
     PayloadTooLarge,
     Problem,
+    RateLimited,
+    ServiceBusy,
     Unauthorized,
 )
+
+WEBHOOK_PATH_PREFIX = "/hooks/"
+"""Where the public webhook endpoint lives; its busy answer differs from the API's."""
 
 STATUS_BY_ERROR: dict[type[HostError], int] = {
     PayloadTooLarge: 413,
@@ -29,13 +34,19 @@ STATUS_BY_ERROR: dict[type[HostError], int] = {
     Conflict: 409,
     Unauthorized: 401,
     Forbidden: 403,
+    ServiceBusy: 429,
 }
 
 MODULE_FAILURE_STATUS = {"not_implemented": 501}
 """Module failures are the upstream's fault (502), except "does not implement" (501)."""
 
 
-def status_for(error: HostError) -> int:
+def status_for(error: HostError, path: str = "") -> int:
+    """``path`` tells a webhook from an API call: a busy share answers a webhook sender 503
+    (services retry on 5xx, and the sender did nothing wrong), an API client 429; a webhook
+    URL's own rate limit is 429 everywhere."""
+    if isinstance(error, ServiceBusy) and not isinstance(error, RateLimited):
+        return 503 if path.startswith(WEBHOOK_PATH_PREFIX) else 429
     if isinstance(error, ModuleCallFailed):
         return MODULE_FAILURE_STATUS.get(error.kind, 502)
     for cls in type(error).__mro__:
@@ -57,10 +68,18 @@ def error_body(error: HostError) -> dict[str, object]:
     return body
 
 
-async def _host_error(_request: Request, error: Exception) -> JSONResponse:
+def error_headers(error: HostError) -> dict[str, str] | None:
+    if isinstance(error, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(error, ServiceBusy):
+        return {"Retry-After": str(error.retry_after_s)}
+    return None
+
+
+async def _host_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HostError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-    return JSONResponse(error_body(error), status_code=status_for(error), headers=headers)
+    status = status_for(error, request.url.path)
+    return JSONResponse(error_body(error), status_code=status, headers=error_headers(error))
 
 
 async def _request_invalid(_request: Request, error: Exception) -> JSONResponse:

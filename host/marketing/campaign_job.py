@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from host.contract.enums import CampaignStatus, CampaignType, DeliveryStatus
 from host.contract.types import CreateCampaignResponse
 from host.db.models import Campaign, Delivery, UTCDateTime, utcnow
-from host.errors import HostError
+from host.errors import HostError, ServiceBusy
 from host.marketing.audience import Audience, Recipient
 from host.plugin_manager import notify
 
@@ -54,6 +54,10 @@ ACTIVE_STAGES = (QUEUED, EXPORTING, PREPARING, CREATING)
 FINAL_STAGES = (DONE, FAILED, CANCELLED)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class _StoppedWhileWaiting(Exception):
+    """A stop request arrived while the job waited for its tenant's sandbox share."""
 
 
 class LeaseLost(Exception):
@@ -156,6 +160,8 @@ class CampaignJob:
                 return self._stopped()
             if self.row.stage == PREPARING:
                 return self._create()
+        except _StoppedWhileWaiting:
+            return self._stopped()
         except HostError as exc:
             return self._fail(exc.kind, exc.message)
         return self.row.stage
@@ -179,13 +185,7 @@ class CampaignJob:
                 with self.db.transaction() as session:
                     self._commit(session, stage=PREPARING, cursor=None)
                 return True
-            self.host.invoker.call(
-                self.tenant_id,
-                self.module_id,
-                "CRM_Marketing_ExportContacts",
-                version=self.row.module_version,
-                contactIds=[r.id for r in batch],
-            )
+            self._call("CRM_Marketing_ExportContacts", contactIds=[r.id for r in batch])
             with self.db.transaction() as session:
                 self._commit(session, cursor=batch[-1].id, exported=self.row.exported + len(batch))
             self._report()
@@ -198,11 +198,8 @@ class CampaignJob:
             batch = self._next_batch()
             if not batch:
                 return True
-            self.host.invoker.call(
-                self.tenant_id,
-                self.module_id,
+            self._call(
                 "CRM_Marketing_PrepareCampaign",
-                version=self.row.module_version,
                 campaignId=self.id,
                 type=self.type,
                 contacts=[r.address(self.type) for r in batch],
@@ -230,13 +227,12 @@ class CampaignJob:
             "CRM_Marketing_CreateMessengerCampaign" if messenger else "CRM_Marketing_CreateCampaign"
         )
         try:
-            response = self.host.invoker.call(
-                self.tenant_id,
-                self.module_id,
-                function,
-                version=self.row.module_version,
-                request=self.request,
-            )
+            response = self._call(function, request=self.request)
+        except _StoppedWhileWaiting:
+            # CreateCampaign was never called, so the campaign may safely resume from here
+            with self.db.transaction() as session:
+                self._commit(session, stage=PREPARING)
+            return self._stopped()
         except HostError as exc:
             return self._fail(exc.kind, exc.message)
         assert isinstance(response, CreateCampaignResponse)
@@ -259,6 +255,26 @@ class CampaignJob:
         return DONE
 
     # --- steps --------------------------------------------------------------------------
+
+    def _call(self, function: str, **arguments: Any) -> Any:
+        """Call the module's function; while the tenant's sandbox share is busy, wait and
+        retry (a background job waits its turn, it does not fail), renewing the lease so a
+        long wait is not taken for a dead job. A stop request ends the wait."""
+        while True:
+            try:
+                return self.host.invoker.call(
+                    self.tenant_id,
+                    self.module_id,
+                    function,
+                    version=self.row.module_version,
+                    **arguments,
+                )
+            except ServiceBusy as busy:
+                log.debug("campaign %s: %s", self.id, busy.message)
+                if self.stop.wait(busy.retry_after_s):
+                    raise _StoppedWhileWaiting from None
+                with self.db.transaction() as session:
+                    self._commit(session)  # renews the lease
 
     def _next_batch(self) -> list[Recipient]:
         with self.db.transaction() as session:

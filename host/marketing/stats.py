@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from host.contract.types import CampaignStats
 from host.db.models import Campaign, utcnow
-from host.errors import Conflict, HostError, ModuleCallFailed, NotFound
+from host.errors import Conflict, HostError, ModuleCallFailed, NotFound, ServiceBusy
 
 if TYPE_CHECKING:
     from host.platform import Host
@@ -60,6 +60,12 @@ class StatsService:
                 version=version,
                 campaignExternalId=external_id,
             )
+        except ServiceBusy:
+            # the module did not run (its tenant's share is full): serve what is cached,
+            # marked stale, without recording a module failure
+            if cached is None:
+                raise
+            return _view(cached, fetched_at, True, error)
         except ModuleCallFailed as exc:
             if cached is None:
                 raise

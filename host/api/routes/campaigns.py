@@ -9,6 +9,7 @@ from fastapi import Query
 
 from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import tenant_work
 from host.api.paging import paged_by
 from host.marketing.campaigns import CampaignDraft
 
@@ -16,6 +17,7 @@ router = checked_router(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["c
 
 
 @router.post("", status_code=202)
+@tenant_work
 def create_campaign(tenant_id: TenantDep, body: CampaignDraft, host: HostDep) -> dict[str, Any]:
     """Validate and queue a campaign → `{id, status}`. ExportContacts, PrepareCampaign (in
     batches) and CreateCampaign run in the background; poll `GET .../campaigns/{id}`.
@@ -24,6 +26,7 @@ def create_campaign(tenant_id: TenantDep, body: CampaignDraft, host: HostDep) ->
 
 
 @router.get("", dependencies=[paged_by("offset", "limit")])
+@tenant_work
 def list_campaigns(
     tenant_id: TenantDep,
     host: HostDep,
@@ -35,6 +38,7 @@ def list_campaigns(
 
 
 @router.get("/{campaign_id}")
+@tenant_work
 def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict[str, Any]:
     """`{id, status, externalId, error, progress: {stage, total, exported, prepared, skipped,
     batches, percent}, stats: {values, fetchedAt, stale, error} | null}`."""
@@ -42,6 +46,7 @@ def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict
 
 
 @router.get("/{campaign_id}/deliveries", dependencies=[paged_by("after", "limit")])
+@tenant_work
 def list_deliveries(
     tenant_id: TenantDep,
     campaign_id: str,
@@ -57,6 +62,7 @@ def list_deliveries(
 
 
 @router.get("/{campaign_id}/stats")
+@tenant_work
 def campaign_stats(
     tenant_id: TenantDep, campaign_id: str, host: HostDep, refresh: bool = False
 ) -> dict[str, Any]:
@@ -66,6 +72,7 @@ def campaign_stats(
 
 
 @router.post("/{campaign_id}/cancel")
+@tenant_work
 def cancel_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict[str, Any]:
     """Stop the send before its next batch (status Cancelled). 409 once the campaign is
     being created in the service or is finished."""

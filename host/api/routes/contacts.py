@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from host.api.bodies import capped_body, capped_stream, checked_router, parse_json
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import executors_of, run_in, tenant_work
 from host.errors import InvalidInput, Problem
 from host.marketing.contact_rows import (
     MAX_BODY_BYTES,
@@ -64,7 +64,8 @@ OPENAPI_BODY = {
 
 @router.post("", description=UPSERT_DOC, openapi_extra=OPENAPI_BODY)
 async def upsert_contacts(request: Request, tenant_id: TenantDep, host: HostDep) -> Any:
-    await run_in_threadpool(host.tenants.get, tenant_id)
+    pool = executors_of(request).tenant_api
+    await run_in(pool, host.tenants.get, tenant_id)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in CSV_TYPES:
         reader = CsvContactReader()
@@ -78,11 +79,12 @@ async def upsert_contacts(request: Request, tenant_id: TenantDep, host: HostDep)
             "unsupported content type",
             [Problem("content-type", "send application/json or text/csv")],
         )
-    result = await run_in_threadpool(host.contacts.upsert, tenant_id, rows)
+    result = await run_in(pool, host.contacts.upsert, tenant_id, rows)
     return result.as_dict()
 
 
 @router.get("/{contact_id}")
+@tenant_work
 def show_contact(tenant_id: TenantDep, contact_id: str, host: HostDep) -> dict[str, Any]:
     """A contact with its subscriber status and the categories it unsubscribed from."""
     return host.contacts.get(tenant_id, contact_id).as_dict()

@@ -9,6 +9,7 @@ from fastapi import Query
 
 from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import tenant_work
 from host.api.paging import paged_by
 from host.marketing.invocation_log import DEFAULT_LIMIT, MAX_LIMIT, InvocationFilter
 
@@ -16,6 +17,7 @@ router = checked_router(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=[
 
 
 @router.get("", dependencies=[paged_by("before", "limit")])
+@tenant_work
 def list_invocations(
     tenant_id: TenantDep,
     host: HostDep,

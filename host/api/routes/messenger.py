@@ -9,6 +9,7 @@ from typing import Any
 
 from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import tenant_work
 from host.api.paging import paged_by
 
 router = checked_router(
@@ -17,6 +18,7 @@ router = checked_router(
 
 
 @router.get("/types", dependencies=[paged_by()])
+@tenant_work
 def messenger_types(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
     """`CRM_Marketing_GetMessengerTypes` → `{"types": ["Telegram", ...]}`."""
     types = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerTypes")
@@ -24,6 +26,7 @@ def messenger_types(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict
 
 
 @router.get("/bots", dependencies=[paged_by()])
+@tenant_work
 def messenger_bots(tenant_id: TenantDep, module_id: str, host: HostDep) -> dict[str, Any]:
     """`CRM_Marketing_GetMessengerBots` → `{"bots": [{id, name, type, description}]}`."""
     bots = host.invoker.call(tenant_id, module_id, "CRM_Marketing_GetMessengerBots")

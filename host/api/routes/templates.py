@@ -11,6 +11,7 @@ from pydantic import Field
 
 from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
+from host.api.executors import tenant_work
 from host.api.paging import paged_by
 from host.api.schemas import ApiModel
 from host.marketing.templates import DEFAULT_MAX_PAGES, DEFAULT_PAGE_SIZE
@@ -32,6 +33,7 @@ class TemplatePublish(ApiModel):
 
 
 @router.post("/modules/{module_id}/templates/import")
+@tenant_work
 def import_templates(
     tenant_id: TenantDep,
     module_id: str,
@@ -48,6 +50,7 @@ def import_templates(
 
 
 @router.get("/templates", dependencies=[paged_by()])
+@tenant_work
 def list_templates(
     tenant_id: TenantDep,
     host: HostDep,
@@ -59,6 +62,7 @@ def list_templates(
 
 
 @router.post("/templates", status_code=201)
+@tenant_work
 def create_template(tenant_id: TenantDep, body: TemplateCreate, host: HostDep) -> dict[str, Any]:
     """Author a template locally; publish it to give it an externalId in the service."""
     view = host.templates.create(tenant_id, body.module, body.name, body.html, body.subject)
@@ -66,11 +70,13 @@ def create_template(tenant_id: TenantDep, body: TemplateCreate, host: HostDep) -
 
 
 @router.get("/templates/{template_id}")
+@tenant_work
 def show_template(tenant_id: TenantDep, template_id: str, host: HostDep) -> dict[str, Any]:
     return host.templates.get(tenant_id, template_id).as_dict()
 
 
 @router.get("/templates/{template_id}/html")
+@tenant_work
 def template_html(
     tenant_id: TenantDep,
     template_id: str,
@@ -85,6 +91,7 @@ def template_html(
 
 
 @router.post("/templates/{template_id}/publish")
+@tenant_work
 def publish_template(
     tenant_id: TenantDep,
     template_id: str,

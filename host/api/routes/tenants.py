@@ -6,6 +6,7 @@ from typing import Any
 
 from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep, TenantDep
+from host.api.executors import tenant_work
 from host.api.paging import paged_by
 from host.api.schemas import EnablementOut, EnablementUpdate, TenantCreate, TenantCreated
 
@@ -25,11 +26,13 @@ def list_tenants(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
 
 
 @router.get("/{tenant_id}")
+@tenant_work
 def show_tenant(tenant_id: TenantDep, host: HostDep) -> dict[str, Any]:
     return host.tenants.get(tenant_id).as_dict()
 
 
 @router.get("/{tenant_id}/modules", dependencies=[paged_by()])
+@tenant_work
 def list_enablements(tenant_id: TenantDep, host: HostDep) -> list[EnablementOut]:
     return [EnablementOut(**e.as_dict()) for e in host.tenants.enablements(tenant_id)]
 
@@ -66,6 +69,7 @@ def update_module(
 
 
 @router.get("/{tenant_id}/modules/{module_id}")
+@tenant_work
 def show_enablement(tenant_id: TenantDep, module_id: str, host: HostDep) -> EnablementOut:
     return EnablementOut(**host.tenants.enablement(tenant_id, module_id).as_dict())
 

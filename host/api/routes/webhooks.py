@@ -3,22 +3,29 @@
 The URL's token is the credential. The body is read with a cap (413 above
 ``CRM_HOST_WEBHOOK_MAX_BODY_BYTES``, checked on Content-Length first and again while
 streaming, so a lying or chunked sender cannot make the host buffer more). The blocking
-work (database, sandbox) runs in the thread pool so the event loop keeps serving.
+work (database, sandbox) runs in the webhook thread pool (:mod:`host.api.executors`), apart
+from the admin API; the URL's in-flight and rate limits (:mod:`host.api.webhook_gate`) are
+checked first, and a module whose tenant's sandbox share stays full past the deadline
+answers 503 with ``Retry-After`` (:mod:`host.module_shares`).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from host.api.bodies import capped_body, checked_router
 from host.api.deps import HostDep, TenantDep
+from host.api.errors import WEBHOOK_PATH_PREFIX
+from host.api.executors import executors_of, run_in, tenant_work
 from host.api.paging import paged_by
+from host.api.webhook_gate import WebhookGate
 from host.errors import PayloadTooLarge
 from host.marketing.outbox import list_messages
-from host.marketing.webhooks import IncomingRequest
+from host.marketing.webhooks import IncomingRequest, WebhookReceiver, WebhookReply
+from host.tenants import RuntimeEnablement
 
 router = checked_router(tags=["webhooks"])
 
@@ -27,7 +34,12 @@ RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": 'The module\'s response (default `{"ok": true}`).'},
     404: {"description": "No such webhook (any part of the URL wrong, or disabled)."},
     413: {"description": "Body over the configured cap; the module was not called."},
+    429: {"description": "Over the URL's configured rate (`Retry-After` says when to retry)."},
     500: {"description": "The module failed; nothing was applied."},
+    503: {
+        "description": "Busy: too many requests in progress on this URL, or no sandbox slot "
+        "of the tenant's share free in time; the module was not called (`Retry-After`)."
+    },
 }
 
 
@@ -37,29 +49,39 @@ async def receive_webhook(
     """Hand the request to the module's ParseWebhookRequest, apply its actions in one
     transaction and answer with the module's response."""
     receiver = host.webhooks
-    target = await run_in_threadpool(receiver.target, tenant_id, module_id, token)
-    try:
-        body = await capped_body(request, receiver.max_body_bytes, "webhook")
-    except PayloadTooLarge:
-        reply = await run_in_threadpool(receiver.refuse_oversized, target)
-    else:
-        incoming = IncomingRequest(
-            method=request.method,
-            url=str(request.url),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
-            query_string=request.scope.get("query_string", b"").decode("latin-1"),
-            body=body,
-        )
-        reply = await run_in_threadpool(receiver.handle, target, incoming)
+    gate: WebhookGate = request.app.state.webhook_gate
+    pool = executors_of(request).webhooks
+    url = (tenant_id, module_id, token)
+    with gate.inflight(url):
+        target = await run_in(pool, receiver.target, tenant_id, module_id, token)
+        gate.take_token(url)
+        reply = await _receive(request, receiver, target, pool)
     return Response(
         reply.body, status_code=reply.status, headers=reply.headers, media_type=reply.media_type
     )
 
 
+async def _receive(
+    request: Request, receiver: WebhookReceiver, target: RuntimeEnablement, pool: ThreadPoolExecutor
+) -> WebhookReply:
+    try:
+        body = await capped_body(request, receiver.max_body_bytes, "webhook")
+    except PayloadTooLarge:
+        return await run_in(pool, receiver.refuse_oversized, target)
+    incoming = IncomingRequest(
+        method=request.method,
+        url=str(request.url),
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+        query_string=request.scope.get("query_string", b"").decode("latin-1"),
+        body=body,
+    )
+    return await run_in(pool, receiver.handle, target, incoming)
+
+
 for _method in METHODS:
     # One route per method: one OpenAPI operation each, with its own operation id.
     router.add_api_route(
-        "/hooks/{tenant_id}/{module_id}/{token}",
+        WEBHOOK_PATH_PREFIX + "{tenant_id}/{module_id}/{token}",
         receive_webhook,
         methods=[_method],
         operation_id=f"receive_webhook_{_method.lower()}",
@@ -76,6 +98,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
     tags=["webhooks"],
     dependencies=[paged_by("limit")],
 )
+@tenant_work
 def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) -> list[Any]:
     """The latest requests on the tenant's webhook URLs, newest first: the status answered,
     how many actions were applied, the skipped ones with their reasons, or the error."""
@@ -86,6 +109,7 @@ def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) ->
 @router.get(
     "/api/v1/tenants/{tenant_id}/outbox", tags=["webhooks"], dependencies=[paged_by("limit")]
 )
+@tenant_work
 def outbox(
     tenant_id: TenantDep,
     host: HostDep,
