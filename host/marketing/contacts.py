@@ -159,8 +159,9 @@ class ContactService:
         contacts: dict[str, Contact],
         final: dict[str, dict[str, Any]],
     ) -> list[Contact]:
-        """Store the final values (and return the contacts written). Emails that move between contacts are released first:
-        the unique (tenant, email_key) index is checked per statement on some databases."""
+        """Store the final values and return the contacts written. Emails that move between
+        contacts are released first: the unique (tenant, email_key) index is checked per
+        statement on some databases."""
         moved = [
             contacts[i]
             for i, v in final.items()

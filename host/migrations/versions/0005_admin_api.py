@@ -43,9 +43,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "route", "key", name=op.f("pk_idempotency_keys")),
     )
-    op.create_index(
-        "ix_idempotency_keys_expires", "idempotency_keys", ["expires_at"], unique=False
-    )
+    op.create_index("ix_idempotency_keys_expires", "idempotency_keys", ["expires_at"], unique=False)
     op.create_table(
         "contact_suppressions",
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
