@@ -38,7 +38,6 @@ def contact_list(
     host.tenants.get(tenant_id)
     where = ContactFilter(status=status.value if status else None, category=category, text=search)
     page = host.contact_search.page(tenant_id, where, after=after, limit=limit)
-    categories = "unsubscribedCategories"
     table(
         f"Contacts of {tenant_id}",
         ("id", "name", "email", "phone", "status", "unsubscribed from"),
