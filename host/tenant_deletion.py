@@ -150,8 +150,12 @@ class TenantDeletion:
                 deleted = session.execute(delete(model).where(pk.in_(chosen))).rowcount  # type: ignore[attr-defined]
                 if deleted:
                     return PurgeBatch(tenant_id, model.__tablename__, deleted)
-            session.delete(tenant)
-            return PurgeBatch(tenant_id, "tenants", 1)
+            # A statement, not an ORM delete: a second purger (a CLI beside the server)
+            # may have removed the row already.
+            gone = session.execute(
+                delete(Tenant).where(Tenant.id == tenant_id, Tenant.deleted_at.is_not(None))
+            ).rowcount  # type: ignore[attr-defined]
+            return PurgeBatch(tenant_id, "tenants", gone) if gone else None
 
     def purge(
         self,
