@@ -77,6 +77,9 @@ def test_a_deleted_tenant_is_gone_at_once(client: TestClient, host: Host) -> Non
     webhook_url = host.tenants.enablement("acme", "sendmail").webhook_url
     webhook = webhook_url.removeprefix("https://crm.example.test")
     assert client.post(webhook, json={}).status_code != 404  # the URL answers before
+    as_tenant = client.delete("/api/v1/tenants/acme", headers={"Authorization": f"Bearer {key}"})
+    assert as_tenant.status_code == 403  # only the admin deletes tenants
+    assert client.get("/api/v1/tenants/acme", headers=ADMIN).status_code == 200
 
     deleted = client.delete("/api/v1/tenants/acme", headers=ADMIN)
     assert deleted.status_code == 202 and deleted.json() == {
