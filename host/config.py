@@ -138,6 +138,18 @@ class HostSettings(BaseSettings):
     campaign_stats_ttl_seconds: float = Field(
         60.0, ge=0, description="How long GetCampaignStats results are served from cache."
     )
+    campaign_stats_retention_days: int = Field(
+        90,
+        ge=0,
+        description="How long after a campaign ended its stats are still fetched; a module "
+        "version used by a campaign inside it cannot be removed.",
+    )
+    tenant_purge_batch_rows: int = Field(
+        10_000,
+        ge=1,
+        le=10_000,
+        description="Rows a deleted tenant's purge removes per transaction.",
+    )
     max_script_bytes: int = Field(512 * 1024, ge=1024)
     max_archive_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     webhook_max_body_bytes: int = Field(

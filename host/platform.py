@@ -17,9 +17,12 @@ from host.config import HostSettings
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
 from host.db.migrate import upgrade_to_head
+from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
 from host.marketing.campaigns import CampaignService
+from host.marketing.contact_erasure import ContactErasure
+from host.marketing.contact_search import ContactSearch
 from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
@@ -32,6 +35,7 @@ from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import make_plugin_manager
 from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
+from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
 from sandbox.invocation import HostCallback
 from sandbox.pool import SandboxPool
@@ -110,6 +114,13 @@ class Host:
         self.invoker = ModuleInvoker(self.tenants, self.hooks, self.shares)
         self.module_storage = ModuleStorageStore(self.db)
         self.contacts = ContactService(self.db)
+        self.contact_search = ContactSearch(self.db)
+        self.contact_erasure = ContactErasure(self.db)
+        self.idempotency = IdempotencyKeys(self.db)
+        self.tenant_deletion = TenantDeletion(
+            self.db, batch_rows=self.settings.tenant_purge_batch_rows
+        )
+        self.tenant_purger = TenantPurger(self.tenant_deletion)  # started by serve
         self.templates = TemplateService(self.db, self.invoker, self.tenants)
         self.invocation_log = InvocationLogReader(self.db)
         self.outbox = OutboxWorker.from_settings(self.db, self.settings)
@@ -144,7 +155,13 @@ class Host:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""
         return {"crm.contacts": self.contacts.script_callback(call.tenant_id)}
 
+    def delete_tenant(self, tenant_id: str) -> None:
+        """Tombstone the tenant (gone from every surface at once) and wake the purge."""
+        self.tenant_deletion.tombstone(tenant_id)
+        self.tenant_purger.wake()
+
     def close(self) -> None:
+        self.tenant_purger.stop()
         self.campaign_runner.stop()
         self.outbox.stop()
         with self._sandbox_lock:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import pluggy
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from host import settings_paths as paths
@@ -120,7 +120,14 @@ class TenantService:
         taken = Conflict(f"tenant {tenant_id} already exists", [Problem("id", "taken")])
         try:
             with self.db.transaction() as session:
-                if session.get(Tenant, tenant_id) is not None:
+                existing = session.get(Tenant, tenant_id)
+                if existing is not None and existing.deleted_at is not None:
+                    raise Conflict(
+                        f"tenant {tenant_id} is being deleted; its id is free once the purge "
+                        "has finished",
+                        [Problem("id", "being deleted")],
+                    )
+                if existing is not None:
                     raise taken
                 tenant = Tenant(id=tenant_id, name=name.strip(), api_key_hash=hash_api_key(key))
                 session.add(tenant)
@@ -131,21 +138,40 @@ class TenantService:
 
     def list(self) -> list[TenantInfo]:
         with self.db.transaction() as session:
-            rows = session.scalars(select(Tenant).order_by(Tenant.id)).all()
+            rows = session.scalars(
+                select(Tenant).where(Tenant.deleted_at.is_(None)).order_by(Tenant.id)
+            ).all()
             return [TenantInfo(t.id, t.name, t.created_at) for t in rows]
 
     def get(self, tenant_id: str) -> TenantInfo:
         with self.db.transaction() as session:
             tenant = session.get(Tenant, tenant_id)
-            if tenant is None:
+            if tenant is None or tenant.deleted_at is not None:
                 raise NotFound(f"tenant {tenant_id} does not exist")
             return TenantInfo(tenant.id, tenant.name, tenant.created_at)
 
     def tenant_for_key(self, api_key: str) -> str | None:
+        """The live tenant whose API key this is (a deleted tenant's key opens nothing)."""
         with self.db.transaction() as session:
             return session.scalar(
-                select(Tenant.id).where(Tenant.api_key_hash == hash_api_key(api_key))
+                select(Tenant.id).where(
+                    Tenant.api_key_hash == hash_api_key(api_key), Tenant.deleted_at.is_(None)
+                )
             )
+
+    def rotate_key(self, tenant_id: str) -> str:
+        """A new API key for the tenant, returned here and never again; the old key stops
+        working with this commit (only the new key's hash is stored)."""
+        key = new_api_key()
+        with self.db.transaction() as session:
+            changed = session.execute(
+                update(Tenant)
+                .where(Tenant.id == tenant_id, Tenant.deleted_at.is_(None))
+                .values(api_key_hash=hash_api_key(key))
+            ).rowcount  # type: ignore[attr-defined]
+        if not changed:
+            raise NotFound(f"tenant {tenant_id} does not exist")
+        return key
 
     # --- enablement -----------------------------------------------------------------------
 
@@ -302,6 +328,9 @@ class TenantService:
         with self.db.transaction() as session:
             row = session.get(Enablement, (tenant_id, module_id))
             stored = row.webhook_token if row else ""
+            tenant = session.get(Tenant, tenant_id)
+        if tenant is None or tenant.deleted_at is not None:
+            row = None
         if row is None or not hmac.compare_digest(stored.encode(), token.encode()):
             raise NotFound("no such webhook")
         return self.runtime(tenant_id, module_id)
@@ -322,9 +351,10 @@ class TenantService:
     def _require(self, tenant_id: str, module_id: str) -> Enablement:
         with self.db.transaction() as session:
             row = session.get(Enablement, (tenant_id, module_id))
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.deleted_at is not None:
+                raise NotFound(f"tenant {tenant_id} does not exist")
             if row is None:
-                if session.get(Tenant, tenant_id) is None:
-                    raise NotFound(f"tenant {tenant_id} does not exist")
                 raise NotFound(f"module {module_id} is not enabled for tenant {tenant_id}")
             return row
 

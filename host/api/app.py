@@ -39,7 +39,9 @@ def create_app(host: Host) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
+        host.tenant_purger.start()  # and purges of deleted tenants
         yield
+        host.tenant_purger.stop()
         host.campaign_runner.stop()
         executors.close()
 

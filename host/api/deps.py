@@ -60,10 +60,14 @@ def require_admin(caller: CallerDep) -> Caller:
 AdminDep = Annotated[Caller, Depends(require_admin)]
 
 
-def require_tenant_access(tenant_id: str, caller: CallerDep) -> str:
-    """The tenant in the path, if the caller is the admin or that tenant."""
+def require_tenant_access(tenant_id: str, caller: CallerDep, host: HostDep) -> str:
+    """The tenant in the path, if the caller is the admin or that tenant, and the tenant
+    exists: a deleted tenant (a tombstone until its rows are purged) is 404 on every route
+    at once, whatever rows of it are still stored."""
     if not caller.may_act_for(tenant_id):
         raise Forbidden(f"this API key does not belong to tenant {tenant_id}")
+    if caller.is_admin:
+        host.tenants.get(tenant_id)
     return tenant_id
 
 

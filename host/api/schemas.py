@@ -56,3 +56,73 @@ class SandboxLayersOut(ApiModel):
 class SystemOut(ApiModel):
     version: str
     sandbox: SandboxLayersOut
+
+
+class TenantApiKey(ApiModel):
+    id: str
+    apiKey: str = Field(description="The new key, shown once; the old one no longer works.")
+
+
+class TenantDeleted(ApiModel):
+    id: str
+    deleted: bool = True
+    purge: str = Field(
+        description="`pending`: the tenant is gone from the API; its rows are purged in "
+        "the background, in batches, resuming after a restart."
+    )
+
+
+class VersionRemoved(ApiModel):
+    id: str
+    version: str
+    removed: bool = True
+
+
+class ContactsUpserted(ApiModel):
+    ids: list[str] = Field(description="One id per input row, in input order")
+    created: int
+    updated: int
+
+
+class ContactOut(ApiModel):
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    status: str = Field(description="SubscriberStatus")
+    unsubscribedCategories: list[str]
+    createdAt: str
+    updatedAt: str
+
+
+class ContactPage(ApiModel):
+    items: list[ContactOut]
+    next: str | None = Field(description="`after` of the next page; null on the last one")
+
+
+class ContactErased(ApiModel):
+    id: str
+    erased: bool
+    deliveriesAnonymised: int
+    webhookReceiptsRedacted: int
+    invocationsRedacted: int
+    outboxDeleted: int
+    suppressionsKept: int = Field(
+        description="Hashed addresses kept so that an unsubscribed person stays unsubscribed "
+        "when imported again"
+    )
+
+
+class ContactExport(ApiModel):
+    contact: dict[str, Any]
+    unsubscriptions: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+    webhookReceipts: list[dict[str, Any]] = Field(description="Receipts mentioning the contact")
+    outbox: list[dict[str, Any]] = Field(description="Mail addressed to the contact")
+    invocations: list[dict[str, Any]] = Field(description="Calls whose log mentions the contact")
+
+
+class CampaignQueued(ApiModel):
+    id: str
+    status: str
+    stage: str

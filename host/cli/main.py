@@ -4,6 +4,7 @@ database the server uses (``CRM_HOST_DATABASE_URL``)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 
 from host.cli.admin import app as admin_app
 from host.cli.campaign import app as campaign_app
+from host.cli.contacts import app as contact_app
 from host.cli.demo import demo
 from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
@@ -43,6 +45,7 @@ module_app.command("test")(module_test)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(contact_app, name="contact")
 app.add_typer(admin_app, name="admin")
 app.command("demo")(demo)
 app.command("doctor")(doctor)
@@ -183,6 +186,18 @@ def module_show(
     )
 
 
+@module_app.command("remove")
+@handles_errors
+def module_remove(
+    module_id: str, version: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
+    """Remove a module version nothing uses (refused, naming each use, otherwise)."""
+    host = open_host(database_url, home)
+    retention = timedelta(days=host.settings.campaign_stats_retention_days)
+    host.registry.remove(module_id, version, stats_retention=retention)
+    out.print(f"{module_id}@{version} removed")
+
+
 # --- tenant --------------------------------------------------------------------------------
 
 
@@ -210,6 +225,36 @@ def tenant_list(database_url: DatabaseOption = None, home: HomeOption = None) ->
         ("id", "name", "created"),
         ((t.id, t.name, t.created_at) for t in host.tenants.list()),
     )
+
+
+@tenant_app.command("rotate-key")
+@handles_errors
+def tenant_rotate_key(
+    tenant_id: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
+    """Replace a tenant's API key; the old key stops working at once."""
+    key = open_host(database_url, home).tenants.rotate_key(tenant_id)
+    out.print(f"new API key of {tenant_id} (shown once, store it now): {key}", markup=False)
+
+
+@tenant_app.command("delete")
+@handles_errors
+def tenant_delete(
+    tenant_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    database_url: DatabaseOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Delete a tenant and all its data: gone from the API at once, then purged in batches
+    here (interrupted, the server or the next `tenant delete` finishes the purge)."""
+    host = open_host(database_url, home)
+    if tenant_id not in host.tenant_deletion.pending():  # else: finish an interrupted purge
+        host.tenants.get(tenant_id)
+        if not yes:
+            typer.confirm(f"Delete tenant {tenant_id} and all its data?", abort=True)
+        host.tenant_deletion.tombstone(tenant_id)
+    rows = host.tenant_deletion.purge(tenant_id)
+    out.print(f"tenant {tenant_id} deleted: {rows} rows purged")
 
 
 def parse_settings(

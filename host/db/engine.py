@@ -1,6 +1,8 @@
 """Engine and session factory. SQLite gets WAL and foreign keys; nothing here is SQLite-only
 beyond those connection pragmas, so a PostgreSQL URL works unchanged.
 
+SQLite runs with ``secure_delete`` (erased personal data is overwritten on disk).
+
 A SQLite database file holds webhook tokens, API key hashes, contacts and sealed secrets, so
 it is private to the host's user, like the key file beside it: the file is created 0600
 before SQLite opens it (SQLite gives its ``-wal`` and ``-shm`` files the database file's
@@ -64,6 +66,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted content is overwritten, not just unlinked: an erased contact or a purged
+    # tenant must not stay readable in free pages of the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

@@ -95,6 +95,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """Set when the tenant is deleted: it is gone from every surface at once, and its rows
+    are purged in batches afterwards (``host/tenant_deletion.py``)."""
 
 
 class Enablement(Base):
@@ -318,3 +321,38 @@ class AdminToken(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request sent with an ``Idempotency-Key`` header, replayed to
+    retries of it until ``expires_at`` (``host/idempotency.py``)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires", "expires_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    route: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ContactSuppression(Base):
+    """What an erased contact leaves behind: a per-tenant hash of one of its addresses and
+    what it had unsubscribed from (``category`` "" with ``status`` for the whole contact),
+    applied when that address is imported again (``host/marketing/contact_erasure.py``)."""
+
+    __tablename__ = "contact_suppressions"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    address_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    category: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -430,8 +430,17 @@ class DemoScenario:
             "contactIds": audience,
         }
         report = self.launch("Spring flash", "telegram", draft)
-        messages = self.servers.telegram.sent
-        return f"{report.status}, {len(messages)} messages sent to {len(audience)} contacts"
+        messages = len(self.servers.telegram.sent)
+        view = self.call("GET", f"/api/v1/tenants/{TENANT}/campaigns/{report.id}")
+        skipped = int(view["progress"]["skipped"])
+        recipients = len(audience) - skipped
+        # One line that adds up: chosen = skipped (unsubscribed earlier) + recipients, and
+        # recipients = messages (contacts with a linked chat) + those without a chat.
+        return (
+            f"{report.status}: {len(audience)} contacts chosen, {skipped} unsubscribed skipped, "
+            f"{recipients} recipients: {messages} messages sent, "
+            f"{recipients - messages} without a chat"
+        )
 
     def telegram_user_blocks(self) -> str:
         # Any update carries the module's queued reports (contacts without a chat → Failed).

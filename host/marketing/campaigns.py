@@ -20,6 +20,7 @@ from host.contract.enums import AccountType, CampaignStatus, CampaignType, Modul
 from host.contract.types import CreateCampaignRequest, CreateMessengerCampaignRequest
 from host.db.models import Campaign, Delivery, Enablement, Module, Template
 from host.errors import Conflict, InvalidInput, NotFound, Problem
+from host.idempotency import IdempotentRequest
 from host.marketing.audience import MAX_EXPLICIT_IDS, tenant_has_contacts, unknown_contact_ids
 from host.marketing.campaign_job import (
     CANCELLED,
@@ -80,16 +81,25 @@ class CampaignService:
     # --- create -------------------------------------------------------------------------
 
     def create(
-        self, tenant_id: str, draft: CampaignDraft, *, claim_for: str | None = None
+        self,
+        tenant_id: str,
+        draft: CampaignDraft,
+        *,
+        claim_for: str | None = None,
+        idempotency: IdempotentRequest | None = None,
     ) -> dict[str, Any]:
         """Validate ``draft`` (every problem at once), store the campaign queued and wake the
         job runner. ``claim_for`` stores it already leased to that owner (the CLI runs the
-        job itself, and a server on the same database must not take it meanwhile)."""
+        job itself, and a server on the same database must not take it meanwhile).
+        ``idempotency`` stores the answer under its key in the campaign's own transaction."""
         self.host.tenants.get(tenant_id)
         problems: list[Problem] = []
         campaign_id = uuid.uuid4().hex
         now = utcnow()
+        answer = {"id": campaign_id, "status": CampaignStatus.Draft.value, "stage": QUEUED}
         with self.db.transaction() as session:
+            if idempotency is not None:
+                idempotency.claim(session)
             version = self._check_module(session, tenant_id, draft, problems)
             request = self._request(session, tenant_id, campaign_id, draft, problems)
             audience = self._audience(session, tenant_id, draft, now, problems)
@@ -118,9 +128,11 @@ class CampaignService:
                 row.lease_owner = claim_for
                 row.lease_until = now + timedelta(seconds=self.settings.campaign_lease_seconds)
             session.add(row)
+            if idempotency is not None:
+                idempotency.complete(session, 202, answer)
         if claim_for is None:
             self.host.campaign_runner.wake()
-        return {"id": campaign_id, "status": CampaignStatus.Draft.value, "stage": QUEUED}
+        return answer
 
     def _check_module(
         self, session: Any, tenant_id: str, draft: CampaignDraft, problems: list[Problem]

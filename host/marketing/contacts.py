@@ -1,6 +1,9 @@
 """CRM contacts: bulk upsert from JSON rows or a CSV stream, one contact with its subscriber
 state, and the ``crm.contacts(ids)`` view lent to scripts.
 
+An address that belonged to an erased contact who had unsubscribed comes back unsubscribed
+(``host.marketing.suppressions``).
+
 Matching: a row with an ``id`` updates that contact (or creates it under that id); a row
 without one updates the contact with the same email (case-insensitively, ``email_key``) or
 creates a new contact with a generated id. Rows apply in input order, so a later row of the
@@ -27,6 +30,8 @@ from sqlalchemy.orm import Session
 from host.db.engine import Database
 from host.db.models import Contact, ContactUnsubscription
 from host.errors import Conflict, NotFound, Problem
+from host.idempotency import IdempotentRequest
+from host.marketing import suppressions
 from host.marketing.contact_rows import ContactRow, field_location, raise_if_problems
 from sandbox import errors as sandbox_errors
 
@@ -81,11 +86,23 @@ class ContactService:
     def __init__(self, db: Database):
         self.db = db
 
-    def upsert(self, tenant_id: str, rows: Sequence[ContactRow]) -> UpsertResult:
-        """Create or update every row in one transaction, or none (see the module doc)."""
+    def upsert(
+        self,
+        tenant_id: str,
+        rows: Sequence[ContactRow],
+        *,
+        idempotency: IdempotentRequest | None = None,
+    ) -> UpsertResult:
+        """Create or update every row in one transaction, or none (see the module doc).
+        ``idempotency`` stores the answer under its key in that same transaction."""
         try:
             with self.db.transaction() as session:
-                return self._upsert(session, tenant_id, rows)
+                if idempotency is not None:
+                    idempotency.claim(session)
+                result = self._upsert(session, tenant_id, rows)
+                if idempotency is not None:
+                    idempotency.complete(session, 200, result.as_dict())
+                return result
         except IntegrityError:
             # another request stored the same email or id between our read and our write
             raise Conflict("contacts changed concurrently; retry the request") from None
@@ -131,7 +148,8 @@ class ContactService:
                 values["phone"] = row.phone
             ids_out.append(target)
         raise_if_problems(problems)
-        self._write(session, tenant_id, contacts, final)
+        written = self._write(session, tenant_id, contacts, final)
+        suppressions.apply(session, tenant_id, written)
         return UpsertResult(ids=ids_out, created=created, updated=len(ids_out) - created)
 
     @staticmethod
@@ -140,9 +158,10 @@ class ContactService:
         tenant_id: str,
         contacts: dict[str, Contact],
         final: dict[str, dict[str, Any]],
-    ) -> None:
-        """Store the final values. Emails that move between contacts are released first:
-        the unique (tenant, email_key) index is checked per statement on some databases."""
+    ) -> list[Contact]:
+        """Store the final values and return the contacts written. Emails that move between
+        contacts are released first: the unique (tenant, email_key) index is checked per
+        statement on some databases."""
         moved = [
             contacts[i]
             for i, v in final.items()
@@ -152,14 +171,18 @@ class ContactService:
             contact.email_key = None
         if moved:
             session.flush()
+        written = []
         for contact_id, values in final.items():
             stored = contacts.get(contact_id)
             if stored is None:
-                session.add(Contact(tenant_id=tenant_id, id=contact_id, **values))
+                stored = Contact(tenant_id=tenant_id, id=contact_id, **values)
+                session.add(stored)
             else:
                 for name, value in values.items():
                     setattr(stored, name, value)
+            written.append(stored)
         session.flush()
+        return written
 
     @staticmethod
     def _select(session: Session, tenant_id: str, column: Any, values: Sequence[str]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pluggy
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.manifest import Manifest, parse_manifest, semver_key
 from host.modules.inspection import stub_functions
 from host.modules.packages import ModulePackage
+from host.modules.version_removal import remove_version
 from host.plugin_manager import notify
 from sandbox.compiler import CompiledScript, compile_script
 from sandbox.errors import ScriptCompileError
@@ -267,6 +268,11 @@ class ModuleRegistry:
         )
         self._stored[(row.module_id, row.version)] = stored
         return stored
+
+    def remove(self, module_id: str, version: str, *, stats_retention: timedelta) -> None:
+        """Delete a version nothing uses (see ``version_removal``); 409 naming the uses."""
+        remove_version(self.db, module_id, version, stats_retention=stats_retention)
+        self._stored.pop((module_id, version), None)
 
     @staticmethod
     def _info(module: Module) -> ModuleInfo:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shlex
 import subprocess
 import time
 import zipfile
@@ -108,3 +110,49 @@ def test_generated_admin_token_is_printed_once(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_cli_block() -> list[list[str]]:
+    """The commands of the README's "same steps from the CLI" block, as argument lists."""
+    text = README.read_text()
+    start = text.index("```sh", text.index("The same steps from the CLI"))
+    block = text[start + len("```sh") : text.index("```", start + 5)]
+    return [shlex.split(line, comments=True) for line in block.strip().splitlines()]
+
+
+def test_readme_cli_block_works_after_the_curl_block(tmp_path: Path) -> None:
+    """What a reader does: the curl block against the server, then the CLI block."""
+    repository = README.parent
+    with running_host(tmp_path) as host, host.client() as admin:
+        body = {
+            "manifest": json.loads((QUICKSTART / "manifest.json").read_text()),
+            "script": (QUICKSTART / "module.py").read_text(),
+        }
+        assert admin.post("/api/v1/modules", json=body).status_code == 201
+        assert admin.post("/api/v1/tenants", json={"id": "acme", "name": "Acme Corp"}).is_success
+        settings = {"api_key": "SG.xxxx", "sender_email": "news@acme.test"}
+        enable = {"version": "1.0.0", "settings": settings}
+        assert admin.put("/api/v1/tenants/acme/modules/quickstart", json=enable).is_success
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
+        env["CRM_HOST_DATABASE_URL"] = f"sqlite:///{tmp_path / 'host.db'}"
+        commands = readme_cli_block()
+        assert len(commands) >= 5
+        for command in commands:
+            assert command[0] == ".venv/bin/crm-host"
+            result = subprocess.run(
+                [str(CRM_HOST), *command[1:]],
+                cwd=repository,
+                env=env,
+                input=SECRET + "\n",
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 0, (command, result.stderr)
+            assert SECRET not in result.stdout + result.stderr
+        assert admin.get("/api/v1/tenants/globex/modules/quickstart").json()["enabled"] is False
+        assert admin.get("/api/v1/tenants/acme/modules/quickstart").json()["enabled"] is True

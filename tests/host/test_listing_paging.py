@@ -23,6 +23,7 @@ LISTINGS: dict[str, tuple[str, ...]] = {
     "/api/v1/tenants": (),
     "/api/v1/tenants/{tenant_id}/modules": (),
     "/api/v1/tenants/{tenant_id}/templates": (),
+    "/api/v1/tenants/{tenant_id}/contacts": ("after", "limit"),
     "/api/v1/tenants/{tenant_id}/campaigns": ("offset", "limit"),
     "/api/v1/tenants/{tenant_id}/campaigns/{campaign_id}/deliveries": ("after", "limit"),
     "/api/v1/tenants/{tenant_id}/invocations": ("before", "limit"),

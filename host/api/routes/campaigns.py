@@ -3,14 +3,18 @@ deliveries, stats, cancel."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Response
 
 from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.executors import tenant_work
+from host.api.idempotent import IdempotencyKeyHeader, answered
 from host.api.paging import paged_by
+from host.api.schemas import CampaignQueued
+from host.idempotency import fingerprint
 from host.marketing.campaigns import CampaignDraft
 
 router = checked_router(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["campaigns"])
@@ -18,11 +22,25 @@ router = checked_router(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["c
 
 @router.post("", status_code=202)
 @tenant_work
-def create_campaign(tenant_id: TenantDep, body: CampaignDraft, host: HostDep) -> dict[str, Any]:
+def create_campaign(
+    tenant_id: TenantDep,
+    body: CampaignDraft,
+    host: HostDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> CampaignQueued:
     """Validate and queue a campaign → `{id, status}`. ExportContacts, PrepareCampaign (in
     batches) and CreateCampaign run in the background; poll `GET .../campaigns/{id}`.
-    Every problem is listed in one 422 answer."""
-    return host.campaigns.create(tenant_id, body)
+    Every problem is listed in one 422 answer. With an `Idempotency-Key`, a retry gets the
+    first answer (the same campaign) instead of a second campaign."""
+    canonical = json.dumps(body.model_dump(exclude_unset=True), sort_keys=True)
+    request = host.idempotency.request(
+        tenant_id, "campaigns.create", idempotency_key, fingerprint(canonical)
+    )
+    answer = host.idempotency.run(
+        request, lambda claim: (202, host.campaigns.create(tenant_id, body, idempotency=claim))
+    )
+    return CampaignQueued(**answered(response, answer))
 
 
 @router.get("", dependencies=[paged_by("offset", "limit")])

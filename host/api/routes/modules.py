@@ -1,7 +1,8 @@
-"""Admin routes for module versions: upload (zip or JSON), list, show."""
+"""Admin routes for module versions: upload (zip or JSON), list, show, remove."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request, Response
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from host.api.bodies import capped_body, checked_router, parse_json
 from host.api.deps import AdminDep, HostDep
 from host.api.paging import paged_by
+from host.api.schemas import VersionRemoved
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
@@ -78,3 +80,13 @@ def show_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) 
         "script": row.script,
         "uploadedAt": row.uploaded_at.isoformat(),
     }
+
+
+@router.delete("/{module_id}/versions/{version}")
+def remove_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) -> VersionRemoved:
+    """Remove a version that nothing uses. 409, naming every use, while an enablement pins
+    it (or keeps it as its rollback version), a campaign created with it is unfinished, or a
+    campaign created with it ended within `CRM_HOST_CAMPAIGN_STATS_RETENTION_DAYS`."""
+    retention = timedelta(days=host.settings.campaign_stats_retention_days)
+    host.registry.remove(module_id, version, stats_retention=retention)
+    return VersionRemoved(id=module_id, version=version)

@@ -8,7 +8,14 @@ from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep, TenantDep
 from host.api.executors import tenant_work
 from host.api.paging import paged_by
-from host.api.schemas import EnablementOut, EnablementUpdate, TenantCreate, TenantCreated
+from host.api.schemas import (
+    EnablementOut,
+    EnablementUpdate,
+    TenantApiKey,
+    TenantCreate,
+    TenantCreated,
+    TenantDeleted,
+)
 
 router = checked_router(prefix="/api/v1/tenants", tags=["tenants"])
 
@@ -29,6 +36,23 @@ def list_tenants(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
 @tenant_work
 def show_tenant(tenant_id: TenantDep, host: HostDep) -> dict[str, Any]:
     return host.tenants.get(tenant_id).as_dict()
+
+
+@router.delete("/{tenant_id}", status_code=202)
+def delete_tenant(tenant_id: str, host: HostDep, _admin: AdminDep) -> TenantDeleted:
+    """Delete the tenant: at once it is 404 everywhere, its API key stops working and its
+    webhook URLs answer 404 (unfinished campaigns are cancelled, queued mail failed); its
+    rows are then purged in the background in batches of at most 10,000 rows, resuming after
+    a restart. The id can be used again once the purge has finished."""
+    host.delete_tenant(tenant_id)
+    return TenantDeleted(id=tenant_id, purge="pending")
+
+
+@router.post("/{tenant_id}/api-key/rotate")
+def rotate_api_key(tenant_id: str, host: HostDep, _admin: AdminDep) -> TenantApiKey:
+    """Replace the tenant's API key: the old key stops working at once; the new one is in
+    this answer only (only its hash is stored)."""
+    return TenantApiKey(id=tenant_id, apiKey=host.tenants.rotate_key(tenant_id))
 
 
 @router.get("/{tenant_id}/modules", dependencies=[paged_by()])
