@@ -106,6 +106,7 @@ class MailchimpState:
     templates: dict[int, dict[str, Any]] = field(default_factory=dict)
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
     hook_url: str = ""
+    campaign_ids: list[str] = field(default_factory=list)  # ids the next campaigns get
     webhook_client: httpx.Client | None = None
     calls: list[tuple[str, str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(2000094))
@@ -325,7 +326,7 @@ class MailchimpState:
         recipients = body.get("recipients") or {}
         list_id = recipients.get("list_id")
         self._list(str(list_id))
-        campaign_id = uuid.uuid4().hex[:10]
+        campaign_id = self.campaign_ids.pop(0) if self.campaign_ids else uuid.uuid4().hex[:10]
         settings = {"title": "", "from_name": "", "reply_to": "", "subject_line": ""}
         settings.update(body.get("settings") or {})
         self.campaigns[campaign_id] = {
