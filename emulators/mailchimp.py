@@ -341,7 +341,7 @@ class MailchimpState:
             "recipients": {
                 "list_id": list_id,
                 "segment_opts": recipients.get("segment_opts") or {},
-                "recipient_count": len(self._recipients(list_id, recipients)),
+                "recipient_count": len(self.recipients(list_id, recipients)),
             },
             "settings": settings,
             "tracking": {"opens": True, "html_clicks": True, "text_clicks": False},
@@ -350,7 +350,9 @@ class MailchimpState:
         }
         return self.campaign_view(campaign_id)
 
-    def _recipients(self, list_id: str, recipients: dict[str, Any]) -> list[str]:
+    def recipients(self, list_id: str, recipients: dict[str, Any]) -> list[str]:
+        """The subscribed addresses a campaign's ``recipients`` reach: its saved segment's
+        members, or the whole audience without one."""
         audience = self.lists[list_id]
         members = audience["members"]
         segment = (recipients.get("segment_opts") or {}).get("saved_segment_id")
@@ -383,7 +385,7 @@ class MailchimpState:
         if not campaign["_html"]:
             missing.append("content")
         list_id = campaign["recipients"]["list_id"]
-        if not self._recipients(list_id, campaign["recipients"]):
+        if not self.recipients(list_id, campaign["recipients"]):
             missing.append("recipients")
         if missing:
             raise ApiError(
@@ -398,7 +400,7 @@ class MailchimpState:
         campaign["status"] = "sending"
         campaign["send_time"] = _now()
         campaign["recipients"]["recipient_count"] = len(
-            self._recipients(campaign["recipients"]["list_id"], campaign["recipients"])
+            self.recipients(campaign["recipients"]["list_id"], campaign["recipients"])
         )
 
     def schedule(self, campaign_id: str, body: dict[str, Any]) -> None:
@@ -492,7 +494,7 @@ class MailchimpState:
             if campaign["status"] not in ("sending", "schedule"):
                 raise RuntimeError(f"campaign {campaign_id} is {campaign['status']}, not sending")
             list_id = campaign["recipients"]["list_id"]
-            recipients = self._recipients(list_id, campaign["recipients"])
+            recipients = self.recipients(list_id, campaign["recipients"])
             bodies = []
             for email in recipients:
                 outcome = (outcomes or {}).get(email, "sent")
