@@ -247,7 +247,9 @@ class MailchimpState:
         if not isinstance(members, list) or not 1 <= len(members) <= MAX_BATCH:
             raise invalid(f"members: 1 to {MAX_BATCH} members are required")
         audience = self._list(list_id)
-        created, updated, errors = [], [], []
+        created: list[dict[str, Any]] = []
+        updated: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         for item in members:
             email = str(item.get("email_address", "")) if isinstance(item, dict) else ""
             key = subscriber_hash(email)
@@ -324,8 +326,8 @@ class MailchimpState:
         if body.get("type") not in ("regular", "plaintext", "absplit", "rss", "variate"):
             raise invalid("type: must be regular, plaintext, absplit, rss or variate")
         recipients = body.get("recipients") or {}
-        list_id = recipients.get("list_id")
-        self._list(str(list_id))
+        list_id = str(recipients.get("list_id"))
+        self._list(list_id)
         campaign_id = self.campaign_ids.pop(0) if self.campaign_ids else uuid.uuid4().hex[:10]
         settings = {"title": "", "from_name": "", "reply_to": "", "subject_line": ""}
         settings.update(body.get("settings") or {})
