@@ -8,6 +8,7 @@ the test that shows them (and in the module's README)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -410,3 +411,23 @@ def test_api_samples_match_the_emulator_replies(world: World) -> None:
 def _actions(*actions: dict[str, Any]) -> Any:
     """Actions applied as another webhook would have (to set up a contact's state)."""
     return ACTIONS.validate_python(list(actions))
+
+
+@pytest.mark.parametrize("count", [3, 45])
+def test_an_export_never_resubscribes_a_member(world: World, count: int) -> None:
+    """Up to 40 contacts go one PUT by subscriber hash each, more through batch subscribe:
+    either way new members are added and a member who unsubscribed in Mailchimp stays
+    unsubscribed (and is not mailed), whatever the CRM thinks."""
+    gone = "gone@example.com"
+    new = {"email_address": gone, "status_if_new": "unsubscribed"}
+    world.state.upsert_member(DEFAULT_LIST_ID, _hash(gone), new)
+    emails = [gone] + [f"p{i:02d}@example.com" for i in range(count - 1)]
+    _, external = send_campaign(world, emails)
+    members = world.state.members()
+    assert {_hash(e) for e in emails} <= set(members)
+    assert members[_hash(gone)]["status"] == "unsubscribed"
+    assert world.state.campaigns[external]["recipients"]["recipient_count"] == count - 1
+
+
+def _hash(email: str) -> str:
+    return hashlib.md5(email.lower().encode()).hexdigest()
