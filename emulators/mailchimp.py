@@ -336,10 +336,14 @@ class MailchimpState:
             "web_id": next(self._ids),
             "type": body["type"],
             "create_time": _now(),
+            "archive_url": f"http://eepurl.com/{campaign_id[:6]}",
+            "long_archive_url": f"https://us6.campaign-archive.com/?id={campaign_id}",
             "status": "save",
             "emails_sent": 0,
             "send_time": "",
             "content_type": "template",
+            "needs_block_refresh": False,
+            "resendable": False,
             "recipients": {
                 "list_id": list_id,
                 "segment_opts": recipients.get("segment_opts") or {},
@@ -490,7 +494,7 @@ class MailchimpState:
         """Send a sending/scheduled campaign: every recipient gets ``sent`` or its outcome;
         unsubscribes, abuse reports and hard bounces change the members as Mailchimp does
         and are posted as webhooks, then a ``campaign`` webhook says it was sent. Returns
-        the webhook replies' status codes."""
+        the webhook replies' status codes (none without a registered webhook)."""
         with self._lock:
             campaign = self._campaign(campaign_id)
             if campaign["status"] not in ("sending", "schedule"):
@@ -548,6 +552,8 @@ class MailchimpState:
                     ],
                 )
             )
+        if not self.hook_url:
+            return []  # no webhook registered: Mailchimp posts nothing
         return [self.post_webhook(body).status_code for body in bodies]
 
     def post_webhook(self, body: bytes) -> httpx.Response:

@@ -388,13 +388,33 @@ def test_api_samples_match_the_emulator_replies(world: World) -> None:
     ).json()
     assert set(member) == shape("member_put_200")
     assert member["id"] == VECTORS["api@mailchimp.com"]
+    world.state.upsert_member(
+        DEFAULT_LIST_ID,
+        VECTORS["alex@example.com"],
+        {"email_address": "alex@example.com", "status_if_new": "subscribed"},
+    )
     campaign_body = json.loads(
         (SAMPLES / "mailchimp_api_campaign_post_request.RECONSTRUCTED.json").read_text()
     )
-    campaign_body["settings"].pop("template_id")
     created = httpx.post(f"{base}/campaigns", json=campaign_body, auth=auth).json()
-    assert {"id", "web_id", "type", "status", "recipients", "settings"} <= set(created)
+    assert set(created) == shape("campaign_post_200")
     assert created["status"] == "save"
+    content = json.loads(
+        (SAMPLES / "mailchimp_api_campaign_content_put_request.RECONSTRUCTED.json").read_text()
+    )
+    assert content["template"]["id"] == templates["templates"][0]["id"]  # the same template
+    put = httpx.put(f"{base}/campaigns/{created['id']}/content", json=content, auth=auth)
+    assert put.status_code == 200 and put.json()["html"] == "<p>Spring</p>"
+    schedule = json.loads(
+        (SAMPLES / "mailchimp_api_campaign_schedule_request.RECONSTRUCTED.json").read_text()
+    )
+    scheduled = httpx.post(
+        f"{base}/campaigns/{created['id']}/actions/schedule", json=schedule, auth=auth
+    )
+    assert scheduled.status_code == 204, scheduled.text
+    world.state.deliver(created["id"])  # no webhook registered: nothing is posted
+    report = httpx.get(f"{base}/reports/{created['id']}", auth=auth).json()
+    assert set(report) == shape("report_get_200")
     missing = httpx.get(f"{base}/reports/nope", auth=auth)
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
