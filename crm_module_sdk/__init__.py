@@ -34,11 +34,13 @@ __all__ = [
     "CRM_Marketing_DeliveryStatus",
     "CRM_Marketing_ImportTemplate",
     "CRM_Marketing_MessengerBot",
+    "CRM_Marketing_ResubscribeAction",
     "CRM_Marketing_SendEmailAction",
     "CRM_Marketing_SubscriberStatus",
     "CRM_Marketing_UnsubscribeAction",
     "CRM_Marketing_UpdateCampaignAction",
     "CRM_Marketing_UpdateCampaignStatsAction",
+    "CRM_Marketing_UpdateContactAction",
     "CRM_Marketing_UpdateDeliveryStatusAction",
     "CRM_Marketing_WebhookResponse",
     "CRM_Marketing_WebhookResult",
@@ -197,12 +199,36 @@ class CRM_Marketing_SendEmailAction(TypedDict):
     html: str
 
 
+class CRM_Marketing_ResubscribeAction(TypedDict):
+    """Host extension, not part of the original platform's list: lifts an unsubscription
+    (a category's, or "from everything" with ``{"all": True}``), never a bounce/complaint."""
+
+    type: Literal["Resubscribe"]
+    email: str
+    externalId: str | AllCategories
+
+
+class _UpdateContactOptional(TypedDict, total=False):
+    name: str | None
+    newEmail: str | None
+
+
+class CRM_Marketing_UpdateContactAction(_UpdateContactOptional):
+    """Host extension, not part of the original platform's list: create or update the
+    contact with ``email`` (name, a new email); never changes a subscription."""
+
+    type: Literal["UpdateContact"]
+    email: str
+
+
 CRM_Marketing_Action = (
     CRM_Marketing_UpdateCampaignAction
     | CRM_Marketing_UpdateCampaignStatsAction
     | CRM_Marketing_UpdateDeliveryStatusAction
     | CRM_Marketing_UnsubscribeAction
     | CRM_Marketing_SendEmailAction
+    | CRM_Marketing_ResubscribeAction
+    | CRM_Marketing_UpdateContactAction
 )
 
 

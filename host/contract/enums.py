@@ -11,6 +11,9 @@ class ActionType(StrEnum):
     UpdateDeliveryStatus = "UpdateDeliveryStatus"
     Unsubscribe = "Unsubscribe"
     SendEmail = "SendEmail"
+    # host extensions, not part of the original platform's list (SPEC §8)
+    Resubscribe = "Resubscribe"
+    UpdateContact = "UpdateContact"
 
 
 class CampaignStatus(StrEnum):

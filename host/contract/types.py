@@ -107,6 +107,27 @@ class UnsubscribeAction(ContractModel):
     externalId: Annotated[str, Field(max_length=255)] | AllCategories
 
 
+class ResubscribeAction(ContractModel):
+    """Host extension (not in the original platform's list): the inverse of Unsubscribe. A
+    category id lifts only that category's unsubscription; ``{"all": true}`` lifts only the
+    "unsubscribed from everything" status. It never lifts a Bounced or Complained status."""
+
+    type: Literal["Resubscribe"]
+    email: str
+    externalId: Annotated[str, Field(max_length=255)] | AllCategories
+
+
+class UpdateContactAction(ContractModel):
+    """Host extension (not in the original platform's list): create or update the contact
+    with ``email``: set its name, move it to ``newEmail``. Never changes a subscription."""
+
+    type: Literal["UpdateContact"]
+    # the widths of the contacts table's columns
+    email: Annotated[str, Field(min_length=3, max_length=320)]
+    name: Annotated[str, Field(max_length=300)] | None = None
+    newEmail: Annotated[str, Field(min_length=3, max_length=320)] | None = None
+
+
 class SendEmailAction(ContractModel):
     type: Literal["SendEmail"]
     email: str
@@ -119,7 +140,9 @@ Action = Annotated[
     | UpdateCampaignStatsAction
     | UpdateDeliveryStatusAction
     | UnsubscribeAction
-    | SendEmailAction,
+    | SendEmailAction
+    | ResubscribeAction
+    | UpdateContactAction,
     Field(discriminator="type"),
 ]
 
@@ -155,6 +178,8 @@ RECORD_TYPES: dict[str, type[ContractModel]] = {
     "CRM_Marketing_UpdateDeliveryStatusAction": UpdateDeliveryStatusAction,
     "CRM_Marketing_UnsubscribeAction": UnsubscribeAction,
     "CRM_Marketing_SendEmailAction": SendEmailAction,
+    "CRM_Marketing_ResubscribeAction": ResubscribeAction,
+    "CRM_Marketing_UpdateContactAction": UpdateContactAction,
     "CRM_Marketing_WebhookResult": WebhookResult,
 }
 """Constructors scripts may call to build return values (they produce plain dicts)."""

@@ -3,7 +3,7 @@
 The scenario plays three people: the **platform admin** (uploads the example modules,
 creates the tenant, enables the modules with their settings), the **CRM** (imports contacts
 and templates, launches campaigns, reads deliveries and stats) and the **services' side**
-(what an account owner does in SendGrid/Unisender dashboards, and the emulators delivering
+(what an account owner does in SendGrid/Unisender/Mailchimp dashboards, and the emulators delivering
 mail and posting their webhooks, Telegram users opening the bot's deep link).
 
 Everything is deterministic: each recipient's fate is fixed by its position in the contact
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from host.demo.servers import (
+    MAILCHIMP_API_KEY,
     SENDGRID_API_KEY,
     TELEGRAM_TOKEN,
     UNISENDER_API_KEY,
@@ -32,11 +33,13 @@ from host.demo.servers import (
 
 #: the example modules, installed with the host (``host.module_manifests``, see setup.py)
 MODULES_DIR = Path(str(files("host.module_manifests")))
-MODULES = ("sendgrid", "unisender", "telegram")
+MODULES = ("sendgrid", "unisender", "telegram", "mailchimp")
 TENANT = "acme"
 SENDER_ID = 1001
 SUPPRESSION_GROUP_ID = 42
 TELEGRAM_SECRET = "demo-webhook-secret-0123456789"
+MAILCHIMP_LIST_ID = "a6b5da1054"
+MAILCHIMP_SECRET = "demo-mailchimp-url-secret-0123456789"
 TELEGRAM_AUDIENCE = 30
 """The Telegram campaign goes to the first contacts (the module sends ≤ 45 per campaign)."""
 
@@ -67,6 +70,21 @@ UNISENDER_STATUSES = (
     "ok_read",
 )
 """Contact i's fate in the Unisender campaign: ``UNISENDER_STATUSES[i % 10]``."""
+
+MAILCHIMP_OUTCOMES = (
+    "click",
+    "open",
+    "sent",
+    "open",
+    "hard",
+    "sent",
+    "click",
+    "unsub",
+    "abuse",
+    "sent",
+)
+"""Contact i's fate in the Mailchimp campaign: ``MAILCHIMP_OUTCOMES[i % 10]`` (``sent``,
+``open`` and ``click`` post no webhook; the campaign report counts them)."""
 
 FINAL = ("Sent", "Failed", "Cancelled")
 DELIVERY_ORDER = (
@@ -143,6 +161,7 @@ class DemoScenario:
             Step("enable SendGrid (signed Event Webhook)", self.enable_sendgrid),
             Step("enable Unisender (md5-signed webhook)", self.enable_unisender),
             Step("enable Telegram (bot webhook)", self.enable_telegram),
+            Step("enable Mailchimp (secret in the webhook URL)", self.enable_mailchimp),
             Step("import contacts", self.import_contacts),
             Step("Telegram users open the bot's deep link", self.link_telegram_users),
             Step("import templates", self.import_templates),
@@ -152,6 +171,8 @@ class DemoScenario:
             Step("Unisender delivers it and posts its events", self.unisender_delivers),
             Step("send the Telegram campaign", self.send_telegram_campaign),
             Step("a Telegram user blocks the bot", self.telegram_user_blocks),
+            Step("send the Mailchimp email campaign", self.send_mailchimp_campaign),
+            Step("Mailchimp sends it and posts its webhooks", self.mailchimp_delivers),
             Step("collect statuses, deliveries and stats", self.collect),
         ]
 
@@ -295,6 +316,39 @@ class DemoScenario:
         self.bot_id = str(bots[0]["id"])
         return f"bot {bots[0]['name']} ({self.bot_id}), setWebhook → {short(hook)}"
 
+    def enable_mailchimp(self) -> str:
+        base = self.emulator["mailchimp"]
+        hook = self.enable(
+            "mailchimp",
+            {
+                "api_key": MAILCHIMP_API_KEY,
+                "list_id": MAILCHIMP_LIST_ID,
+                "webhook_secret": MAILCHIMP_SECRET,
+                "api_base_url": base,
+            },
+        )
+        # Audience → Settings → Webhooks: the URL with the secret; Mailchimp GETs it first.
+        reply = httpx.post(
+            f"{base}/3.0/lists/{MAILCHIMP_LIST_ID}/webhooks",
+            json={
+                "url": f"{hook}?secret={MAILCHIMP_SECRET}",
+                "events": {
+                    "subscribe": True,
+                    "unsubscribe": True,
+                    "cleaned": True,
+                    "profile": True,
+                    "upemail": True,
+                    "campaign": True,
+                },
+                "sources": {"user": True, "admin": True, "api": False},
+            },
+            auth=("anystring", MAILCHIMP_API_KEY),
+            timeout=self.timeout,
+        )
+        if reply.status_code != 200:
+            raise DemoFailure(f"Mailchimp refused the webhook: {reply.text}")
+        return "audience webhook (validated by GET) → " + short(hook)
+
     # --- the CRM ---------------------------------------------------------------------------
 
     def import_contacts(self) -> str:
@@ -348,12 +402,18 @@ class DemoScenario:
                 timeout=self.timeout,
             ).raise_for_status()
             httpx.post(
+                f"{self.emulator['mailchimp']}/3.0/templates",
+                json={"name": name, "html": html},
+                auth=("anystring", MAILCHIMP_API_KEY),
+                timeout=self.timeout,
+            ).raise_for_status()
+            httpx.post(
                 f"{unisender}/createEmailTemplate",
                 data={"format": "json", "api_key": UNISENDER_API_KEY, "title": name, "body": html},
                 timeout=self.timeout,
             ).raise_for_status()
         counts = []
-        for module in ("sendgrid", "unisender"):
+        for module in ("sendgrid", "unisender", "mailchimp"):
             path = f"/api/v1/tenants/{TENANT}/modules/{module}/templates/import"
             report = self.call("POST", path)
             counts.append(f"{module} {report['imported']}")
@@ -448,6 +508,26 @@ class DemoScenario:
         if answer["webhookStatus"] != 200:
             raise DemoFailure(f"the bot's webhook answered {answer['webhookStatus']}")
         return "my_chat_member kicked → unsubscribed from category telegram"
+
+    def send_mailchimp_campaign(self) -> str:
+        report = self.launch("Spring letter", "mailchimp", self.email_draft("mailchimp"))
+        return f"{report.status}, campaign {report.external_id}"
+
+    def mailchimp_delivers(self) -> str:
+        report = self.campaigns["mailchimp"]
+        outcomes = {
+            email: MAILCHIMP_OUTCOMES[i % len(MAILCHIMP_OUTCOMES)]
+            for i, email in enumerate(self.emails)
+        }
+        answer = self.emulator_call(
+            "mailchimp",
+            f"/_emulator/campaigns/{report.external_id}/deliver",
+            json={"outcomes": outcomes},
+        )
+        codes = answer["webhookStatuses"]
+        if any(code != 200 for code in codes):
+            raise DemoFailure(f"the host answered Mailchimp's webhooks {codes}")
+        return f"unsubscribe, cleaned and campaign events: {len(codes)} form posts, all 200"
 
     # --- results ---------------------------------------------------------------------------
 

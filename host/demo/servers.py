@@ -1,4 +1,4 @@
-"""The servers of the demo: three service emulators and one host, all on 127.0.0.1.
+"""The servers of the demo: four service emulators and one host, all on 127.0.0.1.
 
 Each runs in a thread of this process (``emulators.runner.serve``); the host uses a SQLite
 file in a temporary folder and waives the loopback refusal for exactly the emulators'
@@ -17,7 +17,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from emulators import sendgrid, telegram, unisender
+from emulators import mailchimp, sendgrid, telegram, unisender
+from emulators.mailchimp import MailchimpState
 from emulators.runner import LOOPBACK, RunningServer, serve
 from emulators.sendgrid_state import SendGridState
 from emulators.telegram import TelegramState
@@ -28,6 +29,7 @@ from host.platform import Host
 SENDGRID_API_KEY = "SG.demo-account-api-key-0123456789"
 UNISENDER_API_KEY = "demo-unisender-api-key-0123456789"
 TELEGRAM_TOKEN = "7000000001:AAdemoBotTokenForTheCrmHostDemo_01"
+MAILCHIMP_API_KEY = "0123456789abcdefdemo0123456789ab-us6"
 
 
 @dataclass
@@ -42,6 +44,7 @@ class DemoServers:
     sendgrid: SendGridState
     unisender: UnisenderState
     telegram: TelegramState
+    mailchimp: MailchimpState
     emulators: dict[str, RunningServer]
 
     @property
@@ -71,13 +74,15 @@ def demo_servers(*, sandbox_workers: int = 2) -> Iterator[DemoServers]:
                 bot_name="Acme News",
                 bot_username="acme_news_bot",
             ),
+            MailchimpState(api_key=MAILCHIMP_API_KEY),
         )
         apps = (
             sendgrid.create_app(accounts[0]),
             unisender.create_app(accounts[1]),
             telegram.create_app(accounts[2]),
+            mailchimp.create_app(accounts[3]),
         )
-        names = ("sendgrid", "unisender", "telegram")
+        names = ("sendgrid", "unisender", "telegram", "mailchimp")
         emulators = {n: stack.enter_context(serve(app)) for n, app in zip(names, apps, strict=True)}
 
         admin_token = secrets.token_urlsafe(24)
@@ -102,5 +107,6 @@ def demo_servers(*, sandbox_workers: int = 2) -> Iterator[DemoServers]:
             sendgrid=accounts[0],
             unisender=accounts[1],
             telegram=accounts[2],
+            mailchimp=accounts[3],
             emulators=emulators,
         )

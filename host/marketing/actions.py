@@ -2,17 +2,31 @@
 
 Services deliver webhooks late, twice and out of order, so every action is idempotent: a
 status only moves forward (``host.marketing.lifecycle``), stats are SET (never added), an
-unsubscribe already recorded is not recorded again. An action that names a campaign or
+unsubscribe already recorded is not recorded again (nor a resubscribe or a contact update
+that changes nothing). An action that names a campaign or
 contact this tenant's module does not know is *skipped* with a reason, not an error: one
 stray event must not make the service retry (and the host re-apply) a whole batch.
 
 Everything a module names is looked up within the calling tenant, and campaigns also within
 the calling module, so a module can never reach another tenant's (or module's) data, whatever
 ids it sends. Events (``crm_host_*``) fire only after the transaction committed.
+
+Host extensions (SPEC §8, not in the original platform's list):
+
+* ``Resubscribe`` is the inverse of ``Unsubscribe``: a category id deletes only that
+  category's unsubscription; ``{"all": true}`` turns only the "unsubscribed from everything"
+  status (Unsubscribed) back into Subscribed and leaves category unsubscriptions alone. It
+  never lifts Bounced or Complained: those are not the contact's wish to receive less, and
+  lifting them belongs to suppression handling, not to a service's resubscribe event.
+* ``UpdateContact`` creates or updates the contact with ``email``: ``name`` sets its name,
+  ``newEmail`` moves it to another address (a replay after the move finds it there). It
+  never changes a subscription. Moving onto the email of another contact is skipped
+  (``email_taken``): merging contacts is an admin's decision, not a webhook's.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,14 +40,17 @@ from host.contract.enums import SubscriberStatus
 from host.contract.types import (
     Action,
     AllCategories,
+    ResubscribeAction,
     SendEmailAction,
     UnsubscribeAction,
     UpdateCampaignAction,
     UpdateCampaignStatsAction,
+    UpdateContactAction,
     UpdateDeliveryStatusAction,
 )
 from host.db.engine import Database
 from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, OutboxMessage
+from host.marketing.contact_rows import is_email
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
     campaign_moves_forward,
@@ -46,8 +63,18 @@ UNKNOWN_CAMPAIGN = "unknown_campaign"
 UNKNOWN_RECIPIENT = "unknown_recipient"
 UNKNOWN_CONTACT = "unknown_contact"
 INVALID_RECIPIENT = "invalid_recipient"
+INVALID_EMAIL = "invalid_email"
+EMAIL_TAKEN = "email_taken"
 NO_CHANGE = "no_change"
-SKIP_REASONS = (UNKNOWN_CAMPAIGN, UNKNOWN_RECIPIENT, UNKNOWN_CONTACT, INVALID_RECIPIENT, NO_CHANGE)
+SKIP_REASONS = (
+    UNKNOWN_CAMPAIGN,
+    UNKNOWN_RECIPIENT,
+    UNKNOWN_CONTACT,
+    INVALID_RECIPIENT,
+    INVALID_EMAIL,
+    EMAIL_TAKEN,
+    NO_CHANGE,
+)
 """Why an action changed nothing; stable codes for receipts, events and dashboards."""
 
 NOT_MAILABLE = frozenset({SubscriberStatus.Unsubscribed, SubscriberStatus.Complained})
@@ -88,13 +115,15 @@ def email_key(email: str) -> str:
 LOOKUPS = "crm_host.action_lookups"
 IN_CHUNK = 500
 CAMPAIGN_ACTIONS = (UpdateDeliveryStatusAction, UpdateCampaignAction, UpdateCampaignStatsAction)
+CONTACT_ACTIONS = (UnsubscribeAction, ResubscribeAction, UpdateContactAction)
 
 
 @dataclass
 class Lookups:
     """Every row a batch of actions names, read with a few IN queries before applying
     (rather than two queries per action). Complete for the batch: actions never create
-    campaigns, deliveries or contacts, so a miss here means "unknown"."""
+    campaigns or deliveries, and UpdateContact records every contact it creates or moves
+    here, so a miss means "unknown"."""
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     deliveries: dict[tuple[str, str], list[Delivery]] = field(default_factory=dict)
@@ -140,7 +169,12 @@ def prefetch(
             found.deliveries.setdefault((delivery.campaign_id, str(delivery.email_key)), []).append(
                 delivery
             )
-    emails = {email_key(a.email) for a in actions if isinstance(a, UnsubscribeAction)}
+    emails = {email_key(a.email) for a in actions if isinstance(a, CONTACT_ACTIONS)}
+    emails |= {
+        email_key(a.newEmail)
+        for a in actions
+        if isinstance(a, UpdateContactAction) and a.newEmail is not None
+    }
     for part in chunks(emails):
         for contact in session.scalars(
             select(Contact).where(Contact.tenant_id == tenant_id, Contact.email_key.in_(part))
@@ -226,6 +260,10 @@ class ActionApplier:
             self._unsubscribe(session, tenant_id, module_id, action, outcome)
         elif isinstance(action, SendEmailAction):
             self._send_email(session, tenant_id, module_id, action, outcome)
+        elif isinstance(action, ResubscribeAction):
+            self._resubscribe(session, tenant_id, action)
+        elif isinstance(action, UpdateContactAction):
+            self._update_contact(session, tenant_id, action)
         else:  # pragma: no cover - the Action union is closed
             raise TypeError(f"unknown action {type(action).__name__}")
 
@@ -375,3 +413,48 @@ class ActionApplier:
             raise Skip(NO_CHANGE, f"an identical message is already queued (#{duplicate})")
         queue_message(session, tenant_id, module_id, action.email, action.subject, action.html)
         outcome.queued_mail += 1
+
+    def _resubscribe(self, session: Session, tenant_id: str, action: ResubscribeAction) -> None:
+        contact = self._contact(session, tenant_id, action.email)
+        if isinstance(action.externalId, AllCategories):
+            if contact.status != SubscriberStatus.Unsubscribed:
+                raise Skip(
+                    NO_CHANGE,
+                    f"contact is {contact.status}; Resubscribe lifts only an unsubscription",
+                )
+            contact.status = SubscriberStatus.Subscribed
+            return
+        row = session.get(ContactUnsubscription, (tenant_id, contact.id, action.externalId))
+        if row is None:
+            raise Skip(NO_CHANGE, f"not unsubscribed from {action.externalId!r}")
+        session.delete(row)
+
+    def _update_contact(
+        self, session: Session, tenant_id: str, action: UpdateContactAction
+    ) -> None:
+        known: dict[str, Contact] = session.info[LOOKUPS].contacts
+        email = action.email.strip()
+        new_email = action.newEmail.strip() if action.newEmail is not None else email
+        for value in (email, new_email):
+            if not is_email(value):
+                raise Skip(INVALID_EMAIL, f"{value!r} is not an email address")
+        contact = known.get(email_key(email))
+        holder = known.get(email_key(new_email))
+        if holder is not None and contact is not None and holder is not contact:
+            raise Skip(EMAIL_TAKEN, f"{new_email!r} is the email of contact {holder.id}")
+        contact = contact or holder  # a replayed move finds the contact at its new address
+        name = action.name.strip() if action.name is not None else None
+        if contact is None:
+            contact = Contact(tenant_id=tenant_id, id=uuid.uuid4().hex, name=name or "")
+            session.add(contact)
+        else:
+            if action.newEmail is None:  # no move: keep the address as the CRM spells it
+                new_email = contact.email or email
+            if contact.email == new_email and (name is None or contact.name == name):
+                raise Skip(NO_CHANGE, f"contact {contact.id} already has these values")
+        if contact.email_key is not None and contact.email_key != email_key(new_email):
+            known.pop(contact.email_key, None)
+        contact.email, contact.email_key = new_email, email_key(new_email)
+        known[contact.email_key] = contact
+        if name is not None:
+            contact.name = name

@@ -54,6 +54,11 @@ class ContactRow:
 # --- validation ------------------------------------------------------------------------------
 
 
+def is_email(value: str) -> bool:
+    """The address shape contact rows accept (webhook actions that name a contact use it)."""
+    return len(value) <= _LIMITS["email"] and bool(_EMAIL.match(value))
+
+
 def field_location(where: str, name: str) -> str:
     """Where a field's problem points: ``rows[3].email`` (JSON) or ``line 4: email`` (CSV)."""
     return f"{where}.{name}" if where.startswith("rows") else f"{where}: {name}"

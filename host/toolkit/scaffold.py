@@ -34,7 +34,8 @@ _WEBHOOK_DOC = """Turn a request the service sent to this module's webhook URL i
     (one per tenant). `request` has method, url, headers, query and body (the body as text;
     use json.loads(request.body) for JSON). Return {"actions": [...], "response": {...}}:
     the actions (UpdateDeliveryStatus, Unsubscribe, UpdateCampaign, UpdateCampaignStats,
-    SendEmail) are applied in one transaction; `response` (default 200 OK) is sent back to
+    SendEmail, and the host extensions Resubscribe and UpdateContact) are applied in one
+    transaction; `response` (default 200 OK) is sent back to
     the service. Raising an exception answers 500 and applies nothing.
     """
 

@@ -41,29 +41,32 @@ def test_demo_runs_every_step_and_prints_the_campaigns(tmp_path: Path) -> None:
     assert re.search(r"demo finished in \d+\.\d s", output)
 
     rows = table_rows(output)
-    assert rows["campaign"] == ["Spring sale", "Spring news", "Spring flash"]
-    assert rows["module"] == ["sendgrid", "unisender", "telegram"]
-    assert rows["status"] == ["Sent", "Sent", "Sent"]
-    sendgrid_id, unisender_id, telegram_id = rows["externalId"]
-    assert re.fullmatch(r"[0-9a-f-]{36}", sendgrid_id)
+    assert rows["module"] == ["sendgrid", "unisender", "telegram", "mailchimp"]
+    assert rows["status"] == ["Sent", "Sent", "Sent", "Sent"]
+    sendgrid_id, unisender_id, telegram_id, mailchimp_id = rows["externalId"]
+    assert rows["campaign"][:2] == ["Spring sale", "Spring news"]  # later names wrap
+    assert re.fullmatch(r"[0-9a-f-]+", sendgrid_id)  # a uuid, wrapped in narrow tables
     assert unisender_id.isdigit() and telegram_id.startswith("tg-")
+    assert re.fullmatch(r"[0-9a-f]{10}", mailchimp_id)
     # 50 contacts; SendGrid unsubscribes every tenth, so the later campaigns skip them
-    assert [int(n) for n in rows["recipients"]] == [50, 45, 27]
+    assert [int(n) for n in rows["recipients"]] == [50, 45, 27, 45]
 
     def counts(status: str) -> list[int]:
         return [int(n) for n in rows[f"delivery {status}"]]
 
     # fixed outcomes per recipient (host/demo/scenario.py), moved by the services' webhooks
-    assert counts("Delivered") == [10, 15, 0]
-    assert counts("Opened") == [15, 10, 0]
-    assert counts("Clicked") == [10, 10, 0]
+    assert counts("Delivered") == [10, 15, 0, 0]
+    assert counts("Opened") == [15, 10, 0, 0]
+    assert counts("Clicked") == [10, 10, 0, 0]
     assert counts("Bounced")[:2] == [5, 5] and counts("SoftBounced")[:2] == [5, 5]
-    assert counts("Unsubscribed") == [5, 0, 0]
+    assert counts("Unsubscribed") == [5, 0, 0, 5]
+    # Mailchimp posts only unsubscribes, abuse reports and cleaned addresses; the rest stay Sent
+    assert counts("Bounced")[3] == 5 and counts("Complained") == [0, 0, 0, 5]
     # Telegram: 23 linked chats got the message; 4 contacts without a chat are Failed
-    assert counts("Sent") == [0, 0, 23] and counts("Failed") == [0, 0, 4]
+    assert counts("Sent") == [0, 0, 23, 30] and counts("Failed") == [0, 0, 4, 0]
     stats = {name: [int(n) for n in rows[f"stats {name}"]] for name in ("total", "opened")}
-    assert stats["total"] == [50, 45, 27]
-    assert stats["opened"][0] > 0 and stats["opened"][1] > 0
+    assert stats["total"] == [50, 45, 27, 45]
+    assert all(n > 0 for n in (stats["opened"][0], stats["opened"][1], stats["opened"][3]))
     assert result.stderr == ""
 
 

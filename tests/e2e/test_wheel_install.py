@@ -66,7 +66,7 @@ def test_the_wheel_runs_the_demo_and_the_toolkit_without_the_source_tree(
     demo = _run(venv_bin / "crm-host", "demo", "--contacts", "12", cwd=work, env=env)
     assert "demo finished" in demo
 
-    for name in ("quickstart", "sendgrid", "unisender", "telegram"):
+    for name in ("quickstart", "sendgrid", "unisender", "telegram", "mailchimp"):
         _run(venv_bin / "crm-host", "module", "validate", modules / name, cwd=work, env=env)
         _run(venv_bin / "crm-host", "module", "test", modules / name, cwd=work, env=env)
     ran = _run(

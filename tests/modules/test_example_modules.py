@@ -11,7 +11,7 @@ import pytest
 from tests.cli_runner import Cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "module_manifests"
-MODULES = ["quickstart", "sendgrid", "unisender", "telegram"]
+MODULES = ["quickstart", "sendgrid", "unisender", "telegram", "mailchimp"]
 
 
 @pytest.mark.parametrize("name", MODULES)
