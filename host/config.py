@@ -56,6 +56,11 @@ class HostSettings(BaseSettings):
         description="Key that encrypts settings secrets. If unset with SQLite, a key file is "
         "created beside the database file.",
     )
+    secret_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several keys, comma-separated, for rotation: the first encrypts, every "
+        "one decrypts. Replaces `CRM_HOST_SECRET_KEY` (set one of the two).",
+    )
     public_url: str = Field(
         DEFAULT_PUBLIC_URL,
         description="Base URL of webhook URLs given to services; `serve` uses its own "
@@ -110,7 +115,28 @@ class HostSettings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per attempt (capped at 1 h)."
     )
 
-    _split = field_validator("egress_allow", "plugins", mode="before")(_split_commas)
+    retention_invocations_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days invocation log rows (with captured logs) are kept; 0 keeps them forever.",
+    )
+    retention_webhook_receipts_days: float = Field(
+        30.0, ge=0, description="Days webhook receipts are kept; 0 keeps them forever."
+    )
+    retention_deliveries_days: float = Field(
+        180.0,
+        ge=0,
+        description="Days the deliveries (recipients and status history) of a finished campaign "
+        "are kept after it finished; 0 keeps them forever. The campaign itself stays.",
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, le=10_000, description="Most rows one purge transaction deletes."
+    )
+    retention_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often `serve` purges expired rows."
+    )
+
+    _split = field_validator("egress_allow", "plugins", "secret_keys", mode="before")(_split_commas)
 
     @model_validator(mode="after")
     def _resolve_home(self) -> HostSettings:
@@ -132,6 +158,15 @@ class HostSettings(BaseSettings):
             return None
         authority_of(value)  # raises ValueError naming what is wrong
         return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_setting(self) -> HostSettings:
+        if self.secret_key and self.secret_keys:
+            raise ValueError(
+                "set CRM_HOST_SECRET_KEYS or CRM_HOST_SECRET_KEY, not both (list the old key "
+                "in CRM_HOST_SECRET_KEYS)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _separate_origins(self) -> HostSettings:

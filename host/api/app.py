@@ -36,7 +36,9 @@ def create_app(host: Host) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
+        host.retention.start()
         yield
+        host.retention.stop()
         host.campaign_runner.stop()
 
     # /docs and /redoc load Swagger UI and ReDoc from assets installed with the package (no
