@@ -27,6 +27,18 @@ def default_home() -> Path:
     return Path(base) / "crm-host"
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def normalise_database_url(url: str) -> str:
+    """``postgresql://`` (and Heroku-style ``postgres://``) URLs get the psycopg 3 driver, the
+    one the ``postgres`` extra installs, whatever SQLAlchemy's default driver is."""
+    for scheme in POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -145,6 +157,19 @@ class HostSettings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / DATABASE_FILE}"
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        if not value:
+            return value  # the SQLite file in `home`
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (expected sqlite:///<file> or postgresql://…)"
+            ) from None
+        return normalise_database_url(value)
 
     @field_validator("public_url")
     @classmethod
