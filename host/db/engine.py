@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
 
 from host.errors import HostError
-from sqlalchemy.orm import Session, sessionmaker
 
 PRIVATE_FILE_MODE = 0o600
 DRIVER_EXTRAS = {"psycopg": "postgres"}
@@ -31,6 +31,7 @@ class DatabaseUnavailable(HostError):
     """The database URL cannot be used: unparsable, unknown backend or driver not installed."""
 
     kind = "configuration"
+
 
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
