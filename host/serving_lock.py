@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from host.db.engine import PRIVATE_FILE_MODE
-from host.errors import Conflict
+from host.errors import Conflict, NotFound
 
 
 def lock_file_of(database: Path) -> Path:
@@ -24,6 +24,8 @@ def lock_file_of(database: Path) -> Path:
 
 
 def _open(database: Path) -> int:
+    if not database.parent.is_dir():
+        raise NotFound(f"no folder {database.parent} for the database {database.name}")
     return os.open(lock_file_of(database), os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
 
 

@@ -206,3 +206,12 @@ def test_bad_backup_and_restore_requests_are_one_line_each(tmp_path) -> None:
         assert result.returncode == 1
         assert f"error: {command} works on SQLite databases only" in result.stderr
         assert "pg_dump" in result.stderr
+
+
+def test_serve_on_a_database_in_a_missing_folder_is_one_line(tmp_path) -> None:
+    database = tmp_path / "missing" / "host.db"
+    cli = Cli.in_dir(tmp_path, CRM_HOST_DATABASE_URL=f"sqlite:///{database}")
+    result = cli.run("serve", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: no folder {database.parent} for the database host.db"
+    assert not database.parent.exists()
