@@ -12,7 +12,9 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from host.platform import Host
 from host.secrets import SecretKeyError
+from host.settings_schema import SECRET_MARKER
 from tests.cli_runner import Cli
+from tests.e2e.server import running_host
 from tests.host.conftest import SECRET_API_KEY, make_settings, write_package
 
 OLD_KEY = Fernet.generate_key().decode()
@@ -138,3 +140,32 @@ def test_the_single_key_setting_still_works(tmp_path: Path) -> None:
     # the same passphrase as the second of CRM_HOST_SECRET_KEYS opens it: moving to the list
     # form is the first step of a rotation
     assert _api_key_with(tmp_path / "host.db", f"{NEW_KEY},{passphrase}", "acme") == "k0123456789"
+
+
+def test_rotation_while_a_node_serves_and_after_its_restart(stored: Cli) -> None:
+    """A node serving with both keys keeps answering while rotate-key runs beside it, and
+    starts again with the new key alone afterwards."""
+    token = "rotation-admin-token-0123456789"
+    both = {"CRM_HOST_SECRET_KEYS": f"{NEW_KEY},{OLD_KEY}", "CRM_HOST_ADMIN_TOKEN": token}
+    stored.env.update(both)
+    with (
+        running_host(stored.workdir, configured=False, **stored_env(stored)) as node,
+        node.client(token) as client,
+    ):
+        assert client.get("/api/v1/tenants/acme/modules/sendmail").status_code == 200
+        rotated = stored.run("secrets", "rotate-key")
+        assert rotated.returncode == 0, rotated.stderr
+        after = client.get("/api/v1/tenants/beta/modules/sendmail")
+        assert after.status_code == 200
+        assert after.json()["settings"]["api_key"] == SECRET_MARKER
+    stored.env["CRM_HOST_SECRET_KEYS"] = NEW_KEY
+    with (
+        running_host(stored.workdir, configured=False, **stored_env(stored)) as node,
+        node.client(token) as client,
+    ):
+        assert client.get("/api/v1/tenants/gamma/modules/sendmail").status_code == 200
+    assert _api_key_with(stored.workdir / "host.db", NEW_KEY, "beta") == f"{SECRET_API_KEY}-beta"
+
+
+def stored_env(cli: Cli) -> dict[str, str]:
+    return {k: v for k, v in cli.env.items() if k.startswith("CRM_HOST_")}
