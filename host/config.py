@@ -28,6 +28,18 @@ def default_home() -> Path:
     return Path(base) / "crm-host"
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def normalise_database_url(url: str) -> str:
+    """``postgresql://`` (and Heroku-style ``postgres://``) URLs get the psycopg 3 driver, the
+    one the ``postgres`` extra installs, whatever SQLAlchemy's default driver is."""
+    for scheme in POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -56,6 +68,11 @@ class HostSettings(BaseSettings):
         None,
         description="Key that encrypts settings secrets. If unset with SQLite, a key file is "
         "created beside the database file.",
+    )
+    secret_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several keys, comma-separated, for rotation: the first encrypts, every "
+        "one decrypts. Replaces `CRM_HOST_SECRET_KEY` (set one of the two).",
     )
     public_url: str = Field(
         DEFAULT_PUBLIC_URL,
@@ -169,9 +186,30 @@ class HostSettings(BaseSettings):
         30.0, gt=0, description="First retry delay; doubles per attempt (capped at 1 h)."
     )
 
-    _split = field_validator("egress_allow", "plugins", "sandbox_require", mode="before")(
-        _split_commas
+    retention_invocations_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days invocation log rows (with captured logs) are kept; 0 keeps them forever.",
     )
+    retention_webhook_receipts_days: float = Field(
+        30.0, ge=0, description="Days webhook receipts are kept; 0 keeps them forever."
+    )
+    retention_deliveries_days: float = Field(
+        180.0,
+        ge=0,
+        description="Days the deliveries (recipients and status history) of a finished campaign "
+        "are kept after it finished; 0 keeps them forever. The campaign itself stays.",
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, le=10_000, description="Most rows one purge transaction deletes."
+    )
+    retention_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often `serve` purges expired rows."
+    )
+
+    _split = field_validator(
+        "egress_allow", "plugins", "sandbox_require", "secret_keys", mode="before"
+    )(_split_commas)
 
     @field_validator("sandbox_require")
     @classmethod
@@ -189,6 +227,19 @@ class HostSettings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / DATABASE_FILE}"
         return self
 
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        if not value:
+            return value  # the SQLite file in `home`
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (expected sqlite:///<file> or postgresql://…)"
+            ) from None
+        return normalise_database_url(value)
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -201,6 +252,15 @@ class HostSettings(BaseSettings):
             return None
         authority_of(value)  # raises ValueError naming what is wrong
         return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_setting(self) -> HostSettings:
+        if self.secret_key and self.secret_keys:
+            raise ValueError(
+                "set CRM_HOST_SECRET_KEYS or CRM_HOST_SECRET_KEY, not both (list the old key "
+                "in CRM_HOST_SECRET_KEYS)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _separate_origins(self) -> HostSettings:

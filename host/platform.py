@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import MultiFernet
 
 from host.admin_tokens import AdminTokens
 from host.calls import ModuleCall
@@ -34,7 +34,14 @@ from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import make_plugin_manager
-from host.secrets import SecretBox, SecretKeyError, fernet_from_setting, key_file_fernet
+from host.retention import RetentionPolicy, RetentionPurger
+from host.secrets import (
+    SecretBox,
+    SecretKeyError,
+    fernet_from_keys,
+    fernet_from_setting,
+    key_file_fernet,
+)
 from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
 from sandbox.invocation import HostCallback
@@ -54,15 +61,33 @@ def _instantiate(reference: str, host: Any) -> object:
     return getattr(importlib.import_module(module_name), factory)(host)
 
 
-def _fernet(settings: HostSettings) -> Fernet:
+def configured_keys(settings: HostSettings) -> MultiFernet | None:
+    """The keys of ``CRM_HOST_SECRET_KEYS`` (else ``CRM_HOST_SECRET_KEY``); None when neither
+    is set and the key file applies."""
+    if settings.secret_keys:
+        return fernet_from_keys(settings.secret_keys)
     if settings.secret_key:
-        return fernet_from_setting(settings.secret_key)
+        return MultiFernet([fernet_from_setting(settings.secret_key)])
+    return None
+
+
+def _fernet(settings: HostSettings) -> MultiFernet:
+    """The configured keys, else the key file beside a SQLite database."""
+    configured = configured_keys(settings)
+    if configured is not None:
+        return configured
     db_file = settings.sqlite_path()
     if db_file is None:
         raise SecretKeyError(
-            "CRM_HOST_SECRET_KEY must be set when the database is not a SQLite file"
+            "CRM_HOST_SECRET_KEY or CRM_HOST_SECRET_KEYS must be set when the database is not "
+            "a SQLite file"
         )
-    return key_file_fernet(Path(str(db_file) + ".key"))
+    return MultiFernet([key_file_fernet(key_file_of(db_file))])
+
+
+def key_file_of(database: Path) -> Path:
+    """Where the generated key of a SQLite database lives: beside it, ``<file>.key``."""
+    return Path(str(database) + ".key")
 
 
 def prepare_home(settings: HostSettings) -> None:
@@ -136,6 +161,11 @@ class Host:
         self.campaigns = CampaignService(self)
         self.campaign_stats = StatsService(self, self.settings.campaign_stats_ttl_seconds)
         self.campaign_runner = CampaignJobRunner(self)  # started by serve
+        self.retention = RetentionPurger(  # started by serve
+            self.db,
+            RetentionPolicy.from_settings(self.settings),
+            interval_s=self.settings.retention_interval_seconds,
+        )
 
     @property
     def sandbox(self) -> SandboxPool:
@@ -162,6 +192,7 @@ class Host:
 
     def close(self) -> None:
         self.tenant_purger.stop()
+        self.retention.stop()
         self.campaign_runner.stop()
         self.outbox.stop()
         with self._sandbox_lock:

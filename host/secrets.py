@@ -1,9 +1,12 @@
 """Encryption of settings secrets at rest (Fernet), and hashing of API keys.
 
-The key comes from ``CRM_HOST_SECRET_KEY``: either a Fernet key or any passphrase of at
-least 16 characters (stretched with HKDF). With SQLite and no key configured, a random key
-is kept in a file beside the database (mode 0600), so a quick start needs no set-up and a
-restart can still read what it stored.
+The key comes from ``CRM_HOST_SECRET_KEY``, or several from ``CRM_HOST_SECRET_KEYS``
+(comma-separated): each a Fernet key or any passphrase of at least 16 characters (stretched
+with HKDF). With several keys the first encrypts and every one decrypts (``MultiFernet``), so
+nodes can be given a new key before any of them writes with it: add the key (second), restart
+the nodes, move it first, restart, ``crm-host secrets rotate-key``, remove the old key. With
+SQLite and no key configured, a random key is kept in a file beside the database (mode 0600),
+so a quick start needs no set-up and a restart can still read what it stored.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -30,21 +34,32 @@ class SecretKeyError(HostError):
     kind = "configuration"
 
 
-def fernet_from_setting(value: str) -> Fernet:
-    """A Fernet for a configured key: a Fernet key as is, a passphrase stretched by HKDF."""
+def fernet_from_setting(value: str, name: str = "CRM_HOST_SECRET_KEY") -> Fernet:
+    """A Fernet for a configured key: a Fernet key as is, a passphrase stretched by HKDF.
+    ``name`` is how the error calls the setting."""
     try:
         if len(base64.urlsafe_b64decode(value.encode())) == 32:
             return Fernet(value.encode())
     except (binascii.Error, ValueError):
         pass
     if len(value) < MIN_PASSPHRASE:
-        raise SecretKeyError(
-            f"CRM_HOST_SECRET_KEY must be a Fernet key or at least {MIN_PASSPHRASE} characters"
-        )
+        raise SecretKeyError(f"{name} must be a Fernet key or at least {MIN_PASSPHRASE} characters")
     derived = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"crm-module-host settings"
     ).derive(value.encode())
     return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def fernet_from_keys(values: Sequence[str]) -> MultiFernet:
+    """The keys of ``CRM_HOST_SECRET_KEYS``: the first encrypts, every one decrypts."""
+    if not values:
+        raise SecretKeyError("CRM_HOST_SECRET_KEYS names no key")
+    return MultiFernet(
+        [
+            fernet_from_setting(value, f"CRM_HOST_SECRET_KEYS key {index}")
+            for index, value in enumerate(values, start=1)
+        ]
+    )
 
 
 def key_file_fernet(path: Path) -> Fernet:
@@ -61,8 +76,8 @@ def key_file_fernet(path: Path) -> Fernet:
 class SecretBox:
     """Encrypts and decrypts the secret part of a tenant's module settings."""
 
-    def __init__(self, fernet: Fernet):
-        self._fernet = fernet
+    def __init__(self, fernet: Fernet | MultiFernet):
+        self._fernet = fernet if isinstance(fernet, MultiFernet) else MultiFernet([fernet])
 
     def seal(self, values: Any) -> str | None:
         """The JSON of ``values`` encrypted; None when there is nothing to seal."""
@@ -77,10 +92,22 @@ class SecretBox:
         try:
             return json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken:
-            raise SecretKeyError(
-                "stored secrets cannot be decrypted: CRM_HOST_SECRET_KEY differs from the key "
-                "they were written with"
-            ) from None
+            raise _undecryptable() from None
+
+    def reseal(self, token: str) -> str:
+        """``token`` encrypted again with the first (current) key, whichever key opens it."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise _undecryptable() from None
+
+
+def _undecryptable() -> SecretKeyError:
+    return SecretKeyError(
+        "stored secrets cannot be decrypted: no configured key opens them "
+        "(CRM_HOST_SECRET_KEY differs from the key they were written with, or "
+        "CRM_HOST_SECRET_KEYS lacks it)"
+    )
 
 
 def new_api_key() -> str:

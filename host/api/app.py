@@ -40,7 +40,9 @@ def create_app(host: Host) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
         host.tenant_purger.start()  # and purges of deleted tenants
+        host.retention.start()  # and the purge of expired rows
         yield
+        host.retention.stop()
         host.tenant_purger.stop()
         host.campaign_runner.stop()
         executors.close()

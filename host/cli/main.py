@@ -18,14 +18,16 @@ from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
+from host.cli.operations import backup, purge, restore, secrets_app
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
 from host.cli.usage_errors import OneLineUsageErrors
 from host.config import HostSettings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
-from host.platform import Host
+from host.platform import Host, prepare_home
 from host.sandbox_layers import pool_report
+from host.serving_lock import ServingLock
 
 app = OneLineUsageErrors(
     help="Run CRM Marketing integration modules for many tenants.",
@@ -49,6 +51,10 @@ app.add_typer(contact_app, name="contact")
 app.add_typer(admin_app, name="admin")
 app.command("demo")(demo)
 app.command("doctor")(doctor)
+app.command("backup")(backup)
+app.command("restore")(restore)
+app.command("purge")(purge)
+app.add_typer(secrets_app, name="secrets")
 
 
 # --- serve ---------------------------------------------------------------------------------
@@ -63,15 +69,28 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Run the HTTP API (OpenAPI at /docs) under uvicorn."""
+    settings = host_settings(database_url, home)
+    if "public_url" not in settings.model_fields_set:
+        # Validated again with the address: the webhook base must not take it over.
+        settings = host_settings(database_url, home, public_url=f"http://{host_address}:{port}")
+    db_file = settings.sqlite_path()
+    if db_file is not None:
+        prepare_home(settings)
+    # Held while serving, so `crm-host restore` refuses to replace the database under us.
+    in_use = ServingLock(db_file) if db_file is not None else None
+    try:
+        _serve(settings, host_address, port)
+    finally:
+        if in_use is not None:
+            in_use.release()
+
+
+def _serve(settings: HostSettings, host_address: str, port: int) -> None:
     import uvicorn
 
     from host.api.app import create_app
     from host.logs import logging_config
 
-    settings = host_settings(database_url, home)
-    if "public_url" not in settings.model_fields_set:
-        # Validated again with the address: the webhook base must not take it over.
-        settings = host_settings(database_url, home, public_url=f"http://{host_address}:{port}")
     host = Host(settings)
     try:
         # warm the workers now: a required sandbox layer that is missing stops the start

@@ -19,9 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from host.errors import HostError
+
 PRIVATE_FILE_MODE = 0o600
+DRIVER_EXTRAS = {"psycopg": "postgres"}
+"""Drivers that an extra of the package installs: ``pip install "crm-module-host[extra]"``."""
+
+
+class DatabaseUnavailable(HostError):
+    """The database URL cannot be used: unparsable, unknown backend or driver not installed."""
+
+    kind = "configuration"
+
+
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
@@ -55,10 +68,32 @@ def make_engine(url: str) -> Engine:
         # Many request threads share the file; the timeout waits out a writer instead of
         # failing with "database is locked".
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    engine = create_engine(url, **kwargs)
+    engine = _create(url, kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _create(url: str, kwargs: dict[str, Any]) -> Engine:
+    """``create_engine`` with its failures as one line naming the setting, not a traceback."""
+    try:
+        return create_engine(url, **kwargs)
+    except ImportError as exc:  # the dialect exists, its DBAPI module is not installed
+        driver = make_url(url).get_driver_name()
+        extra = DRIVER_EXTRAS.get(driver)
+        hint = f'pip install "crm-module-host[{extra}]"' if extra else f"install {driver}"
+        missing = f" (no module named {exc.name})" if exc.name and exc.name != driver else ""
+        raise DatabaseUnavailable(
+            f"CRM_HOST_DATABASE_URL: the database driver {driver} is not installed{missing}; "
+            + hint
+        ) from None
+    except NoSuchModuleError:
+        raise DatabaseUnavailable(
+            f"CRM_HOST_DATABASE_URL: unknown database backend in "
+            f"{make_url(url).drivername}:// (use sqlite:/// or postgresql://)"
+        ) from None
+    except ArgumentError:
+        raise DatabaseUnavailable("CRM_HOST_DATABASE_URL is not a database URL") from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

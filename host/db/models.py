@@ -135,7 +135,10 @@ class Invocation(Base):
     """One call of a CRM_Marketing_* function, whatever its outcome."""
 
     __tablename__ = "invocations"
-    __table_args__ = (Index("ix_invocations_tenant_started", "tenant_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_invocations_tenant_started", "tenant_id", "started_at"),
+        Index("ix_invocations_started_at", "started_at"),  # retention purge
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -226,6 +229,7 @@ class Campaign(Base):
     __table_args__ = (
         Index("ix_campaigns_tenant_module_external", "tenant_id", "module_id", "external_id"),
         Index("ix_campaigns_stage", "stage"),
+        Index("ix_campaigns_finished_at", "finished_at"),  # retention purge
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -300,7 +304,10 @@ class WebhookReceipt(Base):
     actions with reasons), so an admin can see why an event changed nothing."""
 
     __tablename__ = "webhook_receipts"
-    __table_args__ = (Index("ix_webhook_receipts_tenant_received", "tenant_id", "received_at"),)
+    __table_args__ = (
+        Index("ix_webhook_receipts_tenant_received", "tenant_id", "received_at"),
+        Index("ix_webhook_receipts_received_at", "received_at"),  # retention purge
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

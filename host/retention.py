@@ -1,0 +1,163 @@
+"""Retention: invocation log rows (with their captured logs), webhook receipts and the
+deliveries of finished campaigns are deleted once older than their configured number of days.
+
+At 100 webhooks a second these tables gain millions of rows a day. The purge deletes at most
+``batch_size`` rows per transaction, oldest first, through the timestamp indexes, so a purge
+never holds the write lock long enough to stall the webhooks and campaign jobs writing beside
+it. ``serve`` runs it in one background thread every ``interval_s``; ``crm-host purge`` runs
+it once. Several servers may purge the same database: a row deleted by one is simply not
+found by the other.
+
+Deliveries are kept as long as their campaign runs: their clock starts when the campaign
+finishes (``finished_at``); the campaign row itself, with its totals and stats, stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import InstrumentedAttribute
+
+from host.config import HostSettings
+from host.db.engine import Database
+from host.db.models import Campaign, Delivery, Invocation, WebhookReceipt
+
+log = logging.getLogger(__name__)
+
+KINDS = ("invocations", "webhook_receipts", "deliveries")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Days each kind is kept (0: forever) and the most rows one transaction deletes."""
+
+    invocations_days: float
+    webhook_receipts_days: float
+    deliveries_days: float
+    batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: HostSettings) -> RetentionPolicy:
+        return cls(
+            settings.retention_invocations_days,
+            settings.retention_webhook_receipts_days,
+            settings.retention_deliveries_days,
+            settings.retention_batch_size,
+        )
+
+    def days(self, kind: str) -> float:
+        return float(getattr(self, f"{kind}_days"))
+
+
+class RetentionPurger:
+    """Deletes what the policy no longer keeps, in bounded batches."""
+
+    def __init__(self, db: Database, policy: RetentionPolicy, *, interval_s: float):
+        self.db = db
+        self.policy = policy
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def purge(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete every expired row now; the number deleted per kind."""
+        now = now or datetime.now(UTC)
+        purges: dict[str, Callable[[datetime], int]] = {
+            "invocations": self._purge_invocations,
+            "webhook_receipts": self._purge_receipts,
+            "deliveries": self._purge_deliveries,
+        }
+        deleted: dict[str, int] = {}
+        for kind, purge in purges.items():
+            days = self.policy.days(kind)
+            deleted[kind] = purge(now - timedelta(days=days)) if days > 0 else 0
+        return deleted
+
+    def _purge_invocations(self, cutoff: datetime) -> int:
+        return self._purge_by_id(Invocation, Invocation.started_at, cutoff)
+
+    def _purge_receipts(self, cutoff: datetime) -> int:
+        return self._purge_by_id(WebhookReceipt, WebhookReceipt.received_at, cutoff)
+
+    def _purge_by_id(
+        self,
+        model: type[Invocation] | type[WebhookReceipt],
+        stamp: InstrumentedAttribute[datetime],
+        cutoff: datetime,
+    ) -> int:
+        """Oldest first through the index on ``stamp``, ``batch_size`` rows a transaction."""
+        total = 0
+        while not self._stop.is_set():
+            with self.db.transaction() as session:
+                ids = session.scalars(
+                    select(model.id)
+                    .where(stamp < cutoff)
+                    .order_by(stamp)
+                    .limit(self.policy.batch_size)
+                ).all()
+                if ids:
+                    session.execute(delete(model).where(model.id.in_(ids)))
+            total += len(ids)
+            if len(ids) < self.policy.batch_size:
+                break
+        return total
+
+    def _purge_deliveries(self, cutoff: datetime) -> int:
+        total = 0
+        with self.db.transaction() as session:
+            campaigns = session.scalars(
+                select(Campaign.id).where(
+                    Campaign.finished_at.is_not(None), Campaign.finished_at < cutoff
+                )
+            ).all()
+        for campaign_id in campaigns:
+            while not self._stop.is_set():
+                with self.db.transaction() as session:
+                    contacts = session.scalars(
+                        select(Delivery.contact_id)
+                        .where(Delivery.campaign_id == campaign_id)
+                        .order_by(Delivery.contact_id)
+                        .limit(self.policy.batch_size)
+                    ).all()
+                    if contacts:
+                        session.execute(
+                            delete(Delivery).where(
+                                Delivery.campaign_id == campaign_id,
+                                Delivery.contact_id.in_(contacts),
+                            )
+                        )
+                total += len(contacts)
+                if len(contacts) < self.policy.batch_size:
+                    break
+        return total
+
+    # --- background thread (started by serve) -------------------------------------------
+
+    def start(self) -> None:
+        """Purge every ``interval_s`` in a daemon thread, the first time at once."""
+        if self._thread is not None or not any(self.policy.days(k) > 0 for k in KINDS):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="crm-host-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                deleted = self.purge()
+                if any(deleted.values()):
+                    log.info("retention purge deleted %s", deleted)
+            except Exception:  # a failed purge is retried next interval; serving goes on
+                log.exception("retention purge failed")
+            self._stop.wait(self.interval_s)
