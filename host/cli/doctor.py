@@ -3,7 +3,8 @@ sees in one run what a start (or the first campaign) would trip over.
 
 Sections: configuration (every ``CRM_HOST_*`` value valid, where the data lives), database
 (reachable, at the newest migration; a SQLite file that does not exist yet is reported, never
-created), sandbox (the layers a worker started here confines itself with, and which
+created), files at rest (data directory 0700, database and key file 0600, an unfinished key
+rotation), sandbox (the layers a worker started here confines itself with, and which
 ``CRM_HOST_SANDBOX_REQUIRE`` asks for), egress waivers (each ``CRM_HOST_EGRESS_ALLOW`` entry
 parsed, broad networks flagged) and SMTP (the relay answers, when one is configured). Exit
 status 1 when any check fails; warnings do not fail.
@@ -12,8 +13,10 @@ status 1 when any check fails; warnings do not fail.
 from __future__ import annotations
 
 import smtplib
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import typer
@@ -26,6 +29,7 @@ from host.cli.output import handles_errors, out, table
 from host.config import HostSettings, load_settings
 from host.db.engine import make_engine
 from host.db.migrate import alembic_config
+from host.errors import HostError
 from host.sandbox_layers import SandboxReport, pool_report
 from sandbox.egress import AllowRule
 from sandbox.kernel_wall import LAYERS
@@ -90,7 +94,10 @@ def database_checks(settings: HostSettings) -> Iterator[Check]:
                 current = MigrationContext.configure(connection).get_current_revision()
         finally:
             engine.dispose()
-    except (SQLAlchemyError, ModuleNotFoundError) as exc:
+    except HostError as exc:  # a driver that is not installed, a server that does not answer
+        yield Check("database", "failed", exc.message)
+        return
+    except SQLAlchemyError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         yield Check("database", "failed", f"{settings.database_location()}: {first}")
         return
@@ -101,6 +108,28 @@ def database_checks(settings: HostSettings) -> Iterator[Check]:
     else:
         yield Check(
             "migrations", "warning", f"at {current or 'none'}, newest is {head} (serve upgrades)"
+        )
+
+
+def file_checks(settings: HostSettings) -> Iterator[Check]:
+    """What protects the data at rest: the data directory, the database and key file modes,
+    and whether a key rotation is still under way."""
+    if settings.home.is_dir():
+        mode = stat.S_IMODE(settings.home.stat().st_mode)
+        state: State = "ok" if mode & 0o077 == 0 else "warning"
+        yield Check("data directory", state, f"{settings.home} mode {mode:04o} (0700 expected)")
+    db_file = settings.sqlite_path()
+    for path in (db_file, Path(f"{db_file}.key")) if db_file is not None else ():
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            state = "ok" if mode & 0o077 == 0 else "failed"
+            yield Check("file mode", state, f"{path.name} {mode:04o} (0600 expected)")
+    if len(settings.secret_keys) > 1:
+        yield Check(
+            "secret keys",
+            "warning",
+            f"{len(settings.secret_keys)} keys configured: finish the rotation "
+            "(crm-host secrets rotate-key), then remove the old ones",
         )
 
 
@@ -147,6 +176,7 @@ def doctor(home: HomeOption = None) -> None:
     settings = load_settings(**({"home": home} if home is not None else {}))
     checks = [Check("configuration", "ok", f"valid; data in {settings.home}")]
     checks += database_checks(settings)
+    checks += file_checks(settings)
     checks += egress_checks(settings)
     checks += smtp_checks(settings)
     table("Checks", ("check", "state", "detail"), ((c.section, c.state, c.detail) for c in checks))

@@ -90,8 +90,8 @@ def test_an_unparsable_url_names_the_variable(tmp_path: Path) -> None:
     result = Cli.in_dir(tmp_path, CRM_HOST_DATABASE_URL="not a url").run("serve", "--port", "1")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: the configuration is invalid",
-        "  CRM_HOST_DATABASE_URL: not a database URL (expected sqlite:///<file> or postgresql://…)",
+        "error: invalid configuration: CRM_HOST_DATABASE_URL: not a database URL "
+        "(expected sqlite:///<file> or postgresql://…)"
     ]
 
 

@@ -60,6 +60,11 @@ def test_database_and_migrations_are_checked(tmp_path: Path) -> None:
     rows = _rows(result.stdout)
     assert rows["database"] == ["ok"] and rows["migrations"] == ["ok"]
     assert "at the newest revision" in result.stdout
+    assert rows["file mode"] == ["ok", "ok"]  # the database and its key file are 0600
+    (tmp_path / "host.db.key").chmod(0o644)
+    loose = cli.run("doctor")
+    assert loose.returncode == 1
+    assert _rows(loose.stdout)["file mode"] == ["ok", "failed"]
 
 
 def test_missing_sqlite_file_is_a_warning_not_a_new_database(tmp_path: Path) -> None:
@@ -70,7 +75,8 @@ def test_missing_sqlite_file_is_a_warning_not_a_new_database(tmp_path: Path) -> 
 
 
 def test_unreachable_database_fails_in_one_line(tmp_path: Path) -> None:
-    broken = Cli.in_dir(tmp_path, CRM_HOST_DATABASE_URL="mysql://u:p@127.0.0.1:1/x")
+    broken = Cli.in_dir(tmp_path, CRM_HOST_DATABASE_URL="postgresql://u:p@127.0.0.1:1/x")
+    broken.env["CRM_HOST_SECRET_KEY"] = "a-passphrase-of-enough-length"
     result = broken.run("doctor")
     assert result.returncode == 1
     assert _rows(result.stdout)["database"] == ["failed"]
