@@ -71,7 +71,7 @@ class CompiledCodeCache:
                 return
         try:
             compiled = compile_script(source, filename)
-        except Exception:  # noqa: BLE001 - not cacheable: the worker keeps compiling it
+        except Exception:  # not cacheable: the worker keeps compiling it
             return
         payload = base64.b64encode(marshal.dumps(compiled.code)).decode("ascii")
         with self._lock:

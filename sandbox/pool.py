@@ -46,10 +46,10 @@ from sandbox.channel import (
     ChannelClosed,
     ChannelError,
 )
-from sandbox.conversation import Conversation, LateFrame, died_error
-from sandbox.invocation import ErrorInfo, Invocation, InvocationResult
 from sandbox.code_cache import BYTECODE_MAGIC, CompiledCodeCache
+from sandbox.conversation import Conversation, LateFrame, died_error
 from sandbox.fork_server import ForkServer, ForkServerUnavailable, unavailable_reason
+from sandbox.invocation import ErrorInfo, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.worker_process import WORKER_ENV, WorkerProcess
 
@@ -218,6 +218,11 @@ class SandboxPool:
     def template_restarts(self) -> int:
         """Template processes started after the first one died."""
         return self._fork_server.restarts if self._fork_server is not None else 0
+
+    @property
+    def parent_compiles(self) -> int:
+        """Scripts compiled by the pool itself to ship to fresh workers (one per source)."""
+        return self._code_cache.compiles
 
     @property
     def idle_count(self) -> int:

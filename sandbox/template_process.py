@@ -191,7 +191,9 @@ def main(config_json: str, control_fd: int) -> None:
     control = socket.socket(fileno=control_fd)
     template = Template(control, json.loads(config_json))
     template.prepare()
-    template.send({"op": "ready", "pid": os.getpid(), "network_isolated": template.network_isolated})
+    template.send(
+        {"op": "ready", "pid": os.getpid(), "network_isolated": template.network_isolated}
+    )
     with contextlib.suppress(OSError):
         template.serve()
     os._exit(0)

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from sandbox.fork_server import ForkedProcess, ForkServer
-
 from sandbox.channel import (
     ChannelError,
     FrameReader,
@@ -30,6 +28,7 @@ from sandbox.channel import (
     encode,
     write_frame,
 )
+from sandbox.fork_server import ForkedProcess, ForkServer
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 _BOOT = (
