@@ -86,15 +86,25 @@ def warm_up(rounds: int = 10) -> None:
     involved, so every child inherits the same state. A child runs it once more before
     it says hello — off the critical path of the call that will take it — so that the
     pages a call writes to (reference counts, allocator arenas) are already its own."""
-    from sandbox.capabilities import InMemoryCapabilities
-    from sandbox.compiler import compile_script
-    from sandbox.execution import execute
-    from sandbox.world import WorldSpec
+    global _warm_up_world
+    if _warm_up_world is None:
+        from sandbox.compiler import compile_script
+        from sandbox.world import WorldSpec
 
-    compiled = compile_script(WARM_UP_SCRIPT, "warm_up.py")
-    spec = WorldSpec(enums={"Status": {"Sent": "Sent"}}, record_types={"Stats": {"total": 0}})
+        _warm_up_world = (
+            compile_script(WARM_UP_SCRIPT, "warm_up.py"),
+            WorldSpec(enums={"Status": {"Sent": "Sent"}}, record_types={"Stats": {"total": 0}}),
+        )
+    from sandbox.capabilities import InMemoryCapabilities
+    from sandbox.execution import execute
+
+    compiled, spec = _warm_up_world
     for _ in range(rounds):  # 10: past the interpreter's specialisation warm-up counters
         execute(compiled, "warm_up", [{"name": "warm"}], {}, InMemoryCapabilities(), spec)
+
+
+#: the warm-up script compiled once, in the template (children inherit it)
+_warm_up_world: tuple[Any, Any] | None = None
 
 
 class Template:
