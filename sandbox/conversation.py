@@ -346,8 +346,8 @@ class Conversation:
     # -- endings -------------------------------------------------------------------------------
 
     def _kill(self, reason: str) -> InvocationResult:
-        status = self.worker.kill(reason)
-        return self._failed(died_error(status, reason, self.invocation))
+        self.worker.discard(reason)  # the reason names the failure, not the exit status
+        return self._failed(died_error(None, reason, self.invocation))
 
     def _died(self) -> InvocationResult:
         status = self.worker.kill()

@@ -61,21 +61,38 @@ def unavailable_reason() -> str | None:
 
 
 class ForkedProcess:
-    """A worker forked by the template, seen through its pidfd (``Popen``'s surface)."""
+    """A worker forked by the template, seen through its pidfd (``Popen``'s surface).
+
+    Thread-safe: the pool's close may kill a worker while its invocation's thread discards
+    it, so the pidfd is only used and closed under a lock (a closed descriptor's number
+    could otherwise be reused and polled or signalled by mistake)."""
+
+    #: longest single wait on the pidfd while holding the lock
+    _SLICE_S = 0.05
 
     def __init__(self, pid: int, pidfd: int, server: ForkServer, generation: int):
         self.pid = pid
         self._pidfd: int | None = pidfd
         self._server = server
         self._generation = generation
+        self._lock = threading.Lock()
         self.returncode: int | None = None
 
     def _exited(self, timeout: float | None) -> bool:
-        if self._pidfd is None:
-            return True
-        poller = select.poll()
-        poller.register(self._pidfd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+        """Whether the process has exited, waiting up to ``timeout`` (None: for good)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._pidfd is None:
+                    return True
+                remaining = self._SLICE_S if deadline is None else deadline - time.monotonic()
+                poller = select.poll()
+                poller.register(self._pidfd, select.POLLIN)
+                wait_ms = max(0, int(min(self._SLICE_S, remaining) * 1000))
+                if poller.poll(wait_ms):
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def poll(self) -> int | None:
         """The exit status once the process has exited, else None (one ``poll`` syscall)."""
@@ -92,23 +109,32 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self._pidfd is not None and self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, sig)
+        with self._lock:
+            if self._pidfd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, sig)
 
     def _collect(self) -> None:
-        self.returncode = self._server.exit_status(self.pid, self._generation)
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
+        with self._lock:
+            if self._pidfd is None:
+                return  # released meanwhile: its status is not wanted
+        status = self._server.exit_status(self.pid, self._generation)
+        with self._lock:
+            if self.returncode is None:
+                self.returncode = status
+            self._close_locked()
 
     def release(self) -> None:
         """Forget a process that was killed without waiting (the template reaps it)."""
+        with self._lock:
+            self._close_locked()
+            if self.returncode is None:
+                self.returncode = -signal.SIGKILL
+
+    def _close_locked(self) -> None:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        if self.returncode is None:
-            self.returncode = -signal.SIGKILL
 
 
 class ForkServer:

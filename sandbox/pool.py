@@ -360,7 +360,7 @@ class SandboxPool:
         if self.recycle_after is not None and worker.calls >= self.recycle_after:
             healthy = False
         if not healthy:
-            worker.kill()  # SIGKILL + reap: cheap, and outside the lock
+            worker.discard()  # SIGKILL (+ reap when spawned): cheap, and outside the lock
         with self._cond:
             if healthy and not self._closed and worker in self._workers:
                 self._idle.append(worker)

@@ -153,12 +153,16 @@ class WorkerProcess:
         self._close_pipes()
         return status
 
-    def discard(self) -> None:
-        """SIGKILL without waiting for the status nobody needs (an evicted idle worker):
-        a forked worker is reaped by its template; a spawned one must be reaped here."""
+    def discard(self, reason: str | None = None) -> None:
+        """SIGKILL without waiting for the exit status nobody needs (an evicted idle worker,
+        one killed for a reason of the parent's own — timeout, protocol): a forked worker is
+        reaped by its template, and after ``pidfd_send_signal`` it can never speak again
+        (its pipes are closed here); a spawned one must be reaped here."""
         if not isinstance(self.proc, ForkedProcess):
-            self.kill()
+            self.kill(reason)
             return
+        if reason and self.kill_reason is None:
+            self.kill_reason = reason
         self.proc.send_signal(signal.SIGKILL)
         self.proc.release()
         self._close_pipes()
