@@ -408,7 +408,11 @@ def start(in_fd: int, out_fd: int, config: Mapping[str, Any]) -> NoReturn:
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
     # the collector runs only inside invocation windows (see collect_leftovers), and what a
-    # finalizer raises is the script's business, not text for the worker's stderr
+    # finalizer raises is the script's business, not text for the worker's stderr; what
+    # start-up loaded is frozen, so those collections walk only what a script created
+    # (a forked worker's template froze the preload already)
+    gc.collect()
+    gc.freeze()
     gc.disable()
     sys.unraisablehook = _ignore_unraisable
     state.send(state.hello)
