@@ -24,6 +24,11 @@ Why this is safe although the protocol is JSON-only "on purpose":
   host's own ``importlib.util.MAGIC_NUMBER`` (a pool started with another ``python`` gets
   sources, as before).
 
+Why not the alternative — compile known versions in the template before it forks, so that
+children inherit the code objects: every worker would then hold the code of every module
+the pool has run, and a worker that escaped RestrictedPython could read other integrators'
+modules. Shipping gives a worker the code of its own isolation key only.
+
 Cost: one compile in the parent per source (~3 ms for the SendGrid module on a quiet
 machine, once per stored version and pool) and a base64 marshal in the first ``run`` frame
 of each fresh worker; the worker's ``marshal.loads`` replaces its compile.
