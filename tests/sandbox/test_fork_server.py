@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Hashable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +231,44 @@ def test_fork_serving_can_be_turned_off() -> None:
     with SandboxPool(size=1, spares=0, fork_server=False) as pool:
         assert pool.start_method == "spawn" and pool.fork_server_unavailable is None
         assert parent_pid(pid_for(pool, "tenant")) == os.getpid()
+
+
+def dead(pid: int, timeout: float = 10.0) -> bool:
+    """Gone or a zombie: the process no longer runs (whoever reaps an orphan)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    return True
+        except OSError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def test_a_host_killed_outright_leaves_no_template_or_worker_running() -> None:
+    # the template sees its control socket close and exits; its workers die with it
+    program = (
+        "import sys, time\n"
+        "from sandbox.pool import SandboxPool\n"
+        "pool = SandboxPool(size=2, spares=1)\n"
+        "assert pool.wait_full(30)\n"
+        "print(pool.template_pid, *pool.worker_pids(include_spares=True), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    host = subprocess.Popen(
+        [sys.executable, "-c", program],
+        cwd=str(Path(__file__).resolve().parents[2]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert host.stdout is not None
+        pids = [int(p) for p in host.stdout.readline().split()]
+        assert len(pids) >= 3 and all(not dead(pid, 0) for pid in pids)
+    finally:
+        host.kill()
+        host.wait()
+    assert all(dead(pid) for pid in pids)
