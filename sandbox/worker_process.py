@@ -61,12 +61,9 @@ class WorkerProcess:
         read_fd: int,
         *,
         max_frame_bytes: int,
-        forked: bool = False,
     ):
         self.proc = process
         self.pid = process.pid
-        #: started by the template (:mod:`sandbox.fork_server`) rather than spawned
-        self.forked = forked
         self.write_fd = write_fd
         self._read_fd = read_fd
         os.set_blocking(self.write_fd, False)
@@ -114,7 +111,7 @@ class WorkerProcess:
     def fork(cls, server: ForkServer, *, max_frame_bytes: int, timeout: float) -> WorkerProcess:
         """A worker forked by the pool's template process (see :mod:`sandbox.fork_server`)."""
         process, write_fd, read_fd = server.fork(timeout)
-        return cls(process, write_fd, read_fd, max_frame_bytes=max_frame_bytes, forked=True)
+        return cls(process, write_fd, read_fd, max_frame_bytes=max_frame_bytes)
 
     def bind(self, key: Any) -> None:
         """Dedicate this worker to one isolation key for the rest of its life."""
