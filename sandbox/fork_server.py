@@ -94,6 +94,10 @@ class ForkedProcess:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
+    def exited(self) -> bool:
+        """Whether the process has exited (one ``poll`` syscall, no question to the template)."""
+        return self.returncode is not None or self._exited(0)
+
     def poll(self) -> int | None:
         """The exit status once the process has exited, else None (one ``poll`` syscall)."""
         if self.returncode is None and self._exited(0):
@@ -232,6 +236,9 @@ class ForkServer:
                     if attempt == 2:
                         raise
                     continue
+                if reply.get("op") == "error" and not fds:
+                    # the template is fine, the system is not (EAGAIN, ENOMEM): try later
+                    raise OSError(str(reply.get("message", "the template could not fork")))
                 if reply.get("op") != "forked" or len(fds) != 3:
                     for fd in fds:
                         os.close(fd)

@@ -189,9 +189,19 @@ class Template:
             self.control.sendmsg(payload)
 
     def fork(self, child_config: dict[str, Any], keep_out: set[int]) -> None:
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
-        pid = os.fork()
+        """Fork one worker and hand its pipes and pidfd to the pool; a failure to fork
+        (EAGAIN, ENOMEM) is answered, not fatal: the template and its workers carry on."""
+        opened: list[int] = []
+        try:
+            opened.extend(os.pipe())
+            opened.extend(os.pipe())
+            pid = os.fork()
+        except OSError as exc:
+            for fd in opened:
+                os.close(fd)
+            self.send({"op": "error", "message": f"fork failed: {exc}"})
+            return
+        to_worker_r, to_worker_w, from_worker_r, from_worker_w = opened
         if pid == 0:  # the child: never returns
             try:
                 signal.set_wakeup_fd(-1)

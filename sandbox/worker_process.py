@@ -128,6 +128,9 @@ class WorkerProcess:
         write_frame(self.write_fd, encode(message), deadline)
 
     def alive(self) -> bool:
+        """Still running (checked by the pool, under its lock, before it hands a worker out)."""
+        if isinstance(self.proc, ForkedProcess):
+            return not self.proc.exited()  # no exit-status round trip to the template
         return self.proc.poll() is None
 
     def cpu_seconds(self) -> float | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -272,3 +274,29 @@ def test_a_host_killed_outright_leaves_no_template_or_worker_running() -> None:
         host.kill()
         host.wait()
     assert all(dead(pid) for pid in pids)
+
+
+def test_a_failed_fork_is_retried_and_does_not_cost_the_template() -> None:
+    with SandboxPool(size=1, spares=0) as pool:
+        template = pool.template_pid
+        assert template is not None
+        warm = pid_for(pool, "warm")
+        # no descriptor left for the template's pipes: os.pipe() fails with EMFILE there
+        limits = resource.prlimit(template, resource.RLIMIT_NOFILE)
+        resource.prlimit(template, resource.RLIMIT_NOFILE, (3, limits[1]))
+        results: list[int] = []
+        caller = threading.Thread(target=lambda: results.append(pid_for(pool, "next")))
+        try:
+            caller.start()
+            deadline = time.monotonic() + 10
+            while pool.replacements == 0 and pool._spawn_failures == 0:
+                assert time.monotonic() < deadline, "the pool never tried to fork"
+                time.sleep(0.01)
+            assert not results  # waiting for a worker the template could not fork yet
+            assert not dead(template, 0)  # the template survived its failed fork
+            assert parent_pid(warm) == template or dead(warm, 0)  # warm was evicted
+        finally:
+            resource.prlimit(template, resource.RLIMIT_NOFILE, limits)
+        caller.join(30)
+        assert results and parent_pid(results[0]) == template
+        assert pool.template_pid == template and pool.template_restarts == 0
