@@ -323,7 +323,10 @@ class SandboxPool:
                         evicted.append(worker)
                         self._discard_locked(worker)
                         continue
-                    if self._idle and not self._wanted:
+                    # evict only when every slot is filled: a replacement the supervisor
+                    # is starting (no longer counted in _wanted) is waited for, so that a
+                    # key within the pool size never loses its warm worker to a race
+                    if self._idle and len(self._workers) >= self.size:
                         victim = self._idle.popleft()  # least recently used
                         evicted.append(victim)
                         self.evictions += 1
