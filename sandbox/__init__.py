@@ -34,11 +34,40 @@ Isolation design (why a module of one caller can never harm, read or slow anothe
   engine); no setting, manifest field or environment variable sets them, and a worker is
   started with a fixed minimal environment.
 
-Costs: each switch to a key that is not warm costs a worker start (today a fresh
-interpreter via ``subprocess``, tens to hundreds of ms, hidden by one warm spare) plus the
-script's compilation in that worker; the token costs one ``secrets.token_hex`` and a string
-compare per frame; the in-window collection costs one or two ``gc.collect()`` passes per
-invocation (see BENCHMARKS.md, "Tenant switch" and "Sandbox overhead"). The per-process
-start-up of a worker is one function, :func:`sandbox.worker.start` (close inherited
-descriptors, harden, serve); :mod:`sandbox.preload` holds the one preload list.
+* **Cheap fresh processes: a fork server.** Each pool starts one *template* process
+  (:mod:`sandbox.template_process`) with ``subprocess`` — fork+exec from the threaded host,
+  the minimal environment, so no host secret is in its memory. It is single-threaded,
+  imports the engine and the whole import closure of the allow-listed modules
+  (:mod:`sandbox.preload`), runs the engine's built-in warm-up script, unshares **one**
+  network namespace for all its workers, ``gc.freeze()`` s, and then only forks: the child
+  runs :func:`sandbox.worker.start` (closes every inherited descriptor but its two pipes,
+  drops to ``nobody``, sets its rlimits, dies with the template) before any script runs.
+  The pool receives the pipes and a pidfd over ``SCM_RIGHTS``
+  (:mod:`sandbox.fork_server`), supervises the worker through the pidfd (it is not the
+  parent; a pidfd never names a recycled pid) and asks the template, which reaps every
+  child, for exit statuses. The template keeps root: a ``nobody`` worker can neither signal
+  nor ptrace it, so an escaped worker cannot make it fork workers for others. A dead
+  template is restarted on the next fork (its workers die with it); where fork-serving is
+  impossible (not Linux, no pidfds) the pool spawns a fresh interpreter per worker and
+  says so (``SandboxPool.start_method``, ``fork_server_unavailable``).
+* **Compiled once per script, not per worker.** The first worker to run a source compiles it
+  within the invocation's limits; after it ran, the pool compiles it itself and ships the
+  byte code (``marshal``, host → worker only) to every fresh worker of other keys
+  (:mod:`sandbox.code_cache` says why that direction is safe).
+
+Costs (BENCHMARKS.md, "Tenant switch" and "Sandbox overhead"): a switch to a key that is
+not warm costs a ``fork`` of the template plus the fresh worker's start-up and first call
+(milliseconds; the fork of a replacement spare runs in the background), and no compilation
+once the pool has seen the script; a version no worker has seen yet is compiled in the
+worker and once more in the parent. Memory: the template (~33 MiB RSS, once per pool) plus,
+per warm worker, the pages it wrote since the fork (6 to 7 MiB private of ~23 MiB RSS for the
+SendGrid module; Pss counts the shared rest once). The pool ``size`` is the number of keys
+kept warm (``CRM_HOST_SANDBOX_WORKERS``, default 2, LRU). All workers of a pool share one
+network namespace (no interface but a down loopback), so what separates their network
+state is that no worker can create a socket (RestrictedPython refuses the import; the
+kernel wall, where it applies, refuses the syscall). The token costs one
+``secrets.token_hex`` and a string compare per frame; the in-window collection costs one
+or two ``gc.collect()`` passes per invocation. The per-process start-up of a worker is one
+function, :func:`sandbox.worker.start` (close inherited descriptors, harden, serve);
+:data:`sandbox.preload.PRELOAD` is the one preload list.
 """

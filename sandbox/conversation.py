@@ -104,6 +104,8 @@ class Conversation:
         #: the worker may serve another invocation afterwards
         self.worker_healthy = False
         self.fetch_calls = 0
+        #: the source went to the worker to compile (the pool may learn its code after)
+        self.compiled_in_worker = False
         #: fetch/call requests of the worker served so far (effects of this invocation)
         self.relayed = 0
         #: the identity every frame of this invocation carries (see the module docstring)
@@ -166,10 +168,17 @@ class Conversation:
         return message
 
     def _add_missing(self, message: dict[str, Any], *, source: bool, spec: bool) -> None:
-        """Ship what the worker does not have cached (it says so with a ``need`` frame)."""
+        """Ship what the worker does not have cached (it says so with a ``need`` frame):
+        the pool's compiled code when it has it and the worker speaks its byte code
+        (:mod:`sandbox.code_cache`), else the source, compiled in the worker."""
         inv = self.invocation
         if source:
-            message["source"] = inv.source
+            code = self.pool.compiled_code(inv, self.worker)
+            if code is not None:
+                message["code"] = code
+            else:
+                message["source"] = inv.source
+                self.compiled_in_worker = True
         if spec and inv.world is not None:
             message["spec"] = self.pool.spec_payload(inv.world)[0]
 
@@ -187,7 +196,7 @@ class Conversation:
             return self._kill("timeout")
         self.dispatched = True
         worker.last_token = self.token
-        if "source" in message:
+        if "source" in message or "code" in message:
             worker.known.add(self.invocation.source_hash)
         if "spec" in message:
             worker.known.add(message["spec_hash"])
@@ -338,8 +347,8 @@ class Conversation:
     # -- endings -------------------------------------------------------------------------------
 
     def _kill(self, reason: str) -> InvocationResult:
-        status = self.worker.kill(reason)
-        return self._failed(died_error(status, reason, self.invocation))
+        self.worker.discard(reason)  # the reason names the failure, not the exit status
+        return self._failed(died_error(None, reason, self.invocation))
 
     def _died(self) -> InvocationResult:
         status = self.worker.kill()

@@ -4,7 +4,9 @@ In this order: the environment cut down to ``PATH``/``LANG``/``LC_ALL``, ``umask
 cwd ``/``; ``unshare(CLONE_NEWNET)`` when permitted (root on Linux) so the only interface is a down
 loopback; ``RLIMIT_CORE=0``, ``RLIMIT_FSIZE=0``, ``RLIMIT_NPROC=0``, ``RLIMIT_NOFILE`` small;
 ``RLIMIT_AS`` hard = baseline + largest memory limit + headroom; privileges dropped to
-``nobody`` when started as root. Every step is best effort; the worker reports in its hello
+``nobody`` when started as root; a worker forked by the template (``parent_pid`` in its
+config) inherits the template's network namespace instead of creating one, and is set to
+die with the template. Every step is best effort; the worker reports in its hello
 message whether the network was isolated, memory limited and privileges dropped.
 
 The per-invocation limits (soft ``RLIMIT_AS``/``RLIMIT_CPU``, recursion) are set by
@@ -17,6 +19,7 @@ import contextlib
 import ctypes
 import os
 import resource
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from typing import Any
 from sandbox.limits import MIB
 
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 #: address space reserved above the largest memory limit for the worker's own bookkeeping
 HEADROOM_BYTES = 64 * MIB
 
@@ -51,7 +55,7 @@ def vm_size() -> int:
         return 0
 
 
-def _isolate_network() -> bool:
+def isolate_network() -> bool:
     """New, empty network namespace (loopback down): no route to anything. Best effort."""
     if not sys.platform.startswith("linux"):
         return False
@@ -75,6 +79,17 @@ def _drop_privileges() -> bool:
         # keep /proc/self/* owned by us so the peak-RSS counter can still be reset
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
     return True
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the forking template dies, so no worker outlives its parent as an
+    orphan nobody reaps. Set after the credential change, which clears it; exits at once
+    when the parent is already gone (the race ``getppid`` closes)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _set_limit(which: int, soft: int, hard: int | None = None) -> bool:
@@ -103,7 +118,12 @@ def harden(config: Mapping[str, Any]) -> Hardening:
     os.umask(0o077)
     with contextlib.suppress(OSError):
         os.chdir("/")
-    network_isolated = _isolate_network() if config.get("isolate_network", True) else False
+    if config.get("network_namespace_inherited"):
+        network_isolated = True  # a forked worker: the template unshared it once for all
+    elif config.get("isolate_network", True):
+        network_isolated = isolate_network()
+    else:
+        network_isolated = False
     _set_limit(resource.RLIMIT_CORE, 0, 0)
     _set_limit(resource.RLIMIT_FSIZE, 0, 0)
     _set_limit(resource.RLIMIT_NOFILE, 64, 64)
@@ -118,4 +138,7 @@ def harden(config: Mapping[str, Any]) -> Hardening:
     else:
         memory_limited = False
     privileges_dropped = _drop_privileges() if config.get("drop_privileges", True) else False
+    parent = config.get("parent_pid")
+    if parent is not None:
+        _die_with_parent(int(parent))
     return Hardening(network_isolated, memory_limited, privileges_dropped, baseline_vm, as_hard)

@@ -11,8 +11,10 @@ or was killed is handed to the **supervisor thread**, which spawns a replacement
 background so the pool returns to full size while the failed call already has its answer.
 Nothing is shared between workers, so a kill never touches other invocations.
 
-Replacement takes one interpreter start (~100 ms). Workers can also be recycled after N
-calls (``recycle_after``) to bound slow leaks in long-lived processes.
+Replacement is a ``fork`` of the pool's pre-warmed template process (about a millisecond,
+:mod:`sandbox.fork_server`), or one interpreter start (~100 ms) where fork-serving is
+impossible. Workers can also be recycled after N calls (``recycle_after``) to bound slow
+leaks in long-lived processes.
 
 **One trust domain per worker.** Every invocation carries an opaque ``isolation_key`` (the
 host passes ``(purpose, tenant, module, version)``; the pool knows nothing of tenants). A
@@ -20,7 +22,8 @@ worker is bound to the key of the first invocation it serves and only ever serve
 again; an invocation of another key takes a fresh worker (a warm spare, promoted at once)
 or, when none is idle, evicts the least recently used idle worker (SIGKILL) and waits for
 its fresh replacement. The pool therefore keeps up to ``size`` keys warm, LRU; a switch to
-a key that is not warm costs one worker start (see BENCHMARKS.md, ``tenant_switch``).
+a key that is not warm costs one worker start — a fork of the template — plus, the first
+time a script runs in the pool, its compilation (see BENCHMARKS.md, ``tenant_switch``).
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ from sandbox.channel import (
     ChannelClosed,
     ChannelError,
 )
+from sandbox.code_cache import BYTECODE_MAGIC, CompiledCodeCache
 from sandbox.conversation import Conversation, LateFrame, died_error
+from sandbox.fork_server import ForkServer, ForkServerUnavailable, unavailable_reason
 from sandbox.invocation import ErrorInfo, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
-from sandbox.worker_process import WorkerProcess
+from sandbox.worker_process import WORKER_ENV, WorkerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,10 @@ class SandboxPool:
     ``executor`` (``"module:function"``, imported in the worker) runs one function of a
     compiled script; the default is :func:`sandbox.execution.execute` (``executor_path`` is
     prepended to the worker's ``sys.path`` to find another one).
+    ``fork_server`` forks workers from a pre-warmed template process (see
+    :mod:`sandbox.fork_server`); where that is impossible — or with ``fork_server=False`` —
+    each worker is a fresh interpreter. :attr:`start_method` says which, and
+    :attr:`fork_server_unavailable` why not.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class SandboxPool:
         python: str = sys.executable,
         executor: str = "sandbox.execution:execute",
         executor_path: Sequence[str] = (),
+        fork_server: bool = True,
         start: bool = True,
     ):
         if size < 1:
@@ -122,6 +132,13 @@ class SandboxPool:
         self._closed = False
         self._started = False
         self._spec_cache: dict[int, tuple[Any, dict[str, Any], str]] = {}
+        self._code_cache = CompiledCodeCache()
+        self._want_fork_server = fork_server
+        self._fork_server: ForkServer | None = None
+        #: "fork-server" (workers forked by the template) or "spawn" (fresh interpreters)
+        self.start_method = "spawn"
+        #: why workers are spawned although a fork server was asked for (None otherwise)
+        self.fork_server_unavailable: str | None = None
         self._supervisor = threading.Thread(
             target=self._supervise, name="sandbox-supervisor", daemon=True
         )
@@ -140,6 +157,8 @@ class SandboxPool:
                 return
             self._started = True
         atexit.register(self.close)
+        if self._want_fork_server:
+            self._start_fork_server()
         started = self._spawn(self.size)
         with self._cond:
             self._idle.extend(started)
@@ -167,6 +186,8 @@ class SandboxPool:
             atexit.unregister(self.close)
         for worker in workers:
             worker.kill("pool closed")
+        if self._fork_server is not None:
+            self._fork_server.close()
         if self._supervisor.is_alive() and threading.current_thread() is not self._supervisor:
             self._supervisor.join(timeout=10)
 
@@ -187,6 +208,21 @@ class SandboxPool:
         """What each worker reported at start (network isolation, limits, privileges)."""
         with self._cond:
             return [dict(w.info) for w in self._workers]
+
+    @property
+    def template_pid(self) -> int | None:
+        """The pid of the template process that forks the workers (None when spawning)."""
+        return self._fork_server.pid if self._fork_server is not None else None
+
+    @property
+    def template_restarts(self) -> int:
+        """Template processes started after the first one died."""
+        return self._fork_server.restarts if self._fork_server is not None else 0
+
+    @property
+    def parent_compiles(self) -> int:
+        """Scripts compiled by the pool itself to ship to fresh workers (one per source)."""
+        return self._code_cache.compiles
 
     @property
     def idle_count(self) -> int:
@@ -218,6 +254,9 @@ class SandboxPool:
             try:
                 result = conversation.run()
                 healthy = conversation.worker_healthy
+                if result.ok and conversation.compiled_in_worker:
+                    inv = invocation
+                    self._code_cache.learn(inv.source, inv.source_hash, inv.filename)
                 return result
             except LateFrame:
                 continue  # a late frame of the worker's previous call: try another worker
@@ -231,6 +270,13 @@ class SandboxPool:
             ok=False,
             error=ErrorInfo("script_error", "no worker could take the invocation"),
         )
+
+    def compiled_code(self, invocation: Invocation, worker: WorkerProcess) -> str | None:
+        """Byte code for ``worker`` of the invocation's script, if the pool compiled it and
+        the worker's interpreter reads this one's byte code (:mod:`sandbox.code_cache`)."""
+        if worker.info.get("bytecode") != BYTECODE_MAGIC:
+            return None
+        return self._code_cache.get(invocation.source_hash, invocation.filename)
 
     def spec_payload(self, spec: Any) -> tuple[dict[str, Any], str]:
         """The JSON form of a world spec and its hash, computed once per spec object."""
@@ -270,10 +316,17 @@ class SandboxPool:
                         raise PoolClosed("the sandbox pool is closed")
                     worker = self._idle_for_locked(key)
                     if worker is not None:
-                        # no liveness syscall here: a worker that died while idle fails the
-                        # write with EPIPE before it is dispatched, and run() retries
-                        return worker
-                    if self._idle and not self._wanted:
+                        # one poll/waitpid syscall: workers die together when their
+                        # template does, more than run()'s retries could skip
+                        if worker.alive():
+                            return worker
+                        evicted.append(worker)
+                        self._discard_locked(worker)
+                        continue
+                    # evict only when every slot is filled: a replacement the supervisor
+                    # is starting (no longer counted in _wanted) is waited for, so that a
+                    # key within the pool size never loses its warm worker to a race
+                    if self._idle and len(self._workers) >= self.size:
                         victim = self._idle.popleft()  # least recently used
                         evicted.append(victim)
                         self.evictions += 1
@@ -289,7 +342,7 @@ class SandboxPool:
                     self._cond.wait(remaining)
         finally:
             for victim in evicted:
-                victim.kill()  # outside the lock
+                victim.discard()  # outside the lock; nobody needs its exit status
 
     def _idle_for_locked(self, key: Hashable) -> WorkerProcess | None:
         """Take the most recently used idle worker bound to ``key``, else a fresh one."""
@@ -310,7 +363,7 @@ class SandboxPool:
         if self.recycle_after is not None and worker.calls >= self.recycle_after:
             healthy = False
         if not healthy:
-            worker.kill()  # SIGKILL + reap: cheap, and outside the lock
+            worker.discard()  # SIGKILL (+ reap when spawned): cheap, and outside the lock
         with self._cond:
             if healthy and not self._closed and worker in self._workers:
                 self._idle.append(worker)
@@ -345,7 +398,7 @@ class SandboxPool:
         pending: list[WorkerProcess] = []
         for _ in range(count):
             try:
-                pending.append(WorkerProcess(**self._worker_kwargs))
+                pending.append(self._start_worker())
             except OSError as exc:
                 self._last_spawn_error = exc
         deadline = time.monotonic() + self.start_timeout_s
@@ -363,6 +416,49 @@ class SandboxPool:
             elif count:
                 self._spawn_failures += 1
         return ready
+
+    def _start_fork_server(self) -> None:
+        reason = unavailable_reason()
+        if reason is None:
+            kwargs = self._worker_kwargs
+            server = ForkServer(
+                kwargs["config"],
+                python=kwargs["python"],
+                env=WORKER_ENV,
+                stderr=kwargs["stderr"],
+                start_timeout_s=self.start_timeout_s,
+            )
+            try:
+                server.start()
+                self._fork_server, self.start_method = server, "fork-server"
+                return
+            except ForkServerUnavailable as exc:
+                reason = str(exc)
+        self._fall_back(reason)
+
+    def _fall_back(self, reason: str) -> None:
+        self.fork_server_unavailable = reason
+        self.start_method = "spawn"
+        logger.warning("sandbox workers are spawned, not forked: %s", reason)
+
+    def _start_worker(self) -> WorkerProcess:
+        """A new worker, forked by the template (restarted if it died) or spawned."""
+        server = self._fork_server
+        if server is not None:
+            try:
+                return WorkerProcess.fork(
+                    server,
+                    max_frame_bytes=self._worker_kwargs["max_frame_bytes"],
+                    timeout=self.start_timeout_s,
+                )
+            except ForkServerUnavailable as exc:
+                if self._closed:
+                    raise OSError("the sandbox pool is closed") from None
+                # not even a restarted template answers: spawn from now on
+                self._fork_server = None
+                server.close()
+                self._fall_back(str(exc))
+        return WorkerProcess.spawn(**self._worker_kwargs)
 
     def _supervise(self) -> None:
         """Keep the pool at ``size``: spawn replacements for discarded workers."""

@@ -8,9 +8,10 @@ its privileges and may no longer be able to read the interpreter's files, so suc
 import would fail in the middle of a script ("No module named 'heapq'"); and even where it
 could read them, loading files on a script's behalf is work the sandbox should not do.
 
-:data:`PRELOAD` is the one list of what to import (the worker calls :func:`preload` before it
-hardens itself); ``tests/sandbox/test_preload.py`` derives the lazy imports reachable from
-every facade and fails when one is neither here nor in :data:`NOT_PRELOADED`.
+:data:`PRELOAD` is the one list of what to import (the template process, or a spawned
+worker, calls :func:`preload` before any worker hardens itself);
+``tests/sandbox/test_preload.py`` derives the lazy imports reachable from every facade and
+fails when one is neither here nor in :data:`NOT_PRELOADED`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """The worker process: runs one invocation at a time under OS limits, for the parent pool.
 
-Why ``subprocess`` + pipes (not ``multiprocessing`` fork/forkserver/spawn):
+Why our own template + pipes (not ``multiprocessing`` fork/forkserver/spawn):
 
 * the host is threaded (web server, thread pools), and ``fork`` of a threaded process is
-  unsafe; ``subprocess`` uses fork+exec in C (``_posixsubprocess``) which is safe;
+  unsafe; the host only ever uses ``subprocess`` (fork+exec in C, ``_posixsubprocess``):
+  for the single-threaded template (:mod:`sandbox.template_process`), which forks workers,
+  and for spawned workers where fork-serving is impossible (:mod:`sandbox.fork_server`);
 * the worker must not inherit the host's environment (``CRM_HOST_SECRET_KEY``, tokens):
-  ``subprocess`` lets us exec with an explicit minimal ``env`` (PATH, LANG only) so the
-  secrets are never in the worker's memory or ``/proc/<pid>/environ`` — a forkserver or a
-  forked child would carry the host's environment block even after ``os.environ.clear()``;
+  the template and spawned workers are exec'd with an explicit minimal ``env`` (PATH, LANG
+  only), so the secrets are never in a worker's memory or ``/proc/<pid>/environ`` — a fork
+  of the host would carry its environment block even after ``os.environ.clear()``;
 * ``multiprocessing`` connections unpickle what the peer sends; the worker is untrusted, so
   the parent must only ever parse JSON from it (see :mod:`sandbox.channel`).
 
-Start-up cost (~150 ms: interpreter + RestrictedPython + the allow-listed modules and
-everything they import lazily, see :mod:`sandbox.preload`, so scripts never trigger imports)
-is paid once per worker; calls are warm.
+Start-up cost: a forked worker inherits the template's warm interpreter (RestrictedPython,
+the allow-listed modules and everything they import lazily, see :mod:`sandbox.preload`, so
+scripts never trigger imports) and costs a ``fork`` plus :func:`start`; a spawned one pays
+the interpreter start (~150 ms) itself. Calls are warm either way.
 
 At start the worker hardens itself (:mod:`sandbox.hardening`: environment, network
 namespace, rlimits, privileges; the outcome recorded in the hello message) and replaces
@@ -30,15 +33,19 @@ stack, and the peak-RSS counter reset (``/proc/self/clear_refs``) so that
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
+import marshal
 import math
 import os
 import resource
 import signal
 import sys
+import types
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -86,7 +93,12 @@ class _State:
         #: the handler raises, so the window also checks this flag)
         self.cpu_exceeded = False
         self.base_recursion = sys.getrecursionlimit()
-        self.hello: dict[str, Any] = {"op": "hello", "pid": os.getpid()}
+        self.hello: dict[str, Any] = {
+            "op": "hello",
+            "pid": os.getpid(),
+            # the byte-code format: the parent ships compiled code only when it is its own
+            "bytecode": importlib.util.MAGIC_NUMBER.hex(),
+        }
         # "module:function" running one function of a compiled script (sandbox.world's
         # execute); configurable so that tests can exercise the engine with a stub world
         sys.path[:0] = [str(p) for p in config.get("executor_path", ())]
@@ -147,10 +159,18 @@ def _cached_script(state: _State, digest: str) -> Any:
 
 
 def _compile(state: _State, message: dict[str, Any]) -> Any:
-    """Compile inside the invocation's limits: a parser bomb is the script's problem."""
-    from sandbox.compiler import compile_script
+    """Compile inside the invocation's limits: a parser bomb is the script's problem. Code
+    the parent compiled itself arrives as ``code`` instead (:mod:`sandbox.code_cache`)."""
+    from sandbox.compiler import CompiledScript, compile_script
 
-    compiled = compile_script(message["source"], message.get("filename", "module.py"))
+    filename = message.get("filename", "module.py")
+    if message.get("source") is None:
+        code = marshal.loads(base64.b64decode(message["code"]))
+        if not isinstance(code, types.CodeType):
+            raise errors.ScriptError("the parent sent code that is not a code object")
+        compiled = CompiledScript(filename=filename, source_hash=message["hash"], code=code)
+    else:
+        compiled = compile_script(message["source"], filename)
     state.scripts[message["hash"]] = compiled
     if len(state.scripts) > CACHE_SIZE:
         state.scripts.popitem(last=False)
@@ -217,7 +237,7 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     limits = _limits(state, message["limits"])
     compiled = _cached_script(state, message["hash"])
     found, spec = _world_spec(state, message)
-    need_source = compiled is None and message.get("source") is None
+    need_source = compiled is None and message.get("source") is None and not message.get("code")
     if need_source or not found:
         return {"op": "need", "inv": message.get("inv"), "source": need_source, "spec": not found}
 
@@ -398,7 +418,11 @@ def start(in_fd: int, out_fd: int, config: Mapping[str, Any]) -> NoReturn:
     signal.signal(signal.SIGXCPU, _on_sigxcpu)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the host
     # the collector runs only inside invocation windows (see collect_leftovers), and what a
-    # finalizer raises is the script's business, not text for the worker's stderr
+    # finalizer raises is the script's business, not text for the worker's stderr; what
+    # start-up loaded is frozen, so those collections walk only what a script created
+    # (a forked worker's template froze the preload already)
+    gc.collect()
+    gc.freeze()
     gc.disable()
     sys.unraisablehook = _ignore_unraisable
     _peak_rss.open()  # /proc cannot be opened once confined

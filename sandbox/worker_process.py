@@ -1,8 +1,10 @@
 """The parent's handle of one worker process: how it is started, spoken to, measured and killed.
 
-A worker is started with ``subprocess`` (fork+exec, safe in the threaded host) as
-``python -I -B -c <boot>`` with only :data:`WORKER_ENV` as its environment, so none of the
-host's secrets reach it; it speaks the frame protocol of :mod:`sandbox.channel` on its
+A worker is either forked by the pool's template process (:meth:`WorkerProcess.fork`, see
+:mod:`sandbox.fork_server`) or, where that is impossible, spawned with ``subprocess``
+(:meth:`WorkerProcess.spawn`: fork+exec, safe in the threaded host) as
+``python -I -B -c <boot>``; either way only :data:`WORKER_ENV` is its environment, so none
+of the host's secrets reach it. It speaks the frame protocol of :mod:`sandbox.channel` on its
 stdin/stdout and says hello once warm. :class:`~sandbox.pool.SandboxPool` decides when
 workers are started, handed out and replaced; this module only knows one process.
 """
@@ -14,9 +16,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sandbox.channel import (
     ChannelError,
@@ -25,6 +28,7 @@ from sandbox.channel import (
     encode,
     write_frame,
 )
+from sandbox.fork_server import ForkedProcess, ForkServer
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 _BOOT = (
@@ -35,31 +39,36 @@ _BOOT = (
 WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
+class Process(Protocol):
+    """What the handle needs of a process: ``subprocess.Popen`` or a :class:`ForkedProcess`."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
 class WorkerProcess:
     """The parent's handle of one worker process."""
 
     def __init__(
         self,
+        process: Process,
+        write_fd: int,
+        read_fd: int,
         *,
-        config: dict[str, Any],
-        stderr: int | None,
         max_frame_bytes: int,
-        python: str,
     ):
-        self.proc = subprocess.Popen(
-            [python, "-I", "-B", "-c", _BOOT, _ROOT, json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=dict(WORKER_ENV),
-            bufsize=0,
-            close_fds=True,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.pid = self.proc.pid
-        self.write_fd = self.proc.stdin.fileno()
+        self.proc = process
+        self.pid = process.pid
+        self.write_fd = write_fd
+        self._read_fd = read_fd
         os.set_blocking(self.write_fd, False)
-        self.reader = FrameReader(self.proc.stdout.fileno(), max_frame_bytes)
+        self.reader = FrameReader(read_fd, max_frame_bytes)
+        self._close_lock = threading.Lock()
         self.known: set[str] = set()
         #: the isolation key of the code this worker runs (see :meth:`bind`)
         self.key: Any = None
@@ -71,6 +80,38 @@ class WorkerProcess:
         self.info: dict[str, Any] = {}
         self.kill_reason: str | None = None
         self.started = time.monotonic()
+
+    @classmethod
+    def spawn(
+        cls,
+        *,
+        config: dict[str, Any],
+        stderr: int | None,
+        max_frame_bytes: int,
+        python: str,
+    ) -> WorkerProcess:
+        """A fresh interpreter (``subprocess``: fork+exec, minimal environment)."""
+        proc = subprocess.Popen(
+            [python, "-I", "-B", "-c", _BOOT, _ROOT, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=dict(WORKER_ENV),
+            bufsize=0,
+            close_fds=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        # the handle owns the two descriptors from now on (closed in _close_pipes)
+        write_fd, read_fd = os.dup(proc.stdin.fileno()), os.dup(proc.stdout.fileno())
+        proc.stdin.close()
+        proc.stdout.close()
+        return cls(proc, write_fd, read_fd, max_frame_bytes=max_frame_bytes)
+
+    @classmethod
+    def fork(cls, server: ForkServer, *, max_frame_bytes: int, timeout: float) -> WorkerProcess:
+        """A worker forked by the pool's template process (see :mod:`sandbox.fork_server`)."""
+        process, write_fd, read_fd = server.fork(timeout)
+        return cls(process, write_fd, read_fd, max_frame_bytes=max_frame_bytes)
 
     def bind(self, key: Any) -> None:
         """Dedicate this worker to one isolation key for the rest of its life."""
@@ -87,6 +128,9 @@ class WorkerProcess:
         write_frame(self.write_fd, encode(message), deadline)
 
     def alive(self) -> bool:
+        """Still running (checked by the pool, under its lock, before it hands a worker out)."""
+        if isinstance(self.proc, ForkedProcess):
+            return not self.proc.exited()  # no exit-status round trip to the template
         return self.proc.poll() is None
 
     def cpu_seconds(self) -> float | None:
@@ -99,7 +143,7 @@ class WorkerProcess:
             return None
 
     def kill(self, reason: str | None = None) -> int:
-        """SIGKILL and reap; returns the exit status (negative signal number)."""
+        """SIGKILL and wait for the exit; returns the exit status (negative signal number)."""
         if reason and self.kill_reason is None:
             self.kill_reason = reason
         if self.proc.poll() is None:
@@ -108,6 +152,20 @@ class WorkerProcess:
         status = self.proc.wait()
         self._close_pipes()
         return status
+
+    def discard(self, reason: str | None = None) -> None:
+        """SIGKILL without waiting for the exit status nobody needs (an evicted idle worker,
+        one killed for a reason of the parent's own — timeout, protocol): a forked worker is
+        reaped by its template, and after ``pidfd_send_signal`` it can never speak again
+        (its pipes are closed here); a spawned one must be reaped here."""
+        if not isinstance(self.proc, ForkedProcess):
+            self.kill(reason)
+            return
+        if reason and self.kill_reason is None:
+            self.kill_reason = reason
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.release()
+        self._close_pipes()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Ask politely, then kill."""
@@ -119,10 +177,12 @@ class WorkerProcess:
         self.kill()
 
     def _close_pipes(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
+        with self._close_lock:  # kill() may race with the pool's close(): close once
+            fds, self.write_fd, self._read_fd = (self.write_fd, self._read_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
                 with contextlib.suppress(OSError):
-                    stream.close()
+                    os.close(fd)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -57,10 +57,9 @@ def sandbox_pool():
         yield pool
 
 
-def child_pids() -> set[int]:
-    """Live (non-zombie) children of this process, read from /proc (no psutil)."""
-    me = os.getpid()
-    found: set[int] = set()
+def _live_parents() -> dict[int, int]:
+    """pid → parent pid of every live (non-zombie) process, read from /proc (no psutil)."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -69,6 +68,28 @@ def child_pids() -> set[int]:
                 fields = fh.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == me and fields[0] != b"Z":
-            found.add(int(entry))
+        if fields[0] != b"Z":
+            parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this process."""
+    me = os.getpid()
+    return {pid for pid, parent in _live_parents().items() if parent == me}
+
+
+def descendant_pids() -> set[int]:
+    """Live children of this process and theirs (forked workers are the template's)."""
+    parents = _live_parents()
+    found: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
     return found
+
+
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[1])

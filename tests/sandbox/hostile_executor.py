@@ -9,6 +9,8 @@ Selected by the invocation's ``function``; anything else runs the real executor.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from sandbox.channel import encode, write_all
@@ -45,6 +47,9 @@ def execute(
         write_all(out_fd, encode({"op": "done", "inv": token, "ok": True, "value": "early"}))
         write_all(out_fd, encode({"op": "call", "inv": token, "name": "crm.contacts", "args": []}))
         return "late"
+    if function == "crash":
+        # the worker dies by itself, the way a C extension crash would look to the parent
+        os.kill(os.getpid(), signal.SIGSEGV)
     return real_execute(compiled, function, args, kwargs, capabilities, spec)
 
 

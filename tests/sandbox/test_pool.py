@@ -15,7 +15,7 @@ from sandbox.invocation import Invocation
 from sandbox.limits import Limits
 from sandbox.pool import PoolClosed, SandboxPool
 from sandbox.world import WorldSpec
-from tests.sandbox.conftest import child_pids
+from tests.sandbox.conftest import child_pids, descendant_pids
 from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 SPEC = WorldSpec(
@@ -224,18 +224,22 @@ def test_workers_are_recycled_after_n_invocations() -> None:
 
 
 def test_close_leaves_no_child_processes() -> None:
+    """Workers are the template's children (see test_fork_server.py); close() stops them
+    and the template, and reaps the template, so nothing of the pool is left."""
     pool = SandboxPool(size=2, spares=1)
     assert pool.wait_full(10)
     deadline = time.monotonic() + 10
     while len(pool.worker_pids(include_spares=True)) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     pids = pool.worker_pids(include_spares=True)
-    assert len(pids) == 3 and set(pids) <= child_pids()
+    template = pool.template_pid
+    assert template is not None and template in child_pids()
+    assert len(pids) == 3 and set(pids) <= descendant_pids()
     assert pool.run(Invocation(source="def f():\n    return 1\n", function="f")).ok
     pool.close()
     pool.close()  # idempotent
-    assert not set(pids) & child_pids()
-    for pid in pids:
+    assert not {*pids, template} & descendant_pids()
+    for pid in [*pids, template]:
         with pytest.raises(ChildProcessError):  # already reaped: no zombie left
             os.waitpid(pid, os.WNOHANG)
     with pytest.raises(PoolClosed):
