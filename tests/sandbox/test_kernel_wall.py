@@ -28,7 +28,7 @@ import sandbox
 from sandbox import landlock, seccomp_filter
 from sandbox.invocation import Invocation
 from sandbox.pool import SandboxPool
-from tests.sandbox.conftest import child_pids
+from tests.sandbox.conftest import descendant_pids
 
 HERE = Path(__file__).resolve().parent
 EXECUTOR = HERE / "unrestricted_executor.py"
@@ -190,8 +190,9 @@ def control(code: str, files: dict[str, str]) -> dict[str, Any]:
 
 
 def alive(pid: int) -> bool:
-    """A live (not zombie) child of this process: a SIGKILLed worker stops being one."""
-    return pid in child_pids()
+    """A live (not zombie) descendant of this process (forked workers are the template's
+    children): a SIGKILLed worker stops being one."""
+    return pid in descendant_pids()
 
 
 def in_worker(pool: SandboxPool, code: str, **names: Any) -> tuple[dict[str, Any], int, int]:
