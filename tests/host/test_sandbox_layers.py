@@ -88,9 +88,10 @@ def test_doctor_reports_every_layer_and_the_required_ones(tmp_path: Path) -> Non
     result = Cli.in_dir(tmp_path, CRM_HOST_SANDBOX_REQUIRE="seccomp").run("doctor")
     assert result.returncode == (0 if "seccomp" in PRESENT else 1), result.stderr
     assert "Traceback" not in result.stderr
+    layers_table = result.stdout.split("Sandbox layers", 1)[1]
     rows = {
         line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
-        for line in result.stdout.splitlines()
+        for line in layers_table.splitlines()
         if line.startswith("│")
     }
     assert rows == {

@@ -81,10 +81,10 @@ def test_bomb_is_stopped_with_its_kind(sandbox_pool: SandboxPool, name: str) -> 
 
 def test_cpu_limit_stops_a_loop_before_the_wall_deadline(sandbox_pool: SandboxPool) -> None:
     limits = Limits(timeout_s=8, cpu_s=1)
-    result, elapsed = bomb(sandbox_pool, "def f():\n    while True:\n        pass\n", limits)
+    result, _ = bomb(sandbox_pool, "def f():\n    while True:\n        pass\n", limits)
     assert result.error is not None and result.error.kind == "timeout"
+    # the CPU limit stopped it, not the 8 s wall deadline (which would say "wall")
     assert "CPU time limit" in result.error.message
-    assert elapsed < 4.5  # RLIMIT_CPU is whole seconds, plus the parent's 1 s grace
 
 
 def test_runaway_recursion_keeps_the_worker(sandbox_pool: SandboxPool) -> None:
