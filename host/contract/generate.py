@@ -11,6 +11,7 @@ installed with the host but describes the script's world for editors and mypy on
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from host.contract.reference import reference_sections
@@ -32,8 +33,12 @@ def with_sections(guide: str, sections: dict[str, str]) -> str:
         pattern = _marked(name)
         if not pattern.search(guide):
             raise ValueError(f"docs/writing-modules.md has no <!-- contract:{name} --> section")
-        guide = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), guide)
+        guide = pattern.sub(_replacement(body), guide)
     return guide
+
+
+def _replacement(body: str) -> Callable[[re.Match[str]], str]:
+    return lambda match: match.group(1) + body + match.group(2)
 
 
 def generated_files() -> dict[Path, str]:
