@@ -5,8 +5,18 @@ Every ``crm_marketing_*`` hook is ``firstresult``: the first plugin that returns
 serves the call (the sandbox bridge serves it from the tenant's module; a trusted plugin
 registered earlier may serve it instead). Each receives ``call``, a :class:`ModuleCall`
 saying which tenant's which module version is being called, then the function's own
-arguments. Returning ``None`` means "not served here". Wrappers (``wrapper=True``) see
-every call and may time, log, cache or veto it.
+arguments, by the names of the contract. A plugin that serves a call returns a
+:class:`~host.calls.ModuleResult` whose ``value`` is what the module returned (validated by
+the host's contract wrapper before any caller sees it); returning ``None`` means "not served
+here" — a bare value is not a result, because ``None`` is itself a legitimate return of
+ExportContacts and PrepareCampaign. Wrappers (``wrapper=True``) see every call and may time,
+log, cache or veto it.
+
+The ``crm_marketing_*`` specs are built from the contract's one definition
+(:mod:`host.contract.functions`): one spec per function, named by its hook, with its
+parameters and a docstring saying when the host calls it, what the result's value is and
+what the host retries. ``python -m host.contract.generate`` lists them in the guide's
+reference appendix.
 
 Event hooks (``crm_host_*``) are notifications after the fact: their results are ignored and
 a plugin that raises is logged without undoing the event.
@@ -14,12 +24,13 @@ a plugin that raises is logged without undoing the event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any
 
 import pluggy
 
-from host.calls import ModuleCall
+from host.contract.function_model import ContractFunction
+from host.contract.functions import ALL_FUNCTIONS
+from host.contract.hooks import spec_function
 
 PROJECT = "crm_module_host"
 
@@ -30,76 +41,18 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # --- CRM_Marketing_* functions -------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
-def crm_marketing_import_templates(call: ModuleCall, offset: int, limit: int) -> Any:
-    """Called when a user imports templates: once per page, first with offset 0, again with
-    ``offset + limit`` while a full page comes back. Returns a list of ImportTemplate."""
+def _function_spec(function: ContractFunction) -> Any:
+    doc = (
+        f"{function.signature()}. {function.called_when} A plugin serves it by returning a "
+        f"ModuleResult whose value is the module's return value. The module's part: "
+        f"{function.returns_doc} {function.retry}"
+    )
+    return hookspec(firstresult=True)(spec_function(function, doc))
 
 
-@hookspec(firstresult=True)
-def crm_marketing_export_contacts(call: ModuleCall, contactIds: list[str]) -> Any:
-    """Called before a campaign is sent, once per chunk of CRM contact ids, so the module can
-    sync them to the service (it reads them through ``crm.contacts``). Returns None."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_prepare_campaign(
-    call: ModuleCall,
-    campaignId: str,
-    type: str,
-    contacts: list[str],
-) -> Any:
-    """Called once per batch of recipients before CreateCampaign: email addresses for Email
-    campaigns, phone numbers for Sms, contact ids for Messenger. Returns None."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_create_campaign(call: ModuleCall, request: dict[str, Any]) -> Any:
-    """Called once, after the last prepare batch, to create the email campaign in the
-    service. Returns CreateCampaignResponse; the host then tracks it by ``externalId``."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_create_messenger_campaign(call: ModuleCall, request: dict[str, Any]) -> Any:
-    """Called once, after the last prepare batch, to create a messenger campaign. Returns
-    CreateCampaignResponse."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_get_campaign_stats(call: ModuleCall, campaignExternalId: str) -> Any:
-    """Called when campaign stats are viewed and the cached value is older than its TTL.
-    Returns CampaignStats."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_parse_webhook_request(call: ModuleCall, request: dict[str, Any]) -> Any:
-    """Called when the service posts to the module's webhook URL, with the FetchRequest.
-    Returns WebhookResult; its actions are applied in one transaction."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_get_template_html(call: ModuleCall, templateExternalId: str) -> Any:
-    """Called for a template preview when no cached HTML exists. Returns the HTML string."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_set_template_html(
-    call: ModuleCall,
-    html: str,
-    name: str,
-    templateExternalId: str | None,
-) -> Any:
-    """Called when a template is published. Returns the template's id in the service."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_get_messenger_types(call: ModuleCall) -> Any:
-    """Called when messenger activities are configured. Returns a list of AccountType."""
-
-
-@hookspec(firstresult=True)
-def crm_marketing_get_messenger_bots(call: ModuleCall) -> Any:
-    """Called when a messenger campaign is set up, to list bots. Returns MessengerBot list."""
+for _function in ALL_FUNCTIONS.values():
+    globals()[_function.hook] = _function_spec(_function)
+del _function
 
 
 # --- host events ---------------------------------------------------------------------------
@@ -148,26 +101,3 @@ def crm_host_contact_unsubscribed(
     tenant_id: str, contact_id: str, email: str, category: str | None
 ) -> None:
     """A contact unsubscribed, from one category or (``category`` None) from everything."""
-
-
-# --- helpers for plugins -------------------------------------------------------------------
-
-C = TypeVar("C", bound=type)
-
-
-def wraps_every_function(**options: Any) -> Callable[[C], C]:
-    """Class decorator: make ``cls.around_call(self, call)`` (a generator, pluggy's new-style
-    wrapper protocol) a ``wrapper=True`` hookimpl of every ``crm_marketing_*`` hook."""
-    from host.contract.functions import HOOK_NAMES
-
-    def decorate(cls: C) -> C:
-        for name in HOOK_NAMES.values():
-
-            def wrapper(self: Any, call: ModuleCall) -> Generator[None, Any, Any]:
-                return (yield from self.around_call(call))
-
-            wrapper.__name__ = name
-            setattr(cls, name, hookimpl(wrapper=True, **options)(wrapper))
-        return cls
-
-    return decorate

@@ -100,5 +100,11 @@ class ModuleInvoker:
             ) from exc
         if result is None:
             raise ModuleNotImplemented(call.module_ref, function)
-        assert isinstance(result, ModuleResult)
+        if not isinstance(result, ModuleResult):  # the hookspecs' documented shape
+            raise ModuleCallFailed(
+                "plugin_error",
+                f"a plugin served {function} with a {type(result).__name__}, not a ModuleResult",
+                module=call.module_ref,
+                function=function,
+            )
         return result

@@ -30,8 +30,17 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
 
+from host.contract.functions import CONTRACT_VERSIONS
 from host.errors import InvalidInput, Problem
 from host.json_schema import (
     EMPTY_REGISTRY,
@@ -256,6 +265,21 @@ def _egress_problems(data: Any, location: str, problems: list[Problem]) -> list[
     return found
 
 
+def _contract_version_problems(data: Any, location: str, problems: list[Problem]) -> list[Problem]:
+    """A ``contractVersion`` the host does not serve (the schema checks only that it is a
+    short string: the served versions are the contract's definition, not the schema's)."""
+    version = data.get("contractVersion") if isinstance(data, dict) else None
+    where = location + format_path("$", ("contractVersion",))
+    if not isinstance(version, str) or version in CONTRACT_VERSIONS:
+        return []
+    if any(p.location == where for p in problems):
+        return []
+    served = ", ".join(quoted(v) for v in CONTRACT_VERSIONS)
+    return [
+        Problem(where, f"unknown contract version {quoted(version)}; this host serves {served}")
+    ]
+
+
 def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
     """Validate decoded manifest JSON and return the :class:`Manifest`.
 
@@ -272,6 +296,7 @@ def validate_manifest(data: Any, source: str = "manifest.json") -> Manifest:
         _manifest_validator().iter_errors(data), location=location, root="$", hint=_egress_hint
     )
     problems += _egress_problems(data, location, problems)
+    problems += _contract_version_problems(data, location, problems)
     settings_broken = any(p.location.startswith(location + "$.settings") for p in problems)
     if isinstance(data, dict) and "settings" in data and not settings_broken:
         problems.extend(_settings_problems(data["settings"], location))
@@ -328,6 +353,8 @@ class Manifest(BaseModel):
     egress: list[str] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(EMPTY_SETTINGS_SCHEMA))
     limits: dict[str, Any] = Field(default_factory=dict)
+    #: the contract version the module declares it was written for (None: not declared)
+    contractVersion: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -365,3 +392,12 @@ class Manifest(BaseModel):
     def as_json(self) -> dict[str, Any]:
         """The manifest as JSON data (what was uploaded, with defaults filled in)."""
         return self.model_dump(mode="json")
+
+    @model_serializer(mode="wrap")
+    def _undeclared_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A manifest that declares no ``contractVersion`` dumps as it did before the key
+        existed, so stored manifests and their content hashes stay what they were."""
+        data: dict[str, Any] = handler(self)
+        if data.get("contractVersion") is None:
+            data.pop("contractVersion", None)
+        return data

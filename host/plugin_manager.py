@@ -1,5 +1,12 @@
 """Build the pluggy plugin manager: hookspecs, built-in plugins, then trusted plugins from
-the ``crm_module_host.plugins`` entry-point group, filtered by ``CRM_HOST_PLUGINS``."""
+the ``crm_module_host.plugins`` entry-point group, filtered by ``CRM_HOST_PLUGINS``.
+
+A hook implementation whose name no spec declares is a typo or a plugin written for another
+contract version: pluggy would register it and never call it. So every plugin is checked
+(pluggy's ``check_pending()``): a built-in one stops start-up (the host's own code is
+wrong), an entry-point one is refused with one log line and the host starts without it (a
+third party's mistake must not take the platform down, nor half-work silently).
+"""
 
 from __future__ import annotations
 
@@ -43,7 +50,25 @@ def make_plugin_manager(
         manager.register(plugin, name=name)
     if load_entry_points:
         _load_entry_points(manager, allow)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = manager.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginLoadError(
+            f"built-in plugin {name} implements unknown hook(s) "
+            f"{', '.join(unknown_hooks(manager, exc.plugin))}: no hookspec declares them"
+        ) from None
     return manager
+
+
+def unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hooks ``plugin`` implements that no spec declares (``optionalhook`` ones excepted)."""
+    return sorted(
+        caller.name
+        for caller in manager.get_hookcallers(plugin) or []
+        if not caller.has_spec()
+        and any(not impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin)
+    )
 
 
 def _load_entry_points(manager: pluggy.PluginManager, allow: list[str] | None) -> None:
@@ -59,8 +84,25 @@ def _load_entry_points(manager: pluggy.PluginManager, allow: list[str] | None) -
                 f"plugin {entry.name} ({entry.value}) could not be loaded: "
                 f"{type(exc).__name__}: {exc}; uninstall it or leave it out of CRM_HOST_PLUGINS"
             ) from exc
-        manager.register(plugin, name=entry.name)
+        refusal = _register_checked(manager, entry.name, plugin)
+        if refusal:
+            log.error("refused plugin %s (%s): %s", entry.name, entry.value, refusal)
+            continue
         log.info("loaded plugin %s from %s", entry.name, entry.value)
+
+
+def _register_checked(manager: pluggy.PluginManager, name: str, plugin: object) -> str | None:
+    """Register ``plugin``; if a hook of it does not fit the specs, unregister it again and
+    say why (pluggy refuses wrong arguments at registration; unknown names only later)."""
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        return str(exc).replace("\n", "; ")
+    unknown = unknown_hooks(manager, plugin)
+    if unknown:
+        manager.unregister(plugin, name=name)
+        return f"unknown hook(s) {', '.join(unknown)}: no hookspec declares them"
+    return None
 
 
 def describe_plugins(manager: pluggy.PluginManager) -> list[dict[str, Any]]:

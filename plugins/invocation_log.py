@@ -14,7 +14,7 @@ from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.db.engine import Database
 from host.db.models import Invocation
 from host.errors import ModuleCallFailed, ServiceBusy
-from host.hookspecs import wraps_every_function
+from host.hook_wrappers import wraps_every_function
 
 if TYPE_CHECKING:
     from host.platform import Host

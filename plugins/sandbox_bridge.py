@@ -4,6 +4,10 @@ Registered last among servers (``trylast``), so a trusted in-process plugin may 
 function instead (for tests, or a native integration). The module's storage snapshot is
 loaded before the call and saved only if the call succeeded and changed it. A pool with no
 idle worker before its deadline is the host being busy (ServiceBusy), not a module failure.
+
+The hook methods are not written out: one per contract function is built from its definition
+(:mod:`host.contract.functions`) when this module is imported, each passing its arguments,
+in the contract's order, to the one :meth:`SandboxBridge.serve`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.calls import ModuleCall, ModuleResult
+from host.contract.functions import ALL_FUNCTIONS
+from host.contract.hooks import delegating_method
 from host.errors import ServiceBusy
 from host.hookspecs import hookimpl
 from host.module_runtime import run_module_function
@@ -26,7 +32,9 @@ class SandboxBridge:
     def __init__(self, host: Host):
         self.host = host
 
-    def _serve(self, call: ModuleCall, *args: Any) -> ModuleResult:
+    def serve(self, call: ModuleCall, *args: Any) -> ModuleResult:
+        """Run ``call.function`` of the tenant's module with ``args`` (positional, in the
+        contract's order, as the module defines them)."""
         storage = self.host.module_storage.load(call.tenant_id, call.module_id)
         try:
             result = run_module_function(
@@ -50,52 +58,9 @@ class SandboxBridge:
         provide: Callable[[ModuleCall], dict[str, HostCallback]] = self.host.script_callbacks
         return provide(call)
 
-    @hookimpl(trylast=True)
-    def crm_marketing_import_templates(self, call: ModuleCall, offset: int, limit: int) -> Any:
-        return self._serve(call, offset, limit)
 
-    @hookimpl(trylast=True)
-    def crm_marketing_export_contacts(self, call: ModuleCall, contactIds: list[str]) -> Any:
-        return self._serve(call, contactIds)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_prepare_campaign(
-        self, call: ModuleCall, campaignId: str, type: str, contacts: list[str]
-    ) -> Any:
-        return self._serve(call, campaignId, type, contacts)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_create_campaign(self, call: ModuleCall, request: dict[str, Any]) -> Any:
-        return self._serve(call, request)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_create_messenger_campaign(
-        self, call: ModuleCall, request: dict[str, Any]
-    ) -> Any:
-        return self._serve(call, request)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_get_campaign_stats(self, call: ModuleCall, campaignExternalId: str) -> Any:
-        return self._serve(call, campaignExternalId)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_parse_webhook_request(self, call: ModuleCall, request: dict[str, Any]) -> Any:
-        return self._serve(call, request)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_get_template_html(self, call: ModuleCall, templateExternalId: str) -> Any:
-        return self._serve(call, templateExternalId)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_set_template_html(
-        self, call: ModuleCall, html: str, name: str, templateExternalId: str | None
-    ) -> Any:
-        return self._serve(call, html, name, templateExternalId)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_get_messenger_types(self, call: ModuleCall) -> Any:
-        return self._serve(call)
-
-    @hookimpl(trylast=True)
-    def crm_marketing_get_messenger_bots(self, call: ModuleCall) -> Any:
-        return self._serve(call)
+for _function in ALL_FUNCTIONS.values():
+    setattr(
+        SandboxBridge, _function.hook, hookimpl(trylast=True)(delegating_method(_function, "serve"))
+    )
+del _function

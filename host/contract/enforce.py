@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.contract.functions import ALL_FUNCTIONS
 from host.errors import ModuleCallFailed
-from host.hookspecs import wraps_every_function
+from host.hook_wrappers import wraps_every_function
 from host.json_values import ValueProblem, value_problem
 
 

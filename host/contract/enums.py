@@ -11,9 +11,12 @@ class ActionType(StrEnum):
     UpdateDeliveryStatus = "UpdateDeliveryStatus"
     Unsubscribe = "Unsubscribe"
     SendEmail = "SendEmail"
-    # host extensions, not part of the original platform's list (SPEC §8)
     Resubscribe = "Resubscribe"
     UpdateContact = "UpdateContact"
+
+
+HOST_EXTENSION_ACTIONS = frozenset({ActionType.Resubscribe, ActionType.UpdateContact})
+"""Actions this host adds to the original platform's list (SPEC §8)."""
 
 
 class CampaignStatus(StrEnum):

@@ -1,155 +1,299 @@
-"""The CRM_Marketing_* functions each module kind may define, with their parameters and the
-type of value the host accepts back (SPEC §2)."""
+"""The CRM_Marketing_* contract, defined once (SPEC §2): every function each module kind may
+define, with its parameters and their optionality, the value the host accepts back, when the
+host calls it, what it retries, and the words the CRM, the scaffold and the guide use for it.
+
+Everything else is derived from these definitions, so the copies cannot disagree: the pluggy
+hookspecs (:mod:`host.hookspecs`) and the sandbox bridge's hook implementations are built
+from them at import time; the typed SDK (``crm_module_sdk``) and the guide's reference
+sections are generated from them into checked-in files by :mod:`host.contract.generate`
+(a test regenerates them and compares); ``crm-host module new`` writes its stubs from them.
+"""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
-
-from pydantic import TypeAdapter
-
-from host.contract.enums import AccountType, ModuleKind
+from host.contract.enums import AccountType, CampaignType, ModuleKind
+from host.contract.function_model import ContractFunction, Parameter
 from host.contract.types import (
     CampaignStats,
+    CreateCampaignRequest,
     CreateCampaignResponse,
+    CreateMessengerCampaignRequest,
+    FetchRequest,
     ImportTemplate,
     MessengerBot,
     WebhookResult,
 )
-from host.errors import Problem
 
-PREFIX = "CRM_Marketing_"
+CONTRACT_VERSION = "1.0"
+"""The contract these definitions describe. A manifest may declare the version it was written
+for (``contractVersion``); the host refuses a version it does not know rather than guess."""
 
-
-@dataclass(frozen=True)
-class ContractFunction:
-    """One function of the contract: how the host calls it and what it must return.
-
-    The last ``optional`` parameters are optional in the SPEC sense (``=None``): a caller
-    (the host, ``module run``, a ``module test`` case) may leave them out, and the module
-    then receives ``None`` for them. The host always passes every parameter positionally,
-    so a module never depends on its own default values.
-    """
-
-    name: str
-    parameters: tuple[str, ...]
-    returns: Any
-    summary: str
-    optional: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.optional <= len(self.parameters):
-            raise ValueError(f"{self.name}: more optional parameters than parameters")
-
-    @cached_property
-    def return_adapter(self) -> TypeAdapter[Any]:
-        return TypeAdapter(self.returns)
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        """The parameters every call must give."""
-        return self.parameters[: len(self.parameters) - self.optional]
-
-    def described_parameters(self) -> str:
-        """``html, name, templateExternalId=None`` (or ``no arguments``)."""
-        shown = [*self.required, *(f"{p}=None" for p in self.parameters[len(self.required) :])]
-        return ", ".join(shown) or "no arguments"
-
-    def expected_count(self) -> str:
-        """``2`` or ``2 to 3``: how many arguments a call may give."""
-        if not self.optional:
-            return str(len(self.parameters))
-        return f"{len(self.required)} to {len(self.parameters)}"
-
-    def accepts_count(self, count: int) -> bool:
-        return len(self.required) <= count <= len(self.parameters)
-
-    def complete(self, values: Sequence[Any]) -> list[Any]:
-        """All positional arguments of a call that gave ``values``: omitted optional ones
-        become ``None``. Raises ``ValueError`` for a count the contract does not accept."""
-        if not self.accepts_count(len(values)):
-            raise ValueError(
-                f"{self.name} takes {self.expected_count()} argument(s) "
-                f"({self.described_parameters()}), got {len(values)}"
-            )
-        return [*values, *([None] * (len(self.parameters) - len(values)))]
-
-    def complete_keywords(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        """The keyword form of :meth:`complete`, for the hooks: every parameter present."""
-        unknown = sorted(set(arguments) - set(self.parameters))
-        missing = [p for p in self.required if p not in arguments]
-        if unknown or missing:
-            raise ValueError(
-                f"{self.name}({self.described_parameters()}) called with "
-                f"unknown {unknown} / missing {missing} argument(s)"
-            )
-        return {p: arguments.get(p) for p in self.parameters}
-
-    def signature(self) -> str:
-        return f"{self.name}({self.described_parameters() if self.parameters else ''})"
+CONTRACT_VERSIONS = (CONTRACT_VERSION,)
+"""Every contract version the host serves; a new version adds itself here."""
 
 
-def _fn(
-    name: str, params: tuple[str, ...], returns: Any, summary: str, optional: int = 0
-) -> ContractFunction:
-    return ContractFunction(PREFIX + name, params, returns, summary, optional)
-
-
-_IMPORT_TEMPLATES = _fn(
-    "ImportTemplates", ("offset", "limit"), list[ImportTemplate], "import templates, one page"
+_AT_MOST_ONCE_CREATE = (
+    "The host calls it at most once per campaign: the job records that it is creating before "
+    "the call, so a host that restarts during it marks the campaign failed (outcome unknown: "
+    "it may or may not exist in the service) rather than risk sending it twice; an error "
+    "marks the campaign failed with that error and no externalId."
 )
-_EXPORT_CONTACTS = _fn("ExportContacts", ("contactIds",), None, "sync contacts before a send")
-_PREPARE = _fn(
-    "PrepareCampaign", ("campaignId", "type", "contacts"), None, "one batch of recipients"
+_WEBHOOK_RETRY = (
+    "The host does not retry: an exception (or an invalid return value) answers 500 and "
+    "applies nothing, so the service's own retry delivers the request again; actions must "
+    "therefore be safe to apply twice, and the host skips those that change nothing."
 )
-_CREATE = _fn(
-    "CreateCampaign", ("request",), CreateCampaignResponse, "create the campaign in the service"
+
+
+IMPORT_TEMPLATES = ContractFunction(
+    name="CRM_Marketing_ImportTemplates",
+    params=(Parameter("offset", int), Parameter("limit", int)),
+    returns=list[ImportTemplate],
+    summary="Import email templates from the service, one page at a time.",
+    called_when=(
+        'Called when a user presses "import templates": first with offset=0, then again with '
+        "offset + limit while the module returns exactly `limit` templates; a page with fewer "
+        "ends the import, and a module that never does is stopped after 100 pages (the import "
+        "is then reported truncated)."
+    ),
+    arguments="`offset` and `limit` page through the service's templates.",
+    returns_doc=(
+        "Return a list of CRM_Marketing_ImportTemplate(externalId=..., name=..., subject=..., "
+        "html=...); the host upserts the templates by externalId."
+    ),
+    retry=(
+        "The host never retries a page: the import is all-or-nothing, so when a page fails "
+        "nothing of the import is stored and the error is reported; importing again starts "
+        "from offset 0 and never duplicates a template."
+    ),
+    feature="importing templates from the service",
 )
-_STATS = _fn("GetCampaignStats", ("campaignExternalId",), CampaignStats, "read campaign stats")
-_WEBHOOK = _fn("ParseWebhookRequest", ("request",), WebhookResult, "turn a webhook into actions")
-_GET_HTML = _fn("GetTemplateHTML", ("templateExternalId",), str, "template preview")
-_SET_HTML = _fn(
-    "SetTemplateHTML",
-    ("html", "name", "templateExternalId"),
-    str,
-    "publish a template",
+
+EXPORT_CONTACTS = ContractFunction(
+    name="CRM_Marketing_ExportContacts",
+    params=(Parameter("contactIds", list[str]),),
+    returns=None,
+    summary="Sync CRM contacts to the service's subscriber list.",
+    called_when=(
+        "Called before a campaign is sent, once per chunk of the campaign's eligible recipients."
+    ),
+    arguments=(
+        "`contactIds` are CRM contact ids: read the contacts with crm.contacts(contactIds) "
+        "(id, name, email, phone, status) and create or update them in the service."
+    ),
+    returns_doc="Return nothing.",
+    retry=(
+        "At least once per chunk: a host that restarts between the call and recording it calls "
+        "it again with the same chunk, so make it idempotent (an upsert); an error fails the "
+        "campaign."
+    ),
+    feature="syncing contacts to the service before a send",
+)
+
+PREPARE_CAMPAIGN = ContractFunction(
+    name="CRM_Marketing_PrepareCampaign",
+    params=(
+        Parameter("campaignId", str),
+        Parameter("type", CampaignType),
+        Parameter("contacts", list[str]),
+    ),
+    returns=None,
+    summary="Prepare one batch of a campaign's recipients, e.g. add them to a mailing list.",
+    called_when=(
+        "Called before the campaign is created in the service, once per batch of recipients "
+        "(1,000 by default), so a large campaign calls it several times."
+    ),
+    arguments=(
+        "`campaignId` is the CRM's campaign id, `type` the campaign type, `contacts` "
+        "{recipients}. Keep what the create call needs in storage."
+    ),
+    returns_doc="Return nothing.",
+    retry=(
+        "At least once per batch: a host that restarts between the call and recording the batch "
+        "calls it again with the same batch, so make it idempotent; an error fails the campaign."
+    ),
+    feature="preparing the recipients of a campaign",
+)
+
+CREATE_CAMPAIGN = ContractFunction(
+    name="CRM_Marketing_CreateCampaign",
+    params=(Parameter("request", CreateCampaignRequest),),
+    returns=CreateCampaignResponse,
+    summary="Create (and send or schedule) the email campaign in the service.",
+    called_when="Called once, after the last PrepareCampaign batch.",
+    arguments=(
+        "`request` has campaignId, name, type, subject, senderName, senderEmail and "
+        "templateExternalId, html, scheduledAt (ISO 8601) and categoryExternalId, each None "
+        "when not set (the host accepts a campaign with neither html nor template: raise if "
+        "the service cannot send without one)."
+    ),
+    returns_doc=(
+        "Return CRM_Marketing_CreateCampaignResponse(externalId=<the service's campaign id>, "
+        "status=...); status defaults to Sending, or Scheduled when scheduledAt is set."
+    ),
+    retry=_AT_MOST_ONCE_CREATE,
+    feature="sending email campaigns",
+)
+
+CREATE_MESSENGER_CAMPAIGN = ContractFunction(
+    name="CRM_Marketing_CreateMessengerCampaign",
+    params=(Parameter("request", CreateMessengerCampaignRequest),),
+    returns=CreateCampaignResponse,
+    summary="Create the messenger campaign (the message) in the messenger.",
+    called_when="Called once, after the last PrepareCampaign batch.",
+    arguments=(
+        "`request` has campaignId, name, campaignType (an AccountType, one of "
+        "GetMessengerTypes), botId (one of GetMessengerBots), text and scheduledAt (None "
+        "when not set)."
+    ),
+    returns_doc=(
+        "Return CRM_Marketing_CreateCampaignResponse(externalId=..., status=...); status "
+        "defaults to Sending, or Scheduled when scheduledAt is set."
+    ),
+    retry=_AT_MOST_ONCE_CREATE,
+    feature="sending messenger campaigns",
+)
+
+GET_CAMPAIGN_STATS = ContractFunction(
+    name="CRM_Marketing_GetCampaignStats",
+    params=(Parameter("campaignExternalId", str),),
+    returns=CampaignStats,
+    summary="Read a campaign's statistics from the service.",
+    called_when=(
+        "Called when a user views the statistics of a campaign and the cached value is older "
+        "than its TTL (60 s by default)."
+    ),
+    arguments=(
+        "`campaignExternalId` is the id the service gave the campaign (what the create call "
+        "returned)."
+    ),
+    returns_doc=(
+        "Return CRM_Marketing_CampaignStats(total=..., sent=..., delivered=..., opened=..., "
+        "clicked=..., bounced=..., unsubscribed=..., complained=..., failed=...); omitted "
+        "counts are 0."
+    ),
+    retry=(
+        "Not retried: when the call fails the host serves the last cached value marked stale "
+        "(or the error, if nothing was ever fetched) and asks again only after another TTL."
+    ),
+    feature="campaign statistics",
+)
+
+PARSE_WEBHOOK_REQUEST = ContractFunction(
+    name="CRM_Marketing_ParseWebhookRequest",
+    params=(Parameter("request", FetchRequest),),
+    returns=WebhookResult,
+    summary="Turn a request the service sent to this module's webhook URL into CRM actions.",
+    called_when=(
+        "Called when an HTTP request arrives at the webhook URL the host shows for this module "
+        "(one per tenant)."
+    ),
+    arguments=(
+        "`request` has method, url, headers, query and body (the body as text; use "
+        "json.loads(request.body) for JSON)."
+    ),
+    returns_doc=(
+        'Return {"actions": [...], "response": {...}}: the actions (UpdateDeliveryStatus, '
+        "Unsubscribe, UpdateCampaign, UpdateCampaignStats, SendEmail, and the host extensions "
+        "Resubscribe and UpdateContact) are applied in one transaction, and `response` is sent "
+        'back to the service (without one the host answers 200 {"ok": true}).'
+    ),
+    retry=_WEBHOOK_RETRY,
+    feature="webhooks (delivery statuses, unsubscribes)",
+)
+
+GET_TEMPLATE_HTML = ContractFunction(
+    name="CRM_Marketing_GetTemplateHTML",
+    params=(Parameter("templateExternalId", str),),
+    returns=str,
+    summary="Return the HTML of a template, for its preview.",
+    called_when="Called by the template preview when the host holds no HTML for the template.",
+    arguments="`templateExternalId` is the template's id in the service.",
+    returns_doc=(
+        "Return the HTML; the host caches it until SetTemplateHTML or an import changes that "
+        "template."
+    ),
+    retry="Not retried: an error is shown to the user, and the next preview asks again.",
+    feature="template preview",
+)
+
+SET_TEMPLATE_HTML = ContractFunction(
+    name="CRM_Marketing_SetTemplateHTML",
+    params=(
+        Parameter("html", str),
+        Parameter("name", str),
+        Parameter("templateExternalId", str | None),
+    ),
     optional=1,
+    returns=str,
+    summary="Publish a template to the service.",
+    called_when="Called when a template is published.",
+    arguments=(
+        "`html` is its content, `name` its name, and `templateExternalId` its id in the "
+        "service, or None for a new template."
+    ),
+    returns_doc="Return the template's id in the service; the host stores it.",
+    retry="Not retried: an error is shown to the user and nothing is stored.",
+    feature="publishing templates to the service",
 )
-_CREATE_MESSENGER = _fn(
-    "CreateMessengerCampaign", ("request",), CreateCampaignResponse, "create a messenger campaign"
+
+GET_MESSENGER_TYPES = ContractFunction(
+    name="CRM_Marketing_GetMessengerTypes",
+    params=(),
+    returns=list[AccountType],
+    summary="The messengers this module sends through.",
+    called_when=(
+        "Called when a user sets up a messenger campaign; the chosen one arrives as "
+        "request.campaignType in CreateMessengerCampaign."
+    ),
+    arguments="",
+    returns_doc="Return a list of AccountType, e.g. [AccountType.Telegram].",
+    retry="Not retried: an error is shown to the user.",
+    feature="choosing the messenger of a campaign",
 )
-_MESSENGER_TYPES = _fn(
-    "GetMessengerTypes", (), list[AccountType], "messenger types the module serves"
+
+GET_MESSENGER_BOTS = ContractFunction(
+    name="CRM_Marketing_GetMessengerBots",
+    params=(),
+    returns=list[MessengerBot],
+    summary="The bots or groups a campaign can be sent from.",
+    called_when="Called when a user sets up a messenger campaign, to list its bots.",
+    arguments="",
+    returns_doc=(
+        "Return a list of CRM_Marketing_MessengerBot(id=..., name=..., type=AccountType..., "
+        "description=...)."
+    ),
+    retry="Not retried: an error is shown to the user.",
+    feature="choosing the bot of a campaign",
 )
-_MESSENGER_BOTS = _fn("GetMessengerBots", (), list[MessengerBot], "bots available for campaigns")
 
 FUNCTIONS_BY_KIND: dict[ModuleKind, tuple[ContractFunction, ...]] = {
     ModuleKind.email: (
-        _IMPORT_TEMPLATES,
-        _EXPORT_CONTACTS,
-        _PREPARE,
-        _CREATE,
-        _STATS,
-        _WEBHOOK,
-        _GET_HTML,
-        _SET_HTML,
+        IMPORT_TEMPLATES,
+        EXPORT_CONTACTS,
+        PREPARE_CAMPAIGN,
+        CREATE_CAMPAIGN,
+        GET_CAMPAIGN_STATS,
+        PARSE_WEBHOOK_REQUEST,
+        GET_TEMPLATE_HTML,
+        SET_TEMPLATE_HTML,
     ),
     ModuleKind.messenger: (
-        _PREPARE,
-        _CREATE_MESSENGER,
-        _STATS,
-        _WEBHOOK,
-        _MESSENGER_TYPES,
-        _MESSENGER_BOTS,
+        PREPARE_CAMPAIGN,
+        CREATE_MESSENGER_CAMPAIGN,
+        GET_CAMPAIGN_STATS,
+        PARSE_WEBHOOK_REQUEST,
+        GET_MESSENGER_TYPES,
+        GET_MESSENGER_BOTS,
     ),
 }
 
 ALL_FUNCTIONS: dict[str, ContractFunction] = {
     f.name: f for functions in FUNCTIONS_BY_KIND.values() for f in functions
 }
+
+HOOK_NAMES: dict[str, str] = {name: f.hook for name, f in ALL_FUNCTIONS.items()}
+"""Contract function name → hook name."""
 
 
 def contract_function(kind: ModuleKind | str, name: str) -> ContractFunction | None:
@@ -158,67 +302,3 @@ def contract_function(kind: ModuleKind | str, name: str) -> ContractFunction | N
         if function.name == name:
             return function
     return None
-
-
-@dataclass(frozen=True)
-class DefinedFunction:
-    """What the compiler learnt about a function a script defines (a neutral view of it)."""
-
-    name: str
-    line: int
-    positional: tuple[str, ...]
-    required_positional: int
-    has_varargs: bool
-
-
-def check_defined_functions(
-    kind: ModuleKind | str, defined: list[DefinedFunction], script_name: str
-) -> list[Problem]:
-    """Every problem with the CRM_Marketing_* functions a script defines, for its kind.
-
-    A function of the kind must accept exactly the documented positional arguments (the host
-    calls positionally). A ``CRM_Marketing_*`` name that is not a function of the kind is a
-    mistake (a typo, or a function of the other kind) and is reported with a suggestion.
-    """
-    kind = ModuleKind(kind)
-    expected = {f.name: f for f in FUNCTIONS_BY_KIND[kind]}
-    problems: list[Problem] = []
-    for fn in defined:
-        if not fn.name.startswith(PREFIX):
-            continue
-        where = f"{script_name}:{fn.line}"
-        contract = expected.get(fn.name)
-        if contract is None:
-            hint = difflib.get_close_matches(fn.name, expected, n=1)
-            other = "" if fn.name not in ALL_FUNCTIONS else " (it belongs to other module kinds)"
-            suggestion = f"; did you mean {hint[0]}?" if hint else ""
-            problems.append(
-                Problem(
-                    where,
-                    f"{fn.name} is not a function of {kind.value} modules{other}{suggestion}",
-                )
-            )
-            continue
-        wanted = len(contract.parameters)
-        accepts = fn.has_varargs or len(fn.positional) >= wanted
-        if fn.required_positional > wanted or not accepts:
-            problems.append(
-                Problem(
-                    where,
-                    f"{fn.name} must accept the parameters ({', '.join(contract.parameters)}); "
-                    f"it is defined as ({', '.join(fn.positional)})",
-                )
-            )
-    return problems
-
-
-def hook_name(function: str) -> str:
-    """The pluggy hook of a contract function: ``CRM_Marketing_ImportTemplates`` →
-    ``crm_marketing_import_templates``."""
-    bare = function.removeprefix(PREFIX)
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in bare).lstrip("_")
-    return "crm_marketing_" + snake.replace("h_t_m_l", "html")
-
-
-HOOK_NAMES: dict[str, str] = {name: hook_name(name) for name in ALL_FUNCTIONS}
-"""Contract function name → hook name."""

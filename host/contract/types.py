@@ -16,6 +16,7 @@ from host.contract.enums import (
     CampaignStatus,
     CampaignType,
     DeliveryStatus,
+    SubscriberStatus,
 )
 
 
@@ -168,6 +169,16 @@ class FetchRequest(ContractModel):
     query: dict[str, str | list[str]] = Field(default_factory=dict)
 
 
+class Contact(ContractModel):
+    """What ``crm.contacts(ids)`` returns for each contact of the calling tenant."""
+
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    status: SubscriberStatus
+
+
 RECORD_TYPES: dict[str, type[ContractModel]] = {
     "CRM_Marketing_CampaignStats": CampaignStats,
     "CRM_Marketing_CreateCampaignResponse": CreateCampaignResponse,
@@ -183,3 +194,19 @@ RECORD_TYPES: dict[str, type[ContractModel]] = {
     "CRM_Marketing_WebhookResult": WebhookResult,
 }
 """Constructors scripts may call to build return values (they produce plain dicts)."""
+
+
+INPUT_TYPES: dict[str, type[ContractModel]] = {
+    "FetchRequest": FetchRequest,
+    "CRM_Marketing_CreateCampaignRequest": CreateCampaignRequest,
+    "CRM_Marketing_CreateMessengerCampaignRequest": CreateMessengerCampaignRequest,
+    "Contact": Contact,
+}
+"""Values the host passes in (read-only records; every key present, ``None`` when unset)."""
+
+SCRIPT_TYPES: dict[str, type[ContractModel]] = {
+    **INPUT_TYPES,
+    **RECORD_TYPES,
+    "CRM_Marketing_WebhookResponse": WebhookResponse,
+}
+"""Every type of the contract under the name scripts (and the SDK) know it by."""

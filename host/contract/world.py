@@ -9,7 +9,8 @@ import typing
 from typing import Any
 
 from host.contract.enums import SCRIPT_ENUMS
-from host.contract.types import RECORD_TYPES, ContractModel
+from host.contract.script_names import ACTION_NAME
+from host.contract.types import RECORD_TYPES, SCRIPT_TYPES, ContractModel
 from sandbox.facades import ALLOWED_MODULES
 from sandbox.world import WorldSpec
 
@@ -24,13 +25,9 @@ SCRIPT_IMPORTS = (*ALLOWED_MODULES, SDK_MODULE)
 """Every module a script may import; upload refuses any other import with its line."""
 
 TYPE_ONLY_NAMES = (
-    "FetchRequest",
+    *(name for name in SCRIPT_TYPES if name not in RECORD_TYPES),
+    ACTION_NAME,
     "FetchResponse",
-    "Contact",
-    "CRM_Marketing_CreateCampaignRequest",
-    "CRM_Marketing_CreateMessengerCampaignRequest",
-    "CRM_Marketing_Action",
-    "CRM_Marketing_WebhookResponse",
 )
 """SDK names that exist for annotations only; in the sandbox each is its own name as a
 string, so ``def f(request: FetchRequest)`` and importing it both work."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from host.contract.functions import PREFIX
+from host.contract.function_model import PREFIX
 from host.db.engine import Database
 from host.db.models import Invocation
 from host.errors import InvalidInput, Problem

@@ -17,7 +17,8 @@ import pluggy
 from sqlalchemy import select
 
 from host.contract.enums import ModuleKind
-from host.contract.functions import FUNCTIONS_BY_KIND, DefinedFunction, check_defined_functions
+from host.contract.functions import FUNCTIONS_BY_KIND
+from host.contract.script_functions import DefinedFunction, check_defined_functions
 from host.contract.world import SCRIPT_IMPORTS
 from host.db.engine import Database
 from host.db.models import Module, ModuleVersion

@@ -36,21 +36,6 @@ from host.modules.registry import validate_package
 from sandbox.addresses import host_ip, normalise_host
 from sandbox.egress import ALLOWED_SCHEMES, HostPattern
 
-FEATURES: dict[str, str] = {
-    "CRM_Marketing_ImportTemplates": "importing templates from the service",
-    "CRM_Marketing_ExportContacts": "syncing contacts to the service before a send",
-    "CRM_Marketing_PrepareCampaign": "preparing the recipients of a campaign",
-    "CRM_Marketing_CreateCampaign": "sending email campaigns",
-    "CRM_Marketing_GetCampaignStats": "campaign statistics",
-    "CRM_Marketing_ParseWebhookRequest": "webhooks (delivery statuses, unsubscribes)",
-    "CRM_Marketing_GetTemplateHTML": "template preview",
-    "CRM_Marketing_SetTemplateHTML": "publishing templates to the service",
-    "CRM_Marketing_CreateMessengerCampaign": "sending messenger campaigns",
-    "CRM_Marketing_GetMessengerTypes": "choosing the messenger of a campaign",
-    "CRM_Marketing_GetMessengerBots": "choosing the bot of a campaign",
-}
-"""What the CRM shows as unsupported when a module does not implement a function."""
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -344,7 +329,7 @@ def _missing_functions(tree: ast.Module, source: str, script_name: str, kind: An
     stubs = stub_functions(source)
     findings = []
     for function in functions:
-        feature = FEATURES.get(function.name, function.summary)
+        feature = function.feature
         if function.name not in defined:
             findings.append(
                 Finding(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from host.calls import ModuleCall
-from host.contract.functions import PREFIX
+from host.contract.function_model import PREFIX
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
 from host.settings_schema import secret_values, validate_settings

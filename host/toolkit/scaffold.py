@@ -2,8 +2,9 @@
 
 Every function of the kind is written as a stub that raises ``NotImplementedError`` (which the
 host reports as "not implemented", and ``validate`` lists with the feature it disables), with
-a docstring adapted from the platform's function template: when the host calls it, what the
-arguments are, what it must return. The script imports its world from ``crm_module_sdk`` so
+its signature and docstring derived from the contract's definition
+(:mod:`host.contract.functions`): when the host calls it, what the arguments are, what it
+must return, what the host retries. The script imports its world from ``crm_module_sdk`` so
 an editor completes and type-checks it; the sandbox serves the same import.
 """
 
@@ -11,140 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import textwrap
 from pathlib import Path
 
 from host.contract.enums import ModuleKind
+from host.contract.function_model import ContractFunction
 from host.contract.functions import FUNCTIONS_BY_KIND
+from host.contract.script_names import annotation
 from host.errors import InvalidInput, Problem
 
 SLUG = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
 """The manifest schema's id pattern."""
 
-
-@dataclass(frozen=True)
-class Stub:
-    signature: str  # parameters and return annotation, after the function name
-    doc: str
-
-
-_WEBHOOK_DOC = """Turn a request the service sent to this module's webhook URL into CRM actions.
-
-    Called when an HTTP request arrives at the webhook URL the host shows for this module
-    (one per tenant). `request` has method, url, headers, query and body (the body as text;
-    use json.loads(request.body) for JSON). Return {"actions": [...], "response": {...}}:
-    the actions (UpdateDeliveryStatus, Unsubscribe, UpdateCampaign, UpdateCampaignStats,
-    SendEmail, and the host extensions Resubscribe and UpdateContact) are applied in one
-    transaction; `response` (default 200 OK) is sent back to
-    the service. Raising an exception answers 500 and applies nothing.
-    """
-
-_STATS_DOC = """Read a campaign's statistics from the service.
-
-    Called when a user views the statistics of a campaign. `campaignExternalId` is the id
-    the service gave the campaign (what Create...Campaign returned). Return
-    CRM_Marketing_CampaignStats(total=..., sent=..., delivered=..., opened=..., clicked=...,
-    bounced=..., unsubscribed=..., complained=..., failed=...); omitted counts are 0. The host
-    caches the result and serves the last value, marked stale, if this call fails.
-    """
-
-STUBS: dict[str, Stub] = {
-    "CRM_Marketing_ImportTemplates": Stub(
-        "(offset: int, limit: int) -> list[CRM_Marketing_ImportTemplate]",
-        """Import email templates from the service, one page at a time.
-
-    Called when a user presses "import templates". The first call has offset=0; while you
-    return exactly `limit` templates the host calls again with offset + limit, and stops
-    when you return fewer. Return a list of CRM_Marketing_ImportTemplate(externalId=...,
-    name=..., subject=..., html=...); templates are upserted by externalId.
-    """,
-    ),
-    "CRM_Marketing_ExportContacts": Stub(
-        "(contactIds: list[str]) -> None",
-        """Sync CRM contacts to the service's subscriber list.
-
-    Called before a campaign is sent, in chunks. `contactIds` are CRM contact ids: read the
-    contacts with crm.contacts(contactIds) (id, name, email, phone, status) and create or
-    update them in the service. Return nothing.
-    """,
-    ),
-    "CRM_Marketing_PrepareCampaign": Stub(
-        "(campaignId: str, type: CRM_Marketing_CampaignType, contacts: list[str]) -> None",
-        """Prepare one batch of a campaign's recipients, e.g. add them to a mailing list.
-
-    Called before the campaign is created in the service, once per batch of recipients
-    (1,000 by default), so a large campaign calls it several times. `campaignId` is the
-    CRM's campaign id, `type` the campaign type, `contacts`
-    {contacts}. Keep what CreateCampaign needs in storage. Return nothing.
-    """,
-    ),
-    "CRM_Marketing_CreateCampaign": Stub(
-        "(request: CRM_Marketing_CreateCampaignRequest) -> CRM_Marketing_CreateCampaignResponse",
-        """Create (and send or schedule) the email campaign in the service.
-
-    Called after every PrepareCampaign batch. `request` has campaignId, name, type,
-    subject, senderName, senderEmail and optionally templateExternalId, html, scheduledAt
-    (ISO 8601) and categoryExternalId. Return CRM_Marketing_CreateCampaignResponse(
-    externalId=<the service's campaign id>, status=...); status defaults to Sending, or
-    Scheduled when scheduledAt is set. If this raises, the campaign is marked failed.
-    """,
-    ),
-    "CRM_Marketing_GetCampaignStats": Stub(
-        "(campaignExternalId: str) -> CRM_Marketing_CampaignStats", _STATS_DOC
-    ),
-    "CRM_Marketing_ParseWebhookRequest": Stub(
-        "(request: FetchRequest) -> CRM_Marketing_WebhookResult", _WEBHOOK_DOC
-    ),
-    "CRM_Marketing_GetTemplateHTML": Stub(
-        "(templateExternalId: str) -> str",
-        """Return the HTML of a template, for its preview.
-
-    Called by the template preview; `templateExternalId` is the template's id in the
-    service. The host caches the HTML until SetTemplateHTML changes that template.
-    """,
-    ),
-    "CRM_Marketing_SetTemplateHTML": Stub(
-        "(html: str, name: str, templateExternalId: str | None = None) -> str",
-        """Publish a template to the service.
-
-    Called when a template is published. `html` is its content, `name` its name, and
-    `templateExternalId` its id in the service, or None for a new template. Return the
-    template's id in the service; the host stores it.
-    """,
-    ),
-    "CRM_Marketing_CreateMessengerCampaign": Stub(
-        "(request: CRM_Marketing_CreateMessengerCampaignRequest)"
-        " -> CRM_Marketing_CreateCampaignResponse",
-        """Create the messenger campaign (the message) in the messenger.
-
-    Called after every PrepareCampaign batch. `request` has campaignId, name, campaignType
-    (an AccountType, one of GetMessengerTypes), botId (one of GetMessengerBots), text and
-    optionally scheduledAt. Return CRM_Marketing_CreateCampaignResponse(externalId=...,
-    status=...). If this raises, the campaign is marked failed.
-    """,
-    ),
-    "CRM_Marketing_GetMessengerTypes": Stub(
-        "() -> list[AccountType]",
-        """The messengers this module sends through.
-
-    Called when a user sets up a messenger campaign; the chosen one arrives as
-    request.campaignType in CreateMessengerCampaign. Return e.g. [AccountType.Telegram].
-    """,
-    ),
-    "CRM_Marketing_GetMessengerBots": Stub(
-        "() -> list[CRM_Marketing_MessengerBot]",
-        """The bots or groups a campaign can be sent from.
-
-    Called when a user sets up a messenger campaign. Return a list of
-    CRM_Marketing_MessengerBot(id=..., name=..., type=AccountType..., description=...).
-    """,
-    ),
-}
-
-_RECIPIENTS = {
-    ModuleKind.email: "the email addresses (Email campaigns) or phone numbers (Sms)",
-    ModuleKind.messenger: "the CRM contact ids",
-}
 
 SDK_IMPORTS = {
     ModuleKind.email: (
@@ -191,14 +70,23 @@ def script_text(module_id: str, kind: ModuleKind) -> str:
         f"from crm_module_sdk import (  # noqa: F401  (names the script may use)\n{imports})\n"
         f"\nAPI = {json.dumps(f'https://{API_HOST}/v1')}\n"
     ]
-    for function in FUNCTIONS_BY_KIND[kind]:
-        stub = STUBS[function.name]
-        doc = stub.doc.replace("{contacts}", _RECIPIENTS[kind])
-        parts.append(
-            f'\n\ndef {function.name}{stub.signature}:\n    """{doc}"""\n'
-            "    raise NotImplementedError\n"
-        )
+    parts += [_stub(function, kind) for function in FUNCTIONS_BY_KIND[kind]]
     return "".join(parts)
+
+
+def _stub(function: ContractFunction, kind: ModuleKind) -> str:
+    """A stub with the contract's parameters, annotated with the SDK's types, and a docstring
+    put together from the contract's sentences (when called, arguments, result, retries)."""
+    params = [f"{p.name}: {annotation(p.type)}" for p in function.params]
+    for index in range(len(params) - function.optional, len(params)):
+        params[index] += " = None"
+    summary, body = function.docstring(kind).split("\n\n", 1)
+    wrapped = textwrap.fill(body, 92, initial_indent="    ", subsequent_indent="    ")
+    return (
+        f"\n\ndef {function.name}({', '.join(params)}) -> {annotation(function.returns)}:\n"
+        f'    """{summary}\n\n{wrapped}\n    """\n'
+        "    raise NotImplementedError\n"
+    )
 
 
 API_HOST = "api.example.com"

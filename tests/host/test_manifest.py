@@ -400,8 +400,8 @@ def test_unknown_top_level_key() -> None:
     problem = only_problem(manifest(permissions=["network"]))
     assert problem.location == "manifest.json: $.permissions"
     assert problem.message == (
-        'unknown key "permissions" (allowed: id, name, version, kind, script, description, '
-        "egress, settings, limits)"
+        'unknown key "permissions" (allowed: id, name, version, kind, script, contractVersion, '
+        "description, egress, settings, limits)"
     )
 
 

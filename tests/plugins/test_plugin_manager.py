@@ -212,3 +212,95 @@ def test_plugin_that_fails_to_load_is_a_clear_error(installed) -> None:
     assert "missing_dependency" in message
     # left out of the allow-list, it is never imported
     assert names(make_plugin_manager(allow=["audit"])) == {"audit"}
+
+
+class MisnamedHook:
+    """A plugin with a typo in a hook name: pluggy would register it and never call it."""
+
+    @hookimpl
+    def crm_host_module_uploded(self, module_id: str, version: str, kind: str) -> None:
+        raise AssertionError("never called")
+
+
+def test_builtin_plugin_with_an_unknown_hook_stops_start_up(tmp_path) -> None:
+    from host.platform import Host
+    from host.plugin_manager import PluginLoadError
+    from tests.host.conftest import make_settings
+
+    with pytest.raises(PluginLoadError) as excinfo:
+        Host(make_settings(tmp_path / "h.db"), extra_plugins=[("typo", MisnamedHook())])
+    message = str(excinfo.value)
+    assert "built-in plugin typo" in message
+    assert "crm_host_module_uploded" in message
+
+
+def test_entry_point_plugin_with_an_unknown_hook_is_refused_and_the_host_starts(
+    installed, tmp_path, caplog
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from host.api.app import create_app
+    from host.modules.packages import from_json_body
+    from host.platform import Host
+    from tests.host.conftest import ADMIN_TOKEN, json_body, make_settings
+
+    installed["typo"] = FakeEntryPoint("typo", MisnamedHook())
+    settings = make_settings(tmp_path / "h.db", plugins=["audit", "typo"])
+    with caplog.at_level(logging.INFO, logger="host.plugin_manager"):
+        host = Host(settings, load_entry_points=True)
+    try:
+        assert host.hooks.get_plugin("typo") is None
+        assert host.hooks.get_plugin("audit") is installed["audit"]._plugin
+        refused = [r for r in caplog.records if "typo" in r.getMessage()]
+        assert len(refused) == 1
+        assert refused[0].levelno == logging.ERROR
+        assert refused[0].getMessage() == (
+            "refused plugin typo (tests.fake:typo): unknown hook(s) crm_host_module_uploded: "
+            "no hookspec declares them"
+        )
+        with TestClient(create_app(host)) as client:  # the host serves without it
+            answer = client.get(
+                "/api/v1/modules", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            assert answer.status_code == 200
+        host.registry.upload(from_json_body(json_body(), max_script_bytes=64 * 1024))
+        assert installed["audit"]._plugin.seen == ["sendmail@1.0.0"]  # the others still work
+    finally:
+        host.close()
+
+
+def test_entry_point_plugin_with_wrong_hook_arguments_is_refused(installed, caplog) -> None:
+    class WrongArguments:
+        @hookimpl
+        def crm_host_module_disabled(self, tenant: str) -> None:
+            pass
+
+    installed["wrong"] = FakeEntryPoint("wrong", WrongArguments())
+    with caplog.at_level(logging.ERROR, logger="host.plugin_manager"):
+        manager = make_plugin_manager(allow=["wrong", "metrics"])
+    assert names(manager) == {"metrics"}
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("refused plugin wrong (tests.fake:wrong): ")
+    assert "tenant" in line and "\n" not in line
+
+
+def test_optional_hooks_of_an_entry_point_plugin_are_allowed(installed) -> None:
+    class Optional:
+        @hookimpl(optionalhook=True)
+        def crm_host_something_newer(self) -> None:
+            pass
+
+    installed["optional"] = FakeEntryPoint("optional", Optional())
+    assert names(make_plugin_manager(allow=["optional"])) == {"optional"}
+
+
+def test_every_hook_of_a_contract_function_has_its_parameters() -> None:
+    """The specs are built from the contract: pluggy sees each function's own arguments."""
+    from host.contract.functions import ALL_FUNCTIONS
+
+    manager = make_plugin_manager(load_entry_points=False)
+    for function in ALL_FUNCTIONS.values():
+        spec = getattr(manager.hook, function.hook).spec
+        assert spec.argnames == ("call", *function.parameters), function.name
+        assert spec.opts["firstresult"]
+        assert "ModuleResult" in (spec.function.__doc__ or "")
