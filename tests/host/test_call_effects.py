@@ -195,3 +195,35 @@ def test_an_import_whose_page_is_invalid_keeps_no_storage_writes(
     assert reply.json()["error"] == "invalid_return"
     assert message in reply.json()["message"]
     assert store.load("acme", "sendmail") == {"cursor": 5, "mode": mode}
+
+
+def test_per_version_things_are_computed_once_per_stored_version(
+    host: Host, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limits, egress policy, compiled-script key and file name belong to the stored
+    version: two calls of it compute them at most once, a new version once more."""
+    import host.module_program as program_module
+    from sandbox.egress import EgressPolicy
+
+    counts = {"policy": 0, "key": 0}
+    real_policy, real_key = EgressPolicy.from_config.__func__, program_module.source_hash  # type: ignore[attr-defined]
+
+    def counted_policy(cls: type[EgressPolicy], *args: Any, **kwargs: Any) -> EgressPolicy:
+        counts["policy"] += 1
+        return real_policy(cls, *args, **kwargs)
+
+    def counted_key(source: str) -> str:
+        counts["key"] += 1
+        return real_key(source)
+
+    monkeypatch.setattr(EgressPolicy, "from_config", classmethod(counted_policy))
+    monkeypatch.setattr(program_module, "source_hash", counted_key)
+    manifest = email_manifest(version="1.0.1", limits={"storage_bytes": 4096})
+    host.registry.upload(from_json_body(json_body(manifest, SCRIPT), max_script_bytes=65536))
+    host.tenants.configure("acme", "sendmail", version="1.0.1")
+    assert hook(host, client, "ok").status_code == 200
+    assert counts == {"policy": 1, "key": 1}  # the new version, computed once
+    for _ in range(3):
+        assert hook(host, client, "ok").status_code == 200
+    assert counts == {"policy": 1, "key": 1}  # and never again for its later calls
+    assert stored(host, client)["seen"] == 4
