@@ -158,7 +158,10 @@ class ScriptStorage:
         if not isinstance(durable, bool):
             raise TypeError("storage.set: durable must be True or False")
         plain = to_plain(value, what="storage value", error=TypeError)
-        lend(CapabilityError, "storage.set", self._capabilities.storage_set, key, plain, durable)
+        # durable only when asked: a capabilities object without durable writes still serves
+        # every ordinary set
+        extra = (True,) if durable else ()
+        lend(CapabilityError, "storage.set", self._capabilities.storage_set, key, plain, *extra)
 
     def delete(self, key: str) -> None:
         _check_key(key)
