@@ -29,6 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from host.calls import ModuleCall
+from host.manifest import parse_manifest
+from host.module_program import ModuleProgram
 from host.module_runtime import module_invocation
 from sandbox.compiler import compile_script
 from sandbox.invocation import Invocation
@@ -48,14 +50,12 @@ def fake_sendgrid(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def invocation(tenant: str, script: str | None = None) -> Invocation:
-    manifest = json.loads((MODULE / "manifest.json").read_text())
     call = ModuleCall(
         tenant_id=tenant,
-        module_id=manifest["id"],
-        version=manifest["version"],
+        module_id=PROGRAM.manifest.id,
+        version=PROGRAM.manifest.version,
         function="CRM_Marketing_GetTemplateHTML",
-        manifest=manifest,
-        script=SCRIPT if script is None else script,
+        program=PROGRAM if script is None else ModuleProgram.of(PROGRAM.manifest, script),
         settings={"api_key": "SG.benchmark-key", "sender_email": "a@example.com"},
     )
     return module_invocation(call, ["d-1"], egress_allow=(), callbacks={}, storage={},
@@ -63,6 +63,7 @@ def invocation(tenant: str, script: str | None = None) -> Invocation:
 
 
 SCRIPT = (MODULE / "module.py").read_text()
+PROGRAM = ModuleProgram.of(parse_manifest((MODULE / "manifest.json").read_text()), SCRIPT)
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.invocation import redact_text
+
+if TYPE_CHECKING:
+    from host.manifest import Manifest
+    from host.module_program import ModuleProgram
+    from host.module_storage import StorageChanges
 
 
 @dataclass(frozen=True)
 class ModuleCall:
     """One call of a tenant's module: which version, with which settings.
 
-    ``settings`` includes decrypted secrets (the module needs its API key); ``secret_values``
-    lists them so whoever surfaces script output can mask them.
+    ``program`` is the stored version as the sandbox runs it (typed manifest, script, limits,
+    compiled-code key), one object shared by every call of that version. ``settings``
+    includes decrypted secrets (the module needs its API key); ``secret_values`` lists them
+    so whoever surfaces script output can mask them.
     """
 
     tenant_id: str
     module_id: str
     version: str
     function: str
-    manifest: dict[str, Any]
-    script: str
+    program: ModuleProgram = field(repr=False)
     settings: dict[str, Any] = field(repr=False)
     secret_values: tuple[str, ...] = field(default=(), repr=False)
-    storage: dict[str, Any] = field(default_factory=dict, repr=False)
     #: what the call is for: ``live`` traffic, or a run outside it (``local`` for
     #: ``crm-host module run``/``module test``; shadow and console test runs name their own)
     purpose: str = "live"
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.program.manifest
+
+    @property
+    def script(self) -> str:
+        return self.program.script
 
     @property
     def module_ref(self) -> str:
@@ -43,7 +56,12 @@ class ModuleCall:
 @dataclass
 class ModuleResult:
     """What serving a call produced: the value plus what the run left behind (captured log,
-    fetch records, resource use, a new storage snapshot), for the invocation log.
+    fetch records, resource use), for the invocation log, and the storage writes the call
+    asks for.
+
+    ``storage_changes`` is a *pending* effect: whoever served the call never commits it; the
+    invoker does, once the value is validated and the caller's own effects succeed, in one
+    transaction with them (:meth:`host.invoker.ModuleInvoker.call_resolved`).
 
     Hook implementations return this envelope rather than the bare value, because ``None`` is
     a legitimate return of some functions and means "not served here" to pluggy.
@@ -54,7 +72,7 @@ class ModuleResult:
     fetches: list[dict[str, Any]] = field(default_factory=list)
     cpu_ms: float | None = None
     peak_memory_kb: int | None = None
-    storage: dict[str, Any] | None = None
+    storage_changes: StorageChanges | None = None
 
 
 def mask_secrets(text: str | None, secrets: tuple[str, ...]) -> str | None:

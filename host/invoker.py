@@ -2,35 +2,53 @@
 function's hook, and turn "nobody served it" into not_implemented. Every caller in the host
 (flows, routes, CLI) goes through here, so every call is validated and logged the same way,
 and every call first takes a slot of its tenant's fair share of the sandbox
-(:mod:`host.module_shares`), so no tenant can stall the others."""
+(:mod:`host.module_shares`), so no tenant can stall the others.
+
+The invoker is also the one owner of a call's effects. Whoever served the hook only reports
+the storage writes the call asks for (``ModuleResult.storage_changes``); the invoker commits
+them after the hook chain returned, i.e. after the contract enforcer validated the value,
+in ONE transaction with the caller's own ``effects`` (a webhook's actions and receipt, a
+check of an import page). A call reported as failed — by the module, the enforcer, or the
+caller's effects — therefore keeps no storage writes; only a script's explicit
+``storage.set(..., durable=True)`` is committed before that (:mod:`host.module_storage`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
 import pluggy
+from sqlalchemy.orm import Session
 
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.contract.functions import HOOK_NAMES, contract_function
 from host.errors import HostError, ModuleCallFailed, ModuleNotImplemented, NotFound
 from host.module_shares import ModuleShares
+from host.module_storage import ModuleStorageStore
 from host.tenants import RuntimeEnablement, TenantService
+
+CallEffects = Callable[[Session, ModuleResult], None]
+"""A caller's own effects of a successful call, run inside the transaction that commits the
+call's storage writes; raising rolls both back (and the exception reaches the caller)."""
 
 
 class ModuleInvoker:
     """``shares`` admits calls to the sandbox (None: no admission, for embedders and tools
-    that run one call at a time)."""
+    that run one call at a time); ``storage`` is where a call's storage writes are committed."""
 
     def __init__(
         self,
         tenants: TenantService,
         hooks: pluggy.PluginManager,
         shares: ModuleShares | None = None,
+        *,
+        storage: ModuleStorageStore,
     ):
         self.tenants = tenants
         self.hooks = hooks
         self.shares = shares
+        self.storage = storage
 
     def call(
         self,
@@ -39,13 +57,14 @@ class ModuleInvoker:
         function: str,
         *,
         version: str | None = None,
+        effects: CallEffects | None = None,
         **arguments: Any,
     ) -> Any:
         """Call ``function`` of the module enabled for the tenant (its pinned version, or
         ``version``) and return its validated value; raises ModuleCallFailed (with its SPEC
         kind) on failure."""
         return self.call_with_trace(
-            tenant_id, module_id, function, version=version, **arguments
+            tenant_id, module_id, function, version=version, effects=effects, **arguments
         ).value
 
     def call_with_trace(
@@ -55,16 +74,25 @@ class ModuleInvoker:
         function: str,
         *,
         version: str | None = None,
+        effects: CallEffects | None = None,
         **arguments: Any,
     ) -> ModuleResult:
         runtime = self.tenants.runtime(tenant_id, module_id, version)
-        return self.call_resolved(runtime, function, **arguments)
+        return self.call_resolved(runtime, function, effects=effects, **arguments)
 
     def call_resolved(
-        self, runtime: RuntimeEnablement, function: str, **arguments: Any
+        self,
+        runtime: RuntimeEnablement,
+        function: str,
+        *,
+        effects: CallEffects | None = None,
+        **arguments: Any,
     ) -> ModuleResult:
         """Like :meth:`call_with_trace` for an enablement the caller has just resolved (a
-        webhook resolves it to check its token), saving a second lookup on a hot path."""
+        webhook resolves it to check its token), saving a second lookup on a hot path.
+
+        On success the call's storage writes and ``effects`` are committed together (see the
+        module docstring); ``effects`` is not run for a failed call."""
         tenant_id, module_id = runtime.tenant_id, runtime.module_id
         contract = contract_function(runtime.manifest.kind, function)
         if contract is None:
@@ -74,8 +102,7 @@ class ModuleInvoker:
             module_id=module_id,
             version=runtime.version,
             function=function,
-            manifest=runtime.manifest.model_dump(mode="json"),
-            script=runtime.script,
+            program=runtime.program,
             settings=runtime.settings,
             secret_values=runtime.secret_values,
         )
@@ -107,4 +134,15 @@ class ModuleInvoker:
                 module=call.module_ref,
                 function=function,
             )
+        self._commit(call, result, effects)
         return result
+
+    def _commit(self, call: ModuleCall, result: ModuleResult, effects: CallEffects | None) -> None:
+        changes = result.storage_changes
+        if changes is None and effects is None:
+            return
+        with self.storage.db.transaction() as session:
+            if changes is not None:  # first: a new row is created outside this transaction
+                self.storage.apply(session, call.tenant_id, call.module_id, changes)
+            if effects is not None:
+                effects(session, result)

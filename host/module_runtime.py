@@ -11,9 +11,8 @@ from typing import Any
 from host.calls import ModuleCall, ModuleResult
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
-from sandbox.egress import EgressPolicy
+from host.module_storage import StorageChanges
 from sandbox.invocation import FetchFunction, HostCallback, Invocation, InvocationResult
-from sandbox.limits import DEFAULT_LIMITS
 from sandbox.pool import SandboxPool
 
 
@@ -27,36 +26,47 @@ def module_invocation(
     fetch: FetchFunction | None = None,
 ) -> Invocation:
     """``fetch`` replaces the egress-checked built-in fetch (``module run --record/--replay``
-    and ``module test`` pass one); it runs here, in the parent, never in the worker."""
-    manifest = call.manifest
+    and ``module test`` pass one); it runs here, in the parent, never in the worker. What
+    belongs to the version (limits, egress policy, compiled-code key, file name) comes
+    ready-made from ``call.program``."""
+    program = call.program
     return Invocation(
-        source=call.script,
+        source=program.script,
+        source_hash=program.script_key,
         function=call.function,
         args=list(args),
-        filename=manifest.get("script", "module.py"),
+        filename=program.filename,
         settings=call.settings,
-        limits=DEFAULT_LIMITS.lowered_by(manifest.get("limits") or {}),
-        egress=EgressPolicy.from_config(manifest.get("egress") or [], egress_allow),
+        limits=program.limits,
+        egress=program.egress_policy(egress_allow),
         world=script_world(),
-        storage=dict(storage or {}),
+        storage=storage,
         fetch=fetch,
-        callbacks=dict(callbacks),
-        redact=list(call.secret_values),
+        callbacks=callbacks,
+        redact=call.secret_values,
         label=f"{call.tenant_id}/{call.module_ref}",
         isolation_key=call.isolation_key,
     )
 
 
-def as_module_result(call: ModuleCall, result: InvocationResult) -> ModuleResult:
+def as_module_result(
+    call: ModuleCall, result: InvocationResult, storage: Mapping[str, Any] | None = None
+) -> ModuleResult:
     """The envelope of a successful run; a failure raises ModuleCallFailed with its SPEC
-    kind, line and the run's trace (captured log, fetches) for the invocation log."""
+    kind, line and the run's trace (captured log, fetches) for the invocation log. The new
+    storage snapshot (the sandbox sends one only for a successful call) becomes the changes
+    from ``storage``, the snapshot the run started from, left for the invoker to commit."""
     trace = ModuleResult(
         value=result.value,
         log=result.log,
-        fetches=list(result.fetches),
+        fetches=result.fetches,
         cpu_ms=result.cpu_ms,
         peak_memory_kb=result.peak_memory_kb,
-        storage=result.storage,
+        storage_changes=(
+            StorageChanges.between(storage or {}, result.storage)
+            if result.ok and result.storage is not None
+            else None
+        ),
     )
     if result.ok:
         return trace
@@ -93,4 +103,4 @@ def run_module_function(
         storage=storage,
         fetch=fetch,
     )
-    return as_module_result(call, pool.run(invocation))
+    return as_module_result(call, pool.run(invocation), storage)

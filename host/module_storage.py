@@ -1,18 +1,52 @@
 """The persistent key-value store a module keeps per tenant (the script's ``storage``).
 
-A call starts from a snapshot and ends with a new one. Two calls of the same module may
-overlap (two webhooks at once), so the new snapshot is not written whole: only the keys the
-call changed are applied to what is stored now, and a concurrent call's other keys survive.
-The sandbox enforces the size quota on the call's own view."""
+A call starts from a snapshot and, if it succeeds, ends with a new one. Two calls of the same
+module may overlap (two webhooks at once), so the new snapshot is not written whole: only the
+keys the call changed (:class:`StorageChanges`) are applied to what is stored now, and a
+concurrent call's other keys survive. The sandbox enforces the size quota on the call's own
+view.
+
+Who commits: never the code that served the call. The invoker applies a call's changes with
+:meth:`ModuleStorageStore.apply` inside the transaction that also holds the caller's effects
+(a webhook's actions and receipt), after the return value was validated, so a call reported
+as failed keeps no storage writes. The one exception is the script's explicit
+``storage.set(key, value, durable=True)``, which :meth:`ModuleStorageStore.write_durable`
+commits at once, for a side effect that must not be forgotten if the call fails later.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from host.db.engine import Database
 from host.db.models import ModuleStorage
+from sandbox.errors import LimitExceeded, ScriptError
+
+
+@dataclass(frozen=True)
+class StorageChanges:
+    """The keys one call set (with their new values) and deleted."""
+
+    changed: dict[str, Any]
+    removed: tuple[str, ...]
+
+    @classmethod
+    def between(cls, before: Mapping[str, Any], after: Mapping[str, Any]) -> StorageChanges | None:
+        """What turns ``before`` into ``after``; None when nothing changed."""
+        changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+        removed = tuple(k for k in before if k not in after)
+        return cls(changed, removed) if changed or removed else None
+
+
+def encoded_size(data: Mapping[str, Any]) -> int:
+    """Bytes of the storage as compact JSON: the measure the sandbox's quota uses."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 class ModuleStorageStore:
@@ -24,29 +58,47 @@ class ModuleStorageStore:
             row = session.get(ModuleStorage, (tenant_id, module_id))
             return dict(row.data) if row else {}
 
-    def save(
-        self, tenant_id: str, module_id: str, before: dict[str, Any], after: dict[str, Any]
+    def apply(
+        self, session: Session, tenant_id: str, module_id: str, changes: StorageChanges
     ) -> None:
-        """Apply the keys that changed from ``before`` to ``after`` to the stored data."""
-        changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
-        removed = [k for k in before if k not in after]
-        if not changed and not removed:
-            return
-        try:
-            self._apply(tenant_id, module_id, changed, removed)
-        except IntegrityError:  # a concurrent first write created the row: apply onto it
-            self._apply(tenant_id, module_id, changed, removed)
+        """Apply ``changes`` to the stored data inside the caller's transaction (committed,
+        or rolled back, with everything else it holds)."""
+        data = self._locked_row(session, tenant_id, module_id)
+        data.data = {
+            **{k: v for k, v in data.data.items() if k not in changes.removed},
+            **changes.changed,
+        }
 
-    def _apply(
-        self, tenant_id: str, module_id: str, changed: dict[str, Any], removed: list[str]
+    def write_durable(
+        self, tenant_id: str, module_id: str, key: str, value: Any, *, quota_bytes: int
     ) -> None:
+        """Commit one key now (``storage.set(..., durable=True)``), refusing a write that
+        would take what is stored over ``quota_bytes`` (the worker checked its own view, but
+        the worker is not trusted)."""
+        if not isinstance(key, str) or not key:
+            raise ScriptError("storage keys must be non-empty strings")
         with self.db.transaction() as session:
-            row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
-            data = dict(row.data) if row else {}
-            data.update(changed)
-            for key in removed:
-                data.pop(key, None)
-            if row is None:
-                session.add(ModuleStorage(tenant_id=tenant_id, module_id=module_id, data=data))
-            else:
-                row.data = data
+            row = self._locked_row(session, tenant_id, module_id)
+            data = {**row.data, key: value}
+            size = encoded_size(data)
+            if size > quota_bytes:
+                raise LimitExceeded(
+                    f"storage quota of {quota_bytes} bytes exceeded (would be {size} bytes)"
+                )
+            row.data = data
+
+    def _locked_row(self, session: Session, tenant_id: str, module_id: str) -> ModuleStorage:
+        """The (tenant, module) row, locked for this transaction. A missing row is created
+        first in a transaction of its own, so a concurrent first write (a unique-key race)
+        never aborts the caller's transaction."""
+        row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
+        if row is not None:
+            return row
+        try:
+            with self.db.transaction() as own:
+                own.add(ModuleStorage(tenant_id=tenant_id, module_id=module_id, data={}))
+        except IntegrityError:
+            pass  # the concurrent call created it
+        row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
+        assert row is not None
+        return row

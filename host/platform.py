@@ -136,8 +136,10 @@ class Host:
         )
         self.tenants.verify_secret_key()
         self.shares = ModuleShares(self.settings)
-        self.invoker = ModuleInvoker(self.tenants, self.hooks, self.shares)
         self.module_storage = ModuleStorageStore(self.db)
+        self.invoker = ModuleInvoker(
+            self.tenants, self.hooks, self.shares, storage=self.module_storage
+        )
         self.contacts = ContactService(self.db)
         self.contact_search = ContactSearch(self.db)
         self.contact_erasure = ContactErasure(self.db)

@@ -21,6 +21,7 @@ from host.db.engine import Database
 from host.db.models import Enablement, Tenant
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.manifest import Manifest
+from host.module_program import ModuleProgram
 from host.modules.registry import ModuleRegistry
 from host.plugin_manager import notify
 from host.secrets import SecretBox, hash_api_key, new_api_key, new_webhook_token
@@ -72,16 +73,20 @@ class EnablementInfo:
 
 @dataclass(frozen=True)
 class RuntimeEnablement:
-    """Everything needed to call a tenant's module: the pinned version and full settings
-    (secrets decrypted). Never serialised to any surface."""
+    """Everything needed to call a tenant's module: the pinned version (as the program every
+    call of it shares) and full settings (secrets decrypted). Never serialised to any
+    surface."""
 
     tenant_id: str
     module_id: str
     version: str
-    manifest: Manifest
-    script: str
+    program: ModuleProgram = field(repr=False)
     settings: dict[str, Any] = field(repr=False)
     secret_values: tuple[str, ...] = field(repr=False)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.program.manifest
 
 
 class TenantService:
@@ -301,8 +306,7 @@ class TenantService:
             tenant_id,
             module_id,
             version_row.version,
-            manifest,
-            version_row.script,
+            version_row.program,
             settings,
             secrets,
         )

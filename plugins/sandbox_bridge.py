@@ -2,8 +2,12 @@
 
 Registered last among servers (``trylast``), so a trusted in-process plugin may serve a
 function instead (for tests, or a native integration). The module's storage snapshot is
-loaded before the call and saved only if the call succeeded and changed it. A pool with no
-idle worker before its deadline is the host being busy (ServiceBusy), not a module failure.
+loaded before the call; the writes a successful call made come back as pending
+``storage_changes`` that the invoker commits once the value is validated — the bridge never
+commits them itself. It does lend the script ``storage.durable``, the host callback behind
+``storage.set(key, value, durable=True)``, which commits that one write at once (under the
+version's storage quota). A pool with no idle worker before its deadline is the host being
+busy (ServiceBusy), not a module failure.
 
 The hook methods are not written out: one per contract function is built from its definition
 (:mod:`host.contract.functions`) when this module is imported, each passing its arguments,
@@ -22,6 +26,8 @@ from host.contract.hooks import delegating_method
 from host.errors import ServiceBusy
 from host.hookspecs import hookimpl
 from host.module_runtime import run_module_function
+from sandbox.capabilities import DURABLE_STORAGE_CALLBACK
+from sandbox.errors import ScriptError
 from sandbox.invocation import HostCallback
 
 if TYPE_CHECKING:
@@ -50,13 +56,23 @@ class SandboxBridge:
                 f"no sandbox worker is free for {call.module_ref}; retry later",
                 retry_after_s=max(1, math.ceil(self.host.settings.sandbox_wait_s)),
             ) from None
-        if result.storage is not None:
-            self.host.module_storage.save(call.tenant_id, call.module_id, storage, result.storage)
         return result
 
     def _callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         provide: Callable[[ModuleCall], dict[str, HostCallback]] = self.host.script_callbacks
-        return provide(call)
+        return {**provide(call), DURABLE_STORAGE_CALLBACK: self._durable_writer(call)}
+
+    def _durable_writer(self, call: ModuleCall) -> HostCallback:
+        """``storage.durable`` for this call only: its tenant and module, its quota."""
+        store = self.host.module_storage
+        quota = call.program.limits.storage_bytes
+
+        def write(args: list[Any]) -> None:
+            if len(args) != 2:
+                raise ScriptError("storage.durable takes a key and a value")
+            store.write_durable(call.tenant_id, call.module_id, args[0], args[1], quota_bytes=quota)
+
+        return write
 
 
 for _function in ALL_FUNCTIONS.values():

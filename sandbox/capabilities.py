@@ -38,6 +38,9 @@ class Capabilities(Protocol):
       the persistent key-value store of one (tenant, module), JSON values; ``storage_get``
       returns ``default`` (an opaque marker object) for an absent key; any of them may raise
       :class:`sandbox.errors.LimitExceeded` (quota) or another :class:`SandboxError`.
+      ``storage_set(key, value, durable=True)`` asks the caller to commit that one write at
+      once (through the host callback :data:`DURABLE_STORAGE_CALLBACK`), for a side effect
+      the script must not forget even if the call fails later (an id a service just made).
     - ``log(text)``: one captured line (``log(...)`` or ``print(...)``), without newline.
     - ``call(name, args)``: a host callback declared in ``WorldSpec.namespaces``
       (``"crm.contacts"``, ``[ids]``); JSON in, JSON out.
@@ -54,9 +57,15 @@ class Capabilities(Protocol):
 
     def storage_get(self, key: str, default: Any = None) -> Any: ...
 
-    def storage_set(self, key: str, value: Any) -> None: ...
+    def storage_set(self, key: str, value: Any, durable: bool = False) -> None: ...
 
     def storage_delete(self, key: str) -> None: ...
+
+
+DURABLE_STORAGE_CALLBACK = "storage.durable"
+"""The host callback a durable ``storage.set`` is relayed to, with ``[key, value]``: the
+caller supplies it (committing the write at once, under its own quota check); without it a
+durable write fails with a script error. The sandbox only relays, it stores nothing."""
 
 
 # How capability failures look inside the script
@@ -177,7 +186,9 @@ class InMemoryCapabilities:
             return default
         return copy.deepcopy(self.stored[key])
 
-    def storage_set(self, key: str, value: Any) -> None:
+    def storage_set(self, key: str, value: Any, durable: bool = False) -> None:
+        if durable:
+            self.call(DURABLE_STORAGE_CALLBACK, [key, value])
         self.stored[key] = copy.deepcopy(value)
 
     def storage_delete(self, key: str) -> None:

@@ -69,10 +69,14 @@ class Invocation:
     #: code of another; ``None`` is one domain of its own (callers that mix tenants, modules
     #: or versions must pass a key)
     isolation_key: Hashable = None
+    #: the key a worker caches the compiled script under (``compiler.source_hash``); a
+    #: caller running the same script many times passes the one it computed once, else it
+    #: is computed here
+    source_hash: str = ""
 
-    @functools.cached_property
-    def source_hash(self) -> str:
-        return _source_hash(self.source)
+    def __post_init__(self) -> None:
+        if not self.source_hash:
+            object.__setattr__(self, "source_hash", _source_hash(self.source))
 
 
 @functools.lru_cache(maxsize=512)

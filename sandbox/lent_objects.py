@@ -132,10 +132,12 @@ _ABSENT: Any = object()
 
 
 class ScriptStorage:
-    """``storage.get(key, default=None)`` / ``set(key, value)`` / ``delete(key)``.
+    """``storage.get(key, default=None)`` / ``set(key, value, durable=False)`` /
+    ``delete(key)``.
 
     Values are copied in and out as plain JSON data, so nothing the script keeps aliases
-    what is stored.
+    what is stored. Writes become the call's new snapshot only if the call succeeds; a
+    ``durable=True`` write is committed at once and survives a later failure.
     """
 
     __slots__ = ("_capabilities",)
@@ -151,10 +153,15 @@ class ScriptStorage:
             return default
         return to_plain(value, what="stored value", error=CapabilityError)
 
-    def set(self, key: str, value: Any) -> None:
+    def set(self, key: str, value: Any, durable: bool = False) -> None:
         _check_key(key)
+        if not isinstance(durable, bool):
+            raise TypeError("storage.set: durable must be True or False")
         plain = to_plain(value, what="storage value", error=TypeError)
-        lend(CapabilityError, "storage.set", self._capabilities.storage_set, key, plain)
+        # durable only when asked: a capabilities object without durable writes still serves
+        # every ordinary set
+        extra = (True,) if durable else ()
+        lend(CapabilityError, "storage.set", self._capabilities.storage_set, key, plain, *extra)
 
     def delete(self, key: str) -> None:
         _check_key(key)

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn, Protocol
 
 from sandbox import errors
+from sandbox.capabilities import DURABLE_STORAGE_CALLBACK
 from sandbox.limits import Limits
 
 
@@ -137,7 +138,12 @@ class WorkerCapabilities:
         encoded = self._storage.get(str(key))
         return default if encoded is None else json.loads(encoded)
 
-    def storage_set(self, key: str, value: Any) -> None:
+    def storage_set(self, key: str, value: Any, durable: bool = False) -> None:
+        """Set ``key`` in this call's view, under the quota. ``durable`` also relays the
+        write to the parent first (see :data:`DURABLE_STORAGE_CALLBACK`), which commits it at
+        once; the view changes only once the parent accepted it, so the snapshot a
+        successful call returns includes it, and a failed call's snapshot (never sent)
+        cannot take it back."""
         self._check_open("storage.set")
         if not isinstance(key, str):
             raise errors.ScriptError("storage keys must be strings")
@@ -154,6 +160,8 @@ class WorkerCapabilities:
                 f"storage quota of {self.limits.storage_bytes} bytes exceeded "
                 f"(would be {new_size} bytes)"
             )
+        if durable:
+            self.call(DURABLE_STORAGE_CALLBACK, [key, value])
         self._storage[key] = encoded
         self._storage_size = new_size
         self.storage_changed = True

@@ -206,28 +206,38 @@ class ActionApplier:
         record: Callable[[Session, ApplyOutcome], None] | None = None,
     ) -> ApplyOutcome:
         """Apply ``actions`` in one transaction, then fire the events. ``record`` runs in the
-        same transaction after the last action (the webhook receipt), so the receipt and the
-        changes are committed together or not at all. Any exception rolls everything back."""
-        outcome = ApplyOutcome()
+        same transaction after the last action, so what it writes and the changes are
+        committed together or not at all. Any exception rolls everything back."""
         with self.db.transaction() as session:
-            session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
-            for index, action in enumerate(actions):
-                try:
-                    self._apply_one(session, tenant_id, module_id, action, outcome)
-                except Skip as skip:
-                    outcome.skipped.append(
-                        {**describe(index, action), "reason": skip.reason, "detail": skip.detail}
-                    )
-                else:
-                    outcome.applied.append(describe(index, action))
+            outcome = self.apply_in(session, tenant_id, module_id, actions)
             if record is not None:
                 record(session, outcome)
-        self._after_commit(tenant_id, module_id, actions, outcome)
+        self.announce(tenant_id, module_id, actions, outcome)
         return outcome
 
-    def _after_commit(
+    def apply_in(
+        self, session: Session, tenant_id: str, module_id: str, actions: Sequence[Action]
+    ) -> ApplyOutcome:
+        """Apply ``actions`` inside the caller's transaction (a webhook's, which also holds
+        the call's storage writes and the receipt). The caller calls :meth:`announce` once
+        that transaction committed."""
+        outcome = ApplyOutcome()
+        session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
+        for index, action in enumerate(actions):
+            try:
+                self._apply_one(session, tenant_id, module_id, action, outcome)
+            except Skip as skip:
+                outcome.skipped.append(
+                    {**describe(index, action), "reason": skip.reason, "detail": skip.detail}
+                )
+            else:
+                outcome.applied.append(describe(index, action))
+        return outcome
+
+    def announce(
         self, tenant_id: str, module_id: str, actions: Sequence[Action], outcome: ApplyOutcome
     ) -> None:
+        """Fire the events of applied actions: only after their transaction committed."""
         if outcome.queued_mail and self.on_mail_queued is not None:
             self.on_mail_queued()
         for event, kwargs in outcome._events:

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from host.calls import ModuleResult
 from host.contract.types import ImportTemplate
 from host.db.engine import Database
 from host.db.models import Template, utcnow
@@ -140,16 +141,15 @@ class TemplateService:
         pages, truncated, offset = 0, False, 0
         while True:
             page: Sequence[ImportTemplate] = self.invoker.call(
-                tenant_id, module_id, IMPORT, offset=offset, limit=page_size
+                tenant_id,
+                module_id,
+                IMPORT,
+                # checked before the page's storage writes commit: an invalid page keeps none
+                effects=lambda _session, result: _check_page(module_id, result, page_size),
+                offset=offset,
+                limit=page_size,
             )
             pages += 1
-            if len(page) > page_size:
-                raise ModuleCallFailed(
-                    "invalid_return",
-                    f"{IMPORT} returned {len(page)} templates for limit {page_size}",
-                    module=module_id,
-                    function=IMPORT,
-                )
             fetched.update((t.externalId, t) for t in page)
             if on_page is not None:
                 on_page(pages, len(page), len(fetched))
@@ -338,3 +338,14 @@ def _check_content(name: str, html: str) -> None:
         problems.append(Problem("html", f"must be at most {MAX_HTML_CHARS} characters"))
     if problems:
         raise InvalidInput("template is invalid", problems)
+
+
+def _check_page(module_id: str, result: ModuleResult, page_size: int) -> None:
+    """A page longer than ``limit`` is an invalid return value."""
+    if len(result.value) > page_size:
+        raise ModuleCallFailed(
+            "invalid_return",
+            f"{IMPORT} returned {len(result.value)} templates for limit {page_size}",
+            module=module_id,
+            function=IMPORT,
+        )

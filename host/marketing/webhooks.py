@@ -36,7 +36,9 @@ Decisions a module author relies on:
   output.
 * **Failures.** A module that raises, times out or returns an invalid value → 500 (501 when
   it does not implement the function) with ``{"error": kind, "message": ...}`` and nothing
-  applied; the details go to the receipt and the invocation log, not to the caller.
+  applied; the details go to the receipt and the invocation log, not to the caller. Actions
+  that cannot be applied → 500 ``apply_failed``. Either way the module's storage writes of
+  that request are not kept (only its ``durable=True`` writes, which commit at once).
 """
 
 from __future__ import annotations
@@ -50,14 +52,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from host.calls import mask_secrets
+from host.calls import ModuleResult, mask_secrets
 from host.contract.types import FetchRequest, WebhookResponse, WebhookResult
 from host.db.engine import Database
 from host.db.models import WebhookReceipt
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
-from host.marketing.actions import ActionApplier
+from host.marketing.actions import ActionApplier, ApplyOutcome
 from host.tenants import RuntimeEnablement, TenantService
 from sandbox.invocation import redact_data
 
@@ -197,6 +200,15 @@ def failure_reply(status: int, kind: str) -> WebhookReply:
     return json_reply(status, {"error": kind, "message": "the webhook could not be processed"})
 
 
+class ApplyFailed(Exception):
+    """Applying a webhook's actions (or writing its receipt) failed: everything of the
+    request, its storage writes included, is rolled back and the receipt says why."""
+
+    def __init__(self, cause: Exception):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class WebhookReceiver:
     """Serves ``ANY /hooks/{tenant}/{module}/{token}`` for the HTTP route (and embedders)."""
 
@@ -230,38 +242,51 @@ class WebhookReceiver:
         return failure_reply(413, "body_too_large")
 
     def handle(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
-        """Call the module and apply its actions; never raises for the module's faults."""
+        """Call the module and apply its actions; never raises for the module's faults.
+
+        The call's storage writes, the actions and the receipt are committed in ONE
+        transaction by the invoker (:meth:`ModuleInvoker.call_resolved`), so a request that
+        failed — the module, its value, or applying the actions — keeps none of them."""
         tenant_id, module_id = target.tenant_id, target.module_id
+        applied: list[tuple[WebhookResult, ApplyOutcome, WebhookReply]] = []
+
+        def commit_with(session: Session, called: ModuleResult) -> None:
+            result: WebhookResult = called.value
+            reply = reply_from(masked_response(result.response, target.secret_values))
+            try:
+                outcome = self.actions.apply_in(session, tenant_id, module_id, result.actions)
+                session.add(
+                    WebhookReceipt(
+                        tenant_id=tenant_id,
+                        module_id=module_id,
+                        status_code=reply.status,
+                        applied=len(outcome.applied),
+                        skipped=outcome.skipped,
+                    )
+                )
+                session.flush()  # a database error is the actions' failure, not the caller's
+            except Exception as exc:
+                raise ApplyFailed(exc) from exc
+            applied.append((result, outcome, reply))
+
         try:
-            result: WebhookResult = self.invoker.call_resolved(
-                target, FUNCTION, request=fetch_request(incoming)
-            ).value
+            self.invoker.call_resolved(
+                target, FUNCTION, effects=commit_with, request=fetch_request(incoming)
+            )
         except ModuleCallFailed as exc:
             status = 501 if exc.kind == "not_implemented" else 500
             self._record_failure(target, status, f"{exc.kind}: {exc.message}")
             return failure_reply(status, exc.kind)
+        except ApplyFailed as failed:
+            cause = failed.cause
+            log.exception("applying webhook actions of %s/%s failed", tenant_id, module_id)
+            self._record_failure(target, 500, f"apply_failed: {type(cause).__name__}: {cause}")
+            return failure_reply(500, "apply_failed")
         except (NotFound, Conflict):
             # disabled or removed between the lookup and the call
             raise NotFound("no such webhook") from None
-        reply = reply_from(masked_response(result.response, target.secret_values))
-
-        def record(session: Any, outcome: Any) -> None:
-            session.add(
-                WebhookReceipt(
-                    tenant_id=tenant_id,
-                    module_id=module_id,
-                    status_code=reply.status,
-                    applied=len(outcome.applied),
-                    skipped=outcome.skipped,
-                )
-            )
-
-        try:
-            self.actions.apply(tenant_id, module_id, result.actions, record=record)
-        except Exception as exc:
-            log.exception("applying webhook actions of %s/%s failed", tenant_id, module_id)
-            self._record_failure(target, 500, f"apply_failed: {type(exc).__name__}: {exc}")
-            return failure_reply(500, "apply_failed")
+        result, outcome, reply = applied[0]
+        self.actions.announce(tenant_id, module_id, result.actions, outcome)
         return reply
 
     def _record_failure(self, target: RuntimeEnablement, status: int, error: str) -> None:

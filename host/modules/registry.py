@@ -24,6 +24,7 @@ from host.db.engine import Database
 from host.db.models import Module, ModuleVersion
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.manifest import Manifest, parse_manifest, semver_key
+from host.module_program import ModuleProgram
 from host.modules.inspection import stub_functions
 from host.modules.packages import ModulePackage
 from host.modules.version_removal import remove_version
@@ -63,13 +64,21 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class StoredVersion:
-    """An immutable stored version, as callers of a module need it."""
+    """An immutable stored version, as callers of a module need it; ``program`` holds what
+    running it needs, computed once per version."""
 
     module_id: str
     version: str
-    manifest: Manifest
-    script: str
+    program: ModuleProgram
     functions: tuple[str, ...]
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.program.manifest
+
+    @property
+    def script(self) -> str:
+        return self.program.script
 
 
 @dataclass(frozen=True)
@@ -263,8 +272,7 @@ class ModuleRegistry:
         stored = StoredVersion(
             row.module_id,
             row.version,
-            Manifest.from_stored(row.manifest),
-            row.script,
+            ModuleProgram.of(Manifest.from_stored(row.manifest), row.script),
             tuple(row.functions),
         )
         self._stored[(row.module_id, row.version)] = stored

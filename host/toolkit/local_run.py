@@ -11,13 +11,12 @@ from typing import Any
 
 from host.calls import ModuleCall
 from host.contract.function_model import PREFIX
+from host.module_program import ModuleProgram
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
 from host.settings_schema import secret_values, validate_settings
 from host.toolkit.recording import Recorder
-from sandbox.egress import EgressPolicy
 from sandbox.fetch import Fetcher, FetchLimits
-from sandbox.limits import DEFAULT_LIMITS
 
 LOCAL_TENANT = "local"
 """The tenant id local runs use (storage and contacts are empty)."""
@@ -44,8 +43,7 @@ def local_call(module: ValidatedModule, function: str, settings: Any) -> ModuleC
         module_id=manifest.id,
         version=manifest.version,
         function=full_name(function),
-        manifest=manifest.as_json(),
-        script=module.script,
+        program=ModuleProgram.of(manifest, module.script),
         settings=checked,
         secret_values=secret_values(manifest, checked),
         purpose="local",
@@ -56,9 +54,8 @@ def local_call(module: ValidatedModule, function: str, settings: Any) -> ModuleC
 def recording_fetch(call: ModuleCall, allow: Sequence[str]) -> Iterator[Recorder]:
     """A Recorder around the real Fetcher, under the module's egress policy and fetch
     limits, so recording is exactly as allowed (and denied) as a server run."""
-    manifest = call.manifest
-    limits = DEFAULT_LIMITS.lowered_by(manifest.get("limits") or {})
-    policy = EgressPolicy.from_config(manifest.get("egress") or [], allow)
+    limits = call.program.limits
+    policy = call.program.egress_policy(allow)
     fetcher = Fetcher(
         policy,
         FetchLimits(

@@ -3,8 +3,19 @@ key to what is stored, never as a whole snapshot over another call's changes."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from host.module_storage import ModuleStorageStore, StorageChanges
 from host.modules.packages import from_json_body
 from tests.host.conftest import json_body, make_host
+
+
+def commit(store: ModuleStorageStore, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """What the invoker does with a successful call's snapshot."""
+    changes = StorageChanges.between(before, after)
+    if changes is not None:
+        with store.db.transaction() as session:
+            store.apply(session, "acme", "sendmail", changes)
 
 
 def test_overlapping_calls_keep_each_others_keys(tmp_path) -> None:
@@ -13,15 +24,14 @@ def test_overlapping_calls_keep_each_others_keys(tmp_path) -> None:
         host.tenants.create("acme", "Acme")
         host.registry.upload(from_json_body(json_body(), max_script_bytes=65536))
         store = host.module_storage
-        store.save("acme", "sendmail", {}, {"cursor": 1, "old": True})
+        commit(store, {}, {"cursor": 1, "old": True})
         first = store.load("acme", "sendmail")
         second = store.load("acme", "sendmail")
-        store.save("acme", "sendmail", first, {**first, "chat:1": "c1"})
-        store.save("acme", "sendmail", second, {"cursor": 2})  # changes cursor, drops "old"
+        commit(store, first, {**first, "chat:1": "c1"})
+        commit(store, second, {"cursor": 2})  # changes cursor, drops "old"
         assert store.load("acme", "sendmail") == {"cursor": 2, "chat:1": "c1"}
         untouched = store.load("acme", "sendmail")
-        store.save("acme", "sendmail", untouched, dict(untouched))
-        assert store.load("acme", "sendmail") == untouched
+        assert StorageChanges.between(untouched, dict(untouched)) is None
     finally:
         host.close()
 
@@ -34,7 +44,7 @@ def test_a_concurrent_first_write_is_merged_not_lost(tmp_path, monkeypatch) -> N
         host.tenants.create("acme", "Acme")
         host.registry.upload(from_json_body(json_body(), max_script_bytes=65536))
         store = host.module_storage
-        store.save("acme", "sendmail", {}, {"a": 1})  # the other call's first write
+        commit(store, {}, {"a": 1})  # the other call's first write
         real_get = Session.get
         calls = []
 
@@ -43,7 +53,7 @@ def test_a_concurrent_first_write_is_merged_not_lost(tmp_path, monkeypatch) -> N
             return None if len(calls) == 1 else real_get(self, *args, **kwargs)
 
         monkeypatch.setattr(Session, "get", first_get_misses_the_row)
-        store.save("acme", "sendmail", {}, {"b": 2})
+        commit(store, {}, {"b": 2})
         monkeypatch.undo()
         assert store.load("acme", "sendmail") == {"a": 1, "b": 2}
     finally:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
 
 from host.calls import ModuleCall
+from host.module_program import ModuleProgram
 from host.modules.packages import ModulePackage
 
 
@@ -24,6 +24,5 @@ def declaring(package: ModulePackage, *destinations: str) -> ModulePackage:
 
 def call_declaring(call: ModuleCall, *destinations: str) -> ModuleCall:
     """``call`` of a module whose manifest also declares ``destinations``."""
-    manifest: dict[str, Any] = dict(call.manifest)
-    manifest["egress"] = [*manifest.get("egress", []), *destinations]
-    return dataclasses.replace(call, manifest=manifest)
+    manifest = call.manifest.model_copy(update={"egress": [*call.manifest.egress, *destinations]})
+    return dataclasses.replace(call, program=ModuleProgram.of(manifest, call.script))
