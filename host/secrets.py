@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +61,35 @@ def key_file_fernet(path: Path) -> Fernet:
 
 
 class SecretBox:
-    """Encrypts and decrypts the secret part of a tenant's module settings."""
+    """Encrypts and decrypts the secret part of a tenant's module settings.
 
-    def __init__(self, fernet: Fernet):
-        self._fernet = fernet
+    The key is given as a loader, called once on first use (:meth:`load`): loading may
+    create the key file beside the database, and building a ``Host`` must not touch the disk
+    (``Host.open()`` loads it, so a bad key still stops the start)."""
+
+    def __init__(self, key: Fernet | Callable[[], Fernet]):
+        self._key = key
+        self._lock = threading.Lock()
+
+    def load(self) -> Fernet:
+        """The key, loaded on first use; a configuration error raises SecretKeyError."""
+        with self._lock:
+            if not isinstance(self._key, Fernet):
+                self._key = self._key()
+            return self._key
 
     def seal(self, values: Any) -> str | None:
         """The JSON of ``values`` encrypted; None when there is nothing to seal."""
         if not values:
             return None
-        return self._fernet.encrypt(json.dumps(values).encode()).decode()
+        return self.load().encrypt(json.dumps(values).encode()).decode()
 
     def open(self, token: str | None) -> Any:
         """What :meth:`seal` was given (``{}`` for None); the caller interprets its shape."""
         if not token:
             return {}
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))
+            return json.loads(self.load().decrypt(token.encode()))
         except InvalidToken:
             raise SecretKeyError(
                 "stored secrets cannot be decrypted: CRM_HOST_SECRET_KEY differs from the key "

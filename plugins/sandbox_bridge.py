@@ -10,45 +10,62 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from host.calls import ModuleCall, ModuleResult
 from host.errors import ServiceBusy
 from host.hookspecs import hookimpl
 from host.module_runtime import run_module_function
-from sandbox.invocation import HostCallback
-
-if TYPE_CHECKING:
-    from host.platform import Host
+from host.module_storage import ModuleStorageStore
+from host.plugin_context import PluginContext, ScriptCallbacks
+from sandbox.pool import SandboxPool
 
 
 class SandboxBridge:
-    def __init__(self, host: Host):
-        self.host = host
+    def __init__(
+        self,
+        *,
+        sandbox: Callable[[], SandboxPool],
+        module_storage: ModuleStorageStore,
+        script_callbacks: ScriptCallbacks,
+        egress_allow: list[str],
+        sandbox_wait_s: float,
+    ):
+        self.sandbox = sandbox
+        self.module_storage = module_storage
+        self.script_callbacks = script_callbacks
+        self.egress_allow = egress_allow
+        self.sandbox_wait_s = sandbox_wait_s
+
+    @classmethod
+    def from_context(cls, context: PluginContext) -> SandboxBridge:
+        return cls(
+            sandbox=context.sandbox,
+            module_storage=context.module_storage,
+            script_callbacks=context.script_callbacks,
+            egress_allow=context.settings.egress_allow,
+            sandbox_wait_s=context.settings.sandbox_wait_s,
+        )
 
     def _serve(self, call: ModuleCall, *args: Any) -> ModuleResult:
-        storage = self.host.module_storage.load(call.tenant_id, call.module_id)
+        storage = self.module_storage.load(call.tenant_id, call.module_id)
         try:
             result = run_module_function(
-                self.host.sandbox,
+                self.sandbox(),
                 call,
                 args,
-                egress_allow=self.host.settings.egress_allow,
-                callbacks=self._callbacks(call),
+                egress_allow=self.egress_allow,
+                callbacks=self.script_callbacks(call),
                 storage=storage,
             )
         except TimeoutError:  # no idle worker before the pool's acquire deadline
             raise ServiceBusy(
                 f"no sandbox worker is free for {call.module_ref}; retry later",
-                retry_after_s=max(1, math.ceil(self.host.settings.sandbox_wait_s)),
+                retry_after_s=max(1, math.ceil(self.sandbox_wait_s)),
             ) from None
         if result.storage is not None:
-            self.host.module_storage.save(call.tenant_id, call.module_id, storage, result.storage)
+            self.module_storage.save(call.tenant_id, call.module_id, storage, result.storage)
         return result
-
-    def _callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
-        provide: Callable[[ModuleCall], dict[str, HostCallback]] = self.host.script_callbacks
-        return provide(call)
 
     @hookimpl(trylast=True)
     def crm_marketing_import_templates(self, call: ModuleCall, offset: int, limit: int) -> Any:

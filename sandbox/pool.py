@@ -213,7 +213,7 @@ class SandboxPool:
         for arguments that are not JSON-compatible."""
         for _attempt in range(3):
             worker = self._acquire(invocation.isolation_key)
-            conversation = Conversation(self, worker, invocation)
+            conversation = Conversation(self.spec_payload, worker, invocation)
             healthy = False
             try:
                 result = conversation.run()
