@@ -1,13 +1,26 @@
-"""The host assembled: configuration, database (migrated), plugins and services. The HTTP
-app, the CLI and embedding applications all start from :class:`Host`."""
+"""The host assembled: configuration, database, plugins and services, wired explicitly.
+The HTTP app, the CLI and embedding applications all start from :class:`Host`.
+
+Building a ``Host`` only wires objects (datasette's habit): no file, no migration, no thread.
+:meth:`Host.open` makes the database ready (creates the data directory, migrates, checks the
+secret key); :meth:`Host.start` opens and starts the background work (campaign jobs, the mail
+outbox, the tenant purge); :meth:`Host.close` stops it all. ``with Host(settings) as host:``
+is ``start()`` … ``close()``. A CLI command opens (``host.cli.host_options.open_host``), the
+server and the demo start.
+
+Every service receives the collaborators it uses, never the ``Host``: the graph of who uses
+whom is readable here, in one constructor, and ``tests/test_architecture.py`` keeps services
+from importing this module.
+"""
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Self
 
 from cryptography.fernet import MultiFernet
 
@@ -16,7 +29,8 @@ from host.calls import ModuleCall
 from host.config import HostSettings
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
-from host.db.migrate import upgrade_to_head
+from host.db.migrate import revisions, upgrade_to_head
+from host.errors import Conflict
 from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
@@ -33,6 +47,7 @@ from host.marketing.webhooks import WebhookReceiver
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
+from host.plugin_context import PluginContext
 from host.plugin_manager import make_plugin_manager
 from host.retention import RetentionPolicy, RetentionPurger
 from host.secrets import (
@@ -51,14 +66,23 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("invocation_log", "plugins.invocation_log:InvocationLog"),
     ("sandbox_bridge", "plugins.sandbox_bridge:SandboxBridge"),
 )
-"""Built-in plugins, named ``module:factory``; each factory is called with the Host. Named
-rather than imported so that ``host`` never depends on ``plugins`` (plugins extend the host,
-not the other way round), like pytest's list of default plugins."""
+"""Built-in plugins, named ``module:class``; each is built by its ``from_context`` classmethod
+from a :class:`~host.plugin_context.PluginContext` (what a plugin may receive is decided and
+documented there). Named rather than imported so that ``host`` never depends on ``plugins``
+(plugins extend the host, not the other way round), like pytest's list of default plugins."""
 
 
-def _instantiate(reference: str, host: Any) -> object:
-    module_name, _, factory = reference.partition(":")
-    return getattr(importlib.import_module(module_name), factory)(host)
+class StaleDatabase(Conflict):
+    """A read-only command found the database behind this release's schema: it does not
+    migrate (reading must not change the file), so it says which command will."""
+
+
+def _instantiate(reference: str, context: PluginContext) -> object:
+    module_name, _, name = reference.partition(":")
+    factory: Callable[[PluginContext], object] = getattr(
+        importlib.import_module(module_name), name
+    ).from_context
+    return factory(context)
 
 
 def configured_keys(settings: HostSettings) -> MultiFernet | None:
@@ -100,8 +124,8 @@ def prepare_home(settings: HostSettings) -> None:
 
 
 class Host:
-    """One running host. ``extra_plugins`` are registered before entry-point plugins (tests
-    and embedding applications pass theirs here)."""
+    """One host. ``extra_plugins`` are registered before entry-point plugins (tests and
+    embedding applications pass theirs here); ``sandbox`` lends a pool the caller owns."""
 
     def __init__(
         self,
@@ -111,63 +135,156 @@ class Host:
         load_entry_points: bool = True,
         sandbox: SandboxPool | None = None,
     ):
-        self.settings = settings or HostSettings()
+        self.settings = settings = settings or HostSettings()
         self._sandbox = sandbox
         self._owns_sandbox = sandbox is None
         self._sandbox_lock = threading.Lock()
-        prepare_home(self.settings)
-        self.db = Database(self.settings.database_url)
-        upgrade_to_head(self.db.engine)
-        self.box = SecretBox(_fernet(self.settings))
-        self.admin_tokens = AdminTokens(self.db, self.settings.admin_token)
-        builtins: list[tuple[str, object]] = [
-            ("contract", ContractEnforcer()),
-            *((name, _instantiate(ref, self)) for name, ref in DEFAULT_PLUGINS),
-            *extra_plugins,
-        ]
+        self._state_lock = threading.Lock()
+        self._opened = False
+        self.db = db = Database(settings.database_url)  # connects on first use
+        self.box = SecretBox(lambda: _fernet(settings))  # loaded by open()
+        self.admin_tokens = AdminTokens(db, settings.admin_token)
+        self.module_storage = ModuleStorageStore(db)
+        self.contacts = ContactService(db)
+        plugin_context = PluginContext(
+            settings=settings,
+            db=db,
+            module_storage=self.module_storage,
+            sandbox=lambda: self.sandbox,
+            script_callbacks=self.script_callbacks,
+        )
         self.hooks = make_plugin_manager(
-            builtins, allow=self.settings.plugins, load_entry_points=load_entry_points
+            [
+                ("contract", ContractEnforcer()),
+                *((name, _instantiate(ref, plugin_context)) for name, ref in DEFAULT_PLUGINS),
+                *extra_plugins,
+            ],
+            allow=settings.plugins,
+            load_entry_points=load_entry_points,
         )
-        self.registry = ModuleRegistry(
-            self.db, self.hooks, max_script_bytes=self.settings.max_script_bytes
-        )
+        self.registry = ModuleRegistry(db, self.hooks, max_script_bytes=settings.max_script_bytes)
         self.tenants = TenantService(
-            self.db, self.registry, self.box, self.hooks, self.settings.webhook_url_base
+            db, self.registry, self.box, self.hooks, settings.webhook_url_base
         )
-        self.tenants.verify_secret_key()
-        self.shares = ModuleShares(self.settings)
-        self.module_storage = ModuleStorageStore(self.db)
+        self.shares = ModuleShares(settings)
         self.invoker = ModuleInvoker(
             self.tenants, self.hooks, self.shares, storage=self.module_storage
         )
-        self.contacts = ContactService(self.db)
-        self.contact_search = ContactSearch(self.db)
-        self.contact_erasure = ContactErasure(self.db)
-        self.idempotency = IdempotencyKeys(self.db)
-        self.tenant_deletion = TenantDeletion(
-            self.db, batch_rows=self.settings.tenant_purge_batch_rows
-        )
-        self.tenant_purger = TenantPurger(self.tenant_deletion)  # started by serve
-        self.templates = TemplateService(self.db, self.invoker, self.tenants)
-        self.invocation_log = InvocationLogReader(self.db)
-        self.outbox = OutboxWorker.from_settings(self.db, self.settings)
-        self.actions = ActionApplier(self.db, self.hooks, on_mail_queued=self.outbox.wake)
+        self.contact_search = ContactSearch(db)
+        self.contact_erasure = ContactErasure(db)
+        self.idempotency = IdempotencyKeys(db)
+        self.tenant_deletion = TenantDeletion(db, batch_rows=settings.tenant_purge_batch_rows)
+        self.tenant_purger = TenantPurger(self.tenant_deletion)
+        self.templates = TemplateService(db, self.invoker, self.tenants)
+        self.invocation_log = InvocationLogReader(db)
+        self.outbox = OutboxWorker.from_settings(db, settings)
+        self.actions = ActionApplier(db, self.hooks, on_mail_queued=self.outbox.wake)
         self.webhooks = WebhookReceiver(
-            self.db,
+            db,
             self.tenants,
             self.invoker,
             self.actions,
-            max_body_bytes=self.settings.webhook_max_body_bytes,
+            max_body_bytes=settings.webhook_max_body_bytes,
         )
-        self.outbox.start()  # a no-op without an SMTP relay
-        self.campaigns = CampaignService(self)
-        self.campaign_stats = StatsService(self, self.settings.campaign_stats_ttl_seconds)
-        self.campaign_runner = CampaignJobRunner(self)  # started by serve
-        self.retention = RetentionPurger(  # started by serve
-            self.db,
-            RetentionPolicy.from_settings(self.settings),
-            interval_s=self.settings.retention_interval_seconds,
+        self.campaign_stats = StatsService(
+            db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
         )
+        self.campaign_runner = CampaignJobRunner(
+            db,
+            self.invoker,
+            self.hooks,
+            workers=settings.campaign_workers,
+            lease_seconds=settings.campaign_lease_seconds,
+            poll_seconds=settings.campaign_poll_seconds,
+        )
+        self.campaigns = CampaignService(
+            db,
+            self.tenants,
+            self.campaign_stats,
+            self.hooks,
+            default_batch_size=settings.campaign_batch_size,
+            lease_seconds=settings.campaign_lease_seconds,
+            on_queued=self.campaign_runner.wake,
+        )
+        self.retention = RetentionPurger(
+            db,
+            RetentionPolicy.from_settings(settings),
+            interval_s=settings.retention_interval_seconds,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self, *, migrate: bool = True) -> Self:
+        """Make the database ready: create the data directory, migrate to head, load the
+        secret key and check it opens what is stored. ``migrate=False`` (read-only commands)
+        changes nothing on disk: the database must already be at head (StaleDatabase says
+        which command migrates it otherwise). Idempotent; starts no thread."""
+        with self._state_lock:
+            if self._opened:
+                return self
+            if migrate:
+                prepare_home(self.settings)
+                upgrade_to_head(self.db.engine)
+            else:
+                current, head = revisions(self.db.engine)
+                if current != head:
+                    raise StaleDatabase(
+                        f"the database is at schema revision {current or 'none'}, this "
+                        f"crm-host needs {head}: run a command that writes (`crm-host serve`) "
+                        "to migrate it"
+                    )
+            self.box.load()
+            self.tenants.verify_secret_key()
+            self._opened = True
+        return self
+
+    def start(self) -> Self:
+        """Open, then start the background work: campaign jobs (which first resume what a
+        crash interrupted), the mail outbox (only with an SMTP relay), the purge of
+        deleted tenants and the retention purge of expired rows. Idempotent."""
+        self.open()
+        self.outbox.start()
+        self.campaign_runner.start()
+        self.tenant_purger.start()
+        self.retention.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the background work (running campaign jobs stay resumable); the database
+        and the sandbox stay usable. Idempotent."""
+        self.retention.stop()
+        self.tenant_purger.stop()
+        self.campaign_runner.stop()
+        self.outbox.stop()
+
+    def close(self) -> None:
+        """Stop the background work, the sandbox pool (if this host started it) and the
+        database connections. Idempotent."""
+        self.stop()
+        with self._sandbox_lock:
+            if self._sandbox is not None and self._owns_sandbox:
+                self._sandbox.close()
+            self._sandbox = None
+        self.db.dispose()
+        with self._state_lock:
+            self._opened = False
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- shared resources -----------------------------------------------------------------
 
     @property
     def sandbox(self) -> SandboxPool:
@@ -191,14 +308,3 @@ class Host:
         """Tombstone the tenant (gone from every surface at once) and wake the purge."""
         self.tenant_deletion.tombstone(tenant_id)
         self.tenant_purger.wake()
-
-    def close(self) -> None:
-        self.tenant_purger.stop()
-        self.retention.stop()
-        self.campaign_runner.stop()
-        self.outbox.stop()
-        with self._sandbox_lock:
-            if self._sandbox is not None and self._owns_sandbox:
-                self._sandbox.close()
-            self._sandbox = None
-        self.db.dispose()

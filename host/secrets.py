@@ -17,7 +17,8 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,30 +75,47 @@ def key_file_fernet(path: Path) -> Fernet:
 
 
 class SecretBox:
-    """Encrypts and decrypts the secret part of a tenant's module settings."""
+    """Encrypts and decrypts the secret part of a tenant's module settings.
 
-    def __init__(self, fernet: Fernet | MultiFernet):
-        self._fernet = fernet if isinstance(fernet, MultiFernet) else MultiFernet([fernet])
+    The key is given as a loader, called once on first use (:meth:`load`): loading may
+    create the key file beside the database, and building a ``Host`` must not touch the disk
+    (``Host.open()`` loads it, so a bad key still stops the start)."""
+
+    def __init__(self, key: Fernet | MultiFernet | Callable[[], Fernet | MultiFernet]):
+        self._key = key
+        self._lock = threading.Lock()
+
+    def load(self) -> MultiFernet:
+        """The keys (the first encrypts, all decrypt), loaded on first use; a configuration
+        error raises SecretKeyError."""
+        with self._lock:
+            if callable(self._key) and not isinstance(self._key, Fernet | MultiFernet):
+                self._key = self._key()
+            key = self._key
+            if isinstance(key, Fernet):
+                key = self._key = MultiFernet([key])
+            assert isinstance(key, MultiFernet)
+            return key
 
     def seal(self, values: Any) -> str | None:
         """The JSON of ``values`` encrypted; None when there is nothing to seal."""
         if not values:
             return None
-        return self._fernet.encrypt(json.dumps(values).encode()).decode()
+        return self.load().encrypt(json.dumps(values).encode()).decode()
 
     def open(self, token: str | None) -> Any:
         """What :meth:`seal` was given (``{}`` for None); the caller interprets its shape."""
         if not token:
             return {}
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))
+            return json.loads(self.load().decrypt(token.encode()))
         except InvalidToken:
             raise _undecryptable() from None
 
     def reseal(self, token: str) -> str:
         """``token`` encrypted again with the first (current) key, whichever key opens it."""
         try:
-            return self._fernet.rotate(token.encode()).decode()
+            return self.load().rotate(token.encode()).decode()
         except InvalidToken:
             raise _undecryptable() from None
 

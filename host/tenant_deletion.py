@@ -41,7 +41,7 @@ from host.db.models import (
     utcnow,
 )
 from host.errors import NotFound
-from host.marketing.campaign_job import ACTIVE_STAGES, CANCELLED
+from host.marketing.lifecycle import ACTIVE_STAGES, CampaignStage
 from host.marketing.outbox import FAILED, QUEUED
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class TenantDeletion:
                 update(Campaign)
                 .where(Campaign.tenant_id == tenant_id, Campaign.stage.in_(ACTIVE_STAGES))
                 .values(
-                    stage=CANCELLED,
+                    stage=CampaignStage.Cancelled,
                     status=CampaignStatus.Cancelled.value,
                     error="tenant deleted",
                     finished_at=now,

@@ -8,16 +8,14 @@ import logging
 import time
 from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from host.calls import ModuleCall, ModuleResult, mask_secrets
 from host.db.engine import Database
 from host.db.models import Invocation
 from host.errors import ModuleCallFailed, ServiceBusy
 from host.hook_wrappers import wraps_every_function
-
-if TYPE_CHECKING:
-    from host.platform import Host
+from host.plugin_context import PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +24,12 @@ MAX_ERROR_CHARS = 4000
 
 @wraps_every_function(tryfirst=True)
 class InvocationLog:
-    def __init__(self, host: Host):
-        self.db: Database = host.db
+    def __init__(self, db: Database):
+        self.db = db
+
+    @classmethod
+    def from_context(cls, context: PluginContext) -> InvocationLog:
+        return cls(context.db)
 
     def around_call(self, call: ModuleCall) -> Generator[None, Any, Any]:
         started = datetime.now(UTC)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from host.calls import ModuleCall, ModuleResult
 from host.contract.functions import ALL_FUNCTIONS
@@ -26,45 +26,65 @@ from host.contract.hooks import delegating_method
 from host.errors import ServiceBusy
 from host.hookspecs import hookimpl
 from host.module_runtime import run_module_function
+from host.module_storage import ModuleStorageStore
+from host.plugin_context import PluginContext, ScriptCallbacks
 from sandbox.capabilities import DURABLE_STORAGE_CALLBACK
 from sandbox.errors import ScriptError
 from sandbox.invocation import HostCallback
-
-if TYPE_CHECKING:
-    from host.platform import Host
+from sandbox.pool import SandboxPool
 
 
 class SandboxBridge:
-    def __init__(self, host: Host):
-        self.host = host
+    def __init__(
+        self,
+        *,
+        sandbox: Callable[[], SandboxPool],
+        module_storage: ModuleStorageStore,
+        script_callbacks: ScriptCallbacks,
+        egress_allow: list[str],
+        sandbox_wait_s: float,
+    ):
+        self.sandbox = sandbox
+        self.module_storage = module_storage
+        self.script_callbacks = script_callbacks
+        self.egress_allow = egress_allow
+        self.sandbox_wait_s = sandbox_wait_s
+
+    @classmethod
+    def from_context(cls, context: PluginContext) -> SandboxBridge:
+        return cls(
+            sandbox=context.sandbox,
+            module_storage=context.module_storage,
+            script_callbacks=context.script_callbacks,
+            egress_allow=context.settings.egress_allow,
+            sandbox_wait_s=context.settings.sandbox_wait_s,
+        )
 
     def serve(self, call: ModuleCall, *args: Any) -> ModuleResult:
         """Run ``call.function`` of the tenant's module with ``args`` (positional, in the
         contract's order, as the module defines them)."""
-        storage = self.host.module_storage.load(call.tenant_id, call.module_id)
+        storage = self.module_storage.load(call.tenant_id, call.module_id)
         try:
-            result = run_module_function(
-                self.host.sandbox,
+            return run_module_function(
+                self.sandbox(),
                 call,
                 args,
-                egress_allow=self.host.settings.egress_allow,
+                egress_allow=self.egress_allow,
                 callbacks=self._callbacks(call),
                 storage=storage,
             )
         except TimeoutError:  # no idle worker before the pool's acquire deadline
             raise ServiceBusy(
                 f"no sandbox worker is free for {call.module_ref}; retry later",
-                retry_after_s=max(1, math.ceil(self.host.settings.sandbox_wait_s)),
+                retry_after_s=max(1, math.ceil(self.sandbox_wait_s)),
             ) from None
-        return result
 
     def _callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
-        provide: Callable[[ModuleCall], dict[str, HostCallback]] = self.host.script_callbacks
-        return {**provide(call), DURABLE_STORAGE_CALLBACK: self._durable_writer(call)}
+        return {**self.script_callbacks(call), DURABLE_STORAGE_CALLBACK: self._durable_writer(call)}
 
     def _durable_writer(self, call: ModuleCall) -> HostCallback:
         """``storage.durable`` for this call only: its tenant and module, its quota."""
-        store = self.host.module_storage
+        store = self.module_storage
         quota = call.program.limits.storage_bytes
 
         def write(args: list[Any]) -> None:

@@ -27,6 +27,7 @@ import math
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from sandbox import errors
@@ -42,8 +43,12 @@ from sandbox.invocation import (
 from sandbox.limits import Limits
 
 if TYPE_CHECKING:
-    from sandbox.pool import SandboxPool
     from sandbox.worker_process import WorkerProcess
+
+SpecPayload = Callable[[Any], tuple[dict[str, Any], str]]
+"""A world spec's JSON form and hash (the pool's cache, so each spec is serialised once)."""
+CompiledCode = Callable[[Invocation, "WorkerProcess"], "str | None"]
+"""The pool's compiled code of an invocation's script for a worker, if it has it."""
 
 logger = logging.getLogger("sandbox.pool")
 
@@ -92,10 +97,18 @@ def died_error(status: int | None, reason: str | None, invocation: Invocation) -
 
 
 class Conversation:
-    """Parent side of one invocation on one worker."""
+    """Parent side of one invocation on one worker. It gets the one thing of the pool it
+    uses, ``spec_payload``, not the pool: the pool drives conversations, never the reverse."""
 
-    def __init__(self, pool: SandboxPool, worker: WorkerProcess, invocation: Invocation):
-        self.pool = pool
+    def __init__(
+        self,
+        spec_payload: SpecPayload,
+        compiled_code: CompiledCode,
+        worker: WorkerProcess,
+        invocation: Invocation,
+    ):
+        self.spec_payload = spec_payload
+        self.compiled_code = compiled_code
         self.worker = worker
         self.invocation = invocation
         self.limits = invocation.limits
@@ -160,7 +173,7 @@ class Conversation:
         }
         spec_missing = False
         if inv.world is not None:
-            _, message["spec_hash"] = self.pool.spec_payload(inv.world)
+            _, message["spec_hash"] = self.spec_payload(inv.world)
             spec_missing = message["spec_hash"] not in self.worker.known
         self._add_missing(
             message, source=inv.source_hash not in self.worker.known, spec=spec_missing
@@ -173,14 +186,14 @@ class Conversation:
         (:mod:`sandbox.code_cache`), else the source, compiled in the worker."""
         inv = self.invocation
         if source:
-            code = self.pool.compiled_code(inv, self.worker)
+            code = self.compiled_code(inv, self.worker)
             if code is not None:
                 message["code"] = code
             else:
                 message["source"] = inv.source
                 self.compiled_in_worker = True
         if spec and inv.world is not None:
-            message["spec"] = self.pool.spec_payload(inv.world)[0]
+            message["spec"] = self.spec_payload(inv.world)[0]
 
     def _converse(self, message: dict[str, Any], start: float) -> InvocationResult:
         worker = self.worker

@@ -3,9 +3,9 @@
 A script names destinations in its manifest (``egress``: exact hosts, ``*.example.com``
 wildcards, IPv4 literals and bracketed IPv6 literals, each optionally ``:port``). Only those
 may be reached. Loopback, private, link-local, metadata and other non-public addresses are
-refused even then, unless the platform admin waives the refusal for them
-(``CRM_HOST_EGRESS_ALLOW`` / ``--allow-host``: hosts, ``host:port``s and CIDRs) — for
-on-premises services and tests. The admin's list is a waiver, never a grant: a destination
+refused even then, unless the platform admin waives the refusal for them (the caller's
+allow-list: hosts, ``host:port``s and CIDRs; where it is configured is the caller's business)
+— for on-premises services and tests. The admin's list is a waiver, never a grant: a destination
 the manifest does not declare stays unreachable whatever the admin allows, so one module
 cannot ride on what the admin opened for another.
 
@@ -29,7 +29,6 @@ redirect hop.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,6 @@ from sandbox.errors import EgressDenied
 #: ``resolver(host, port) -> addresses`` (IP strings, in preference order).
 Resolver = Callable[[str, int], Sequence[str]]
 
-ENV_ALLOW = "CRM_HOST_EGRESS_ALLOW"
 ALLOWED_SCHEMES: Mapping[str, int] = {"http": 80, "https": 443}
 
 # Host names that serve cloud instance credentials. They are refused by name, before any
@@ -264,13 +262,6 @@ class AllowRule:
         return False
 
 
-def parse_allow_list(value: str | None) -> list[str]:
-    """Split a comma-separated ``CRM_HOST_EGRESS_ALLOW`` value into entries."""
-    if not value:
-        return []
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 # --------------------------------------------------------------------------- the policy
 
 
@@ -317,21 +308,6 @@ class EgressPolicy:
             allow=tuple(AllowRule.parse(a) for a in allow),
             resolver=resolver or system_resolver,
         )
-
-    @classmethod
-    def from_env(
-        cls,
-        patterns: Iterable[str],
-        environ: Mapping[str, str] | None = None,
-        *,
-        extra_allow: Iterable[str] = (),
-        resolver: Resolver | None = None,
-    ) -> EgressPolicy:
-        """Like :meth:`from_config`, taking the allow-list from ``CRM_HOST_EGRESS_ALLOW``
-        plus ``extra_allow`` (the CLI's ``--allow-host`` values)."""
-        env = os.environ if environ is None else environ
-        allow = [*parse_allow_list(env.get(ENV_ALLOW)), *extra_allow]
-        return cls.from_config(patterns, allow, resolver=resolver)
 
     def to_config(self) -> dict[str, list[str]]:
         """JSON-compatible form, to ship the policy to a worker process."""

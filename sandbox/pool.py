@@ -249,7 +249,7 @@ class SandboxPool:
         for arguments that are not JSON-compatible."""
         for _attempt in range(3):
             worker = self._acquire(invocation.isolation_key)
-            conversation = Conversation(self, worker, invocation)
+            conversation = Conversation(self.spec_payload, self.compiled_code, worker, invocation)
             healthy = False
             try:
                 result = conversation.run()

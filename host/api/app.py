@@ -38,13 +38,12 @@ answers `{"error", "message", "problems": [{"location", "message"}]}`."""
 def create_app(host: Host) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        host.campaign_runner.start()  # resumes campaigns a crash or restart interrupted
-        host.tenant_purger.start()  # and purges of deleted tenants
-        host.retention.start()  # and the purge of expired rows
+        # Served, the host does its background work: campaign jobs (resuming what a crash or
+        # restart interrupted), the mail outbox and the purge of deleted tenants. Shutdown
+        # stops that work; closing the host stays with whoever built it.
+        host.start()
         yield
-        host.retention.stop()
-        host.tenant_purger.stop()
-        host.campaign_runner.stop()
+        host.stop()
         executors.close()
 
     # /docs and /redoc load Swagger UI and ReDoc from assets installed with the package (no

@@ -30,7 +30,8 @@ def token_create(
     name: NameArgument, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Create a new admin token under NAME."""
-    _shown_once(name, open_host(database_url, home).admin_tokens.create(name))
+    with open_host(database_url, home) as host:
+        _shown_once(name, host.admin_tokens.create(name))
 
 
 @token_app.command("rotate")
@@ -41,7 +42,8 @@ def token_rotate(
     home: HomeOption = None,
 ) -> None:
     """Replace NAME's value; the old value stops working at once."""
-    _shown_once(name, open_host(database_url, home).admin_tokens.rotate(name))
+    with open_host(database_url, home) as host:
+        _shown_once(name, host.admin_tokens.rotate(name))
 
 
 @token_app.command("revoke")
@@ -50,7 +52,8 @@ def token_revoke(
     name: NameArgument, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Delete the admin token NAME."""
-    open_host(database_url, home).admin_tokens.revoke(name)
+    with open_host(database_url, home) as host:
+        host.admin_tokens.revoke(name)
     out.print(f"admin token {name} revoked")
 
 
@@ -58,7 +61,8 @@ def token_revoke(
 @handles_errors
 def token_list(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
     """Names and creation times (the values are not stored)."""
-    tokens = open_host(database_url, home, read_only=True).admin_tokens.list()
+    with open_host(database_url, home, read_only=True) as host:
+        tokens = host.admin_tokens.list()
     table(
         "Admin tokens",
         ("name", "created"),

@@ -18,9 +18,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import err, fail, handles_errors, out, print_json
-from host.marketing.campaign_job import FINAL_STAGES
 from host.marketing.campaigns import CampaignDraft
 from host.marketing.job_runner import new_owner
+from host.marketing.lifecycle import FINAL_STAGES
 from host.platform import Host
 
 app = typer.Typer(help="Email, SMS and messenger campaigns.", no_args_is_help=True)
@@ -75,14 +75,11 @@ def campaign_send(
         botId=bot,
         text=text,
     )
-    host = open_host(database_url, home)
-    try:
+    with open_host(database_url, home) as host:
         owner = new_owner()
         created = host.campaigns.create(tenant_id, draft, claim_for=owner)
         err.print(f"campaign {created['id']} created", markup=False, highlight=False)
         _run(host, tenant_id, created["id"], owner)
-    finally:
-        host.close()
 
 
 @app.command("run")
@@ -95,8 +92,7 @@ def campaign_run(
 ) -> None:
     """Resume a queued or interrupted campaign in this process (after Ctrl-C, or when no
     server runs)."""
-    host = open_host(database_url, home)
-    try:
+    with open_host(database_url, home) as host:
         host.campaigns.get(tenant_id, campaign_id, with_stats=False)
         owner = new_owner()
         if host.campaign_runner.claim(campaign_id, owner=owner) is None:
@@ -106,8 +102,6 @@ def campaign_run(
                 return
             raise fail(f"campaign {campaign_id} is being run by another process")
         _run(host, tenant_id, campaign_id, owner)
-    finally:
-        host.close()
 
 
 @app.command("status")
@@ -120,11 +114,8 @@ def campaign_status(
     home: HomeOption = None,
 ) -> None:
     """Status, progress and stats of a campaign."""
-    host = open_host(database_url, home, read_only=True)
-    try:
+    with open_host(database_url, home, read_only=True) as host:
         shown = host.campaigns.get(tenant_id, campaign_id)
-    finally:
-        host.close()
     if as_json:
         print_json(shown)
         return
@@ -160,11 +151,8 @@ def campaign_cancel(
     home: HomeOption = None,
 ) -> None:
     """Cancel a campaign: its job stops before the next batch."""
-    host = open_host(database_url, home)
-    try:
+    with open_host(database_url, home) as host:
         shown = host.campaigns.cancel(tenant_id, campaign_id)
-    finally:
-        host.close()
     out.print(f"campaign {campaign_id}: {shown['status']}", markup=False, highlight=False)
 
 

@@ -34,27 +34,29 @@ def contact_list(
     home: HomeOption = None,
 ) -> None:
     """Contacts in id order; prints the id to pass as --after for the next page."""
-    host = open_host(database_url, home, read_only=True)
-    host.tenants.get(tenant_id)
-    where = ContactFilter(status=status.value if status else None, category=category, text=search)
-    page = host.contact_search.page(tenant_id, where, after=after, limit=limit)
-    table(
-        f"Contacts of {tenant_id}",
-        ("id", "name", "email", "phone", "status", "unsubscribed from"),
-        (
+    with open_host(database_url, home, read_only=True) as host:
+        host.tenants.get(tenant_id)
+        where = ContactFilter(
+            status=status.value if status else None, category=category, text=search
+        )
+        page = host.contact_search.page(tenant_id, where, after=after, limit=limit)
+        table(
+            f"Contacts of {tenant_id}",
+            ("id", "name", "email", "phone", "status", "unsubscribed from"),
             (
-                c["id"],
-                c["name"],
-                c["email"],
-                c["phone"],
-                c["status"],
-                ", ".join(c["unsubscribedCategories"]),
-            )
-            for c in page["items"]
-        ),
-    )
-    if page["next"]:
-        out.print(f"next page: --after {page['next']}", markup=False, highlight=False)
+                (
+                    c["id"],
+                    c["name"],
+                    c["email"],
+                    c["phone"],
+                    c["status"],
+                    ", ".join(c["unsubscribedCategories"]),
+                )
+                for c in page["items"]
+            ),
+        )
+        if page["next"]:
+            out.print(f"next page: --after {page['next']}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -63,9 +65,9 @@ def contact_export(
     tenant_id: str, contact_id: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Everything stored about a contact, as JSON on stdout."""
-    host = open_host(database_url, home, read_only=True)
-    host.tenants.get(tenant_id)
-    print_json(host.contact_erasure.export(tenant_id, contact_id))
+    with open_host(database_url, home, read_only=True) as host:
+        host.tenants.get(tenant_id)
+        print_json(host.contact_erasure.export(tenant_id, contact_id))
 
 
 @app.command("erase")
@@ -78,16 +80,16 @@ def contact_erase(
     home: HomeOption = None,
 ) -> None:
     """Erase a contact and its personal data (an unsubscribed address stays unsubscribed)."""
-    host = open_host(database_url, home)
-    host.tenants.get(tenant_id)
-    if not yes:
-        typer.confirm(f"Erase contact {contact_id} of tenant {tenant_id}?", abort=True)
-    report = host.contact_erasure.erase(tenant_id, contact_id)
-    out.print(
-        f"contact {contact_id} erased: {report.deliveries} deliveries anonymised, "
-        f"{report.webhook_receipts} webhook receipts and {report.invocations} invocation logs "
-        f"redacted, {report.outbox} outbox messages deleted, {report.suppressions} "
-        "suppression hashes kept",
-        markup=False,
-        highlight=False,
-    )
+    with open_host(database_url, home) as host:
+        host.tenants.get(tenant_id)
+        if not yes:
+            typer.confirm(f"Erase contact {contact_id} of tenant {tenant_id}?", abort=True)
+        report = host.contact_erasure.erase(tenant_id, contact_id)
+        out.print(
+            f"contact {contact_id} erased: {report.deliveries} deliveries anonymised, "
+            f"{report.webhook_receipts} webhook receipts and {report.invocations} invocation logs "
+            f"redacted, {report.outbox} outbox messages deleted, {report.suppressions} "
+            "suppression hashes kept",
+            markup=False,
+            highlight=False,
+        )

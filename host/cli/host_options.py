@@ -1,5 +1,14 @@
 """Which host data a CLI command works on: ``--home`` / ``--database-url`` (over
-``CRM_HOST_HOME`` / ``CRM_HOST_DATABASE_URL``), and opening it.
+``CRM_HOST_HOME`` / ``CRM_HOST_DATABASE_URL``), and opening it: :func:`open_host` is THE way a
+command gets a host, as a context manager that closes it (a leaf module: command modules
+import it, it imports none of them).
+
+A command opens the host, it does not start it: no campaign jobs, no outbox, no purge
+thread run behind a one-shot command (``serve`` and ``demo`` start those). A command that
+writes migrates the database to this release's schema first; a read-only command
+(``read_only=True``) never changes the file: it refuses a database that does not exist and
+one whose schema is behind (naming the command that migrates it), instead of upgrading a
+server's database as a side effect of ``list``.
 
 Every command that touches the database says where it is (one ``crm-host: database …`` line on
 stderr, an absolute path), so an operator never wonders which file a command read. A command
@@ -9,6 +18,8 @@ with the wrong ``--home`` it says where it looked instead of answering "no tenan
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -45,10 +56,12 @@ def host_settings(
     return load_settings(**overrides)
 
 
+@contextmanager
 def open_host(
     database_url: str | None = None, home: Path | None = None, *, read_only: bool = False
-) -> Host:
-    """The host on the chosen database, after saying which one it is."""
+) -> Iterator[Host]:
+    """The opened host on the chosen database, after saying which one it is; closed when
+    the command's block ends (also on an error)."""
     settings = host_settings(database_url, home)
     err.print(f"crm-host: database {settings.database_location()}", markup=False, highlight=False)
     db_file = settings.sqlite_path()
@@ -57,4 +70,8 @@ def open_host(
             f"no database at {db_file}: nothing is stored there yet (set CRM_HOST_HOME, "
             "--home or --database-url to the server's)"
         )
-    return Host(settings)
+    host = Host(settings)
+    try:
+        yield host.open(migrate=not read_only)
+    finally:
+        host.close()

@@ -4,6 +4,7 @@ database the server uses (``CRM_HOST_DATABASE_URL``)."""
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,11 +92,12 @@ def _serve(settings: HostSettings, host_address: str, port: int) -> None:
     from host.api.app import create_app
     from host.logs import logging_config
 
-    host = Host(settings)
-    try:
+    with closing(Host(settings)) as host:
+        host.open()  # migrates
         # warm the workers now: a required sandbox layer that is missing stops the start
         layers = pool_report(lambda: host.sandbox, settings.sandbox_require)
         layers.require()
+        host.start()  # campaign jobs, outbox, purges (the app's lifespan keeps them)
         token = host.admin_tokens.first_start_token()
         if token is not None:
             err.print(
@@ -122,8 +124,6 @@ def _serve(settings: HostSettings, host_address: str, port: int) -> None:
             log_level="info",
             log_config=logging_config(settings.log_format),
         )
-    finally:
-        host.close()
 
 
 # --- module --------------------------------------------------------------------------------
@@ -162,32 +162,32 @@ def module_upload(
     if url is not None:
         upload_remote(path, url, token)
         return
-    host = open_host(database_url, home)
-    info = host.registry.upload(read_package(path, host.settings))
-    verb = "stored" if info.created else "already stored (identical)"
-    out.print(f"{info.id}@{info.version} {verb}: {info.kind} module")
-    out.print("functions: " + (", ".join(info.functions) or "none"))
+    with open_host(database_url, home) as host:
+        info = host.registry.upload(read_package(path, host.settings))
+        verb = "stored" if info.created else "already stored (identical)"
+        out.print(f"{info.id}@{info.version} {verb}: {info.kind} module")
+        out.print("functions: " + (", ".join(info.functions) or "none"))
 
 
 @module_app.command("list")
 @handles_errors
 def module_list(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
     """Modules and their versions."""
-    host = open_host(database_url, home, read_only=True)
-    table(
-        "Modules",
-        ("id", "name", "kind", "latest", "versions"),
-        (
+    with open_host(database_url, home, read_only=True) as host:
+        table(
+            "Modules",
+            ("id", "name", "kind", "latest", "versions"),
             (
-                m.id,
-                m.latest.name,
-                m.kind,
-                m.latest.version,
-                ", ".join(v.version for v in m.versions),
-            )
-            for m in host.registry.list()
-        ),
-    )
+                (
+                    m.id,
+                    m.latest.name,
+                    m.kind,
+                    m.latest.version,
+                    ", ".join(v.version for v in m.versions),
+                )
+                for m in host.registry.list()
+            ),
+        )
 
 
 @module_app.command("show")
@@ -196,13 +196,13 @@ def module_show(
     module_id: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """One module with each version's implemented functions."""
-    host = open_host(database_url, home, read_only=True)
-    info = host.registry.get(module_id)
-    table(
-        f"{info.id} ({info.kind})",
-        ("version", "uploaded", "functions"),
-        ((v.version, v.uploaded_at, ", ".join(v.functions)) for v in info.versions),
-    )
+    with open_host(database_url, home, read_only=True) as host:
+        info = host.registry.get(module_id)
+        table(
+            f"{info.id} ({info.kind})",
+            ("version", "uploaded", "functions"),
+            ((v.version, v.uploaded_at, ", ".join(v.functions)) for v in info.versions),
+        )
 
 
 @module_app.command("remove")
@@ -211,10 +211,10 @@ def module_remove(
     module_id: str, version: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Remove a module version nothing uses (refused, naming each use, otherwise)."""
-    host = open_host(database_url, home)
-    retention = timedelta(days=host.settings.campaign_stats_retention_days)
-    host.registry.remove(module_id, version, stats_retention=retention)
-    out.print(f"{module_id}@{version} removed")
+    with open_host(database_url, home) as host:
+        retention = timedelta(days=host.settings.campaign_stats_retention_days)
+        host.registry.remove(module_id, version, stats_retention=retention)
+        out.print(f"{module_id}@{version} removed")
 
 
 # --- tenant --------------------------------------------------------------------------------
@@ -229,21 +229,21 @@ def tenant_create(
     home: HomeOption = None,
 ) -> None:
     """Create a tenant and print its API key (shown this once)."""
-    host = open_host(database_url, home)
-    tenant, key = host.tenants.create(tenant_id, name)
-    out.print(f"tenant {tenant.id} created")
-    out.print(f"API key (shown once, store it now): {key}", markup=False, highlight=False)
+    with open_host(database_url, home) as host:
+        tenant, key = host.tenants.create(tenant_id, name)
+        out.print(f"tenant {tenant.id} created")
+        out.print(f"API key (shown once, store it now): {key}", markup=False, highlight=False)
 
 
 @tenant_app.command("list")
 @handles_errors
 def tenant_list(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
-    host = open_host(database_url, home, read_only=True)
-    table(
-        "Tenants",
-        ("id", "name", "created"),
-        ((t.id, t.name, t.created_at) for t in host.tenants.list()),
-    )
+    with open_host(database_url, home, read_only=True) as host:
+        table(
+            "Tenants",
+            ("id", "name", "created"),
+            ((t.id, t.name, t.created_at) for t in host.tenants.list()),
+        )
 
 
 @tenant_app.command("rotate-key")
@@ -252,7 +252,8 @@ def tenant_rotate_key(
     tenant_id: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Replace a tenant's API key; the old key stops working at once."""
-    key = open_host(database_url, home).tenants.rotate_key(tenant_id)
+    with open_host(database_url, home) as host:
+        key = host.tenants.rotate_key(tenant_id)
     out.print(f"new API key of {tenant_id} (shown once, store it now): {key}", markup=False)
 
 
@@ -266,14 +267,14 @@ def tenant_delete(
 ) -> None:
     """Delete a tenant and all its data: gone from the API at once, then purged in batches
     here (interrupted, the server or the next `tenant delete` finishes the purge)."""
-    host = open_host(database_url, home)
-    if tenant_id not in host.tenant_deletion.pending():  # else: finish an interrupted purge
-        host.tenants.get(tenant_id)
-        if not yes:
-            typer.confirm(f"Delete tenant {tenant_id} and all its data?", abort=True)
-        host.tenant_deletion.tombstone(tenant_id)
-    rows = host.tenant_deletion.purge(tenant_id)
-    out.print(f"tenant {tenant_id} deleted: {rows} rows purged")
+    with open_host(database_url, home) as host:
+        if tenant_id not in host.tenant_deletion.pending():  # else: finish an interrupted purge
+            host.tenants.get(tenant_id)
+            if not yes:
+                typer.confirm(f"Delete tenant {tenant_id} and all its data?", abort=True)
+            host.tenant_deletion.tombstone(tenant_id)
+        rows = host.tenant_deletion.purge(tenant_id)
+        out.print(f"tenant {tenant_id} deleted: {rows} rows purged")
 
 
 def parse_settings(
@@ -343,12 +344,12 @@ def tenant_enable(
     home: HomeOption = None,
 ) -> None:
     """Enable a module version for a tenant (or pin another version), with settings."""
-    host = open_host(database_url, home)
-    settings = parse_settings(set_ or [], settings_file, secret or [])
-    info = host.tenants.configure(
-        tenant_id, module_id, version=version, settings=settings, enabled=True
-    )
-    print_enablement(info)
+    with open_host(database_url, home) as host:
+        settings = parse_settings(set_ or [], settings_file, secret or [])
+        info = host.tenants.configure(
+            tenant_id, module_id, version=version, settings=settings, enabled=True
+        )
+        print_enablement(info)
 
 
 @tenant_app.command("disable")
@@ -357,9 +358,9 @@ def tenant_disable(
     tenant_id: str, module_id: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Disable a module for a tenant; its settings are kept."""
-    host = open_host(database_url, home)
-    info = host.tenants.disable(tenant_id, module_id)
-    out.print(f"{info.module_id} disabled for tenant {info.tenant_id}")
+    with open_host(database_url, home) as host:
+        info = host.tenants.disable(tenant_id, module_id)
+        out.print(f"{info.module_id} disabled for tenant {info.tenant_id}")
 
 
 @tenant_app.command("rollback")
@@ -368,8 +369,8 @@ def tenant_rollback(
     tenant_id: str, module_id: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Pin the version that was pinned before the current one."""
-    host = open_host(database_url, home)
-    print_enablement(host.tenants.rollback(tenant_id, module_id))
+    with open_host(database_url, home) as host:
+        print_enablement(host.tenants.rollback(tenant_id, module_id))
 
 
 @tenant_app.command("settings")
@@ -385,12 +386,12 @@ def tenant_settings(
 ) -> None:
     """Show a tenant's settings of a module (secrets masked), or change them. Given
     settings are merged into the stored ones."""
-    host = open_host(database_url, home)
-    update = parse_settings(set_ or [], settings_file, secret or [])
-    if update is None:
-        print_enablement(host.tenants.enablement(tenant_id, module_id))
-        return
-    print_enablement(host.tenants.update_settings(tenant_id, module_id, update))
+    with open_host(database_url, home) as host:
+        update = parse_settings(set_ or [], settings_file, secret or [])
+        if update is None:
+            print_enablement(host.tenants.enablement(tenant_id, module_id))
+            return
+        print_enablement(host.tenants.update_settings(tenant_id, module_id, update))
 
 
 @tenant_app.command("modules")
@@ -399,15 +400,15 @@ def tenant_modules(
     tenant_id: str, database_url: DatabaseOption = None, home: HomeOption = None
 ) -> None:
     """Modules enabled for a tenant, with their webhook URLs."""
-    host = open_host(database_url, home, read_only=True)
-    table(
-        f"Modules of {tenant_id}",
-        ("module", "version", "enabled", "webhook URL"),
-        (
-            (e.module_id, e.version, e.enabled, e.webhook_url)
-            for e in host.tenants.enablements(tenant_id)
-        ),
-    )
+    with open_host(database_url, home, read_only=True) as host:
+        table(
+            f"Modules of {tenant_id}",
+            ("module", "version", "enabled", "webhook URL"),
+            (
+                (e.module_id, e.version, e.enabled, e.webhook_url)
+                for e in host.tenants.enablements(tenant_id)
+            ),
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

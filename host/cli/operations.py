@@ -107,19 +107,17 @@ def restore(
     out.print(f"restored {path} into {result.path} ({result.tenants} tenants)", markup=False)
     if result.key_path is not None:
         out.print(f"key file restored: {result.key_path}", markup=False)
-    open_host(database_url, home).close()  # migrates an older backup to this version now
+    with open_host(database_url, home):  # migrates an older backup to this version now
+        pass
 
 
 @handles_errors
 def purge(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
     """Delete expired invocation logs, webhook receipts and deliveries now (what `serve`
     does every CRM_HOST_RETENTION_INTERVAL_SECONDS), in bounded batches."""
-    host = open_host(database_url, home, read_only=True)
-    try:
+    with open_host(database_url, home, read_only=True) as host:  # never creates a database
         deleted = host.retention.purge()
-    finally:
-        host.close()
-    policy = host.retention.policy
+        policy = host.retention.policy
     for kind, count in deleted.items():
         days = policy.days(kind)
         kept = f"older than {days:g} days" if days > 0 else "kept forever"
@@ -131,9 +129,6 @@ def purge(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
 def rotate_key(database_url: DatabaseOption = None, home: HomeOption = None) -> None:
     """Re-encrypt every sealed setting with the first key of CRM_HOST_SECRET_KEYS. Run it
     after every node has restarted with the new key first; then remove the old key."""
-    host = open_host(database_url, home)
-    try:
+    with open_host(database_url, home) as host:
         count = rotate_sealed_settings(host.db, host.box)
-    finally:
-        host.close()
     out.print(f"{count} sealed settings re-encrypted with the current key")

@@ -32,46 +32,44 @@ def templates_import(
 ) -> None:
     """Page through the module's CRM_Marketing_ImportTemplates and upsert the templates.
     All or nothing: a failing page stores nothing."""
-    host = open_host(database_url, home)
-    try:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err,
-            transient=False,
-        ) as progress:
-            task = progress.add_task(f"importing from {module_id}", total=max_pages)
+    with open_host(database_url, home) as host:
+        try:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err,
+                transient=False,
+            ) as progress:
+                task = progress.add_task(f"importing from {module_id}", total=max_pages)
 
-            def on_page(page: int, items: int, so_far: int) -> None:
-                progress.update(
-                    task,
-                    completed=page,
-                    description=f"page {page}: {items} templates ({so_far} so far)",
+                def on_page(page: int, items: int, so_far: int) -> None:
+                    progress.update(
+                        task,
+                        completed=page,
+                        description=f"page {page}: {items} templates ({so_far} so far)",
+                    )
+
+                report = host.templates.import_templates(
+                    tenant_id, module_id, page_size=page_size, max_pages=max_pages, on_page=on_page
                 )
-
-            report = host.templates.import_templates(
-                tenant_id, module_id, page_size=page_size, max_pages=max_pages, on_page=on_page
-            )
-            progress.update(task, total=report.pages, completed=report.pages)
-    except ModuleCallFailed as exc:
-        raise fail(str(exc)) from None  # "KIND: message (line N)", as ``module run`` prints
-    finally:
-        host.close()
-    out.print(
-        f"imported {report.imported} templates from {report.pages} pages "
-        f"({report.created} new, {report.updated} updated)",
-        markup=False,
-        highlight=False,
-    )
-    if report.truncated:
-        err.print(
-            f"warning: stopped after {report.pages} pages (--max-pages); the module kept "
-            "returning full pages, so there may be more templates",
+                progress.update(task, total=report.pages, completed=report.pages)
+        except ModuleCallFailed as exc:
+            raise fail(str(exc)) from None  # "KIND: message (line N)", as ``module run`` prints
+        out.print(
+            f"imported {report.imported} templates from {report.pages} pages "
+            f"({report.created} new, {report.updated} updated)",
             markup=False,
             highlight=False,
         )
+        if report.truncated:
+            err.print(
+                f"warning: stopped after {report.pages} pages (--max-pages); the module kept "
+                "returning full pages, so there may be more templates",
+                markup=False,
+                highlight=False,
+            )
 
 
 @app.command("list")
@@ -83,16 +81,13 @@ def templates_list(
     home: HomeOption = None,
 ) -> None:
     """The tenant's templates."""
-    host = open_host(database_url, home, read_only=True)
-    try:
+    with open_host(database_url, home, read_only=True) as host:
         rows = host.templates.of_tenant(tenant_id, module)
-    finally:
-        host.close()
-    table(
-        f"Templates of {tenant_id}",
-        ("id", "module", "external id", "name", "html", "published"),
-        (
-            (t.id, t.module, t.external_id, t.name, "yes" if t.has_html else "", t.published_at)
-            for t in rows
-        ),
-    )
+        table(
+            f"Templates of {tenant_id}",
+            ("id", "module", "external id", "name", "html", "published"),
+            (
+                (t.id, t.module, t.external_id, t.name, "yes" if t.has_html else "", t.published_at)
+                for t in rows
+            ),
+        )

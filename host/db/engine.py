@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,12 +109,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """The engine plus a session factory; ``transaction()`` is the unit of work."""
+    """The engine plus a session factory; ``transaction()`` is the unit of work.
+
+    The engine is made on first use, not here: making it creates the SQLite file, and
+    building a ``Host`` must leave the disk alone until ``Host.open()``."""
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._made: tuple[Engine, sessionmaker[Session]] | None = None
+
+    def _make(self) -> tuple[Engine, sessionmaker[Session]]:
+        with self._lock:
+            if self._made is None:
+                engine = make_engine(self.url)
+                self._engine = engine
+                self._made = (engine, sessionmaker(engine, expire_on_commit=False))
+            return self._made
+
+    @property
+    def engine(self) -> Engine:
+        return self._make()[0]
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._make()[1]
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -123,4 +144,5 @@ class Database:
             yield session
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()

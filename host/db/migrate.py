@@ -1,4 +1,5 @@
-"""Apply the Alembic migrations at start-up, so a new or old database file is always at head."""
+"""Apply the Alembic migrations when a host opens its database (``Host.open()``), so a new or
+old database file is at head before anything writes to it; a read-only open only checks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -34,3 +37,12 @@ def upgrade_to_head(engine: Engine) -> None:
     with connection, connection.begin():
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """(the database's revision, the newest revision of this release) — equal when the
+    database is at head."""
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    return current, head

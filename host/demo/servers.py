@@ -96,8 +96,7 @@ def demo_servers(*, sandbox_workers: int = 2) -> Iterator[DemoServers]:
             sandbox_workers=sandbox_workers,
             campaign_poll_seconds=0.5,
         )
-        host = Host(settings)
-        stack.callback(host.close)
+        host = stack.enter_context(Host(settings))  # started: campaign jobs run
         host_server = stack.enter_context(serve(create_app(host), port=port, timeout=30))
         yield DemoServers(
             host=host,

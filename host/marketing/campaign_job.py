@@ -1,6 +1,6 @@
 """The send job of one campaign: export → prepare → create, persistent and resumable.
 
-Stages (``Campaign.stage``)::
+Stages (``Campaign.stage``, :class:`~host.marketing.lifecycle.CampaignStage`)::
 
     queued ─► exporting ─► preparing ─► creating ─► done
        └──────────┴────────────┴───────────┴──────► failed | cancelled
@@ -26,32 +26,29 @@ batch on resume) and at-most-once for CreateCampaign.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import pluggy
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from host.contract.enums import CampaignStatus, CampaignType, DeliveryStatus
 from host.contract.types import CreateCampaignResponse
+from host.db.engine import Database
 from host.db.models import Campaign, Delivery, UTCDateTime, utcnow
 from host.errors import HostError, ServiceBusy
+from host.invoker import ModuleInvoker
 from host.marketing.audience import Audience, Recipient
+from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
 from host.plugin_manager import notify
 
-if TYPE_CHECKING:
-    from host.platform import Host
-
 log = logging.getLogger(__name__)
-
-QUEUED, EXPORTING, PREPARING, CREATING = "queued", "exporting", "preparing", "creating"
-DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
-ACTIVE_STAGES = (QUEUED, EXPORTING, PREPARING, CREATING)
-FINAL_STAGES = (DONE, FAILED, CANCELLED)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -64,11 +61,70 @@ class LeaseLost(Exception):
     """Another process holds this campaign's job now; this one must stop writing."""
 
 
-def progress_of(row: Campaign) -> dict[str, Any]:
+class Progress(Protocol):
+    """What the progress view reads: a ``Campaign`` row or a job's :class:`JobState`."""
+
+    @property
+    def stage(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def exported(self) -> int: ...
+    @property
+    def prepared(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def batches_done(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+
+
+@dataclasses.dataclass
+class JobState:
+    """The job's own record of its campaign: what it read when it started, updated by each
+    of its (lease-guarded) commits. A plain value rather than the ORM row, so nothing the job
+    holds is tied to a closed session or could be flushed back by accident."""
+
+    tenant_id: str
+    module_id: str
+    module_version: str
+    type: str
+    request: dict[str, Any]
+    audience: dict[str, Any]
+    batch_size: int
+    stage: CampaignStage
+    status: str
+    total: int
+    exported: int
+    prepared: int
+    skipped: int
+    batches_done: int
+    cursor: str | None
+
+    @classmethod
+    def of(cls, row: Campaign) -> JobState:
+        values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}
+        values["stage"] = CampaignStage(row.stage)
+        values["request"] = dict(row.request)
+        return cls(**values)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Take the values a commit wrote (columns the job does not track are skipped)."""
+        for name in _STATE_FIELDS & values.keys():
+            setattr(self, name, CampaignStage(values[name]) if name == "stage" else values[name])
+
+
+_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobState))
+
+
+def progress_of(row: Progress) -> dict[str, Any]:
     """The progress view of a campaign row: counts, batches and a percentage in which the
     export and the prepare pass weigh half each (Messenger campaigns have no export)."""
     eligible = max(row.total - row.skipped, 0)
-    if row.stage == DONE:
+    if row.stage == CampaignStage.Done:
         percent = 100.0
     elif eligible and row.type == CampaignType.Messenger:  # no export pass
         percent = min(99.9, round(100.0 * row.prepared / eligible, 1))
@@ -77,7 +133,7 @@ def progress_of(row: Campaign) -> dict[str, Any]:
     else:
         percent = 0.0
     return {
-        "stage": row.stage,
+        "stage": str(row.stage),
         "total": row.total,
         "exported": row.exported,
         "prepared": row.prepared,
@@ -109,7 +165,9 @@ class CampaignJob:
 
     def __init__(
         self,
-        host: Host,
+        db: Database,
+        invoker: ModuleInvoker,
+        hooks: pluggy.PluginManager,
         campaign_id: str,
         owner: str,
         *,
@@ -117,8 +175,9 @@ class CampaignJob:
         stop: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
     ):
-        self.host = host
-        self.db = host.db
+        self.db = db
+        self.invoker = invoker
+        self.hooks = hooks
         self.id = campaign_id
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
@@ -128,47 +187,50 @@ class CampaignJob:
             row = session.get(Campaign, campaign_id)
             if row is None:
                 raise LeaseLost(f"campaign {campaign_id} does not exist")
-            self.row = row
-        self.tenant_id = row.tenant_id
-        self.module_id = row.module_id
-        self.type = row.type
-        self.request = dict(row.request)
+            self.state = JobState.of(row)
+        self.tenant_id = self.state.tenant_id
+        self.module_id = self.state.module_id
+        self.type = self.state.type
+        self.request = self.state.request
         self.audience = Audience(
-            row.tenant_id, row.type, row.audience, self.request.get("categoryExternalId")
+            self.tenant_id, self.type, self.state.audience, self.request.get("categoryExternalId")
         )
 
     # --- the flow -----------------------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> CampaignStage:
         """Run until the campaign is final or ``stop`` is set; returns the stage reached."""
-        row = self.row
-        if row.stage in FINAL_STAGES:
+        if self.state.stage in FINAL_STAGES:
             self._release()
-            return row.stage
-        if row.stage == CREATING:
+            return self.state.stage
+        if self.state.stage == CampaignStage.Creating:
             return self._fail(
                 "interrupted",
                 "the job stopped while the campaign was being created in the service; it may "
                 "or may not exist there, so it is not created again (check the service)",
             )
         try:
-            if row.stage == QUEUED:
+            if self.state.stage == CampaignStage.Queued:
                 self._start()
-            if self.row.stage == EXPORTING and not self._export():
+            if self.state.stage == CampaignStage.Exporting and not self._export():
                 return self._stopped()
-            if self.row.stage == PREPARING and not self._prepare():
+            if self.state.stage == CampaignStage.Preparing and not self._prepare():
                 return self._stopped()
-            if self.row.stage == PREPARING:
+            if self.state.stage == CampaignStage.Preparing:
                 return self._create()
         except _StoppedWhileWaiting:
             return self._stopped()
         except HostError as exc:
             return self._fail(exc.kind, exc.message)
-        return self.row.stage
+        return self.state.stage
 
     def _start(self) -> None:
         # Messenger modules have no ExportContacts: their recipients are contact ids.
-        first = PREPARING if self.type == CampaignType.Messenger else EXPORTING
+        first = (
+            CampaignStage.Preparing
+            if self.type == CampaignType.Messenger
+            else CampaignStage.Exporting
+        )
         with self.db.transaction() as session:
             self._commit(session, stage=first)
             total, eligible = self.audience.counts(session)
@@ -183,11 +245,13 @@ class CampaignJob:
             batch = self._next_batch()
             if not batch:
                 with self.db.transaction() as session:
-                    self._commit(session, stage=PREPARING, cursor=None)
+                    self._commit(session, stage=CampaignStage.Preparing, cursor=None)
                 return True
             self._call("CRM_Marketing_ExportContacts", contactIds=[r.id for r in batch])
             with self.db.transaction() as session:
-                self._commit(session, cursor=batch[-1].id, exported=self.row.exported + len(batch))
+                self._commit(
+                    session, cursor=batch[-1].id, exported=self.state.exported + len(batch)
+                )
             self._report()
 
     def _prepare(self) -> bool:
@@ -208,19 +272,19 @@ class CampaignJob:
                 self._commit(
                     session,
                     cursor=batch[-1].id,
-                    prepared=self.row.prepared + len(batch),
-                    batches_done=self.row.batches_done + 1,
+                    prepared=self.state.prepared + len(batch),
+                    batches_done=self.state.batches_done + 1,
                 )
                 self._insert_deliveries(session, batch)
             self._report()
 
-    def _create(self) -> str:
-        if self.row.prepared == 0:
+    def _create(self) -> CampaignStage:
+        if self.state.prepared == 0:
             return self._fail(
-                "no_recipients", f"no eligible recipients ({self.row.skipped} skipped)"
+                "no_recipients", f"no eligible recipients ({self.state.skipped} skipped)"
             )
         with self.db.transaction() as session:
-            self._commit(session, stage=CREATING)
+            self._commit(session, stage=CampaignStage.Creating)
         self._report()
         messenger = self.type == CampaignType.Messenger
         function = (
@@ -231,7 +295,7 @@ class CampaignJob:
         except _StoppedWhileWaiting:
             # CreateCampaign was never called, so the campaign may safely resume from here
             with self.db.transaction() as session:
-                self._commit(session, stage=PREPARING)
+                self._commit(session, stage=CampaignStage.Preparing)
             return self._stopped()
         except HostError as exc:
             return self._fail(exc.kind, exc.message)
@@ -242,7 +306,7 @@ class CampaignJob:
         with self.db.transaction() as session:
             self._commit(
                 session,
-                stage=DONE,
+                stage=CampaignStage.Done,
                 status=status,
                 external_id=response.externalId,
                 finished_at=now,
@@ -252,7 +316,7 @@ class CampaignJob:
             self._mark_sent(session, now)
         self._report()
         self._status_changed(status, None)
-        return DONE
+        return CampaignStage.Done
 
     # --- steps --------------------------------------------------------------------------
 
@@ -262,11 +326,11 @@ class CampaignJob:
         long wait is not taken for a dead job. A stop request ends the wait."""
         while True:
             try:
-                return self.host.invoker.call(
+                return self.invoker.call(
                     self.tenant_id,
                     self.module_id,
                     function,
-                    version=self.row.module_version,
+                    version=self.state.module_version,
                     **arguments,
                 )
             except ServiceBusy as busy:
@@ -278,7 +342,7 @@ class CampaignJob:
 
     def _next_batch(self) -> list[Recipient]:
         with self.db.transaction() as session:
-            return self.audience.eligible_after(session, self.row.cursor, self.row.batch_size)
+            return self.audience.eligible_after(session, self.state.cursor, self.state.batch_size)
 
     def _may_continue(self) -> bool:
         """Checked before every batch: a cancel request ends the job as Cancelled, a stop
@@ -286,7 +350,7 @@ class CampaignJob:
         with self.db.transaction() as session:
             cancel = session.scalar(select(Campaign.cancel_requested).where(Campaign.id == self.id))
         if cancel:
-            self._finish(CANCELLED, CampaignStatus.Cancelled, None)
+            self._finish(CampaignStage.Cancelled, CampaignStatus.Cancelled, None)
             return False
         return not self.stop.is_set()
 
@@ -341,11 +405,10 @@ class CampaignJob:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(f"campaign {self.id}: lease lost to another process")
-        for key, value in values.items():
-            setattr(self.row, key, value)
+        self.state.update(values)
 
-    def _finish(self, stage: str, status: str, error: str | None) -> None:
-        old = self.row.status
+    def _finish(self, stage: CampaignStage, status: str, error: str | None) -> None:
+        old = self.state.status
         with self.db.transaction() as session:
             self._commit(
                 session,
@@ -359,15 +422,15 @@ class CampaignJob:
         self._report()
         self._status_changed(status, error, old)
 
-    def _fail(self, kind: str, message: str) -> str:
+    def _fail(self, kind: str, message: str) -> CampaignStage:
         log.info("campaign %s failed: %s: %s", self.id, kind, message)
-        self._finish(FAILED, CampaignStatus.Failed, f"{kind}: {message}")
-        return FAILED
+        self._finish(CampaignStage.Failed, CampaignStatus.Failed, f"{kind}: {message}")
+        return CampaignStage.Failed
 
-    def _stopped(self) -> str:
-        if self.row.stage not in FINAL_STAGES:
+    def _stopped(self) -> CampaignStage:
+        if self.state.stage not in FINAL_STAGES:
             self._release()
-        return self.row.stage
+        return self.state.stage
 
     def _release(self) -> None:
         """Give the lease up at once so another process may resume without waiting."""
@@ -380,11 +443,11 @@ class CampaignJob:
 
     def _report(self) -> None:
         if self.on_progress is not None:
-            self.on_progress(progress_of(self.row))
+            self.on_progress(progress_of(self.state))
 
     def _status_changed(self, new: str, error: str | None, old: str | None = None) -> None:
         notify(
-            self.host.hooks,
+            self.hooks,
             "crm_host_campaign_status_changed",
             tenant_id=self.tenant_id,
             campaign_id=self.id,

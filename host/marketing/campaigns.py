@@ -9,31 +9,27 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select, update
 
 from host.config import MAX_CAMPAIGN_BATCH_SIZE
 from host.contract.enums import AccountType, CampaignStatus, CampaignType, ModuleKind
 from host.contract.types import CreateCampaignRequest, CreateMessengerCampaignRequest
+from host.db.engine import Database
 from host.db.models import Campaign, Delivery, Enablement, Module, Template
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.idempotency import IdempotentRequest
 from host.marketing.audience import MAX_EXPLICIT_IDS, tenant_has_contacts, unknown_contact_ids
-from host.marketing.campaign_job import (
-    CANCELLED,
-    CREATING,
-    FINAL_STAGES,
-    QUEUED,
-    progress_of,
-    utcnow,
-)
+from host.marketing.campaign_job import progress_of, utcnow
+from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
+from host.marketing.stats import StatsService
 from host.plugin_manager import notify
-
-if TYPE_CHECKING:
-    from host.platform import Host
+from host.tenants import TenantService
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
@@ -73,10 +69,27 @@ def _when(value: str | None, problems: list[Problem]) -> datetime | None:
 
 
 class CampaignService:
-    def __init__(self, host: Host):
-        self.host = host
-        self.db = host.db
-        self.settings = host.settings
+    """Campaigns of a tenant: create (queued for the job runner), read, list, cancel.
+    ``on_queued`` is told when a campaign waits for a job (the runner's ``wake``)."""
+
+    def __init__(
+        self,
+        db: Database,
+        tenants: TenantService,
+        stats: StatsService,
+        hooks: pluggy.PluginManager,
+        *,
+        default_batch_size: int,
+        lease_seconds: float,
+        on_queued: Callable[[], None] = lambda: None,
+    ):
+        self.db = db
+        self.tenants = tenants
+        self.stats = stats
+        self.hooks = hooks
+        self.default_batch_size = default_batch_size
+        self.lease_seconds = lease_seconds
+        self.on_queued = on_queued
 
     # --- create -------------------------------------------------------------------------
 
@@ -92,20 +105,22 @@ class CampaignService:
         job runner. ``claim_for`` stores it already leased to that owner (the CLI runs the
         job itself, and a server on the same database must not take it meanwhile).
         ``idempotency`` stores the answer under its key in the campaign's own transaction."""
-        self.host.tenants.get(tenant_id)
+        self.tenants.get(tenant_id)
         problems: list[Problem] = []
         campaign_id = uuid.uuid4().hex
         now = utcnow()
-        answer = {"id": campaign_id, "status": CampaignStatus.Draft.value, "stage": QUEUED}
+        answer = {
+            "id": campaign_id,
+            "status": CampaignStatus.Draft.value,
+            "stage": CampaignStage.Queued,
+        }
         with self.db.transaction() as session:
             if idempotency is not None:
                 idempotency.claim(session)
             version = self._check_module(session, tenant_id, draft, problems)
             request = self._request(session, tenant_id, campaign_id, draft, problems)
             audience = self._audience(session, tenant_id, draft, now, problems)
-            batch = (
-                self.settings.campaign_batch_size if draft.batchSize is None else draft.batchSize
-            )
+            batch = self.default_batch_size if draft.batchSize is None else draft.batchSize
             if not 1 <= batch <= MAX_CAMPAIGN_BATCH_SIZE:
                 problems.append(Problem("batchSize", f"must be 1-{MAX_CAMPAIGN_BATCH_SIZE}"))
             if problems:
@@ -120,18 +135,18 @@ class CampaignService:
                 request=request,
                 audience=audience,
                 status=CampaignStatus.Draft.value,
-                stage=QUEUED,
+                stage=CampaignStage.Queued,
                 batch_size=batch,
                 created_at=now,
             )
             if claim_for is not None:
                 row.lease_owner = claim_for
-                row.lease_until = now + timedelta(seconds=self.settings.campaign_lease_seconds)
+                row.lease_until = now + timedelta(seconds=self.lease_seconds)
             session.add(row)
             if idempotency is not None:
                 idempotency.complete(session, 202, answer)
         if claim_for is None:
-            self.host.campaign_runner.wake()
+            self.on_queued()
         return answer
 
     def _check_module(
@@ -270,7 +285,7 @@ class CampaignService:
         with self.db.transaction() as session:
             view = self._view(self._row(session, tenant_id, campaign_id))
         if with_stats:
-            view["stats"] = self.host.campaign_stats.view(tenant_id, campaign_id)
+            view["stats"] = self.stats.view(tenant_id, campaign_id)
         return view
 
     def _view(self, row: Campaign) -> dict[str, Any]:
@@ -292,7 +307,7 @@ class CampaignService:
 
     def list(self, tenant_id: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Campaigns newest first (without stats: listing must not call modules)."""
-        self.host.tenants.get(tenant_id)
+        self.tenants.get(tenant_id)
         columns = [c for c in Campaign.__table__.c if c.name not in ("audience", "request")]
         with self.db.transaction() as session:
             rows = session.execute(
@@ -343,7 +358,7 @@ class CampaignService:
         """Ask the job to stop before its next batch. A campaign no job holds is cancelled
         here at once; one already being created in the service cannot be cancelled here."""
         now = utcnow()
-        open_stages = (*FINAL_STAGES, CREATING)
+        open_stages = (*FINAL_STAGES, CampaignStage.Creating)
         with self.db.transaction() as session:
             # Write first: SQLite then holds its write lock before it reads anything.
             flagged = session.execute(
@@ -364,7 +379,7 @@ class CampaignService:
                         or_(Campaign.lease_owner.is_(None), Campaign.lease_until < now),
                     )
                     .values(
-                        stage=CANCELLED,
+                        stage=CampaignStage.Cancelled,
                         status=CampaignStatus.Cancelled.value,
                         finished_at=now,
                         lease_owner=None,
@@ -375,7 +390,9 @@ class CampaignService:
             old = CampaignStatus.Draft.value
         if not flagged:
             where = (
-                " (it exists in the service)" if row.external_id or row.stage == CREATING else ""
+                " (it exists in the service)"
+                if row.external_id or row.stage == CampaignStage.Creating
+                else ""
             )
             raise Conflict(
                 f"campaign {campaign_id} is {row.status} ({row.stage}) and can no longer be "
@@ -383,7 +400,7 @@ class CampaignService:
             )
         if idle:
             notify(
-                self.host.hooks,
+                self.hooks,
                 "crm_host_campaign_status_changed",
                 tenant_id=tenant_id,
                 campaign_id=campaign_id,

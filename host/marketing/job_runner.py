@@ -17,21 +17,15 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
+import pluggy
 from sqlalchemy import or_, select, update
 
+from host.db.engine import Database
 from host.db.models import Campaign
-from host.marketing.campaign_job import (
-    ACTIVE_STAGES,
-    CampaignJob,
-    LeaseLost,
-    ProgressCallback,
-    utcnow,
-)
-
-if TYPE_CHECKING:
-    from host.platform import Host
+from host.invoker import ModuleInvoker
+from host.marketing.campaign_job import CampaignJob, LeaseLost, ProgressCallback, utcnow
+from host.marketing.lifecycle import ACTIVE_STAGES, CampaignStage
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +55,25 @@ def owner_is_dead(owner: str) -> bool:
 
 
 class CampaignJobRunner:
-    def __init__(self, host: Host):
-        self.host = host
-        self.settings = host.settings
+    """Claims and runs campaign jobs; ``workers`` threads once :meth:`start` ed (the server
+    and the demo start it; a CLI command runs its one job with :meth:`run` instead)."""
+
+    def __init__(
+        self,
+        db: Database,
+        invoker: ModuleInvoker,
+        hooks: pluggy.PluginManager,
+        *,
+        workers: int,
+        lease_seconds: float,
+        poll_seconds: float,
+    ):
+        self.db = db
+        self.invoker = invoker
+        self.hooks = hooks
+        self.workers = workers
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
         self.owner = new_owner()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -76,7 +86,7 @@ class CampaignJobRunner:
         if self._threads:
             return
         self._stop.clear()
-        for index in range(self.settings.campaign_workers):
+        for index in range(self.workers):
             thread = threading.Thread(target=self._loop, name=f"campaign-jobs-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -110,7 +120,7 @@ class CampaignJobRunner:
         )
         if campaign_id is not None:
             query = query.where(Campaign.id == campaign_id)
-        with self.host.db.transaction() as session:
+        with self.db.transaction() as session:
             rows = session.execute(query.order_by(Campaign.created_at).limit(50)).all()
         for cid, holder, until in rows:
             expired = holder is None or until is None or until < now
@@ -126,13 +136,13 @@ class CampaignJobRunner:
             ]
             if not dead:  # still expired when we write (a renewal in between wins)
                 conditions.append(or_(Campaign.lease_until.is_(None), Campaign.lease_until < now))
-            with self.host.db.transaction() as session:
+            with self.db.transaction() as session:
                 taken = session.execute(
                     update(Campaign)
                     .where(*conditions)
                     .values(
                         lease_owner=owner,
-                        lease_until=now + timedelta(seconds=self.settings.campaign_lease_seconds),
+                        lease_until=now + timedelta(seconds=self.lease_seconds),
                     )
                 ).rowcount  # type: ignore[attr-defined]
             if taken == 1:
@@ -148,14 +158,16 @@ class CampaignJobRunner:
         owner: str | None = None,
         stop: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
-    ) -> str:
+    ) -> CampaignStage:
         """Run a campaign this runner (or ``owner``) has claimed, in the calling thread;
         returns the stage reached (final, or where a stop left it)."""
         job = CampaignJob(
-            self.host,
+            self.db,
+            self.invoker,
+            self.hooks,
             campaign_id,
             owner or self.owner,
-            lease_seconds=self.settings.campaign_lease_seconds,
+            lease_seconds=self.lease_seconds,
             stop=stop or self._stop,
             on_progress=on_progress,
         )
@@ -171,7 +183,7 @@ class CampaignJobRunner:
                 log.exception("campaign jobs: claiming failed")
                 campaign_id = None
             if campaign_id is None:
-                self._wake.wait(self.settings.campaign_poll_seconds)
+                self._wake.wait(self.poll_seconds)
                 self._wake.clear()
                 continue
             try:

@@ -1,9 +1,41 @@
-"""Which way statuses may move. Webhooks arrive late, twice and out of order, so a status
-only ever moves forward: a replayed "delivered" never downgrades a "clicked"."""
+"""Which way statuses may move, and the stages of a campaign's send job.
+
+Webhooks arrive late, twice and out of order, so a status only ever moves forward: a replayed
+"delivered" never downgrades a "clicked". A campaign has two axes: its ``status``
+(:class:`CampaignStatus`, the contract's word, what the service says) and its ``stage``
+(:class:`CampaignStage`, how far the host's own send job got); both live here side by side.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from host.contract.enums import CampaignStatus, DeliveryStatus
+
+
+class CampaignStage(StrEnum):
+    """Where a campaign's send job is (``Campaign.stage``; see ``host.marketing.campaign_job``
+    for the flow). Host-internal, so not part of the module contract."""
+
+    Queued = "queued"
+    Exporting = "exporting"
+    Preparing = "preparing"
+    Creating = "creating"
+    Done = "done"
+    Failed = "failed"
+    Cancelled = "cancelled"
+
+
+ACTIVE_STAGES = (
+    CampaignStage.Queued,
+    CampaignStage.Exporting,
+    CampaignStage.Preparing,
+    CampaignStage.Creating,
+)
+"""A job may still run (or resume) the campaign."""
+
+FINAL_STAGES = (CampaignStage.Done, CampaignStage.Failed, CampaignStage.Cancelled)
+"""The job is over; nothing runs the campaign again."""
 
 DELIVERY_RANK: dict[str, int] = {
     DeliveryStatus.Pending: 0,

@@ -12,22 +12,21 @@ surface. Webhook actions
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import update
 
 from host.contract.types import CampaignStats
+from host.db.engine import Database
 from host.db.models import Campaign, utcnow
 from host.errors import Conflict, HostError, ModuleCallFailed, NotFound, ServiceBusy
-
-if TYPE_CHECKING:
-    from host.platform import Host
+from host.invoker import ModuleInvoker
 
 
 class StatsService:
-    def __init__(self, host: Host, ttl_seconds: float = 60.0):
-        self.host = host
-        self.db = host.db
+    def __init__(self, db: Database, invoker: ModuleInvoker, *, ttl_seconds: float = 60.0):
+        self.db = db
+        self.invoker = invoker
         self.ttl = timedelta(seconds=ttl_seconds)
         self._failed_at: dict[str, datetime] = {}
 
@@ -53,7 +52,7 @@ class StatsService:
             if failed_at is not None and now - failed_at < self.ttl:
                 return _view(cached, fetched_at, True, error)
         try:
-            stats = self.host.invoker.call(
+            stats = self.invoker.call(
                 tenant_id,
                 module_id,
                 "CRM_Marketing_GetCampaignStats",

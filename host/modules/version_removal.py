@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from host.db.engine import Database
 from host.db.models import Campaign, Enablement, ModuleVersion, Tenant, utcnow
 from host.errors import Conflict, NotFound, Problem
-from host.marketing.campaign_job import ACTIVE_STAGES
+from host.marketing.lifecycle import ACTIVE_STAGES
 
 MAX_LISTED_USES = 20
 

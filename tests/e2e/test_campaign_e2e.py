@@ -188,7 +188,7 @@ def test_killed_server_is_resumed_by_the_next_one(tmp_path: Path) -> None:
 
 
 def cli_setup(tmp_path: Path, contacts: int, **settings: Any) -> Cli:
-    host = Host(make_settings(tmp_path / "host.db"), load_entry_points=False)
+    host = Host(make_settings(tmp_path / "host.db"), load_entry_points=False).open()
     try:
         from host.modules.packages import from_json_body
 

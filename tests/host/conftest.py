@@ -161,14 +161,15 @@ def make_settings(db_path: Path, **overrides: Any) -> HostSettings:
 def make_host(
     db_path: Path, *, extra_plugins: Any = (), sandbox: Any = None, **overrides: Any
 ) -> Host:
-    """A Host on ``db_path``; pass the suite's shared ``pool`` as ``sandbox`` to run modules
-    without starting workers of its own."""
+    """An opened Host on ``db_path`` (migrated; no background thread runs until ``start()``
+    or a TestClient's lifespan); pass the suite's shared ``pool`` as ``sandbox`` to run
+    modules without starting workers of its own."""
     return Host(
         make_settings(db_path, **overrides),
         extra_plugins=extra_plugins,
         load_entry_points=False,
         sandbox=sandbox,
-    )
+    ).open()
 
 
 def table_dump(host: Host) -> dict[str, list[tuple[Any, ...]]]:

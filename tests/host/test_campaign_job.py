@@ -367,8 +367,12 @@ def test_the_lease_keeps_a_second_runner_out(host: Host) -> None:
     setup_tenant(host)
     add_contacts(host, 5)
     created = host.campaigns.create("acme", draft())
-    first = CampaignJobRunner(host)
-    second = CampaignJobRunner(host)
+    first, second = (
+        CampaignJobRunner(
+            host.db, host.invoker, host.hooks, workers=1, lease_seconds=60, poll_seconds=1
+        )
+        for _ in range(2)
+    )
     assert first.claim() == created["id"]
     assert second.claim() is None
     assert second.claim(created["id"]) is None

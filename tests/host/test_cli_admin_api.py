@@ -28,7 +28,7 @@ def same_database(cli: Cli) -> Host:
     return Host(
         HostSettings(database_url=cli.env["CRM_HOST_DATABASE_URL"], plugins=[]),
         load_entry_points=False,
-    )
+    ).open()
 
 
 def test_contacts_list_export_erase(cli: Cli) -> None:

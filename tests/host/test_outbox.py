@@ -191,6 +191,8 @@ def test_host_worker_delivers_what_an_action_queued(
         tmp_path / "host.db", smtp_host="127.0.0.1", smtp_port=port, smtp_sender="crm@host.test"
     )
     try:
+        assert instance.outbox._thread is None  # an opened host runs no thread
+        instance.start()
         assert instance.outbox._thread is not None
         with instance.db.transaction() as session:
             session.add(Tenant(id="acme", name="Acme", api_key_hash="h"))

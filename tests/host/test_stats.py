@@ -71,7 +71,7 @@ def stats_down(host: Host, down: bool) -> None:
 
 
 def test_cached_for_the_ttl(host: Host) -> None:
-    stats = StatsService(host, ttl_seconds=60)
+    stats = StatsService(host.db, host.invoker, ttl_seconds=60)
     cid = sent_campaign(host)
     first = stats.get("acme", cid)
     assert first["values"]["opened"] == 1 and first["stale"] is False
@@ -81,14 +81,14 @@ def test_cached_for_the_ttl(host: Host) -> None:
 
 
 def test_expired_ttl_fetches_again(host: Host) -> None:
-    stats = StatsService(host, ttl_seconds=0)
+    stats = StatsService(host.db, host.invoker, ttl_seconds=0)
     cid = sent_campaign(host)
     assert stats.get("acme", cid)["values"]["opened"] == 1
     assert stats.get("acme", cid)["values"]["opened"] == 2
 
 
 def test_module_error_serves_the_last_value_marked_stale(host: Host) -> None:
-    stats = StatsService(host, ttl_seconds=0)
+    stats = StatsService(host.db, host.invoker, ttl_seconds=0)
     cid = sent_campaign(host)
     fresh = stats.get("acme", cid)
     stats_down(host, True)
@@ -103,7 +103,7 @@ def test_module_error_serves_the_last_value_marked_stale(host: Host) -> None:
 
 
 def test_module_error_without_a_cached_value_is_the_error(host: Host) -> None:
-    stats = StatsService(host, ttl_seconds=60)
+    stats = StatsService(host.db, host.invoker, ttl_seconds=60)
     cid = sent_campaign(host)
     stats_down(host, True)
     with pytest.raises(ModuleCallFailed) as failure:
@@ -138,7 +138,7 @@ def test_stats_over_http(host: Host) -> None:
 
 
 def test_a_failing_module_is_asked_again_only_after_the_ttl(host: Host) -> None:
-    stats = StatsService(host, ttl_seconds=60)
+    stats = StatsService(host.db, host.invoker, ttl_seconds=60)
     cid = sent_campaign(host)
     stats.get("acme", cid)
     with host.db.transaction() as session:  # the cached value has expired

@@ -121,7 +121,7 @@ def test_host_loads_allowed_entry_points(installed, tmp_path) -> None:
     from host.platform import Host
     from tests.host.conftest import make_settings
 
-    host = Host(make_settings(tmp_path / "h.db", plugins=["audit"]), load_entry_points=True)
+    host = Host(make_settings(tmp_path / "h.db", plugins=["audit"]), load_entry_points=True).open()
     try:
         assert host.hooks.get_plugin("audit") is installed["audit"]._plugin
         assert host.hooks.get_plugin("metrics") is None
@@ -189,7 +189,7 @@ def test_upload_event_reaches_an_entry_point_plugin(installed, tmp_path) -> None
     from host.platform import Host
     from tests.host.conftest import json_body, make_settings
 
-    host = Host(make_settings(tmp_path / "h.db", plugins=["audit"]), load_entry_points=True)
+    host = Host(make_settings(tmp_path / "h.db", plugins=["audit"]), load_entry_points=True).open()
     try:
         host.registry.upload(from_json_body(json_body(), max_script_bytes=64 * 1024))
         assert installed["audit"]._plugin.seen == ["sendmail@1.0.0"]

@@ -16,7 +16,6 @@ from sandbox.egress import (
     EgressPolicy,
     HostPattern,
     UnresolvableHost,
-    parse_allow_list,
 )
 from sandbox.errors import EgressDenied
 
@@ -371,15 +370,9 @@ def test_broad_cidr_never_opens_cloud_metadata_but_an_exact_entry_does() -> None
     assert policy(listed, allow=["169.254.169.254"]).check("http://169.254.169.254/").port == 80
 
 
-def test_allow_list_parsing() -> None:
-    assert parse_allow_list(" 127.0.0.1:8080, ,10.0.0.0/8,localhost ") == [
-        "127.0.0.1:8080",
-        "10.0.0.0/8",
-        "localhost",
-    ]
-    assert parse_allow_list(None) == []
-    env = {"CRM_HOST_EGRESS_ALLOW": "127.0.0.0/8"}
-    p = EgressPolicy.from_env(["api.example.com", "[::1]"], env, extra_allow=["[::1]:8080"])
+def test_allow_list_entries() -> None:
+    """The allow-list arrives as entries from the caller (the host reads its own setting)."""
+    p = EgressPolicy.from_config(["api.example.com", "[::1]"], ["127.0.0.0/8", "[::1]:8080"])
     assert p.to_config() == {
         "egress": ["api.example.com", "[::1]"],
         "allow": ["127.0.0.0/8", "[::1]:8080"],
