@@ -10,7 +10,9 @@ A script never receives a real module object. Real modules are doors: ``re.enum.
 - ``uuid.uuid1`` (leaks the host's MAC address), ``string.Formatter`` (CVE-2023-41039),
   ``functools.singledispatch`` (evaluates annotations), ``functools.wraps`` /
   ``update_wrapper`` (copy ``__dict__``/``__wrapped__`` around), ``json.JSONEncoder`` /
-  ``JSONDecoder`` and every submodule are absent.
+  ``JSONDecoder`` and every submodule are absent;
+- ``typing`` is an inert stub of its names (:mod:`sandbox.typing_stub`): the real module's
+  ``get_type_hints``/``ForwardRef`` evaluate strings with an unrestricted ``eval``.
 
 ``from X import y`` reads attributes with the real ``getattr`` (no guard runs), which is why a
 facade has no public methods of its own and why :func:`make_import` checks ``fromlist``
@@ -77,6 +79,7 @@ from typing import Any, NoReturn
 
 from sandbox.records import Record, RecordList, to_plain
 from sandbox.signatures import equals, verify_ecdsa_p256
+from sandbox.typing_stub import typing_members
 
 
 class ImportDenied(ImportError):
@@ -432,6 +435,8 @@ _STATIC_FACADES: dict[str, ModuleFacade] = {
 _STATIC_FACADES["signatures"] = ModuleFacade(
     "signatures", {"verify_ecdsa_p256": verify_ecdsa_p256, "equals": equals}
 )
+#: an inert stub, never the real module (see :mod:`sandbox.typing_stub`)
+_STATIC_FACADES["typing"] = ModuleFacade("typing", typing_members())
 
 #: Every importable module name (``urllib.parse`` is importable; ``urllib`` alone is not).
 ALLOWED_MODULES: tuple[str, ...] = (*sorted(_STATIC_FACADES), "random", "time")

@@ -25,7 +25,13 @@ On top of that this policy, deliberately stricter than upstream:
 - allows ``yield``: generators are ordinary iteration tools, and what made them dangerous
   (CVE-2023-37271, ``gi_frame.f_back``) is closed by the attribute rules here and at run time;
 - turns ``x[k] += v`` / ``x.a += v`` (refused upstream) into guarded reads and writes, since
-  aggregation code (``stats["sent"] += 1``) is what integration scripts are made of.
+  aggregation code (``stats["sent"] += 1``) is what integration scripts are made of;
+- drops every annotation — of variables (``x: int = 1`` keeps only ``x = 1``; refused
+  upstream), parameters and returns — before anything else sees it. Annotations are for the
+  editor and mypy; at run time they would be expressions evaluated when a ``def`` runs and
+  strings kept in ``__annotations__`` for whoever evaluates them later (``typing``'s
+  ``get_type_hints``/``ForwardRef`` do so with an unrestricted ``eval``). Dropped, they never
+  run and leave nothing behind to evaluate.
 """
 
 from __future__ import annotations
@@ -153,6 +159,29 @@ class ScriptPolicy(RestrictingNodeTransformer):
             # upstream already reports "_" names and its own inspect attributes
             self.error(node, problem)
         return super().visit_Attribute(node)
+
+    # Annotations (dropped: see the module docstring)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        """``target: T = value`` becomes ``target = value`` (then checked as an assignment);
+        a bare ``target: T`` declares nothing at run time and becomes ``pass``."""
+        replacement: ast.stmt = (
+            ast.Pass()
+            if node.value is None
+            else ast.Assign(targets=[node.target], value=node.value)
+        )
+        copy_locations(replacement, node)
+        return self.visit(replacement)
+
+    def visit_arg(self, node: ast.arg) -> Any:
+        """A parameter keeps its name, never its annotation."""
+        node.annotation = None
+        return super().visit_arg(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        """A function keeps its body, never its return annotation."""
+        node.returns = None
+        return super().visit_FunctionDef(node)
 
     # Comprehensions
 

@@ -662,6 +662,108 @@ LEAKS: list[tuple[str, str, str]] = [
     ("facade-private", PV, "import json\ndef f(r):\n    return getattr(json, '_members')\n"),
 ]
 
+#: ``typing`` is an inert stub: whatever evaluates strings or inspects objects is absent, and
+#: annotations (the strings an evaluator would run) are dropped by the compiler
+TYPING: list[tuple[str, str, str]] = [
+    ("typing-get_type_hints", PV, "from typing import get_type_hints\ndef f(r):\n    return 1\n"),
+    ("typing-ForwardRef", PV, "from typing import ForwardRef\ndef f(r):\n    return 1\n"),
+    (
+        "typing-attribute-get_type_hints",
+        SE,
+        "import typing\ndef f(r):\n    return typing.get_type_hints(f)\n",
+    ),
+    (
+        "typing-attribute-ForwardRef",
+        SE,
+        'import typing\ndef f(r):\n    return typing.ForwardRef("1")\n',
+    ),
+    ("typing-get_args", PV, "from typing import get_args\ndef f(r):\n    return 1\n"),
+    ("typing-sys", SE, "import typing\ndef f(r):\n    return typing.sys.modules\n"),
+    ("typing-private", PV, "import typing\ndef f(r):\n    return getattr(typing, '_members')\n"),
+    (
+        "typing-name-private",
+        PV,
+        "import typing\ndef f(r):\n    return getattr(typing.Any, '_name')\n",
+    ),
+    ("typing-name-mutation", SE, "import typing\ndef f(r):\n    typing.Any.x = 1\n"),
+    (
+        "annotations-dict-of-function",
+        CPV,
+        'def f(r: "__import__(\'os\')") -> "x":\n    return f.__annotations__\n',
+    ),
+    (
+        "annotation-expression-never-runs",
+        SE,
+        """
+        calls = []
+        def f(r: calls.append(1) or int) -> calls.append(2):
+            x: calls.append(3) = 1
+            y: calls.append(4)
+            if calls:
+                return 1
+            raise ValueError("no annotation ran")
+        """,
+    ),
+    (
+        "string-annotation-never-evaluated",
+        SE,
+        """
+        from typing import cast
+        def f(r: "__import__('os').system('id')") -> "open('/etc/passwd')":
+            v: "__import__('os')" = cast("__import__('os')", None)
+            raise ValueError(str(v))
+        """,
+    ),
+    (
+        "annotated-target-still-guarded",
+        SE,
+        "def f(r):\n    r.a: int = 2\n",
+    ),
+    ("annotated-private-name", CPV, "def f(r):\n    _x: int = 1\n"),
+    ("annotated-dunder-target", CPV, "def f(r):\n    r.__class__: int = 1\n"),
+    (
+        "namedtuple-string-field-type",
+        SE,
+        """
+        from typing import NamedTuple
+        def f(r):
+            P = NamedTuple("P", [("x", "__import__('os')")])
+            return getattr(P, "annotations")
+        """,
+    ),
+    (
+        "namedtuple-class-form",
+        SE,
+        "from typing import NamedTuple\nclass P(NamedTuple):\n    x: 'os'\ndef f(r):\n    return 1\n",
+    ),
+    (
+        "typeddict-string-field-evaluated",
+        SE,
+        """
+        from typing import TypedDict
+        class Row(TypedDict):
+            x: "__import__('os')"
+        def f(r):
+            raise ValueError(str(Row(x=1)))
+        """,
+    ),
+    (
+        "typeddict-functional-hints",
+        SE,
+        """
+        from typing import TypedDict
+        Row = TypedDict("Row", {"x": "__import__('os')"})
+        def f(r):
+            return getattr(Row, "annotations")
+        """,
+    ),
+    (
+        "cast-returns-host-objects-unchanged",
+        SE,
+        "from typing import cast\ndef f(r):\n    cast(int, r).a = 1\n",
+    ),
+]
+
 LENT_OBJECTS: list[tuple[str, str, str]] = [
     ("settings-item-assignment", SE, "def f(r):\n    settings['api_key'] = 'x'\n"),
     ("settings-attribute-assignment", SE, "def f(r):\n    settings.api_key = 'x'\n"),
@@ -725,6 +827,7 @@ ALL = (
     + [(f"import-{m}", PV, f"import {m}\ndef f(r):\n    return 1\n") for m in MODULES]
     + [("import-builtins", CPV, "import builtins\ndef f(r):\n    return 1\n")]
     + LEAKS
+    + TYPING
     + LENT_OBJECTS
     + RESULTS
 )

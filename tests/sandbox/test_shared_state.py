@@ -27,6 +27,7 @@ from sandbox.facades import ALLOWED_MODULES, ModuleFacade
 from sandbox.invocation import Invocation
 from sandbox.policy import attribute_problem
 from sandbox.pool import SandboxPool
+from sandbox.typing_stub import TypingName
 from sandbox.world import WorldSpec, build_globals
 
 SPEC = WorldSpec(
@@ -57,6 +58,7 @@ IMMUTABLE_VALUES = (
     decimal.Decimal,
     uuid.UUID,
     enum.Enum,
+    TypingName,  # a name in __slots__, writes refused (test_policy_attacks: typing-name-mutation)
 )
 #: C-level callables and descriptors without state of their own
 STATELESS_C_OBJECTS = (
