@@ -72,6 +72,9 @@ PRIVATE_NAME_SUFFIXES: Mapping[str, str] = {
     "home.arpa": "a home-network host name",
 }
 
+#: Appended to the refusal of an internal address the admin could open (never a metadata one).
+_WAIVABLE = "; the platform admin can waive it with the host's egress allow-list"
+
 #: Appended to a refusal of an undeclared destination that the admin's list covers.
 _WAIVER_ONLY = (
     "; the platform allow-list only waives the address check for destinations the manifest declares"
@@ -367,9 +370,12 @@ class EgressPolicy:
         waived = reason is not None and any(rule.covers_ip(ip, port) for rule in self.allow)
         if reason is not None and not waived:
             raise EgressDenied(
-                f"fetch to {host} denied: {spelled}{_article(reason)} {reason}"
-                if spelled
-                else f"fetch to {host} denied: {reason}"
+                (
+                    f"fetch to {host} denied: {spelled}{_article(reason)} {reason}"
+                    if spelled
+                    else f"fetch to {host} denied: {reason}"
+                )
+                + _waiver_hint(ip)
             )
         if not any(p.matches(host, ip, port) for p in self.egress):
             reason_text = self._literal_not_listed(ip, port)
@@ -416,6 +422,7 @@ class EgressPolicy:
                 continue
             raise EgressDenied(
                 f"fetch to {host} denied: it resolves to {ip}, {_article(reason)} {reason}"
+                + _waiver_hint(ip)
             )
         return self._target(
             scheme, host, port, tuple(addresses), "allow-list" if waived else "egress"
@@ -453,3 +460,9 @@ class EgressPolicy:
         if isinstance(pinned, ipaddress.IPv6Address) and pinned.ipv4_mapped is not None:
             pinned = pinned.ipv4_mapped  # connect over IPv4 to the host it really is
         return EgressTarget(scheme, host, port, pinned, addresses, trusted)
+
+
+def _waiver_hint(ip: IPAddress) -> str:
+    """How an admin opens an internal address for a declared destination; metadata
+    addresses are never waived, so their refusal says nothing of the kind."""
+    return "" if is_metadata_address(ip) else _WAIVABLE

@@ -150,8 +150,9 @@ def test_public_addresses_are_not_classified() -> None:
 def test_name_resolving_to_loopback_is_denied_after_resolution() -> None:
     p = policy(["127.0.0.1.nip.io"], answers={"127.0.0.1.nip.io": ["127.0.0.1"]})
     message = denied(p, "http://127.0.0.1.nip.io/admin")
-    assert (
-        message == "fetch to 127.0.0.1.nip.io denied: it resolves to 127.0.0.1, a loopback address"
+    assert message == (
+        "fetch to 127.0.0.1.nip.io denied: it resolves to 127.0.0.1, a loopback address; "
+        "the platform admin can waive it with the host's egress allow-list"
     )
 
 
@@ -394,3 +395,20 @@ def test_trusted_names_and_wide_ranges_never_reach_metadata_in_any_disguise() ->
         assert "cloud metadata" in denied(p, "http://api.example.com/"), answer
     p = policy(["[::ffff:169.254.169.254]"], allow=["::/0", "0.0.0.0/0"])
     assert "cloud metadata" in denied(p, "http://[::ffff:169.254.169.254]/")
+
+
+WAIVER_HINT = "the platform admin can waive it with the host's egress allow-list"
+
+
+def test_an_internal_address_refusal_says_how_an_admin_waives_it() -> None:
+    assert denied(policy(), "http://10.1.2.3/").endswith(WAIVER_HINT)
+    resolving_inside = policy(["api.example.com"], answers={"api.example.com": ["192.168.1.5"]})
+    message = denied(resolving_inside, "https://api.example.com/")
+    assert "resolves to 192.168.1.5, a private address" in message
+    assert message.endswith(WAIVER_HINT)
+
+
+def test_a_metadata_address_refusal_offers_no_waiver() -> None:
+    # the admin's allow-list never opens metadata addresses, so the message must not say so
+    assert WAIVER_HINT not in denied(policy(), "http://169.254.169.254/latest/meta-data/")
+    assert WAIVER_HINT not in denied(policy(), "http://[fd00:ec2::254]/")

@@ -153,7 +153,10 @@ def test_post_with_body_json_and_query(server: LocalHTTPServer, fetcher: Fetcher
 def test_same_fetch_is_denied_without_the_allow_list(server: LocalHTTPServer) -> None:
     with make_fetcher(allow=[]) as fetcher, pytest.raises(EgressDenied) as info:
         fetcher.fetch({"url": url(server, "/hello")})
-    assert str(info.value) == f"fetch to {API} denied: it resolves to 127.0.0.1, a loopback address"
+    assert str(info.value) == (
+        f"fetch to {API} denied: it resolves to 127.0.0.1, a loopback address; "
+        "the platform admin can waive it with the host's egress allow-list"
+    )
     assert server.seen == []
     assert fetcher.records[0].error == "egress_denied"
     with make_fetcher(allow=[]) as fetcher, pytest.raises(EgressDenied, match="loopback"):
