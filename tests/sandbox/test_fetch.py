@@ -389,7 +389,10 @@ def test_manifest_ip_and_port_is_checked_at_fetch_time(server: LocalHTTPServer) 
     listed = [f"127.0.0.1:{server.port}"]
     with make_fetcher(egress=listed, allow=[]) as fetcher, pytest.raises(EgressDenied) as info:
         fetcher.fetch({"url": url(server, "/hello", host="127.0.0.1")})
-    assert str(info.value) == "fetch to 127.0.0.1 denied: loopback address"
+    assert str(info.value) == (
+        "fetch to 127.0.0.1 denied: loopback address; "
+        "the platform admin can waive it with the host's egress allow-list"
+    )
     assert server.seen == []
     with make_fetcher(egress=listed, allow=["127.0.0.1"]) as fetcher:
         assert fetcher.fetch({"url": url(server, "/hello", host="127.0.0.1")})["status"] == 200
