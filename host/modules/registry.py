@@ -8,6 +8,7 @@ conflict; the same content again is accepted as a no-op.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from host.db.models import Module, ModuleVersion
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.manifest import Manifest, parse_manifest, semver_key
 from host.module_program import ModuleProgram
-from host.modules.inspection import stub_functions
+from host.modules.inspection import settings_reads, stub_functions
 from host.modules.packages import ModulePackage
 from host.modules.version_removal import remove_version
 from host.plugin_manager import notify
@@ -127,6 +128,8 @@ def validate_package(package: ModulePackage, *, max_script_bytes: int) -> Valida
     kind = manifest.kind if manifest is not None else _declared_kind(package.manifest_text)
     if kind is not None and compiled is not None:
         problems.extend(check_defined_functions(kind, _defined(compiled), script_name))
+    if manifest is not None and compiled is not None and package.script is not None:
+        problems.extend(_undeclared_settings(package.script, script_name, manifest))
     if problems:
         raise InvalidInput(_invalid_title(manifest), problems)
     assert manifest is not None and compiled is not None and package.script is not None
@@ -137,6 +140,29 @@ def validate_package(package: ModulePackage, *, max_script_bytes: int) -> Valida
         if f.name in compiled.functions and f.name not in stubs
     ]
     return ValidatedModule(manifest, package.script, functions, _content_hash(manifest, package))
+
+
+def declared_settings(schema: object) -> set[str]:
+    """The setting names a settings schema declares (its top-level ``properties``)."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    return set(properties) if isinstance(properties, dict) else set()
+
+
+def _undeclared_settings(source: str, script_name: str, manifest: Manifest) -> list[Problem]:
+    """``settings["x"]`` of a setting the manifest does not declare: no tenant can set it,
+    so the read can only raise ``KeyError`` when the function runs. ``settings.get("x")`` has
+    a default and is only a warning of ``module validate``; dynamic keys are not checked."""
+    declared = declared_settings(manifest.settings)
+    return [
+        Problem(
+            f"{script_name}:{read.line}",
+            f"settings[{read.key!r}] reads a setting the manifest does not declare "
+            f"(declared: {', '.join(sorted(declared)) or 'none'}); declare it under "
+            '"settings" in manifest.json or use settings.get() with a default',
+        )
+        for read in settings_reads(ast.parse(source))
+        if read.how == "item" and read.key not in declared
+    ]
 
 
 def _declared_kind(manifest_text: str) -> str | None:

@@ -13,7 +13,8 @@ upload accepts but a user would trip over:
   ``--allow-host``) can make reachable: a loopback/private/link-local IP literal,
   ``localhost``, a ``.internal``/``.local`` name — it works on the integrator's machine and is
   denied on every host whose admin did not open it;
-* ``settings["x"]`` / ``settings.get("x")`` for a setting the manifest does not declare;
+* ``settings.get("x")`` for a setting the manifest does not declare (a literal
+  ``settings["x"]`` of one is an error, as at upload: it can only raise ``KeyError``);
 * each function of the kind that is missing or a ``NotImplementedError`` stub, with the
   feature of the CRM it leaves unsupported.
 
@@ -30,9 +31,9 @@ from urllib.parse import urlsplit
 
 from host.contract.functions import FUNCTIONS_BY_KIND
 from host.errors import InvalidInput
-from host.modules.inspection import stub_functions
+from host.modules.inspection import settings_reads, stub_functions
 from host.modules.packages import ModulePackage
-from host.modules.registry import validate_package
+from host.modules.registry import declared_settings, validate_package
 from sandbox.addresses import host_ip, normalise_host
 from sandbox.egress import ALLOWED_SCHEMES, HostPattern
 
@@ -281,41 +282,19 @@ def _host_of(prefix: str, complete: bool) -> tuple[str, Any, int] | None:
 
 
 def _settings_findings(tree: ast.Module, script_name: str, schema: Any) -> list[Finding]:
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    declared = set(properties) if isinstance(properties, dict) else set()
-    findings = []
-    for node in ast.walk(tree):
-        key = _settings_key(node)
-        if key is not None and key not in declared:
-            findings.append(
-                Finding(
-                    "warning",
-                    f"{script_name}:{node.lineno}",  # type: ignore[attr-defined]
-                    f"settings[{key!r}] is not declared in the manifest's settings, so no "
-                    "tenant can set it",
-                )
-            )
-    return findings
-
-
-def _settings_key(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Subscript) and _is_settings(node.value):
-        key = node.slice
-    elif (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "get"
-        and _is_settings(node.func.value)
-        and node.args
-    ):
-        key = node.args[0]
-    else:
-        return None
-    return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else None
-
-
-def _is_settings(node: ast.expr) -> bool:
-    return isinstance(node, ast.Name) and node.id == "settings"
+    """``settings.get("x")`` of an undeclared ``x`` (a literal ``settings["x"]`` is an upload
+    error, reported by :func:`host.modules.registry.validate_package`)."""
+    declared = declared_settings(schema)
+    return [
+        Finding(
+            "warning",
+            f"{script_name}:{read.line}",
+            f"settings.get({read.key!r}) reads a setting the manifest's settings do not "
+            "declare, so no tenant can set it and it is always the default",
+        )
+        for read in settings_reads(tree)
+        if read.how == "get" and read.key not in declared
+    ]
 
 
 # --------------------------------------------------------------------------- functions

@@ -336,3 +336,55 @@ def test_no_function_check_without_a_valid_kind(kind) -> None:
     script = "def CRM_Marketing_ImportTemplates(offset):\n    return []\n"
     found = problems(email_manifest(kind=kind), script)
     assert [loc for loc, _ in found] == ["manifest.json: $.kind"]
+
+
+# ---------------------------------------------------------------- settings the script reads
+
+READS_UNDECLARED = (
+    EMAIL_SCRIPT
+    + """
+
+def helper(name):
+    key = settings["api_key"]
+    region = settings["region"]
+    fallback = settings.get("timeout", 10)
+    return settings[name], key, region, fallback
+"""
+)
+
+
+def test_api_upload_refuses_a_literal_read_of_an_undeclared_setting(host, client, admin) -> None:
+    before = table_dump(host)
+    response = client.post(
+        "/api/v1/modules", headers=admin, json=json_body(script=READS_UNDECLARED)
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_input"
+    line = READS_UNDECLARED.splitlines().index('    region = settings["region"]') + 1
+    # only the literal item read: settings.get() has a default, settings[name] is dynamic
+    assert body["problems"] == [
+        {
+            "location": f"module.py:{line}",
+            "message": "settings['region'] reads a setting the manifest does not declare "
+            '(declared: api_key, batch_size, sender_email); declare it under "settings" in '
+            "manifest.json or use settings.get() with a default",
+        }
+    ]
+    assert table_dump(host) == before
+    assert client.post("/api/v1/modules", headers=admin, json=json_body()).status_code == 201
+
+
+def test_declaring_the_setting_makes_the_upload_valid() -> None:
+    manifest = email_manifest()
+    manifest["settings"]["properties"]["region"] = {"type": "string"}
+    assert validate(manifest, READS_UNDECLARED).functions == EMAIL_FUNCTIONS
+
+
+def test_a_script_with_its_own_settings_name_is_not_checked() -> None:
+    # ``settings`` here is the script's own dict (a parameter), not the lent settings
+    script = EMAIL_SCRIPT + '\n\ndef helper(settings):\n    return settings["region"]\n'
+    assert validate(script=script).functions == EMAIL_FUNCTIONS
+    imported = "from crm_module_sdk import settings\n" + READS_UNDECLARED
+    line = imported.splitlines().index('    region = settings["region"]') + 1
+    assert [loc for loc, _ in problems(script=imported)] == [f"module.py:{line}"]

@@ -81,7 +81,7 @@ def test_errors_and_warnings_through_the_command(tmp_path: Path) -> None:
         "warning: module.py:4: fetch to api.acme.tset will be denied: it is not in the "
         "manifest's egress (api.acme.test)"
     )
-    assert lines[1].startswith("warning: module.py:5: settings['region'] is not declared")
+    assert lines[1].startswith("warning: module.py:5: settings.get('region') reads a setting the ")
     assert not any("module.py:9" in line for line in lines)  # f-string to a listed host
     assert (
         "warning: module.py: CRM_Marketing_ParseWebhookRequest is not defined; unsupported "
@@ -166,3 +166,26 @@ def test_egress_entries_only_an_admin_waiver_opens_are_warned(tmp_path: Path) ->
         f"warning: manifest.json: $.egress[3]: localhost:9000 is a loopback host name{tail}",
         f"warning: manifest.json: $.egress[4]: *.corp.internal is a private-use host name{tail}",
     ]
+
+
+def test_literal_read_of_an_undeclared_setting_is_an_error_get_a_warning(tmp_path: Path) -> None:
+    script = (
+        "def CRM_Marketing_GetTemplateHTML(templateExternalId):\n"
+        '    token = settings["api_key"] + settings["token"]\n'
+        '    return settings.get("region", "eu") + settings[templateExternalId] + token\n'
+    )
+    cli = Cli.in_dir(tmp_path)
+    module = write(tmp_path / "reads", script)
+    result = cli.run("module", "validate", str(module))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: module.py:2: settings['token'] reads a setting the manifest does not declare "
+        '(declared: api_key); declare it under "settings" in manifest.json or use '
+        "settings.get() with a default"
+    ]
+    assert (
+        "warning: module.py:3: settings.get('region') reads a setting the manifest's settings "
+        "do not declare, so no tenant can set it and it is always the default"
+    ) in result.stdout.splitlines()
+    assert "api_key" not in result.stdout  # a declared setting is neither error nor warning
+    assert f"{module}: invalid: 1 error, " in result.stdout
