@@ -217,33 +217,33 @@ class CRM_Marketing_MessengerBot(TypedDict):
 
 
 class CRM_Marketing_UpdateCampaignAction(TypedDict):
-    type: Literal["UpdateCampaign"]
+    type: NotRequired[Literal["UpdateCampaign"]]
     externalId: str
     status: CRM_Marketing_CampaignStatus
     error: NotRequired[str | None]
 
 
 class CRM_Marketing_UpdateCampaignStatsAction(TypedDict):
-    type: Literal["UpdateCampaignStats"]
+    type: NotRequired[Literal["UpdateCampaignStats"]]
     externalId: str
     stats: CRM_Marketing_CampaignStats
 
 
 class CRM_Marketing_UpdateDeliveryStatusAction(TypedDict):
-    type: Literal["UpdateDeliveryStatus"]
+    type: NotRequired[Literal["UpdateDeliveryStatus"]]
     email: str
     externalId: str
     status: CRM_Marketing_DeliveryStatus
 
 
 class CRM_Marketing_UnsubscribeAction(TypedDict):
-    type: Literal["Unsubscribe"]
+    type: NotRequired[Literal["Unsubscribe"]]
     email: str
     externalId: str | _AllCategories
 
 
 class CRM_Marketing_SendEmailAction(TypedDict):
-    type: Literal["SendEmail"]
+    type: NotRequired[Literal["SendEmail"]]
     email: str
     subject: str
     html: str
@@ -255,7 +255,7 @@ class CRM_Marketing_ResubscribeAction(TypedDict):
     from everything" status. It never lifts a Bounced or Complained status.
     """
 
-    type: Literal["Resubscribe"]
+    type: NotRequired[Literal["Resubscribe"]]
     email: str
     externalId: str | _AllCategories
 
@@ -265,7 +265,7 @@ class CRM_Marketing_UpdateContactAction(TypedDict):
     ``email``: set its name, move it to ``newEmail``. Never changes a subscription.
     """
 
-    type: Literal["UpdateContact"]
+    type: NotRequired[Literal["UpdateContact"]]
     email: str
     name: NotRequired[str | None]
     newEmail: NotRequired[str | None]

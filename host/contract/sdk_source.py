@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import textwrap
 from enum import StrEnum
-from typing import get_args
+from typing import Any, Literal, get_args, get_origin
 
 from crm_module_sdk import _capabilities
 from host.contract.enums import HOST_EXTENSION_ACTIONS, SCRIPT_ENUMS
 from host.contract.functions import CONTRACT_VERSION
 from host.contract.script_names import ACTION_NAME, annotation, model_name
-from host.contract.types import INPUT_TYPES, SCRIPT_TYPES, Action, AllCategories, ContractModel
+from host.contract.types import (
+    INPUT_TYPES,
+    RECORD_TYPES,
+    SCRIPT_TYPES,
+    Action,
+    AllCategories,
+    ContractModel,
+)
 
 HEADER = '''"""Typed stubs of the world a crm-module-host script lives in.
 
@@ -63,10 +70,18 @@ def _typed_dict(name: str, model: type[ContractModel], *, passed_in: bool) -> li
     lines = [f"class {name}(TypedDict):", *_docstring(_doc(model))]
     for field, info in model.model_fields.items():
         written = annotation(info.annotation, sequence=not passed_in)
-        if not passed_in and not info.is_required():
+        filled = model in RECORD_TYPES.values() and _filled_by_constructor(info.annotation)
+        if not passed_in and (not info.is_required() or filled):
             written = f"NotRequired[{written}]"
         lines.append(f"    {field}: {written}")
     return [*lines, "", ""]
+
+
+def _filled_by_constructor(annotation: Any) -> bool:
+    """A one-value ``Literal`` of a record type (an action's ``type``): its constructor in the
+    sandbox fills it in (``host.contract.world``),
+    so ``CRM_Marketing_UnsubscribeAction(email=..., externalId=...)`` type-checks as it runs."""
+    return get_origin(annotation) is Literal and len(get_args(annotation)) == 1
 
 
 def sdk_source() -> str:
