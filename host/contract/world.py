@@ -30,7 +30,7 @@ TYPE_ONLY_NAMES = (
     "FetchResponse",
 )
 """SDK names that exist for annotations only; in the sandbox each is its own name as a
-string, so ``def f(request: FetchRequest)`` and importing it both work."""
+string, so importing it works (the compiler drops annotations, so none is ever evaluated)."""
 
 
 def _record_defaults(model: type[ContractModel]) -> dict[str, Any]:

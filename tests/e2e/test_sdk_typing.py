@@ -154,4 +154,3 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert readme_test is not None
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"\n{readme_test.group(1)}\n" in ci
-    assert "editable_mode=strict" in readme_test.group(1)

@@ -16,8 +16,8 @@ TYPED_SCRIPT = textwrap.dedent(
     from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Protocol, TypedDict, cast
     import typing
 
-    if TYPE_CHECKING:
-        import os  # only a type checker reads this block
+    if TYPE_CHECKING:  # only a type checker reads it: this world has no crm_module_sdk
+        from crm_module_sdk import Contact
 
     Rows = list[dict[str, Any]]
     MaybeText = Optional[str] | None
