@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 
 from host.manifest import Manifest
 from sandbox.compiler import source_hash
-from sandbox.egress import EgressPolicy
+from sandbox.egress import DEFAULT_WAIVER_HINT, EgressPolicy
 from sandbox.limits import DEFAULT_LIMITS, Limits
+
+#: what an ``egress_denied`` of an internal address tells: the setting that waives it
+EGRESS_WAIVER_HINT = (
+    f"{DEFAULT_WAIVER_HINT} (CRM_HOST_EGRESS_ALLOW; --allow-host for crm-host module run)"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,5 +60,7 @@ class ModuleProgram:
         with self._lock:
             policy = self._policies.get(key)
             if policy is None:
-                policy = self._policies[key] = EgressPolicy.from_config(self.manifest.egress, key)
+                policy = self._policies[key] = EgressPolicy.from_config(
+                    self.manifest.egress, key, waiver_hint=EGRESS_WAIVER_HINT
+                )
             return policy

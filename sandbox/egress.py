@@ -72,8 +72,9 @@ PRIVATE_NAME_SUFFIXES: Mapping[str, str] = {
     "home.arpa": "a home-network host name",
 }
 
-#: Appended to the refusal of an internal address the admin could open (never a metadata one).
-_WAIVABLE = "; the platform admin can waive it with the host's egress allow-list"
+#: How the refusal of an internal address the admin could open (never a metadata one) says
+#: so; a host may name its own setting (:attr:`EgressPolicy.waiver_hint`).
+DEFAULT_WAIVER_HINT = "the platform admin can waive it with the host's egress allow-list"
 
 #: Appended to a refusal of an undeclared destination that the admin's list covers.
 _WAIVER_ONLY = (
@@ -294,6 +295,8 @@ class EgressPolicy:
     egress: Sequence[HostPattern] = ()
     allow: Sequence[AllowRule] = ()
     resolver: Resolver = field(default=system_resolver, repr=False)
+    #: appended to the refusal of an internal address (see :data:`DEFAULT_WAIVER_HINT`)
+    waiver_hint: str = DEFAULT_WAIVER_HINT
 
     @classmethod
     def from_config(
@@ -302,6 +305,7 @@ class EgressPolicy:
         allow: Iterable[str] = (),
         *,
         resolver: Resolver | None = None,
+        waiver_hint: str = DEFAULT_WAIVER_HINT,
     ) -> EgressPolicy:
         """Build from manifest ``egress`` strings and admin allow-list strings.
 
@@ -310,6 +314,7 @@ class EgressPolicy:
             egress=tuple(HostPattern.parse(p) for p in patterns),
             allow=tuple(AllowRule.parse(a) for a in allow),
             resolver=resolver or system_resolver,
+            waiver_hint=waiver_hint,
         )
 
     def to_config(self) -> dict[str, list[str]]:
@@ -375,7 +380,7 @@ class EgressPolicy:
                     if spelled
                     else f"fetch to {host} denied: {reason}"
                 )
-                + _waiver_hint(ip)
+                + self._waiver_hint(ip)
             )
         if not any(p.matches(host, ip, port) for p in self.egress):
             reason_text = self._literal_not_listed(ip, port)
@@ -422,11 +427,16 @@ class EgressPolicy:
                 continue
             raise EgressDenied(
                 f"fetch to {host} denied: it resolves to {ip}, {_article(reason)} {reason}"
-                + _waiver_hint(ip)
+                + self._waiver_hint(ip)
             )
         return self._target(
             scheme, host, port, tuple(addresses), "allow-list" if waived else "egress"
         )
+
+    def _waiver_hint(self, ip: IPAddress) -> str:
+        """How an admin opens an internal address for a declared destination; metadata
+        addresses are never waived, so their refusal says nothing of the kind."""
+        return "" if is_metadata_address(ip) else f"; {self.waiver_hint}"
 
     def _literal_not_listed(self, ip: IPAddress, port: int) -> str:
         same_ip = [p.text for p in self.egress if p.matches_host(str(ip), ip)]
@@ -460,9 +470,3 @@ class EgressPolicy:
         if isinstance(pinned, ipaddress.IPv6Address) and pinned.ipv4_mapped is not None:
             pinned = pinned.ipv4_mapped  # connect over IPv4 to the host it really is
         return EgressTarget(scheme, host, port, pinned, addresses, trusted)
-
-
-def _waiver_hint(ip: IPAddress) -> str:
-    """How an admin opens an internal address for a declared destination; metadata
-    addresses are never waived, so their refusal says nothing of the kind."""
-    return "" if is_metadata_address(ip) else _WAIVABLE

@@ -131,7 +131,10 @@ def test_waiver_only_counts_for_declared_destinations_and_redirects_leak_nothing
     refused = import_templates(host, "unwaived")
     assert refused.status_code == 502, refused.text
     assert refused.json()["error"] == "egress_denied"
-    assert refused.json()["message"].startswith("fetch to 127.0.0.1 denied: loopback address")
+    assert refused.json()["message"] == (
+        "fetch to 127.0.0.1 denied: loopback address; the platform admin can waive it with the "
+        "host's egress allow-list (CRM_HOST_EGRESS_ALLOW; --allow-host for crm-host module run)"
+    )
     assert unwaived.seen == []
 
     # Declared and waived: allowed; the redirect to the second origin strips credentials.

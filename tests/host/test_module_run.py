@@ -391,7 +391,9 @@ def test_manifest_ip_port_is_checked_at_fetch_time_and_waived_by_allow_host(
     module = write_module(tmp_path / "m", script, egress=[f"127.0.0.1:{landing.port}"])
     denied = run(cli, module, "CRM_Marketing_ImportTemplates", "0", "1")
     assert error_line(denied) == (
-        "error: egress_denied: fetch to 127.0.0.1 denied: loopback address (line 2)"
+        "error: egress_denied: fetch to 127.0.0.1 denied: loopback address; the platform admin "
+        "can waive it with the host's egress allow-list (CRM_HOST_EGRESS_ALLOW; --allow-host for "
+        "crm-host module run) (line 2)"
     )
     assert landing.seen == []
 
