@@ -4,15 +4,19 @@ semver versions, listing."""
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
+from host.api.app import create_app
 from host.errors import Conflict, InvalidInput, NotFound
 from host.modules.packages import from_json_body
 from host.modules.registry import validate_package
 from tests.host.conftest import (
+    ADMIN_TOKEN,
     EMAIL_FUNCTIONS,
     EMAIL_SCRIPT,
     email_manifest,
     json_body,
+    make_host,
     table_dump,
 )
 
@@ -388,3 +392,49 @@ def test_a_script_with_its_own_settings_name_is_not_checked() -> None:
     imported = "from crm_module_sdk import settings\n" + READS_UNDECLARED
     line = imported.splitlines().index('    region = settings["region"]') + 1
     assert [loc for loc, _ in problems(script=imported)] == [f"module.py:{line}"]
+
+
+TYPED_EMAIL_SCRIPT = """\
+from typing import Any, Optional, cast
+
+from crm_module_sdk import CRM_Marketing_ImportTemplate, settings
+
+PAGE: list[str] = ["Welcome", "Newsletter"]
+
+
+def CRM_Marketing_ImportTemplates(offset: int, limit: int) -> list[CRM_Marketing_ImportTemplate]:
+    size: Optional[int] = settings.get("batch_size")
+    names = cast(list[str], PAGE[offset : offset + (size or limit)])
+    return [CRM_Marketing_ImportTemplate(externalId="t" + str(i), name=n) for i, n in enumerate(names)]
+
+
+def CRM_Marketing_GetTemplateHTML(templateExternalId: str) -> str:
+    found: dict[str, Any] = {"id": templateExternalId}
+    return "<p>" + str(found["id"]) + "</p>"
+"""
+
+
+def test_a_typed_script_uploads_and_runs_through_the_host(tmp_path, pool) -> None:
+    """Annotations and ``typing`` pass upload, and the stored version runs in a worker."""
+    host = make_host(tmp_path / "host.db", sandbox=pool)
+    try:
+        with TestClient(create_app(host)) as client:
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            uploaded = client.post(
+                "/api/v1/modules", headers=admin, json=json_body(script=TYPED_EMAIL_SCRIPT)
+            )
+            assert uploaded.status_code == 201, uploaded.text
+            assert uploaded.json()["functions"] == [
+                "CRM_Marketing_ImportTemplates",
+                "CRM_Marketing_GetTemplateHTML",
+            ]
+            host.tenants.create("acme", "Acme")
+            host.tenants.configure("acme", "sendmail", settings={"api_key": "k-123456789"})
+            imported = client.post(
+                "/api/v1/tenants/acme/modules/sendmail/templates/import", headers=admin
+            )
+            assert imported.status_code == 200, imported.text
+            names = sorted(t.name for t in host.templates.of_tenant("acme"))
+            assert names == ["Newsletter", "Welcome"]
+    finally:
+        host.close()
