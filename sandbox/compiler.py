@@ -16,6 +16,7 @@ from types import CodeType
 from RestrictedPython import compile_restricted_exec
 
 from sandbox.errors import InvalidModule, PolicyViolation, ScriptCompileError, ScriptProblem
+from sandbox.facades import importable_names
 from sandbox.policy import ScriptPolicy
 
 DEFAULT_MAX_SOURCE_BYTES = 512 * 1024
@@ -66,8 +67,9 @@ def compile_script(
     allowed_imports: Iterable[str] | None = None,
 ) -> CompiledScript:
     """Compile ``source`` under the sandbox policy (:class:`sandbox.policy.ScriptPolicy`).
-    With ``allowed_imports``, an import of any other module is a policy violation here,
-    at compile time, instead of an ImportError when the line runs.
+    With ``allowed_imports``, an import of any other module — or ``from m import name`` of a
+    name the module's facade lacks — is a policy violation here, at compile time, instead of
+    an ImportError when the line runs.
 
     Raises :class:`ScriptCompileError` listing every problem (syntax error, policy
     violation, oversize or pathologically nested source) with its line. Never lets a
@@ -92,7 +94,7 @@ def compile_script(
         policy = (
             ScriptPolicy
             if allowed_imports is None
-            else ScriptPolicy.allowing_imports(allowed_imports)
+            else ScriptPolicy.allowing_imports(allowed_imports, importable_names())
         )
         result = compile_restricted_exec(tree, filename=filename, policy=policy)
     except SyntaxError as exc:  # found by the compiler, not the parser ("return" outside def)

@@ -498,6 +498,14 @@ def build_facades(limit_error: Callable[[str], BaseException]) -> dict[str, Modu
     return facades
 
 
+@functools.cache
+def importable_names() -> Mapping[str, frozenset[str]]:
+    """Module → the names ``from module import ...`` can take: the facades' members, so the
+    compiler refuses ``from typing import get_type_hints`` with its line, before any run."""
+    facades = build_facades(RuntimeError)
+    return MappingProxyType({name: frozenset(f._members) for name, f in facades.items()})
+
+
 #: modules the standard library's C code imports by name while a script runs (``time`` and
 #: ``datetime``'s ``strptime`` import ``_strptime``); preloaded by :mod:`sandbox.preload`
 C_LEVEL_IMPORTS = frozenset({"_strptime"})

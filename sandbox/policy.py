@@ -37,7 +37,7 @@ On top of that this policy, deliberately stricter than upstream:
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from RestrictedPython.transformer import (
@@ -103,12 +103,17 @@ class ScriptPolicy(RestrictingNodeTransformer):
 
     #: modules an ``import`` may name; None leaves imports to the run-time import hook
     allowed_imports: ClassVar[frozenset[str] | None] = None
+    #: per module, the names ``from module import ...`` may take (modules absent: any name)
+    importable_names: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     @classmethod
-    def allowing_imports(cls, modules: Iterable[str]) -> type[ScriptPolicy]:
+    def allowing_imports(
+        cls, modules: Iterable[str], names: Mapping[str, frozenset[str]] | None = None
+    ) -> type[ScriptPolicy]:
         """This policy, also refusing at compile time any import the run-time hook would
         refuse, so an uploader learns every bad import at once, with its line."""
-        return type("ScriptPolicyWithImports", (cls,), {"allowed_imports": frozenset(modules)})
+        attributes = {"allowed_imports": frozenset(modules), "importable_names": names or {}}
+        return type("ScriptPolicyWithImports", (cls,), attributes)
 
     # Imports
 
@@ -120,6 +125,14 @@ class ScriptPolicy(RestrictingNodeTransformer):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:
         if node.level == 0 and node.module:
             self._check_import(node, node.module)
+            names = self.importable_names.get(node.module)
+            for alias in node.names:
+                if names is not None and alias.name not in names and alias.name[:1] != "_":
+                    self.error(
+                        node,
+                        f"cannot import '{alias.name}' from module '{node.module}': "
+                        "not available in scripts",
+                    )
         return super().visit_ImportFrom(node)
 
     def _check_import(self, node: ast.stmt, module: str) -> None:

@@ -438,3 +438,23 @@ def test_a_typed_script_uploads_and_runs_through_the_host(tmp_path, pool) -> Non
             assert names == ["Newsletter", "Welcome"]
     finally:
         host.close()
+
+
+def test_upload_refuses_typing_names_the_stub_lacks_with_their_lines(host, client, admin) -> None:
+    before = table_dump(host)
+    script = (
+        "from typing import Any, get_type_hints\nfrom typing import ForwardRef\n" + EMAIL_SCRIPT
+    )
+    response = client.post("/api/v1/modules", headers=admin, json=json_body(script=script))
+    assert response.status_code == 422, response.text
+    assert [(p["location"], p["message"]) for p in response.json()["problems"]] == [
+        (
+            "module.py:1",
+            "cannot import 'get_type_hints' from module 'typing': not available in scripts",
+        ),
+        (
+            "module.py:2",
+            "cannot import 'ForwardRef' from module 'typing': not available in scripts",
+        ),
+    ]
+    assert table_dump(host) == before
