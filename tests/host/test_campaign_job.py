@@ -38,8 +38,9 @@ def CRM_Marketing_ExportContacts(contactIds):
 
 
 def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
-    if "fail_batch" in settings and len(storage.get("prepare") or []) + 1 == settings["fail_batch"]:
-        raise ValueError("service rejected batch " + str(settings["fail_batch"]))
+    fail_batch = settings.get("fail_batch")
+    if fail_batch is not None and len(storage.get("prepare") or []) + 1 == fail_batch:
+        raise ValueError("service rejected batch " + str(fail_batch))
     record("prepare", len(contacts))
     seen = storage.get("seen") or []
     storage.set("seen", seen + list(contacts))
