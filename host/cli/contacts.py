@@ -42,19 +42,12 @@ def contact_list(
         f"Contacts of {tenant_id}",
         ("id", "name", "email", "phone", "status", "unsubscribed from"),
         (
-            (
-                c["id"],
-                c["name"],
-                c["email"],
-                c["phone"],
-                c["status"],
-                ", ".join(c["unsubscribedCategories"]),
-            )
-            for c in page["items"]
+            (c.id, c.name, c.email, c.phone, c.status, ", ".join(c.unsubscribed_categories))
+            for c in page.items
         ),
     )
-    if page["next"]:
-        out.print(f"next page: --after {page['next']}", markup=False, highlight=False)
+    if page.next:
+        out.print(f"next page: --after {page.next}", markup=False, highlight=False)
 
 
 @app.command("export")

@@ -30,6 +30,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,22 @@ DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 ACTIVE_STAGES = (QUEUED, EXPORTING, PREPARING, CREATING)
 FINAL_STAGES = (DONE, FAILED, CANCELLED)
 
-ProgressCallback = Callable[[dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """How far a campaign's job is: counts, batches done and a percentage."""
+
+    stage: str
+    total: int
+    exported: int
+    prepared: int
+    skipped: int
+    batches: int
+    batch_size: int
+    percent: float
+
+
+ProgressCallback = Callable[[CampaignProgress], None]
 
 
 class _StoppedWhileWaiting(Exception):
@@ -64,7 +80,7 @@ class LeaseLost(Exception):
     """Another process holds this campaign's job now; this one must stop writing."""
 
 
-def progress_of(row: Campaign) -> dict[str, Any]:
+def progress_of(row: Campaign) -> CampaignProgress:
     """The progress view of a campaign row: counts, batches and a percentage in which the
     export and the prepare pass weigh half each (Messenger campaigns have no export)."""
     eligible = max(row.total - row.skipped, 0)
@@ -76,16 +92,16 @@ def progress_of(row: Campaign) -> dict[str, Any]:
         percent = min(99.9, round(50.0 * (row.exported + row.prepared) / eligible, 1))
     else:
         percent = 0.0
-    return {
-        "stage": row.stage,
-        "total": row.total,
-        "exported": row.exported,
-        "prepared": row.prepared,
-        "skipped": row.skipped,
-        "batches": row.batches_done,
-        "batchSize": row.batch_size,
-        "percent": percent,
-    }
+    return CampaignProgress(
+        stage=row.stage,
+        total=row.total,
+        exported=row.exported,
+        prepared=row.prepared,
+        skipped=row.skipped,
+        batches=row.batches_done,
+        batch_size=row.batch_size,
+        percent=percent,
+    )
 
 
 def _bind(column_type: Any, value: Any, dialect: Any) -> Any:

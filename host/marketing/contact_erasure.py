@@ -54,17 +54,6 @@ class ErasureReport:
     outbox: int
     suppressions: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.contact_id,
-            "erased": True,
-            "deliveriesAnonymised": self.deliveries,
-            "webhookReceiptsRedacted": self.webhook_receipts,
-            "invocationsRedacted": self.invocations,
-            "outboxDeleted": self.outbox,
-            "suppressionsKept": self.suppressions,
-        }
-
 
 def _terms(contact: Contact) -> list[str]:
     """The contact's addresses as they may appear in stored text (lower-cased)."""
