@@ -392,7 +392,7 @@ class DemoScenario:
         self.emails = [r["email"] for r in rows]
         if len(self.contact_ids) != self.count:
             raise DemoFailure(f"{self.count} contacts sent, {len(self.contact_ids)} ids back")
-        return f"{reply['created']} created"
+        return f"{reply.created} created"
 
     def telegram_audience(self) -> list[int]:
         return list(range(min(self.count, TELEGRAM_AUDIENCE)))

@@ -249,8 +249,8 @@ def test_published_template_is_sent_by_external_id(host: Host, client: TestClien
 def test_cancel_a_queued_campaign_at_once(host: Host) -> None:
     add_contacts(host, 3)
     created = host.campaigns.create("acme", CampaignDraft(**body()))  # runner not started
-    cancelled = host.campaigns.cancel("acme", created["id"])
-    assert (cancelled["status"], cancelled["progress"]["stage"]) == ("Cancelled", "cancelled")
+    cancelled = host.campaigns.cancel("acme", created.id)
+    assert (cancelled.status, cancelled.progress.stage) == ("Cancelled", "cancelled")
     assert host.campaign_runner.claim() is None
 
 
