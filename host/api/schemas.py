@@ -19,9 +19,10 @@ Where the line runs (the decision this module documents):
   pydantic's ``Z`` form: clients parse the strings they always got.
 - Request bodies use the same base: their fields are single words or declared in camelCase,
   so what a client may send is unchanged; ``extra="forbid"`` still names an unknown field.
-- Clients of the API (the demo scenario, ``crm-host module upload``) parse answers into
-  these same models, so a drift between server and client is a validation error, not a
-  ``KeyError`` far away.
+- The CLI works with the domain objects and prints an answer's JSON through these models
+  (``campaign status --json`` prints what ``GET .../campaigns/{id}`` answers); the demo
+  scenario, a client of the HTTP API, parses every answer into them, so a drift between
+  server and client is a validation error naming the field, not a ``KeyError`` far away.
 """
 
 from __future__ import annotations
