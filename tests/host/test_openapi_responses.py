@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from host.api.schemas import ApiModel
+from host.platform import Host
 
 EXEMPT_PREFIXES = ("/hooks/", "/metrics", "/console")
 
@@ -155,3 +156,23 @@ def test_the_check_finds_an_untyped_answer() -> None:
         "GET /anything 200",
     ]
     assert checked == 5
+
+
+def test_answers_keep_their_json_names_and_time_format(
+    client: TestClient, host: Host, admin: dict[str, str], tenant: tuple[str, str]
+) -> None:
+    """Typed answers did not change the wire: camelCase names, times as ``isoformat()``
+    (``+00:00``, not pydantic's ``Z``), and nothing a model does not declare."""
+    tenant_id, key = tenant
+    shown = client.get(f"/api/v1/tenants/{tenant_id}", headers=admin)
+    assert shown.status_code == 200
+    stored = host.tenants.get(tenant_id)
+    assert shown.json() == {
+        "id": "acme",
+        "name": "Acme Corp",
+        "createdAt": stored.created_at.isoformat(),
+    }
+    assert shown.json()["createdAt"].endswith("+00:00")
+    rotated = client.post(f"/api/v1/tenants/{tenant_id}/api-key/rotate", headers=admin)
+    assert rotated.status_code == 200 and set(rotated.json()) == {"id", "apiKey"}
+    assert rotated.json()["apiKey"] != key
