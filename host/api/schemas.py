@@ -252,13 +252,67 @@ class ContactErased(ApiModel):
     )
 
 
+class ExportedContactOut(ApiModel):
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    status: str = Field(description="SubscriberStatus")
+    created_at: IsoTime
+    updated_at: IsoTime
+
+
+class ExportedDeliveryOut(ApiModel):
+    campaign_id: str
+    campaign_name: str
+    module: str
+    email: str | None
+    phone: str | None
+    status: str = Field(description="DeliveryStatus")
+    history: list[Any]
+    updated_at: IsoTime
+
+
+class ExportedReceiptOut(ApiModel):
+    id: int
+    module: str
+    received_at: IsoTime
+    status: int
+    skipped: list[Any]
+    error: str | None
+
+
+class ExportedMailOut(ApiModel):
+    id: int
+    module: str
+    recipient: str
+    subject: str
+    html: str
+    status: str
+    created_at: IsoTime
+    sent_at: IsoTime | None
+
+
+class ExportedInvocationOut(ApiModel):
+    id: int
+    module: str
+    function: str
+    started_at: IsoTime
+    log: str | None
+    error: str | None
+
+
 class ContactExport(ApiModel):
-    contact: dict[str, Any]
-    unsubscriptions: list[dict[str, Any]]
-    deliveries: list[dict[str, Any]]
-    webhook_receipts: list[dict[str, Any]] = Field(description="Receipts mentioning the contact")
-    outbox: list[dict[str, Any]] = Field(description="Mail addressed to the contact")
-    invocations: list[dict[str, Any]] = Field(description="Calls whose log mentions the contact")
+    contact: ExportedContactOut
+    unsubscriptions: list[UnsubscriptionOut]
+    deliveries: list[ExportedDeliveryOut]
+    webhook_receipts: list[ExportedReceiptOut] = Field(
+        description="Receipts mentioning the contact"
+    )
+    outbox: list[ExportedMailOut] = Field(description="Mail addressed to the contact")
+    invocations: list[ExportedInvocationOut] = Field(
+        description="Calls whose log mentions the contact"
+    )
 
 
 # --- templates ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from host.api.schemas import ContactExport
 from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import handles_errors, out, print_json, table
 from host.contract.enums import SubscriberStatus
@@ -58,7 +59,7 @@ def contact_export(
     """Everything stored about a contact, as JSON on stdout."""
     host = open_host(database_url, home, read_only=True)
     host.tenants.get(tenant_id)
-    print_json(host.contact_erasure.export(tenant_id, contact_id))
+    print_json(ContactExport.model_validate(host.contact_erasure.export(tenant_id, contact_id)))
 
 
 @app.command("erase")
