@@ -9,7 +9,9 @@ Where the line runs (the decision this module documents):
 - **The domain layer returns frozen dataclasses** (``TenantInfo``, ``CampaignView``,
   ``TemplateView``, ...): snake_case attributes, ``datetime`` values, no JSON names and no
   ``as_dict()``. Services, the CLI and the flows work with those objects; they do not depend
-  on pydantic's wire configuration or on FastAPI.
+  on pydantic's wire configuration or on FastAPI. (One exception for now: a module
+  version's detail is read from the stored, immutable ``ModuleVersion`` row, the object the
+  registry hands out.)
 - **The API edge converts them** with ``Model.model_validate(obj)`` (``from_attributes``):
   the models here name the fields in snake_case, as the dataclasses do, and the
   ``to_camel`` alias generator gives the JSON names of SPEC §7 (``webhookUrl``,
