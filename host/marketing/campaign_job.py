@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -50,7 +51,23 @@ from host.plugin_manager import notify
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """How far a campaign's job is: counts, batches done and a percentage."""
+
+    stage: str
+    """a :class:`~host.marketing.lifecycle.CampaignStage` value"""
+    total: int
+    exported: int
+    prepared: int
+    skipped: int
+    batches: int
+    batch_size: int
+    percent: float
+
+
+ProgressCallback = Callable[[CampaignProgress], None]
 
 
 class _StoppedWhileWaiting(Exception):
@@ -120,7 +137,7 @@ class JobState:
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobState))
 
 
-def progress_of(row: Progress) -> dict[str, Any]:
+def progress_of(row: Progress) -> CampaignProgress:
     """The progress view of a campaign row: counts, batches and a percentage in which the
     export and the prepare pass weigh half each (Messenger campaigns have no export)."""
     eligible = max(row.total - row.skipped, 0)
@@ -132,16 +149,16 @@ def progress_of(row: Progress) -> dict[str, Any]:
         percent = min(99.9, round(50.0 * (row.exported + row.prepared) / eligible, 1))
     else:
         percent = 0.0
-    return {
-        "stage": str(row.stage),
-        "total": row.total,
-        "exported": row.exported,
-        "prepared": row.prepared,
-        "skipped": row.skipped,
-        "batches": row.batches_done,
-        "batchSize": row.batch_size,
-        "percent": percent,
-    }
+    return CampaignProgress(
+        stage=str(row.stage),
+        total=row.total,
+        exported=row.exported,
+        prepared=row.prepared,
+        skipped=row.skipped,
+        batches=row.batches_done,
+        batch_size=row.batch_size,
+        percent=percent,
+    )
 
 
 def _bind(column_type: Any, value: Any, dialect: Any) -> Any:

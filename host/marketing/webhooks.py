@@ -48,6 +48,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -209,6 +210,20 @@ class ApplyFailed(Exception):
         self.cause = cause
 
 
+@dataclass(frozen=True)
+class ReceiptView:
+    """What one request on a webhook URL led to: the status answered, the actions applied,
+    the skipped ones with their reasons, or the error."""
+
+    id: int
+    module: str
+    received_at: datetime
+    status: int
+    applied: int
+    skipped: list[Any]
+    error: str | None
+
+
 class WebhookReceiver:
     """Serves ``ANY /hooks/{tenant}/{module}/{token}`` for the HTTP route (and embedders)."""
 
@@ -306,7 +321,7 @@ class WebhookReceiver:
         except Exception:
             log.exception("could not record a webhook receipt")
 
-    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[ReceiptView]:
         """The tenant's latest webhook receipts, newest first: what each request led to."""
         with self.db.transaction() as session:
             rows = session.scalars(
@@ -316,14 +331,14 @@ class WebhookReceiver:
                 .limit(limit)
             ).all()
             return [
-                {
-                    "id": row.id,
-                    "module": row.module_id,
-                    "receivedAt": row.received_at.isoformat(),
-                    "status": row.status_code,
-                    "applied": row.applied,
-                    "skipped": row.skipped,
-                    "error": row.error,
-                }
+                ReceiptView(
+                    id=row.id,
+                    module=row.module_id,
+                    received_at=row.received_at,
+                    status=row.status_code,
+                    applied=row.applied,
+                    skipped=row.skipped,
+                    error=row.error,
+                )
                 for row in rows
             ]

@@ -12,7 +12,7 @@ answers 503 with ``Retry-After`` (:mod:`host.module_shares`).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Query, Request, Response
 
@@ -21,6 +21,7 @@ from host.api.deps import HostDep, TenantDep
 from host.api.errors import WEBHOOK_PATH_PREFIX
 from host.api.executors import executors_of, run_in, tenant_work
 from host.api.paging import paged_by
+from host.api.schemas import OutboxMessageOut, WebhookReceiptOut
 from host.api.webhook_gate import WebhookGate
 from host.errors import PayloadTooLarge
 from host.marketing.outbox import list_messages
@@ -99,11 +100,15 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
     dependencies=[paged_by("limit")],
 )
 @tenant_work
-def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) -> list[Any]:
+def webhook_receipts(
+    tenant_id: TenantDep, host: HostDep, limit: Limit = 100
+) -> list[WebhookReceiptOut]:
     """The latest requests on the tenant's webhook URLs, newest first: the status answered,
     how many actions were applied, the skipped ones with their reasons, or the error."""
     host.tenants.get(tenant_id)
-    return host.webhooks.receipts(tenant_id, limit=limit)
+    return [
+        WebhookReceiptOut.model_validate(r) for r in host.webhooks.receipts(tenant_id, limit=limit)
+    ]
 
 
 @router.get(
@@ -115,8 +120,9 @@ def outbox(
     host: HostDep,
     status: Literal["queued", "sent", "failed"] | None = None,
     limit: Limit = 100,
-) -> list[Any]:
+) -> list[OutboxMessageOut]:
     """Mail the tenant's modules asked the host to send (SendEmail), newest first. Without
     an SMTP relay configured, messages stay ``queued`` here."""
     host.tenants.get(tenant_id)
-    return list_messages(host.db, tenant_id, status=status, limit=limit)
+    messages = list_messages(host.db, tenant_id, status=status, limit=limit)
+    return [OutboxMessageOut.model_validate(m) for m in messages]
