@@ -12,7 +12,7 @@ from host.calls import ModuleCall, ModuleResult
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
 from sandbox.egress import EgressPolicy
-from sandbox.invocation import FetchFunction, HostCallback, Invocation, InvocationResult
+from sandbox.invocation import FetchNetwork, HostCallback, Invocation, InvocationResult
 from sandbox.limits import DEFAULT_LIMITS
 from sandbox.pool import SandboxPool
 
@@ -24,10 +24,11 @@ def module_invocation(
     egress_allow: Sequence[str],
     callbacks: Mapping[str, HostCallback],
     storage: Mapping[str, Any] | None,
-    fetch: FetchFunction | None = None,
+    network: FetchNetwork | None = None,
 ) -> Invocation:
-    """``fetch`` replaces the egress-checked built-in fetch (``module run --record/--replay``
-    and ``module test`` pass one); it runs here, in the parent, never in the worker."""
+    """``network`` is what the egress-checked Fetcher connects through (``module run
+    --record/--replay`` and ``module test`` pass a recording or a replay); the Fetcher
+    itself, and with it the egress policy, is the server's in every case."""
     manifest = call.manifest
     return Invocation(
         source=call.script,
@@ -39,7 +40,7 @@ def module_invocation(
         egress=EgressPolicy.from_config(manifest.get("egress") or [], egress_allow),
         world=script_world(),
         storage=dict(storage or {}),
-        fetch=fetch,
+        network=network,
         callbacks=dict(callbacks),
         redact=list(call.secret_values),
         label=f"{call.tenant_id}/{call.module_ref}",
@@ -83,7 +84,7 @@ def run_module_function(
     egress_allow: Sequence[str] = (),
     callbacks: Mapping[str, HostCallback] | None = None,
     storage: Mapping[str, Any] | None = None,
-    fetch: FetchFunction | None = None,
+    network: FetchNetwork | None = None,
 ) -> ModuleResult:
     invocation = module_invocation(
         call,
@@ -91,6 +92,6 @@ def run_module_function(
         egress_allow=egress_allow,
         callbacks=callbacks or {},
         storage=storage,
-        fetch=fetch,
+        network=network,
     )
     return as_module_result(call, pool.run(invocation))
