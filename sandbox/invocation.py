@@ -49,7 +49,6 @@ class FetchNetwork:
     transport_factory: Callable[[], Any] | None = None
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class Invocation:
     """One call of one function of one script, with everything it may reach."""

@@ -76,9 +76,9 @@ class PinnedTransport(httpx.BaseTransport):
     ``Host`` header, ``sni_hostname`` set to the original name, so certificates are
     verified for the name the script asked for, and its :class:`PinnedHop` (see
     :func:`pinned_hop`). The inner transport is what a caller swaps: one that records
-    exchanges, or one that answers from a recording — the policy runs the same either way. Inner transports are kept per
-    (scheme, host, port) so a TLS connection verified for one name is never reused for
-    another name that happens to share the IP.
+    exchanges, or one that answers from a recording — the policy runs the same either way.
+    Inner transports are kept per (scheme, host, port) so a TLS connection verified for one
+    name is never reused for another name that happens to share the IP.
     """
 
     def __init__(

@@ -266,9 +266,7 @@ def diff(expected: Any, actual: Any) -> str:
     return "\n".join(lines)
 
 
-def run_module_cases(
-    directory: Path, module: ValidatedModule, allow: Sequence[str] = ()
-) -> Report:
+def run_module_cases(directory: Path, module: ValidatedModule, allow: Sequence[str] = ()) -> Report:
     """Every case of the module in ``directory``, one sandbox pool for all of them;
     ``allow`` is the admin's egress allow-list the replays run under."""
     started = time.perf_counter()

@@ -53,8 +53,7 @@ class Replayer:
         if not candidates:
             self.misses.append(f"a request to {host}")
             raise ReplayMismatch(
-                f"unmatched request: {self.source} has no exchange with {host}"
-                f"{self._unused_hint()}"
+                f"unmatched request: {self.source} has no exchange with {host}{self._unused_hint()}"
             )
         candidates.sort(key=lambda pair: pair[0])  # unused first, in recorded order
         for _, exchange in candidates:
