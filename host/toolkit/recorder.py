@@ -53,7 +53,7 @@ class RecordingTransport(httpx.BaseTransport):
         hop = pinned_hop(request)
         secrets = self.recorder.secrets
         exchange = Exchange(
-            masked_request(request.method, str(hop.url), request.headers, request.read(), secrets),
+            masked_request(request, str(hop.url), secrets),
             addresses=[str(a) for a in hop.target.addresses],
         )
         self.recorder.recording.exchanges.append(exchange)

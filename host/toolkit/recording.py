@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from host.errors import InvalidInput, Problem
 from sandbox.errors import ScriptError
 from sandbox.invocation import REDACTED, redact_text
@@ -78,13 +80,14 @@ def mask_headers(headers: Mapping[str, Any] | None, secrets: Sequence[str]) -> d
     }
 
 
-def masked_request(
-    method: str, url: str, headers: Mapping[str, Any], body: bytes, secrets: Sequence[str]
-) -> dict[str, Any]:
-    """A request as a recording keeps it and as replay compares it (an empty body is
-    ``None``)."""
+def masked_request(request: httpx.Request, url: str, secrets: Sequence[str]) -> dict[str, Any]:
+    """A request as a recording keeps it and as replay compares it: ``url`` is the one the
+    script asked for (the request itself goes to the pinned IP), header names keep the
+    script's spelling, and an empty body is ``None``."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+    body = request.read()
     return {
-        "method": method.upper(),
+        "method": request.method.upper(),
         "url": redact_text(url, secrets),
         "headers": mask_headers(headers, secrets),
         "body": redact_text(body.decode("utf-8", "replace"), secrets) if body else None,

@@ -69,9 +69,7 @@ class Replayer:
 
     def answer(self, request: httpx.Request) -> httpx.Response:
         hop = pinned_hop(request)
-        masked = masked_request(
-            request.method, str(hop.url), request.headers, request.read(), self.secrets
-        )
+        masked = masked_request(request, str(hop.url), self.secrets)
         method, url, body = masked["method"], masked["url"], masked["body"]
         for i, exchange in enumerate(self.recording.exchanges):
             if not self._used[i] and exchange.matches(method, url, body):
