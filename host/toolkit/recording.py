@@ -23,8 +23,9 @@ The file (``format: crm-host-recording/2``) is JSON meant to be read and edited:
 the egress policy judges them instead of asking DNS, so the verdict is the recorded one and
 needs no network (a recorded loopback or private address is refused again unless the
 admin's allow-list waives it). ``fetches`` is the run's fetch log, as ``--show-log`` and the
-invocation log show it; replay ignores it. Format ``crm-host-recording/1`` files (without
-``addresses``) still load; replaying one to a host name fails with an error naming the file.
+invocation log show it; replay ignores it. An exchange without ``addresses`` (format
+``crm-host-recording/1`` files, exchanges written by hand) is judged on its host name alone:
+it must be in the manifest's egress list. Other formats are refused, naming the file.
 
 Matching rules (replay): a request matches an exchange when the method, the URL and the body
 are equal — compared after masking, so a different API key in the replaying settings still

@@ -21,6 +21,11 @@ from sandbox.errors import ScriptError
 from sandbox.invocation import ERROR_KINDS, FetchNetwork
 from sandbox.transport import pinned_hop
 
+#: What a host without recorded addresses resolves to on replay: a public address (the
+#: deprecated 6to4 relay anycast, RFC 7526), so only the manifest's egress list judges it.
+#: Nothing ever connects to it: the replay transport answers every request itself.
+UNRECORDED_ADDRESS = "192.88.99.1"
+
 
 class Replayer:
     """Answers one run's requests from a recording; each exchange answers once."""
@@ -44,26 +49,18 @@ class Replayer:
 
     def resolve(self, host: str, port: int) -> list[str]:
         """The addresses recorded for ``host:port``: those of the next unused exchange with
-        that host (DNS may have answered differently between hops), else of any."""
+        that host (DNS may have answered differently between hops), else of any. A host
+        with no recorded addresses (a format 1 file, an exchange written by hand, a request
+        the recording lacks) is judged on its name alone: :data:`UNRECORDED_ADDRESS`."""
         candidates = [
             (used, exchange)
             for used, exchange in zip(self._used, self.recording.exchanges, strict=True)
-            if _host_port(exchange) == (host, port)
+            if exchange.addresses and _host_port(exchange) == (host, port)
         ]
-        if not candidates:
-            self.misses.append(f"a request to {host}")
-            raise ReplayMismatch(
-                f"unmatched request: {self.source} has no exchange with {host}{self._unused_hint()}"
-            )
         candidates.sort(key=lambda pair: pair[0])  # unused first, in recorded order
         for _, exchange in candidates:
-            if exchange.addresses:
-                return list(exchange.addresses)
-        raise ScriptError(
-            f"{self.source} keeps no resolved addresses for {host} (a "
-            f"{self.recording.format} file): record it again with --record, or add "
-            f'"addresses": ["<ip>"] to its exchanges with {host}'
-        )
+            return list(exchange.addresses or ())
+        return [UNRECORDED_ADDRESS]
 
     # -- the transport -------------------------------------------------------------------
 

@@ -211,41 +211,29 @@ def test_a_recorded_name_is_judged_on_its_recorded_addresses(tmp_path: Path) -> 
         "a private address (line 4)"
     ]
 
+    # a format 1 file (no addresses) still replays: the host is judged on its name alone
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"format": "crm-host-recording/1", "exchanges": [exchange]}))
     legacy = cli.run(*run, "--replay", str(old))
-    assert legacy.returncode == 1
-    (line,) = legacy.stderr.strip().splitlines()
-    assert line.startswith(f"error: script_error: {old} keeps no resolved addresses for ")
-    assert "api.example.com (a crm-host-recording/1 file): record it again with --record" in line
-
-
-def test_recording_goes_through_egress_policy_and_options_exclude(
-    tmp_path: Path, service: tuple[str, list[str]]
-) -> None:
-    address, seen = service
-    module = write_module(tmp_path / "m")
-    cli = Cli.in_dir(tmp_path)
-    settings = json.dumps({"api_key": SECRET, "base_url": f"http://{address}"})
-    tape = tmp_path / "t.json"
-    denied = cli.run(
-        "module", "run", str(module), "ImportTemplates", "0", "10",
-        "--settings", settings, "--record", str(tape),
+    assert legacy.returncode == 0, legacy.stderr
+    assert json.loads(legacy.stdout) == [{"externalId": "t1", "name": "One"}]
+    undeclared = write_module(tmp_path / "other", "api.other.test")
+    settings_elsewhere = json.dumps({"api_key": SECRET, "base_url": "https://api.other.test"})
+    elsewhere = cli.run(
+        "module", "run", str(undeclared), "ImportTemplates", "0", "10",
+        "--settings", settings_elsewhere, "--replay", str(old),
     )  # fmt: skip
-    assert denied.returncode == 1
-    assert denied.stderr.strip().splitlines()[-1].startswith("error: egress_denied: ")
-    assert seen == []
-    recording = json.loads(tape.read_text())
-    assert recording["exchanges"] == []  # nothing was sent: the policy refused it first
-    assert recording["fetches"][0]["error"] == "egress_denied"
-    assert recording["fetches"][0]["url"] == f"http://{address}/v1/templates?offset=0&key=***"
+    assert elsewhere.returncode == 1
+    assert "unmatched request" in elsewhere.stderr  # declared, resolved by name, not recorded
 
-    both = cli.run(
-        "module", "run", str(module), "ImportTemplates", "0", "10",
-        "--record", str(tape), "--replay", str(tape),
-    )  # fmt: skip
-    assert both.returncode == 2
-    assert "--record and --replay exclude each other" in both.stderr
+    unknown = tmp_path / "future.json"
+    unknown.write_text(json.dumps({"format": "crm-host-recording/9", "exchanges": []}))
+    refused = cli.run(*run, "--replay", str(unknown))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f'error: --replay: recording is invalid: {unknown}: expected an object with "format": '
+        f"\"{FORMAT}\" (this version does not read 'crm-host-recording/9')"
+    )
 
 
 # --- in process, under the real Fetcher: the format's rules ------------------------------
