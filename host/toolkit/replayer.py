@@ -57,10 +57,10 @@ class Replayer:
             for used, exchange in zip(self._used, self.recording.exchanges, strict=True)
             if exchange.addresses and _host_port(exchange) == (host, port)
         ]
+        if not candidates:
+            return [UNRECORDED_ADDRESS]
         candidates.sort(key=lambda pair: pair[0])  # unused first, in recorded order
-        for _, exchange in candidates:
-            return list(exchange.addresses or ())
-        return [UNRECORDED_ADDRESS]
+        return list(candidates[0][1].addresses or ())
 
     # -- the transport -------------------------------------------------------------------
 
