@@ -18,7 +18,10 @@ usually live in ``tests/recordings/``). A file holds one case object or a list o
 Exactly one expectation: ``returns`` (the validated value, as ``module run`` prints it),
 ``actions`` (the ``actions`` of a WebhookResult only) or ``error`` (``{"kind": ...,
 "message": <substring>}`` or just the kind). Without ``replay`` every fetch() fails: a case
-never reaches the network.
+never reaches the network. A replayed fetch() passes the module's egress policy on the
+recorded addresses, so a recording made against a local fake service (a loopback address)
+needs the same waiver as the live run: ``module test --allow-host`` or
+``CRM_HOST_EGRESS_ALLOW``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import difflib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +41,8 @@ from host.errors import InvalidInput, ModuleCallFailed, Problem
 from host.module_runtime import run_module_function
 from host.modules.registry import ValidatedModule
 from host.toolkit.local_run import full_name, local_call, plain
-from host.toolkit.recording import Recording, Replayer
+from host.toolkit.recording import Recording
+from host.toolkit.replayer import Replayer
 from sandbox.invocation import redact_text
 from sandbox.pool import SandboxPool
 
@@ -172,31 +177,40 @@ def webhook_request(partial: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def run_case(pool: SandboxPool, module: ValidatedModule, case: Case) -> Outcome:
+def run_case(
+    pool: SandboxPool, module: ValidatedModule, case: Case, allow: Sequence[str] = ()
+) -> Outcome:
     started = time.perf_counter()
-    outcome = _run(pool, module, case)
+    outcome = _run(pool, module, case, allow)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-def _run(pool: SandboxPool, module: ValidatedModule, case: Case) -> Outcome:
+def _run(pool: SandboxPool, module: ValidatedModule, case: Case, allow: Sequence[str]) -> Outcome:
     try:
         call = local_call(module, case.function, case.settings)
         recording = Recording.load(case.replay) if case.replay else Recording()
     except InvalidInput as exc:
         return Outcome(case.id, "ERROR", "\n".join([exc.message, *map(str, exc.problems)]))
-    outcome = _judge(pool, call, case, recording)
+    outcome = _judge(pool, call, case, recording, allow)
     # The report is script output: a secret the script returned or logged is masked in it.
     outcome.detail = redact_text(outcome.detail, call.secret_values)
     outcome.log = redact_text(outcome.log, call.secret_values)
     return outcome
 
 
-def _judge(pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording) -> Outcome:
+def _judge(
+    pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording, allow: Sequence[str]
+) -> Outcome:
     source = str(case.replay.name) if case.replay else "this case (it has no replay)"
     replayer = Replayer(recording, call.secret_values, source=source)
     try:
-        result = validate_return(call, run_module_function(pool, call, case.args, fetch=replayer))
+        result = validate_return(
+            call,
+            run_module_function(
+                pool, call, case.args, egress_allow=allow, network=replayer.network()
+            ),
+        )
     except ModuleCallFailed as exc:
         log = getattr(exc.trace, "log", "") or ""
         return _check_error(case, exc, log)
@@ -252,8 +266,9 @@ def diff(expected: Any, actual: Any) -> str:
     return "\n".join(lines)
 
 
-def run_module_cases(directory: Path, module: ValidatedModule) -> Report:
-    """Every case of the module in ``directory``, one sandbox pool for all of them."""
+def run_module_cases(directory: Path, module: ValidatedModule, allow: Sequence[str] = ()) -> Report:
+    """Every case of the module in ``directory``, one sandbox pool for all of them;
+    ``allow`` is the admin's egress allow-list the replays run under."""
     started = time.perf_counter()
     report = Report(f"{module.manifest.id}@{module.manifest.version}")
     loaded: list[Case] = []
@@ -267,7 +282,7 @@ def run_module_cases(directory: Path, module: ValidatedModule) -> Report:
             )
     if loaded:
         with SandboxPool(size=1) as pool:
-            report.outcomes.extend(run_case(pool, module, case) for case in loaded)
+            report.outcomes.extend(run_case(pool, module, case, allow) for case in loaded)
     report.seconds = time.perf_counter() - started
     return report
 
