@@ -42,6 +42,7 @@ from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
 from host.marketing.stats import StatsService
+from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
 from host.marketing.webhooks import WebhookReceiver
 from host.module_shares import ModuleShares
@@ -176,6 +177,7 @@ class Host:
         self.tenant_deletion = TenantDeletion(db, batch_rows=settings.tenant_purge_batch_rows)
         self.tenant_purger = TenantPurger(self.tenant_deletion)
         self.templates = TemplateService(db, self.invoker, self.tenants)
+        self.suppression_policies = SuppressionPolicyService(db, self.tenants)
         self.invocation_log = InvocationLogReader(db)
         self.outbox = OutboxWorker.from_settings(db, settings)
         self.actions = ActionApplier(db, self.hooks, on_mail_queued=self.outbox.wake)

@@ -77,6 +77,8 @@ class Progress(Protocol):
     @property
     def skipped(self) -> int: ...
     @property
+    def skipped_by(self) -> dict[str, Any] | None: ...
+    @property
     def batches_done(self) -> int: ...
     @property
     def batch_size(self) -> int: ...
@@ -101,6 +103,7 @@ class JobState:
     exported: int
     prepared: int
     skipped: int
+    skipped_by: dict[str, Any] | None
     batches_done: int
     cursor: str | None
 
@@ -138,6 +141,7 @@ def progress_of(row: Progress) -> dict[str, Any]:
         "exported": row.exported,
         "prepared": row.prepared,
         "skipped": row.skipped,
+        "skippedBy": dict(row.skipped_by or {}),
         "batches": row.batches_done,
         "batchSize": row.batch_size,
         "percent": percent,
@@ -192,9 +196,16 @@ class CampaignJob:
         self.module_id = self.state.module_id
         self.type = self.state.type
         self.request = self.state.request
-        self.audience = Audience(
-            self.tenant_id, self.type, self.state.audience, self.request.get("categoryExternalId")
-        )
+        self.audience = Audience(self.tenant_id, self.type, self.state.audience, self._category())
+
+    def _category(self) -> str | None:
+        """The category whose unsubscribers the campaign leaves out: the email campaign's
+        ``categoryExternalId``; a messenger campaign's module id (messenger modules
+        unsubscribe a contact from their own id, e.g. ``telegram``)."""
+        if self.type == CampaignType.Messenger:
+            return self.module_id
+        category = self.request.get("categoryExternalId")
+        return str(category) if category else None
 
     # --- the flow -----------------------------------------------------------------------
 
@@ -234,7 +245,10 @@ class CampaignJob:
         with self.db.transaction() as session:
             self._commit(session, stage=first)
             total, eligible = self.audience.counts(session)
-            self._commit(session, total=total, skipped=total - eligible, cursor=None)
+            left_out = self.audience.left_out(session)
+            self._commit(
+                session, total=total, skipped=total - eligible, skipped_by=left_out, cursor=None
+            )
         self._report()
 
     def _export(self) -> bool:

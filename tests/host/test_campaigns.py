@@ -108,6 +108,13 @@ def test_send_in_the_background_and_watch_progress(host: Host, client: TestClien
         "exported": 25,
         "prepared": 25,
         "skipped": 0,
+        "skippedBy": {
+            "unsubscribed": 0,
+            "bounced": 0,
+            "complained": 0,
+            "noAddress": 0,
+            "category": 0,
+        },
         "batches": 3,
         "batchSize": 10,
         "percent": 100.0,
