@@ -107,7 +107,7 @@ class _Crm:
     def contacts(self, ids: list[str]) -> list[Contact]:
         _outside()
 
-    def set_campaign_keys(self, campaignExternalId: str, keys: list[str]) -> int:  # noqa: N803
+    def set_campaign_keys(self, campaignExternalId: str, keys: list[str]) -> int:
         """Attribute ``keys`` (ids the service echoes per message, at most 5,000 per call,
         each 1-255 chars) to the campaign ``campaignExternalId`` in a host table (no storage
         quota; committed at once). Returns how many keys were new."""

@@ -186,6 +186,11 @@ def CRM_Marketing_ExportContacts(contactIds):
     return None
 
 
+def address_key(email):
+    """The attribution key of a recipient address (SHA-256 of the lower-cased address)."""
+    return "to:" + hashlib.sha256(str(email).strip().lower().encode()).hexdigest()
+
+
 def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
     """Remember the batch's addresses; CreateCampaign restricts the send to them."""
     if type != CRM_Marketing_CampaignType.Email:
@@ -199,8 +204,9 @@ def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
             known.append(email)
     storage.set(key, known)
     # Attribution: classic email_status events may carry no campaign id, only the address.
-    # "to:<address>" -> "crm:<campaignId>" now; CreateCampaign maps that to the externalId.
-    addresses = ["to:" + email.strip().lower() for email in contacts if email]
+    # "to:<address hash>" -> "crm:<campaignId>" now; CreateCampaign maps that to the
+    # externalId. A hash, not the address: the host's map keeps no personal data.
+    addresses = [address_key(email) for email in contacts if email]
     if addresses:
         crm.set_campaign_keys("crm:" + campaignId, addresses)
     return None
@@ -300,7 +306,7 @@ def campaign_of(data, email):
     campaign = data.get("campaign_id") or metadata.get("campaign_id")
     if campaign:
         return str(campaign)
-    prepared = crm.campaign_for_key("to:" + str(email).strip().lower())
+    prepared = crm.campaign_for_key(address_key(email))
     return crm.campaign_for_key(prepared) if prepared else None
 
 
