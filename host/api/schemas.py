@@ -403,6 +403,10 @@ class CampaignProgressOut(ApiModel):
     exported: int
     prepared: int
     skipped: int
+    skipped_by: dict[str, int] = Field(
+        description="Why recipients were left out: unsubscribed, bounced, complained, "
+        "noAddress, category"
+    )
     batches: int
     batch_size: int
     percent: float

@@ -62,6 +62,8 @@ class CampaignProgress:
     exported: int
     prepared: int
     skipped: int
+    skipped_by: dict[str, int]
+    """why recipients were left out: unsubscribed, bounced, complained, noAddress, category"""
     batches: int
     batch_size: int
     percent: float
@@ -94,6 +96,8 @@ class Progress(Protocol):
     @property
     def skipped(self) -> int: ...
     @property
+    def skipped_by(self) -> dict[str, Any] | None: ...
+    @property
     def batches_done(self) -> int: ...
     @property
     def batch_size(self) -> int: ...
@@ -118,6 +122,7 @@ class JobState:
     exported: int
     prepared: int
     skipped: int
+    skipped_by: dict[str, Any] | None
     batches_done: int
     cursor: str | None
 
@@ -155,6 +160,7 @@ def progress_of(row: Progress) -> CampaignProgress:
         exported=row.exported,
         prepared=row.prepared,
         skipped=row.skipped,
+        skipped_by=dict(row.skipped_by or {}),
         batches=row.batches_done,
         batch_size=row.batch_size,
         percent=percent,
@@ -209,9 +215,16 @@ class CampaignJob:
         self.module_id = self.state.module_id
         self.type = self.state.type
         self.request = self.state.request
-        self.audience = Audience(
-            self.tenant_id, self.type, self.state.audience, self.request.get("categoryExternalId")
-        )
+        self.audience = Audience(self.tenant_id, self.type, self.state.audience, self._category())
+
+    def _category(self) -> str | None:
+        """The category whose unsubscribers the campaign leaves out: the email campaign's
+        ``categoryExternalId``; a messenger campaign's module id (messenger modules
+        unsubscribe a contact from their own id, e.g. ``telegram``)."""
+        if self.type == CampaignType.Messenger:
+            return self.module_id
+        category = self.request.get("categoryExternalId")
+        return str(category) if category else None
 
     # --- the flow -----------------------------------------------------------------------
 
@@ -251,7 +264,10 @@ class CampaignJob:
         with self.db.transaction() as session:
             self._commit(session, stage=first)
             total, eligible = self.audience.counts(session)
-            self._commit(session, total=total, skipped=total - eligible, cursor=None)
+            left_out = self.audience.left_out(session)
+            self._commit(
+                session, total=total, skipped=total - eligible, skipped_by=left_out, cursor=None
+            )
         self._report()
 
     def _export(self) -> bool:

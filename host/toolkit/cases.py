@@ -38,6 +38,7 @@ from host.calls import ModuleCall
 from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
 from host.errors import InvalidInput, ModuleCallFailed, Problem
+from host.marketing.campaign_keys import offline_callbacks
 from host.module_runtime import run_module_function
 from host.modules.registry import ValidatedModule
 from host.toolkit.local_run import full_name, local_call, plain
@@ -48,7 +49,16 @@ from sandbox.pool import SandboxPool
 
 CASES_DIR = "tests"
 EXPECTATIONS = ("returns", "actions", "error")
-_KNOWN_KEYS = {"name", "description", "function", "args", "settings", "replay", *EXPECTATIONS}
+_KNOWN_KEYS = {
+    "name",
+    "description",
+    "function",
+    "args",
+    "settings",
+    "replay",
+    "campaignKeys",
+    *EXPECTATIONS,
+}
 WEBHOOK = "CRM_Marketing_ParseWebhookRequest"
 
 Status = Literal["PASSED", "FAILED", "ERROR"]
@@ -65,6 +75,8 @@ class Case:
     replay: Path | None
     expect: str  # one of EXPECTATIONS
     expected: Any
+    campaign_keys: dict[str, str] = field(default_factory=dict)
+    """``campaignKeys``: what ``crm.campaign_for_key`` finds (the host's attribution map)."""
 
 
 @dataclass
@@ -143,6 +155,11 @@ def _case(
     settings = item.get("settings", {})
     if not isinstance(settings, dict):
         problems.append(Problem(f"{where}.settings", "must be an object"))
+    campaign_keys = item.get("campaignKeys", {})
+    if not isinstance(campaign_keys, dict) or not all(
+        isinstance(v, str) for v in campaign_keys.values()
+    ):
+        problems.append(Problem(f"{where}.campaignKeys", "must map keys to campaign ids"))
     replay = item.get("replay")
     replay_path = folder / replay if isinstance(replay, str) else None
     if replay is not None and (replay_path is None or not replay_path.is_file()):
@@ -157,7 +174,9 @@ def _case(
     assert contract is not None
     args = contract.complete(args)
     case_id = f"{CASES_DIR}/{Path(shown).name}::{item.get('name') or default}"
-    return Case(case_id, name, args, settings, replay_path, given[0], item[given[0]])
+    return Case(
+        case_id, name, args, settings, replay_path, given[0], item[given[0]], dict(campaign_keys)
+    )
 
 
 def webhook_request(partial: dict[str, Any]) -> dict[str, Any]:
@@ -205,12 +224,16 @@ def _judge(
     source = str(case.replay.name) if case.replay else "this case (it has no replay)"
     replayer = Replayer(recording, call.secret_values, source=source)
     try:
-        result = validate_return(
+        callbacks = offline_callbacks(dict(case.campaign_keys))
+        ran = run_module_function(
+            pool,
             call,
-            run_module_function(
-                pool, call, case.args, egress_allow=allow, network=replayer.network()
-            ),
+            case.args,
+            egress_allow=allow,
+            network=replayer.network(),
+            callbacks=callbacks,
         )
+        result = validate_return(call, ran)
     except ModuleCallFailed as exc:
         log = getattr(exc.trace, "log", "") or ""
         return _check_error(case, exc, log)

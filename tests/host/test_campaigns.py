@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from host.api.app import create_app
-from host.db.models import Template
+from host.db.models import ContactUnsubscription, Template
 from host.marketing.campaigns import CampaignDraft
 from host.modules.packages import from_json_body
 from host.platform import Host
@@ -110,6 +110,13 @@ def test_send_in_the_background_and_watch_progress(host: Host, client: TestClien
         "exported": 25,
         "prepared": 25,
         "skipped": 0,
+        "skippedBy": {
+            "unsubscribed": 0,
+            "bounced": 0,
+            "complained": 0,
+            "noAddress": 0,
+            "category": 0,
+        },
         "batches": 3,
         "batchSize": 10,
         "percent": 100.0,
@@ -178,6 +185,35 @@ def test_messenger_campaign_goes_to_contact_ids(host: Host, client: TestClient) 
     assert stored["seen"] == ["c000000", "c000001", "c000002"]
     assert stored["request"]["botId"] == "bot-1"
     assert stored["request"]["campaignType"] == "Telegram"
+
+
+def test_a_messenger_campaigns_category_is_its_module_id(host: Host, client: TestClient) -> None:
+    """A contact unsubscribed from ``tg`` (the module's id) is left out of its campaigns;
+    one unsubscribed from another category is not."""
+    add_contacts(host, 3)
+    with host.db.transaction() as session:
+        for contact_id, category in (("c000000", "tg"), ("c000001", "news")):
+            session.add(
+                ContactUnsubscription(tenant_id="acme", contact_id=contact_id, category=category)
+            )
+    created = client.post(
+        BASE,
+        json={
+            "module": "tg",
+            "name": "Bot news",
+            "type": "Messenger",
+            "campaignType": "Telegram",
+            "botId": "bot-1",
+            "text": "Hi!",
+            "contactIds": "all",
+        },
+        headers=ADMIN,
+    )
+    assert created.status_code == 202, created.text
+    shown = wait_done(client, created.json()["id"])
+    assert host.module_storage.load("acme", "tg")["seen"] == ["c000001", "c000002"]
+    assert shown["progress"]["skipped"] == 1
+    assert shown["progress"]["skippedBy"]["category"] == 1
 
 
 def test_every_problem_is_listed(host: Host, client: TestClient) -> None:

@@ -288,3 +288,45 @@ def test_replayed_cases_go_through_the_egress_check(tmp_path: Path) -> None:
     assert malformed.returncode == 1
     assert malformed.stderr.startswith("error: --allow-host: ")
     assert len(malformed.stderr.strip().splitlines()) == 1
+
+
+KEYED_SCRIPT = """\
+import json
+
+def CRM_Marketing_ParseWebhookRequest(request):
+    email = json.loads(request.body)["email"]
+    campaign = crm.campaign_for_key("msg-1")
+    if campaign is None:
+        return {"actions": []}
+    return {"actions": [{"type": "UpdateDeliveryStatus", "email": email,
+                         "externalId": campaign, "status": "Delivered"}]}
+"""
+
+
+def test_campaign_keys_of_a_case_answer_the_attribution_map(tmp_path: Path) -> None:
+    """``campaignKeys`` is what crm.campaign_for_key finds; without it, nothing."""
+    webhook = [{"json": {"email": "ann@x.test"}}]
+    root = module_with_cases(
+        tmp_path / "m",
+        {
+            "keys.json": [
+                {**case("ParseWebhookRequest", webhook, actions=[{**DELIVERED[0]}])}
+                | {"campaignKeys": {"msg-1": "c1"}},
+                case("ParseWebhookRequest", webhook, actions=[]),
+            ]
+        },
+    )
+    (root / "module.py").write_text(KEYED_SCRIPT)
+    report = run_module_cases(root, load_module(root, max_script_bytes=1 << 20))
+    assert [o.status for o in report.outcomes] == ["PASSED", "PASSED"], report.outcomes
+    bad = root / "tests" / "bad.json"
+    bad.write_text(
+        json.dumps(
+            [{**case("ParseWebhookRequest", webhook, actions=[]), "campaignKeys": {"msg-1": 5}}]
+        )
+    )
+    with pytest.raises(InvalidInput) as caught:
+        load_cases(bad, load_module(root, max_script_bytes=1 << 20), root)
+    assert [str(p) for p in caught.value.problems] == [
+        "tests/bad.json: $[0].campaignKeys: must map keys to campaign ids"
+    ]

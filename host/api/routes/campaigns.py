@@ -60,7 +60,9 @@ def list_campaigns(
 @tenant_work
 def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> CampaignOut:
     """`{id, status, externalId, error, progress: {stage, total, exported, prepared, skipped,
-    batches, percent}, stats: {values, fetchedAt, stale, error} | null}`."""
+    skippedBy, batches, percent}, stats: {values, fetchedAt, stale, error} | null}`;
+    ``skippedBy`` counts why recipients were left out (unsubscribed, bounced, complained,
+    noAddress, category)."""
     return CampaignOut.model_validate(host.campaigns.get(tenant_id, campaign_id))
 
 

@@ -15,6 +15,7 @@ from host.api.schemas import (
     TenantDeleted,
     TenantOut,
 )
+from host.marketing.suppression_policy import SuppressionPolicy
 
 router = checked_router(prefix="/api/v1/tenants", tags=["tenants"])
 
@@ -103,3 +104,20 @@ def rollback_module(
 ) -> EnablementOut:
     """Pin the version that was pinned before the current one."""
     return EnablementOut.model_validate(host.tenants.rollback(tenant_id, module_id))
+
+
+@router.get("/{tenant_id}/suppression-policy")
+@tenant_work
+def show_suppression_policy(tenant_id: TenantDep, host: HostDep) -> SuppressionPolicy:
+    """The tenant's suppression policy (the defaults until an admin sets one)."""
+    return host.suppression_policies.get(tenant_id)
+
+
+@router.put("/{tenant_id}/suppression-policy")
+def set_suppression_policy(
+    tenant_id: str, body: SuppressionPolicy, host: HostDep, _admin: AdminDep
+) -> SuppressionPolicy:
+    """Replace the tenant's suppression policy (a field left out takes its default): which
+    delivery events make a contact Bounced or Complained, after how many soft bounces in a
+    row, and whether a service's subscribe event lifts those."""
+    return host.suppression_policies.set(tenant_id, body)
