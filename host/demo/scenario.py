@@ -531,10 +531,12 @@ class DemoScenario:
         view = self.read(CampaignOut, "GET", f"/api/v1/tenants/{TENANT}/campaigns/{report.id}")
         skipped = view.progress.skipped
         recipients = len(audience) - skipped
-        # One line that adds up: chosen = skipped (unsubscribed earlier) + recipients, and
-        # recipients = messages (contacts with a linked chat) + those without a chat.
+        left_out = sorted((r, n) for r, n in view.progress.skipped_by.items() if n)
+        why = ", ".join(f"{n} {reason}" for reason, n in left_out)
+        # One line that adds up: chosen = left out (suppressed earlier, with the reasons) +
+        # recipients, and recipients = messages (contacts with a linked chat) + those without.
         return (
-            f"{report.status}: {len(audience)} contacts chosen, {skipped} unsubscribed skipped, "
+            f"{report.status}: {len(audience)} contacts chosen, {skipped} left out ({why}), "
             f"{recipients} recipients: {messages} messages sent, "
             f"{recipients - messages} without a chat"
         )
