@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -178,13 +179,20 @@ class Host:
         self.templates = TemplateService(db, self.invoker, self.tenants)
         self.invocation_log = InvocationLogReader(db)
         self.outbox = OutboxWorker.from_settings(db, settings)
-        self.actions = ActionApplier(db, self.hooks, on_mail_queued=self.outbox.wake)
+        self.actions = ActionApplier(
+            db,
+            self.hooks,
+            on_mail_queued=self.outbox.wake,
+            event_window=timedelta(days=settings.webhook_event_window_days),
+        )
         self.webhooks = WebhookReceiver(
             db,
             self.tenants,
             self.invoker,
             self.actions,
+            self.box,
             max_body_bytes=settings.webhook_max_body_bytes,
+            store_requests=settings.webhook_requests_max_bytes_per_tenant > 0,
         )
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds

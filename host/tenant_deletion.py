@@ -37,7 +37,9 @@ from host.db.models import (
     OutboxMessage,
     Template,
     Tenant,
+    WebhookEvent,
     WebhookReceipt,
+    WebhookRequest,
     utcnow,
 )
 from host.errors import NotFound
@@ -55,6 +57,8 @@ TENANT_TABLES: tuple[Any, ...] = (
     Template,
     Invocation,
     WebhookReceipt,
+    WebhookRequest,
+    WebhookEvent,
     OutboxMessage,
     ModuleStorage,
     Enablement,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
@@ -51,6 +51,7 @@ from host.contract.types import (
 from host.db.engine import Database
 from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, OutboxMessage
 from host.marketing.contact_rows import is_email
+from host.marketing.event_dedupe import DUPLICATE_EVENT, remember_events, repeated_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
     campaign_moves_forward,
@@ -74,6 +75,7 @@ SKIP_REASONS = (
     INVALID_EMAIL,
     EMAIL_TAKEN,
     NO_CHANGE,
+    DUPLICATE_EVENT,
 )
 """Why an action changed nothing; stable codes for receipts, events and dashboards."""
 
@@ -192,10 +194,12 @@ class ActionApplier:
         hooks: pluggy.PluginManager,
         *,
         on_mail_queued: Callable[[], None] | None = None,
+        event_window: timedelta = timedelta(days=7),
     ):
         self.db = db
         self.hooks = hooks
         self.on_mail_queued = on_mail_queued
+        self.event_window = event_window
 
     def apply(
         self,
@@ -223,8 +227,12 @@ class ActionApplier:
         that transaction committed."""
         outcome = ApplyOutcome()
         session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
+        event_ids = [a.eventId for a in actions if a.eventId is not None]
+        repeats = repeated_events(session, tenant_id, module_id, event_ids, self.event_window)
         for index, action in enumerate(actions):
             try:
+                if action.eventId in repeats:
+                    raise Skip(DUPLICATE_EVENT, f"event {action.eventId!r} was already applied")
                 self._apply_one(session, tenant_id, module_id, action, outcome)
             except Skip as skip:
                 outcome.skipped.append(
@@ -232,6 +240,7 @@ class ActionApplier:
                 )
             else:
                 outcome.applied.append(describe(index, action))
+        remember_events(session, tenant_id, module_id, [e for e in event_ids if e not in repeats])
         return outcome
 
     def announce(

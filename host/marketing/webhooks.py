@@ -39,6 +39,12 @@ Decisions a module author relies on:
   applied; the details go to the receipt and the invocation log, not to the caller. Actions
   that cannot be applied → 500 ``apply_failed``. Either way the module's storage writes of
   that request are not kept (only its ``durable=True`` writes, which commit at once).
+* **Stored requests and replay.** Every request that reached a module (failed ones too) is
+  stored sealed with its receipt (:mod:`host.marketing.webhook_store`), so an admin can
+  :meth:`WebhookReceiver.replay` it against the pinned or another version: either for real
+  (the same effects path as a live request; the new receipt names the one it replayed) or as
+  a dry run, which calls the module and reports which actions would be applied or skipped,
+  then rolls everything back (the module's ``durable=True`` writes excepted).
 """
 
 from __future__ import annotations
@@ -57,10 +63,12 @@ from sqlalchemy.orm import Session
 from host.calls import ModuleResult, mask_secrets
 from host.contract.types import FetchRequest, WebhookResponse, WebhookResult
 from host.db.engine import Database
-from host.db.models import WebhookReceipt
+from host.db.models import WebhookReceipt, WebhookRequest
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier, ApplyOutcome
+from host.marketing.webhook_store import list_requests, open_request, seal_request, store_request
+from host.secrets import SecretBox
 from host.tenants import RuntimeEnablement, TenantService
 from sandbox.invocation import redact_data
 
@@ -200,6 +208,34 @@ def failure_reply(status: int, kind: str) -> WebhookReply:
     return json_reply(status, {"error": kind, "message": "the webhook could not be processed"})
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a processed request comes from: its stored copy (None: not stored yet, store
+    it) and, for a replay, the receipt it replays."""
+
+    request_id: int | None = None
+    replay_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Processed:
+    """One request processed: the reply, its receipt and the actions' outcome (None when
+    the module or applying failed)."""
+
+    reply: WebhookReply
+    receipt_id: int | None
+    outcome: ApplyOutcome | None
+
+
+class DryRunDone(Exception):
+    """Raised inside the effects of a dry run, so the invoker rolls everything back."""
+
+    def __init__(self, outcome: ApplyOutcome, reply: WebhookReply):
+        super().__init__("dry run")
+        self.outcome = outcome
+        self.reply = reply
+
+
 class ApplyFailed(Exception):
     """Applying a webhook's actions (or writing its receipt) failed: everything of the
     request, its storage writes included, is rolled back and the receipt says why."""
@@ -218,14 +254,18 @@ class WebhookReceiver:
         tenants: TenantService,
         invoker: ModuleInvoker,
         actions: ActionApplier,
+        box: SecretBox,
         *,
         max_body_bytes: int,
+        store_requests: bool = True,
     ):
         self.db = db
         self.tenants = tenants
         self.invoker = invoker
         self.actions = actions
+        self.box = box
         self.max_body_bytes = max_body_bytes
+        self.store_requests = store_requests
 
     def target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
         """The enabled module the URL points to. Unknown tenant, module or token and a
@@ -236,38 +276,47 @@ class WebhookReceiver:
             raise NotFound("no such webhook") from None
 
     def refuse_oversized(self, target: RuntimeEnablement) -> WebhookReply:
-        """413 for a body over the cap; the module is not called."""
+        """413 for a body over the cap; the module is not called (nor the body stored)."""
         error = f"body_too_large: over {self.max_body_bytes} bytes"
-        self._record_failure(target, 413, error)
+        self._record_failure(target, 413, error, None, Provenance(request_id=-1))
         return failure_reply(413, "body_too_large")
 
     def handle(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
-        """Call the module and apply its actions; never raises for the module's faults.
+        """Call the module and apply its actions; never raises for the module's faults."""
+        return self.process(target, incoming, Provenance()).reply
 
-        The call's storage writes, the actions and the receipt are committed in ONE
-        transaction by the invoker (:meth:`ModuleInvoker.call_resolved`), so a request that
-        failed — the module, its value, or applying the actions — keeps none of them."""
+    def process(
+        self, target: RuntimeEnablement, incoming: IncomingRequest, origin: Provenance
+    ) -> Processed:
+        """Call the module and apply its actions, storing the request with the receipt.
+
+        The call's storage writes, the actions, the stored request and the receipt are
+        committed in ONE transaction by the invoker (:meth:`ModuleInvoker.call_resolved`),
+        so a request that failed — the module, its value, or applying the actions — keeps
+        none of them (its request and a failure receipt are then stored on their own)."""
         tenant_id, module_id = target.tenant_id, target.module_id
-        applied: list[tuple[WebhookResult, ApplyOutcome, WebhookReply]] = []
+        done: list[tuple[Processed, WebhookResult]] = []
 
         def commit_with(session: Session, called: ModuleResult) -> None:
             result: WebhookResult = called.value
             reply = reply_from(masked_response(result.response, target.secret_values))
             try:
                 outcome = self.actions.apply_in(session, tenant_id, module_id, result.actions)
-                session.add(
-                    WebhookReceipt(
-                        tenant_id=tenant_id,
-                        module_id=module_id,
-                        status_code=reply.status,
-                        applied=len(outcome.applied),
-                        skipped=outcome.skipped,
-                    )
+                receipt = WebhookReceipt(
+                    tenant_id=tenant_id,
+                    module_id=module_id,
+                    status_code=reply.status,
+                    applied=len(outcome.applied),
+                    skipped=outcome.skipped,
+                    request_id=self._stored(session, target, incoming, origin),
+                    replay_of=origin.replay_of,
+                    module_version=target.version,
                 )
+                session.add(receipt)
                 session.flush()  # a database error is the actions' failure, not the caller's
             except Exception as exc:
                 raise ApplyFailed(exc) from exc
-            applied.append((result, outcome, reply))
+            done.append((Processed(reply, receipt.id, outcome), result))
 
         try:
             self.invoker.call_resolved(
@@ -275,36 +324,165 @@ class WebhookReceiver:
             )
         except ModuleCallFailed as exc:
             status = 501 if exc.kind == "not_implemented" else 500
-            self._record_failure(target, status, f"{exc.kind}: {exc.message}")
-            return failure_reply(status, exc.kind)
+            receipt_id = self._record_failure(
+                target, status, f"{exc.kind}: {exc.message}", incoming, origin
+            )
+            return Processed(failure_reply(status, exc.kind), receipt_id, None)
         except ApplyFailed as failed:
             cause = failed.cause
             log.exception("applying webhook actions of %s/%s failed", tenant_id, module_id)
-            self._record_failure(target, 500, f"apply_failed: {type(cause).__name__}: {cause}")
-            return failure_reply(500, "apply_failed")
+            error = f"apply_failed: {type(cause).__name__}: {cause}"
+            receipt_id = self._record_failure(target, 500, error, incoming, origin)
+            return Processed(failure_reply(500, "apply_failed"), receipt_id, None)
         except (NotFound, Conflict):
             # disabled or removed between the lookup and the call
             raise NotFound("no such webhook") from None
-        result, outcome, reply = applied[0]
-        self.actions.announce(tenant_id, module_id, result.actions, outcome)
-        return reply
+        processed, result = done[0]
+        assert processed.outcome is not None
+        self.actions.announce(tenant_id, module_id, result.actions, processed.outcome)
+        return processed
 
-    def _record_failure(self, target: RuntimeEnablement, status: int, error: str) -> None:
+    def _stored(
+        self,
+        session: Session,
+        target: RuntimeEnablement,
+        incoming: IncomingRequest | None,
+        origin: Provenance,
+    ) -> int | None:
+        """The id of the request's stored copy, storing it now unless it already is (a
+        replay), it is not to be kept (an oversized body: -1) or storing is turned off."""
+        if origin.request_id is not None:
+            return origin.request_id if origin.request_id >= 0 else None
+        if incoming is None or not self.store_requests:
+            return None
+        sealed = seal_request(
+            self.box,
+            incoming.method,
+            incoming.url,
+            incoming.headers,
+            incoming.query_string,
+            incoming.body,
+        )
+        size = len(incoming.body) + sum(len(k) + len(v) for k, v in incoming.headers)
+        return store_request(session, target.tenant_id, target.module_id, sealed, size)
+
+    def _record_failure(
+        self,
+        target: RuntimeEnablement,
+        status: int,
+        error: str,
+        incoming: IncomingRequest | None,
+        origin: Provenance,
+    ) -> int | None:
         masked = mask_secrets(error, target.secret_values) or error
         try:
             with self.db.transaction() as session:
-                session.add(
-                    WebhookReceipt(
-                        tenant_id=target.tenant_id,
-                        module_id=target.module_id,
-                        status_code=status,
-                        applied=0,
-                        skipped=[],
-                        error=masked[:MAX_ERROR_CHARS],
-                    )
+                receipt = WebhookReceipt(
+                    tenant_id=target.tenant_id,
+                    module_id=target.module_id,
+                    status_code=status,
+                    applied=0,
+                    skipped=[],
+                    error=masked[:MAX_ERROR_CHARS],
+                    request_id=self._stored(session, target, incoming, origin),
+                    replay_of=origin.replay_of,
+                    module_version=target.version,
                 )
+                session.add(receipt)
+                session.flush()
+                return receipt.id
         except Exception:
             log.exception("could not record a webhook receipt")
+            return None
+
+    # --- stored requests and replay ----------------------------------------------------
+
+    def stored_requests(
+        self, tenant_id: str, *, module_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The tenant's stored requests, newest first, masked for display."""
+        secrets = self.tenants.secret_values_of(tenant_id)
+        return list_requests(
+            self.db, self.box, tenant_id, secrets, module_id=module_id, limit=limit
+        )
+
+    def replay(
+        self,
+        tenant_id: str,
+        receipt_id: int,
+        *,
+        version: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Run the request of receipt ``receipt_id`` again, on the module's pinned version or
+        ``version``. For real it takes the live path (actions applied, event ids deduped, a
+        new receipt with ``replayOf``); ``dry_run`` reports the actions that would be
+        applied and skipped and keeps nothing. NotFound when the receipt is not the
+        tenant's or its request is no longer stored; Conflict when the module is disabled."""
+        with self.db.transaction() as session:
+            receipt = session.get(WebhookReceipt, receipt_id)
+            if receipt is None or receipt.tenant_id != tenant_id:
+                raise NotFound(f"no webhook receipt {receipt_id} for tenant {tenant_id}")
+            module_id, request_id = receipt.module_id, receipt.request_id
+            stored = session.get(WebhookRequest, request_id) if request_id is not None else None
+            if stored is None or request_id is None:
+                raise NotFound(
+                    f"the request of webhook receipt {receipt_id} is not stored "
+                    "(never stored, or removed by retention)"
+                )
+            sealed = stored.sealed
+        opened = open_request(self.box, sealed)
+        incoming = IncomingRequest(
+            opened["method"], opened["url"], opened["headers"], opened["query"], opened["body"]
+        )
+        target = self.tenants.runtime(tenant_id, module_id, version)
+        if dry_run:
+            return self._dry_run(target, incoming, receipt_id)
+        processed = self.process(target, incoming, Provenance(request_id, receipt_id))
+        return self._report(target, receipt_id, processed, dry_run=False)
+
+    def _dry_run(
+        self, target: RuntimeEnablement, incoming: IncomingRequest, receipt_id: int
+    ) -> dict[str, Any]:
+        def apply_then_undo(session: Session, called: ModuleResult) -> None:
+            result: WebhookResult = called.value
+            reply = reply_from(masked_response(result.response, target.secret_values))
+            outcome = self.actions.apply_in(
+                session, target.tenant_id, target.module_id, result.actions
+            )
+            raise DryRunDone(outcome, reply)
+
+        try:
+            self.invoker.call_resolved(
+                target, FUNCTION, effects=apply_then_undo, request=fetch_request(incoming)
+            )
+        except DryRunDone as done:
+            return self._report(
+                target, receipt_id, Processed(done.reply, None, done.outcome), dry_run=True
+            )
+        except ModuleCallFailed as exc:
+            status = 501 if exc.kind == "not_implemented" else 500
+            report = self._report(
+                target, receipt_id, Processed(failure_reply(status, exc.kind), None, None), True
+            )
+            report["error"] = mask_secrets(f"{exc.kind}: {exc.message}", target.secret_values)
+            return report
+        raise AssertionError("a dry run always ends in DryRunDone")  # pragma: no cover
+
+    @staticmethod
+    def _report(
+        target: RuntimeEnablement, receipt_id: int, processed: Processed, dry_run: bool
+    ) -> dict[str, Any]:
+        outcome = processed.outcome
+        return {
+            "replayOf": receipt_id,
+            "version": target.version,
+            "dryRun": dry_run,
+            "receipt": processed.receipt_id,
+            "status": processed.reply.status,
+            "applied": outcome.applied if outcome else [],
+            "skipped": outcome.skipped if outcome else [],
+        }
 
     def receipts(self, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """The tenant's latest webhook receipts, newest first: what each request led to."""
@@ -319,11 +497,14 @@ class WebhookReceiver:
                 {
                     "id": row.id,
                     "module": row.module_id,
+                    "version": row.module_version,
                     "receivedAt": row.received_at.isoformat(),
                     "status": row.status_code,
                     "applied": row.applied,
                     "skipped": row.skipped,
                     "error": row.error,
+                    "requestId": row.request_id,
+                    "replayOf": row.replay_of,
                 }
                 for row in rows
             ]
