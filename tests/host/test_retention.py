@@ -125,6 +125,8 @@ def test_purge_through_the_cli_deletes_expired_rows_only(tmp_path: Path) -> None
     assert result.stdout.splitlines() == [
         "invocations: 1200 deleted (older than 30 days)",
         "webhook_receipts: 1200 deleted (older than 30 days)",
+        "webhook_requests: 0 deleted (older than 7 days)",
+        "webhook_events: 0 deleted (older than 7 days)",
         "deliveries: 1200 deleted (older than 180 days)",
     ]
     again = make_host(tmp_path / "host.db")

@@ -14,7 +14,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, Request, Response
+from fastapi import Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from host.api.bodies import capped_body, checked_router
 from host.api.deps import HostDep, TenantDep
@@ -120,3 +121,52 @@ def outbox(
     an SMTP relay configured, messages stay ``queued`` here."""
     host.tenants.get(tenant_id)
     return list_messages(host.db, tenant_id, status=status, limit=limit)
+
+
+@router.get(
+    "/api/v1/tenants/{tenant_id}/webhooks/requests",
+    tags=["webhooks"],
+    dependencies=[paged_by("limit")],
+)
+@tenant_work
+def webhook_requests(
+    tenant_id: TenantDep,
+    host: HostDep,
+    module: Annotated[str | None, Query(max_length=64, description="Only this module's")] = None,
+    limit: Limit = 100,
+) -> list[Any]:
+    """The stored webhook requests (kept for replay), newest first, masked: the URL's token,
+    credential and signature headers and every secret setting are `***`; the body is a
+    preview of its first 2000 characters."""
+    return host.webhooks.stored_requests(tenant_id, module_id=module, limit=limit)
+
+
+class ReplayRequest(BaseModel):
+    """What to replay the stored request against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(
+        None, min_length=1, max_length=64, description="A stored version; default the pinned one"
+    )
+    dryRun: bool = Field(
+        False, description="Report the actions that would be applied; keep nothing"
+    )
+
+
+@router.post("/api/v1/tenants/{tenant_id}/webhooks/receipts/{receipt_id}/replay", tags=["webhooks"])
+@tenant_work
+def replay_webhook(
+    tenant_id: TenantDep,
+    host: HostDep,
+    receipt_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: ReplayRequest | None = None,
+) -> dict[str, Any]:
+    """Run the stored request of a receipt again, on the pinned or the given version: for
+    real like a live request (actions applied, repeated event ids skipped, a new receipt
+    with `replayOf`), or with `dryRun` reporting `applied`/`skipped` without keeping
+    anything. 404 when the request is no longer stored, 409 when the module is disabled."""
+    options = body or ReplayRequest()
+    return host.webhooks.replay(
+        tenant_id, receipt_id, version=options.version, dry_run=options.dryRun
+    )
