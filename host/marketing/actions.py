@@ -1,6 +1,8 @@
 """Applying a module's WebhookResult actions to the CRM data, all in one transaction.
 
-Services deliver webhooks late, twice and out of order, so every action is idempotent: a
+Services deliver webhooks late, twice and out of order, so an action carrying a provider
+``eventId`` already applied is skipped (``host.marketing.event_dedupe``), and every action is
+idempotent anyway: a
 status only moves forward (``host.marketing.lifecycle``), stats are SET (never added), an
 unsubscribe already recorded is not recorded again (nor a resubscribe or a contact update
 that changes nothing). An action that names a campaign or

@@ -159,7 +159,9 @@ def test_a_stored_request_is_listed_masked_and_replayed(
         shown = listed.json()[0]
         assert shown["id"] == original["requestId"] and shown["module"] == "sendgrid"
         assert token not in json.dumps(listed.json()) and API_KEY not in json.dumps(listed.json())
-        assert ["authorization", "***"] in shown["headers"] and ["x-trace", "t1"] in shown["headers"]
+        assert ["authorization", "***"] in shown["headers"] and ["x-trace", "t1"] in shown[
+            "headers"
+        ]
         assert shown["body"] == body
         with db.transaction() as session:
             sealed = session.get(WebhookRequest, original["requestId"])
