@@ -218,6 +218,19 @@ class HostSettings(BaseSettings):
         description="Days a provider event id (an action's eventId) is remembered: a webhook "
         "bringing it again within the window applies none of that event's actions.",
     )
+    webhook_retry_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Runs of an acknowledge-first module's webhook request before it is given "
+        "up (each failed run leaves a receipt; the request stays stored for replay).",
+    )
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="Delay before the first retry; doubles per attempt (capped 1 h)."
+    )
+    webhook_background_workers: int = Field(
+        2, ge=1, le=64, description="Threads processing acknowledge-first webhook requests."
+    )
     retention_batch_size: int = Field(
         1000, ge=1, le=10_000, description="Most rows one purge transaction deletes."
     )

@@ -193,6 +193,9 @@ class Host:
             self.box,
             max_body_bytes=settings.webhook_max_body_bytes,
             store_requests=settings.webhook_requests_max_bytes_per_tenant > 0,
+            retry_attempts=settings.webhook_retry_attempts,
+            retry_s=settings.webhook_retry_seconds,
+            background_workers=settings.webhook_background_workers,
         )
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
@@ -249,17 +252,20 @@ class Host:
     def start(self) -> Self:
         """Open, then start the background work: campaign jobs (which first resume what a
         crash interrupted), the mail outbox (only with an SMTP relay), the purge of
-        deleted tenants and the retention purge of expired rows. Idempotent."""
+        deleted tenants, the retention purge of expired rows, and the acknowledge-first
+        webhook requests (first those a restart left pending). Idempotent."""
         self.open()
         self.outbox.start()
         self.campaign_runner.start()
         self.tenant_purger.start()
         self.retention.start()
+        self.webhooks.backlog.start(self.webhooks.pending_requests())
         return self
 
     def stop(self) -> None:
         """Stop the background work (running campaign jobs stay resumable); the database
         and the sandbox stay usable. Idempotent."""
+        self.webhooks.backlog.stop()
         self.retention.stop()
         self.tenant_purger.stop()
         self.campaign_runner.stop()

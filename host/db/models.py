@@ -342,6 +342,8 @@ class WebhookRequest(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     size_bytes: Mapped[int] = mapped_column(Integer)
     sealed: Mapped[str] = mapped_column(Text)
+    # acknowledged (acknowledge-first intake) and not processed yet: resumed after a restart
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class WebhookEvent(Base):

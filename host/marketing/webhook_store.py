@@ -65,9 +65,19 @@ def open_request(box: SecretBox, sealed: str) -> dict[str, Any]:
     }
 
 
-def store_request(session: Session, tenant_id: str, module_id: str, sealed: str, size: int) -> int:
+def store_request(
+    session: Session,
+    tenant_id: str,
+    module_id: str,
+    sealed: str,
+    size: int,
+    *,
+    pending: bool = False,
+) -> int:
     """Add the sealed request in the caller's transaction; its id."""
-    row = WebhookRequest(tenant_id=tenant_id, module_id=module_id, size_bytes=size, sealed=sealed)
+    row = WebhookRequest(
+        tenant_id=tenant_id, module_id=module_id, size_bytes=size, sealed=sealed, pending=pending
+    )
     session.add(row)
     session.flush()
     return row.id

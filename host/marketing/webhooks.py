@@ -45,6 +45,10 @@ Decisions a module author relies on:
   (the same effects path as a live request; the new receipt names the one it replayed) or as
   a dry run, which calls the module and reports which actions would be applied or skipped,
   then rolls everything back (the module's ``durable=True`` writes excepted).
+* **Acknowledge-first intake.** A module whose manifest has ``"webhook": {"mode":
+  "acknowledge-first"}`` is not called while the service waits: the request is stored and
+  answered ``200 {"ok": true}`` at once, then run in the background with retries
+  (:mod:`host.marketing.webhook_backlog`).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from host.db.models import WebhookReceipt, WebhookRequest
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier, ApplyOutcome
+from host.marketing.webhook_backlog import WebhookBacklog
 from host.marketing.webhook_store import list_requests, open_request, seal_request, store_request
 from host.secrets import SecretBox
 from host.tenants import RuntimeEnablement, TenantService
@@ -245,6 +250,19 @@ class ApplyFailed(Exception):
         self.cause = cause
 
 
+def request_size(incoming: IncomingRequest) -> int:
+    """Bytes a stored request counts against the tenant's quota (body and headers)."""
+    return len(incoming.body) + sum(len(k) + len(v) for k, v in incoming.headers)
+
+
+def incoming_of(box: SecretBox, sealed: str) -> IncomingRequest:
+    """A stored request as the route received it."""
+    opened = open_request(box, sealed)
+    return IncomingRequest(
+        opened["method"], opened["url"], opened["headers"], opened["query"], opened["body"]
+    )
+
+
 class WebhookReceiver:
     """Serves ``ANY /hooks/{tenant}/{module}/{token}`` for the HTTP route (and embedders)."""
 
@@ -258,6 +276,9 @@ class WebhookReceiver:
         *,
         max_body_bytes: int,
         store_requests: bool = True,
+        retry_attempts: int = 5,
+        retry_s: float = 10.0,
+        background_workers: int = 2,
     ):
         self.db = db
         self.tenants = tenants
@@ -266,6 +287,12 @@ class WebhookReceiver:
         self.box = box
         self.max_body_bytes = max_body_bytes
         self.store_requests = store_requests
+        self.backlog = WebhookBacklog(
+            self.process_stored,
+            max_attempts=retry_attempts,
+            retry_s=retry_s,
+            workers=background_workers,
+        )
 
     def target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
         """The enabled module the URL points to. Unknown tenant, module or token and a
@@ -282,8 +309,71 @@ class WebhookReceiver:
         return failure_reply(413, "body_too_large")
 
     def handle(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
-        """Call the module and apply its actions; never raises for the module's faults."""
+        """Call the module and apply its actions; never raises for the module's faults. A
+        module with acknowledge-first intake is only stored and queued here."""
+        if target.manifest.acknowledges_first:
+            return self._acknowledge(target, incoming)
         return self.process(target, incoming, Provenance()).reply
+
+    def _acknowledge(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
+        """Store the request as pending and answer 200 at once; the backlog runs it. Stored
+        even with storing turned off (0 bytes per tenant): it is the only copy."""
+        sealed = seal_request(
+            self.box,
+            incoming.method,
+            incoming.url,
+            incoming.headers,
+            incoming.query_string,
+            incoming.body,
+        )
+        try:
+            with self.db.transaction() as session:
+                request_id = store_request(
+                    session,
+                    target.tenant_id,
+                    target.module_id,
+                    sealed,
+                    request_size(incoming),
+                    pending=True,
+                )
+        except Exception:
+            log.exception("could not store a webhook request of %s", target.module_id)
+            return failure_reply(503, "unavailable")  # the service retries later
+        self.backlog.submit(request_id)
+        return json_reply(200, DEFAULT_BODY)
+
+    def pending_requests(self) -> list[int]:
+        """Acknowledged requests not processed yet (a restart resumes them), oldest first."""
+        with self.db.transaction() as session:
+            return list(
+                session.scalars(
+                    select(WebhookRequest.id)
+                    .where(WebhookRequest.pending.is_(True))
+                    .order_by(WebhookRequest.id)
+                )
+            )
+
+    def process_stored(self, request_id: int, last_attempt: bool) -> bool:
+        """Run an acknowledged request on the module's pinned version (for the backlog);
+        False asks for a retry. A module disabled or removed meanwhile ends it."""
+        with self.db.transaction() as session:
+            row = session.get(WebhookRequest, request_id)
+            if row is None or not row.pending:
+                return True
+            tenant_id, module_id, sealed = row.tenant_id, row.module_id, row.sealed
+        try:
+            target = self.tenants.runtime(tenant_id, module_id)
+            processed = self.process(target, incoming_of(self.box, sealed), Provenance(request_id))
+        except (NotFound, Conflict) as exc:
+            log.warning("webhook request %s dropped: %s", request_id, exc)
+            processed = None
+        if processed is not None and processed.outcome is None and not last_attempt:
+            return False
+        with self.db.transaction() as session:
+            row = session.get(WebhookRequest, request_id)
+            if row is not None:
+                row.pending = False
+        return True
 
     def process(
         self, target: RuntimeEnablement, incoming: IncomingRequest, origin: Provenance
@@ -363,8 +453,9 @@ class WebhookReceiver:
             incoming.query_string,
             incoming.body,
         )
-        size = len(incoming.body) + sum(len(k) + len(v) for k, v in incoming.headers)
-        return store_request(session, target.tenant_id, target.module_id, sealed, size)
+        return store_request(
+            session, target.tenant_id, target.module_id, sealed, request_size(incoming)
+        )
 
     def _record_failure(
         self,
@@ -431,10 +522,7 @@ class WebhookReceiver:
                     "(never stored, or removed by retention)"
                 )
             sealed = stored.sealed
-        opened = open_request(self.box, sealed)
-        incoming = IncomingRequest(
-            opened["method"], opened["url"], opened["headers"], opened["query"], opened["body"]
-        )
+        incoming = incoming_of(self.box, sealed)
         target = self.tenants.runtime(tenant_id, module_id, version)
         if dry_run:
             return self._dry_run(target, incoming, receipt_id)

@@ -1,7 +1,8 @@
 """webhook intake: stored requests (sealed) for replay, provider event ids for dedupe
 
 * ``webhook_requests`` — every webhook request exactly as received, sealed with the host's
-  secret key; kept by retention (days and bytes per tenant).
+  secret key; kept by retention (days and bytes per tenant). ``pending``: acknowledged
+  (acknowledge-first intake) and not processed yet.
 * ``webhook_events`` — (tenant, module, provider event id) already applied, for the
   configured window, so a repeated event applies none of its actions.
 * ``webhook_receipts.request_id / replay_of / module_version`` — a receipt names its stored
@@ -32,6 +33,7 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("size_bytes", sa.Integer(), nullable=False),
         sa.Column("sealed", sa.Text(), nullable=False),
+        sa.Column("pending", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
