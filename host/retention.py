@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from host.config import HostSettings
@@ -118,12 +118,14 @@ class RetentionPurger:
                     .order_by(WebhookEvent.seen_at)
                     .limit(self.policy.batch_size)
                 ).all()
-                for tenant_id, module_id, event_id in keys:
+                if keys:
                     session.execute(
                         delete(WebhookEvent).where(
-                            WebhookEvent.tenant_id == tenant_id,
-                            WebhookEvent.module_id == module_id,
-                            WebhookEvent.event_id == event_id,
+                            tuple_(
+                                WebhookEvent.tenant_id,
+                                WebhookEvent.module_id,
+                                WebhookEvent.event_id,
+                            ).in_([tuple(key) for key in keys])
                         )
                     )
             total += len(keys)
@@ -157,9 +159,10 @@ class RetentionPurger:
                             break
                         doomed.append(request_id)
                         excess -= size
-                    session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(doomed)))
+                    if doomed:
+                        session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(doomed)))
                 total += len(doomed)
-                if not rows:
+                if not doomed:
                     break
         return total
 
