@@ -305,7 +305,7 @@ class WebhookReceiver:
     def refuse_oversized(self, target: RuntimeEnablement) -> WebhookReply:
         """413 for a body over the cap; the module is not called (nor the body stored)."""
         error = f"body_too_large: over {self.max_body_bytes} bytes"
-        self._record_failure(target, 413, error, None, Provenance(request_id=-1))
+        self._record_failure(target, 413, error, None, Provenance())
         return failure_reply(413, "body_too_large")
 
     def handle(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
@@ -440,9 +440,10 @@ class WebhookReceiver:
         origin: Provenance,
     ) -> int | None:
         """The id of the request's stored copy, storing it now unless it already is (a
-        replay), it is not to be kept (an oversized body: -1) or storing is turned off."""
+        replay, a background run), it is not to be kept (no ``incoming``: an oversized
+        body) or storing is turned off."""
         if origin.request_id is not None:
-            return origin.request_id if origin.request_id >= 0 else None
+            return origin.request_id
         if incoming is None or not self.store_requests:
             return None
         sealed = seal_request(
