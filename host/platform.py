@@ -44,6 +44,7 @@ from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
 from host.marketing.stats import StatsService
 from host.marketing.templates import TemplateService
+from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
@@ -197,6 +198,7 @@ class Host:
             retry_s=settings.webhook_retry_seconds,
             background_workers=settings.webhook_background_workers,
         )
+        self.webhook_replay = WebhookReplay(self.webhooks)
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
         )

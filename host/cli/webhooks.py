@@ -75,4 +75,6 @@ def webhooks_replay(
     """Run a stored webhook request again; prints the outcome as JSON (the new receipt,
     the status the module answered, the applied and skipped actions)."""
     with open_host(database_url, home) as host:
-        print_json(host.webhooks.replay(tenant_id, receipt_id, version=version, dry_run=dry_run))
+        print_json(
+            host.webhook_replay.replay(tenant_id, receipt_id, version=version, dry_run=dry_run)
+        )

@@ -41,10 +41,8 @@ Decisions a module author relies on:
   that request are not kept (only its ``durable=True`` writes, which commit at once).
 * **Stored requests and replay.** Every request that reached a module (failed ones too) is
   stored sealed with its receipt (:mod:`host.marketing.webhook_store`), so an admin can
-  :meth:`WebhookReceiver.replay` it against the pinned or another version: either for real
-  (the same effects path as a live request; the new receipt names the one it replayed) or as
-  a dry run, which calls the module and reports which actions would be applied or skipped,
-  then rolls everything back (the module's ``durable=True`` writes excepted).
+  replay it against the pinned or another version, for real or as a dry run
+  (:mod:`host.marketing.webhook_replay`).
 * **Acknowledge-first intake.** A module whose manifest has ``"webhook": {"mode":
   "acknowledge-first"}`` is not called while the service waits: the request is stored and
   answered ``200 {"ok": true}`` at once, then run in the background with retries
@@ -230,15 +228,6 @@ class Processed:
     reply: WebhookReply
     receipt_id: int | None
     outcome: ApplyOutcome | None
-
-
-class DryRunDone(Exception):
-    """Raised inside the effects of a dry run, so the invoker rolls everything back."""
-
-    def __init__(self, outcome: ApplyOutcome, reply: WebhookReply):
-        super().__init__("dry run")
-        self.outcome = outcome
-        self.reply = reply
 
 
 class ApplyFailed(Exception):
@@ -497,81 +486,6 @@ class WebhookReceiver:
         return list_requests(
             self.db, self.box, tenant_id, secrets, module_id=module_id, limit=limit
         )
-
-    def replay(
-        self,
-        tenant_id: str,
-        receipt_id: int,
-        *,
-        version: str | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        """Run the request of receipt ``receipt_id`` again, on the module's pinned version or
-        ``version``. For real it takes the live path (actions applied, event ids deduped, a
-        new receipt with ``replayOf``); ``dry_run`` reports the actions that would be
-        applied and skipped and keeps nothing. NotFound when the receipt is not the
-        tenant's or its request is no longer stored; Conflict when the module is disabled."""
-        with self.db.transaction() as session:
-            receipt = session.get(WebhookReceipt, receipt_id)
-            if receipt is None or receipt.tenant_id != tenant_id:
-                raise NotFound(f"no webhook receipt {receipt_id} for tenant {tenant_id}")
-            module_id, request_id = receipt.module_id, receipt.request_id
-            stored = session.get(WebhookRequest, request_id) if request_id is not None else None
-            if stored is None or request_id is None:
-                raise NotFound(
-                    f"the request of webhook receipt {receipt_id} is not stored "
-                    "(never stored, or removed by retention)"
-                )
-            sealed = stored.sealed
-        incoming = incoming_of(self.box, sealed)
-        target = self.tenants.runtime(tenant_id, module_id, version)
-        if dry_run:
-            return self._dry_run(target, incoming, receipt_id)
-        processed = self.process(target, incoming, Provenance(request_id, receipt_id))
-        return self._report(target, receipt_id, processed, dry_run=False)
-
-    def _dry_run(
-        self, target: RuntimeEnablement, incoming: IncomingRequest, receipt_id: int
-    ) -> dict[str, Any]:
-        def apply_then_undo(session: Session, called: ModuleResult) -> None:
-            result: WebhookResult = called.value
-            reply = reply_from(masked_response(result.response, target.secret_values))
-            outcome = self.actions.apply_in(
-                session, target.tenant_id, target.module_id, result.actions
-            )
-            raise DryRunDone(outcome, reply)
-
-        try:
-            self.invoker.call_resolved(
-                target, FUNCTION, effects=apply_then_undo, request=fetch_request(incoming)
-            )
-        except DryRunDone as done:
-            return self._report(
-                target, receipt_id, Processed(done.reply, None, done.outcome), dry_run=True
-            )
-        except ModuleCallFailed as exc:
-            status = 501 if exc.kind == "not_implemented" else 500
-            report = self._report(
-                target, receipt_id, Processed(failure_reply(status, exc.kind), None, None), True
-            )
-            report["error"] = mask_secrets(f"{exc.kind}: {exc.message}", target.secret_values)
-            return report
-        raise AssertionError("a dry run always ends in DryRunDone")  # pragma: no cover
-
-    @staticmethod
-    def _report(
-        target: RuntimeEnablement, receipt_id: int, processed: Processed, dry_run: bool
-    ) -> dict[str, Any]:
-        outcome = processed.outcome
-        return {
-            "replayOf": receipt_id,
-            "version": target.version,
-            "dryRun": dry_run,
-            "receipt": processed.receipt_id,
-            "status": processed.reply.status,
-            "applied": outcome.applied if outcome else [],
-            "skipped": outcome.skipped if outcome else [],
-        }
 
     def receipts(self, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """The tenant's latest webhook receipts, newest first: what each request led to."""

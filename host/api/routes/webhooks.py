@@ -167,6 +167,6 @@ def replay_webhook(
     with `replayOf`), or with `dryRun` reporting `applied`/`skipped` without keeping
     anything. 404 when the request is no longer stored, 409 when the module is disabled."""
     options = body or ReplayRequest()
-    return host.webhooks.replay(
+    return host.webhook_replay.replay(
         tenant_id, receipt_id, version=options.version, dry_run=options.dryRun
     )
