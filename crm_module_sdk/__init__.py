@@ -256,8 +256,10 @@ class CRM_Marketing_SendEmailAction(TypedDict):
 
 class CRM_Marketing_ResubscribeAction(TypedDict):
     """Host extension (not in the original platform's list): the inverse of Unsubscribe. A category
-    id lifts only that category's unsubscription; ``{"all": true}`` lifts only the "unsubscribed
-    from everything" status. It never lifts a Bounced or Complained status.
+    id lifts only that category's unsubscription; ``{"all": true}`` makes the contact Subscribed
+    again: send it only for the service's explicit subscribe event for that address, since it
+    also lifts Bounced and Complained (unless the tenant's suppression policy says
+    ``providerSubscribeLifts: false``).
     """
 
     eventId: NotRequired[str | None]

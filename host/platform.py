@@ -35,6 +35,7 @@ from host.errors import Conflict
 from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
+from host.marketing.campaign_keys import CampaignKeys
 from host.marketing.campaigns import CampaignService
 from host.marketing.contact_erasure import ContactErasure
 from host.marketing.contact_search import ContactSearch
@@ -43,6 +44,7 @@ from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
 from host.marketing.stats import StatsService
+from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
 from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
@@ -178,6 +180,8 @@ class Host:
         self.tenant_deletion = TenantDeletion(db, batch_rows=settings.tenant_purge_batch_rows)
         self.tenant_purger = TenantPurger(self.tenant_deletion)
         self.templates = TemplateService(db, self.invoker, self.tenants)
+        self.suppression_policies = SuppressionPolicyService(db, self.tenants)
+        self.campaign_keys = CampaignKeys(db)
         self.invocation_log = InvocationLogReader(db)
         self.outbox = OutboxWorker.from_settings(db, settings)
         self.actions = ActionApplier(
@@ -318,7 +322,10 @@ class Host:
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""
-        return {"crm.contacts": self.contacts.script_callback(call.tenant_id)}
+        return {
+            "crm.contacts": self.contacts.script_callback(call.tenant_id),
+            **self.campaign_keys.script_callbacks(call.tenant_id, call.module_id),
+        }
 
     def delete_tenant(self, tenant_id: str) -> None:
         """Tombstone the tenant (gone from every surface at once) and wake the purge."""

@@ -26,6 +26,7 @@ from host.contract.enums import CampaignStatus
 from host.db.engine import Database
 from host.db.models import (
     Campaign,
+    CampaignKey,
     Contact,
     ContactSuppression,
     ContactUnsubscription,
@@ -35,6 +36,7 @@ from host.db.models import (
     Invocation,
     ModuleStorage,
     OutboxMessage,
+    SuppressionPolicySetting,
     Template,
     Tenant,
     WebhookEvent,
@@ -64,6 +66,8 @@ TENANT_TABLES: tuple[Any, ...] = (
     Enablement,
     IdempotencyKey,
     ContactSuppression,
+    SuppressionPolicySetting,
+    CampaignKey,
 )
 """Tables with a ``tenant_id``, in purge order (children before parents); deliveries, which
 belong to campaigns, go before all of them."""

@@ -42,18 +42,18 @@ def webhooks_list(
         ),
         (
             (
-                r["id"],
-                r["module"],
-                r["version"] or "",
-                r["receivedAt"],
-                r["status"],
-                r["applied"],
-                len(r["skipped"]),
-                r["replayOf"] or "",
-                r["requestId"] or "",
+                r.id,
+                r.module,
+                r.version or "",
+                r.received_at.isoformat(),
+                r.status,
+                r.applied,
+                len(r.skipped),
+                r.replay_of or "",
+                r.request_id or "",
             )
             for r in receipts
-            if module is None or r["module"] == module
+            if module is None or r.module == module
         ),
     )
 

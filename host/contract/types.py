@@ -123,8 +123,10 @@ class UnsubscribeAction(ActionModel):
 
 class ResubscribeAction(ActionModel):
     """Host extension (not in the original platform's list): the inverse of Unsubscribe. A
-    category id lifts only that category's unsubscription; ``{"all": true}`` lifts only the
-    "unsubscribed from everything" status. It never lifts a Bounced or Complained status."""
+    category id lifts only that category's unsubscription; ``{"all": true}`` makes the
+    contact Subscribed again: send it only for the service's explicit subscribe event for that
+    address, since it also lifts Bounced and Complained (unless the tenant's suppression policy
+    says ``providerSubscribeLifts: false``)."""
 
     type: Literal["Resubscribe"]
     email: str

@@ -56,6 +56,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -250,6 +251,23 @@ def incoming_of(box: SecretBox, sealed: str) -> IncomingRequest:
     return IncomingRequest(
         opened["method"], opened["url"], opened["headers"], opened["query"], opened["body"]
     )
+
+
+@dataclass(frozen=True)
+class ReceiptView:
+    """What one request on a webhook URL led to: the status answered, the actions applied,
+    the skipped ones with their reasons, or the error."""
+
+    id: int
+    module: str
+    received_at: datetime
+    status: int
+    applied: int
+    skipped: list[Any]
+    error: str | None
+    version: str | None = None
+    request_id: int | None = None
+    replay_of: int | None = None
 
 
 class WebhookReceiver:
@@ -487,7 +505,7 @@ class WebhookReceiver:
             self.db, self.box, tenant_id, secrets, module_id=module_id, limit=limit
         )
 
-    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[ReceiptView]:
         """The tenant's latest webhook receipts, newest first: what each request led to."""
         with self.db.transaction() as session:
             rows = session.scalars(
@@ -497,17 +515,17 @@ class WebhookReceiver:
                 .limit(limit)
             ).all()
             return [
-                {
-                    "id": row.id,
-                    "module": row.module_id,
-                    "version": row.module_version,
-                    "receivedAt": row.received_at.isoformat(),
-                    "status": row.status_code,
-                    "applied": row.applied,
-                    "skipped": row.skipped,
-                    "error": row.error,
-                    "requestId": row.request_id,
-                    "replayOf": row.replay_of,
-                }
+                ReceiptView(
+                    id=row.id,
+                    module=row.module_id,
+                    received_at=row.received_at,
+                    status=row.status_code,
+                    applied=row.applied,
+                    skipped=row.skipped,
+                    error=row.error,
+                    version=row.module_version,
+                    request_id=row.request_id,
+                    replay_of=row.replay_of,
+                )
                 for row in rows
             ]

@@ -26,7 +26,8 @@ marketing_campaign_id, or the custom arg CAMPAIGN_ARG; events without one change
     spamreport                   delivery Complained + unsubscribe from everything
     unsubscribe                  delivery Unsubscribed + unsubscribe from everything
     group_unsubscribe            delivery Unsubscribed + unsubscribe from category asm_group_id
-    group_resubscribe, account_status_change, others   logged, no action
+    group_resubscribe            Resubscribe to category asm_group_id (host extension)
+    account_status_change, others   logged, no action
 
 Each event's actions carry its sg_event_id as eventId (the docs' placeholder ids excepted),
 so a batch SendGrid retries — it retries for up to 72 hours after a failure or a timeout —
@@ -477,6 +478,10 @@ def actions_for(event):
         actions.append({"type": "Unsubscribe", "email": email, "externalId": {"all": True}})
     elif kind == "group_unsubscribe" and text_of(event.get("asm_group_id")):
         actions.append({"type": "Unsubscribe", "email": email,
+                        "externalId": text_of(event.get("asm_group_id"))})
+    elif kind == "group_resubscribe" and text_of(event.get("asm_group_id")):
+        # the recipient's explicit re-subscribe to one group: lifts that category only
+        actions.append({"type": "Resubscribe", "email": email,
                         "externalId": text_of(event.get("asm_group_id"))})
     if status is None and not actions:
         log(f"{kind or 'event'} for {email}: no CRM action")

@@ -86,7 +86,7 @@ EFFECTS: dict[str, Effect] = {
     "sendgrid_event_group_unsubscribe.json": Effect(
         1, {EX: "Unsubscribed"}, categories={EX: ["10"]}
     ),
-    # the host has no re-subscribe action: logged, nothing changes (see the module README)
+    # a re-subscribe to group 10: nothing to lift here (see the module README)
     "sendgrid_event_group_resubscribe.json": Effect(1, {EX: "Pending"}),
     "sendgrid_event_legacy_newsletter_unsubscribe.json": Effect(
         1, {NICK: "Unsubscribed"}, unsubscribed=frozenset({NICK})
@@ -103,10 +103,8 @@ EFFECTS: dict[str, Effect] = {
         1, native={("23314", TAD1): "Delivered"}
     ),
     # docs' one-of-each batch (placeholder ids must not collapse it): the complaint outranks
-    # the rest; unsubscribed from everything and from group 10 (the re-subscribe is logged)
-    "sendgrid_events_all.json": Effect(
-        11, {EX: "Complained"}, unsubscribed=frozenset({EX}), categories={EX: ["10"]}
-    ),
+    # the rest; unsubscribed from everything; group 10 left, then re-subscribed (it comes last)
+    "sendgrid_events_all.json": Effect(11, {EX: "Complained"}, unsubscribed=frozenset({EX})),
     "sendgrid_signed_single.body": Effect(1, {"hello@world.com": "Failed"}),
     "sendgrid_signed_multi.body": Effect(2, {"invalid@gmail.com": "SoftBounced"}),
 }
