@@ -492,6 +492,7 @@ class WebhookReplayOut(ApiModel):
     status: int
     applied: list[Any]
     skipped: list[Any]
+    error: str | None = Field(None, description="Why the module call failed, if it did")
 
 
 class OutboxMessageOut(ApiModel):
