@@ -217,6 +217,7 @@ class CRM_Marketing_MessengerBot(TypedDict):
 
 
 class CRM_Marketing_UpdateCampaignAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: Literal["UpdateCampaign"]
     externalId: str
     status: CRM_Marketing_CampaignStatus
@@ -224,12 +225,14 @@ class CRM_Marketing_UpdateCampaignAction(TypedDict):
 
 
 class CRM_Marketing_UpdateCampaignStatsAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: Literal["UpdateCampaignStats"]
     externalId: str
     stats: CRM_Marketing_CampaignStats
 
 
 class CRM_Marketing_UpdateDeliveryStatusAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: Literal["UpdateDeliveryStatus"]
     email: str
     externalId: str
@@ -237,12 +240,14 @@ class CRM_Marketing_UpdateDeliveryStatusAction(TypedDict):
 
 
 class CRM_Marketing_UnsubscribeAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: Literal["Unsubscribe"]
     email: str
     externalId: str | _AllCategories
 
 
 class CRM_Marketing_SendEmailAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: Literal["SendEmail"]
     email: str
     subject: str
@@ -257,6 +262,7 @@ class CRM_Marketing_ResubscribeAction(TypedDict):
     ``providerSubscribeLifts: false``).
     """
 
+    eventId: NotRequired[str | None]
     type: Literal["Resubscribe"]
     email: str
     externalId: str | _AllCategories
@@ -267,6 +273,7 @@ class CRM_Marketing_UpdateContactAction(TypedDict):
     ``email``: set its name, move it to ``newEmail``. Never changes a subscription.
     """
 
+    eventId: NotRequired[str | None]
     type: Literal["UpdateContact"]
     email: str
     name: NotRequired[str | None]

@@ -39,7 +39,9 @@ from host.db.models import (
     SuppressionPolicySetting,
     Template,
     Tenant,
+    WebhookEvent,
     WebhookReceipt,
+    WebhookRequest,
     utcnow,
 )
 from host.errors import NotFound
@@ -57,6 +59,8 @@ TENANT_TABLES: tuple[Any, ...] = (
     Template,
     Invocation,
     WebhookReceipt,
+    WebhookRequest,
+    WebhookEvent,
     OutboxMessage,
     ModuleStorage,
     Enablement,

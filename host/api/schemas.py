@@ -464,6 +464,35 @@ class WebhookReceiptOut(ApiModel):
     applied: int = Field(description="Actions applied")
     skipped: list[Any] = Field(description="Actions skipped, with their reasons")
     error: str | None
+    version: str | None = Field(None, description="The module version that served it")
+    request_id: int | None = Field(None, description="The stored request (for replay)")
+    replay_of: int | None = Field(None, description="The receipt this one replayed")
+
+
+class StoredRequestOut(ApiModel):
+    """A stored webhook request, masked: the URL's token, credential and signature headers
+    and every secret setting are `***`; `body` is a preview."""
+
+    id: int
+    module: str
+    received_at: str
+    size_bytes: int
+    method: str
+    url: str
+    headers: list[list[str]]
+    body: str
+    body_truncated: bool
+
+
+class WebhookReplayOut(ApiModel):
+    replay_of: int = Field(description="The receipt whose request was replayed")
+    version: str
+    dry_run: bool
+    receipt: int | None = Field(description="The new receipt (None for a dry run)")
+    status: int
+    applied: list[Any]
+    skipped: list[Any]
+    error: str | None = Field(None, description="Why the module call failed, if it did")
 
 
 class OutboxMessageOut(ApiModel):

@@ -1,6 +1,8 @@
 """Applying a module's WebhookResult actions to the CRM data, all in one transaction.
 
-Services deliver webhooks late, twice and out of order, so every action is idempotent: a
+Services deliver webhooks late, twice and out of order, so an action carrying a provider
+``eventId`` already applied is skipped (``host.marketing.event_dedupe``), and every action is
+idempotent anyway: a
 status only moves forward (``host.marketing.lifecycle``), stats are SET (never added), an
 unsubscribe already recorded is not recorded again (nor a resubscribe or a contact update
 that changes nothing). An action that names a campaign or
@@ -36,7 +38,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
@@ -58,6 +60,7 @@ from host.contract.types import (
 from host.db.engine import Database
 from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, OutboxMessage
 from host.marketing.contact_rows import is_email
+from host.marketing.event_dedupe import DUPLICATE_EVENT, remember_events, repeated_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
     SUBSCRIBER_RANK,
@@ -84,6 +87,7 @@ SKIP_REASONS = (
     INVALID_EMAIL,
     EMAIL_TAKEN,
     NO_CHANGE,
+    DUPLICATE_EVENT,
 )
 """Why an action changed nothing; stable codes for receipts, events and dashboards."""
 
@@ -208,10 +212,12 @@ class ActionApplier:
         hooks: pluggy.PluginManager,
         *,
         on_mail_queued: Callable[[], None] | None = None,
+        event_window: timedelta = timedelta(days=7),
     ):
         self.db = db
         self.hooks = hooks
         self.on_mail_queued = on_mail_queued
+        self.event_window = event_window
 
     def apply(
         self,
@@ -239,8 +245,12 @@ class ActionApplier:
         that transaction committed."""
         outcome = ApplyOutcome()
         session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
+        event_ids = [a.eventId for a in actions if a.eventId is not None]
+        repeats = repeated_events(session, tenant_id, module_id, event_ids, self.event_window)
         for index, action in enumerate(actions):
             try:
+                if action.eventId in repeats:
+                    raise Skip(DUPLICATE_EVENT, f"event {action.eventId!r} was already applied")
                 self._apply_one(session, tenant_id, module_id, action, outcome)
             except Skip as skip:
                 outcome.skipped.append(
@@ -248,6 +258,7 @@ class ActionApplier:
                 )
             else:
                 outcome.applied.append(describe(index, action))
+        remember_events(session, tenant_id, module_id, [e for e in event_ids if e not in repeats])
         return outcome
 
     def announce(

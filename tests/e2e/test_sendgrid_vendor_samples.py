@@ -36,6 +36,7 @@ from tests.host.conftest import make_host
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 VENDOR = MODULE_DIR / "tests" / "fixtures" / "vendor"
 VARIANT = "ss-variant"
+PLACEHOLDERS = ("sg_event_id", "sendgrid_internal_event_id")
 EX, ALEX, JOHN, JANE = (
     "example@test.com",
     "alex@example.com",
@@ -180,9 +181,24 @@ def receipts(host: Host) -> list[tuple[int, int, str | None]]:
 
 
 def with_single_send(raw: bytes, single_send_id: str) -> bytes:
+    """The sample's events tied to a campaign: other events, so other sg_event_ids (the host
+    applies an event id once; the docs' placeholder ids stay as they are)."""
     events = json.loads(raw)
     events = events if isinstance(events, list) else [events]
-    return json.dumps([{**e, "singlesend_id": single_send_id} for e in events]).encode()
+    return json.dumps(
+        [
+            {
+                **e,
+                "singlesend_id": single_send_id,
+                **(
+                    {"sg_event_id": f"{e['sg_event_id']}-{single_send_id}"}
+                    if "sg_event_id" in e and e["sg_event_id"] not in PLACEHOLDERS
+                    else {}
+                ),
+            }
+            for e in events
+        ]
+    ).encode()
 
 
 def test_the_copied_samples_are_the_published_bytes() -> None:
