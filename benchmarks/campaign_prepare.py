@@ -133,10 +133,10 @@ def run(size: int, batch_size: int) -> dict[str, float]:
             )
             started = time.perf_counter()
             created = host.campaigns.create("bench", draft, claim_for=owner)
-            stage = host.campaign_runner.run(created["id"], owner=owner)
+            stage = host.campaign_runner.run(created.id, owner=owner)
             wall = time.perf_counter() - started
-            shown = host.campaigns.get("bench", created["id"], with_stats=False)
-            assert stage == "done" and shown["progress"]["prepared"] == size, shown
+            shown = host.campaigns.get("bench", created.id, with_stats=False)
+            assert stage == "done" and shown.progress.prepared == size, shown
             workers = worker_peak_kib(host.sandbox.worker_pids(include_spares=True))
         finally:
             host.close()
@@ -148,7 +148,7 @@ def run(size: int, batch_size: int) -> dict[str, float]:
         "host_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "host_peak_before_mib": rss_before / 1024,
         "worker_peak_mib": max(workers, default=0) / 1024,
-        "batches": shown["progress"]["batches"],
+        "batches": shown.progress.batches,
     }
 
 

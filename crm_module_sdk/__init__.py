@@ -217,6 +217,7 @@ class CRM_Marketing_MessengerBot(TypedDict):
 
 
 class CRM_Marketing_UpdateCampaignAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["UpdateCampaign"]]
     externalId: str
     status: CRM_Marketing_CampaignStatus
@@ -224,12 +225,14 @@ class CRM_Marketing_UpdateCampaignAction(TypedDict):
 
 
 class CRM_Marketing_UpdateCampaignStatsAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["UpdateCampaignStats"]]
     externalId: str
     stats: CRM_Marketing_CampaignStats
 
 
 class CRM_Marketing_UpdateDeliveryStatusAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["UpdateDeliveryStatus"]]
     email: str
     externalId: str
@@ -237,12 +240,14 @@ class CRM_Marketing_UpdateDeliveryStatusAction(TypedDict):
 
 
 class CRM_Marketing_UnsubscribeAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["Unsubscribe"]]
     email: str
     externalId: str | _AllCategories
 
 
 class CRM_Marketing_SendEmailAction(TypedDict):
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["SendEmail"]]
     email: str
     subject: str
@@ -251,10 +256,13 @@ class CRM_Marketing_SendEmailAction(TypedDict):
 
 class CRM_Marketing_ResubscribeAction(TypedDict):
     """Host extension (not in the original platform's list): the inverse of Unsubscribe. A category
-    id lifts only that category's unsubscription; ``{"all": true}`` lifts only the "unsubscribed
-    from everything" status. It never lifts a Bounced or Complained status.
+    id lifts only that category's unsubscription; ``{"all": true}`` makes the contact Subscribed
+    again: send it only for the service's explicit subscribe event for that address, since it
+    also lifts Bounced and Complained (unless the tenant's suppression policy says
+    ``providerSubscribeLifts: false``).
     """
 
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["Resubscribe"]]
     email: str
     externalId: str | _AllCategories
@@ -265,6 +273,7 @@ class CRM_Marketing_UpdateContactAction(TypedDict):
     ``email``: set its name, move it to ``newEmail``. Never changes a subscription.
     """
 
+    eventId: NotRequired[str | None]
     type: NotRequired[Literal["UpdateContact"]]
     email: str
     name: NotRequired[str | None]

@@ -107,6 +107,16 @@ class _Crm:
     def contacts(self, ids: list[str]) -> list[Contact]:
         _outside()
 
+    def set_campaign_keys(self, campaignExternalId: str, keys: list[str]) -> int:
+        """Attribute ``keys`` (ids the service echoes per message, at most 5,000 per call,
+        each 1-255 chars) to the campaign ``campaignExternalId`` in a host table (no storage
+        quota; committed at once). Returns how many keys were new."""
+        _outside()
+
+    def campaign_for_key(self, key: str) -> str | None:
+        """The campaign externalId a key was attributed to, or None."""
+        _outside()
+
 
 settings: Mapping[str, Any] = {}
 """This tenant's settings for the module (read-only; secrets included)."""

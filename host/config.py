@@ -200,6 +200,37 @@ class HostSettings(BaseSettings):
         description="Days the deliveries (recipients and status history) of a finished campaign "
         "are kept after it finished; 0 keeps them forever. The campaign itself stays.",
     )
+    retention_webhook_requests_days: float = Field(
+        7.0,
+        ge=0,
+        description="Days stored webhook requests (sealed, for replay) are kept; 0 keeps them "
+        "forever (still bounded per tenant by CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT).",
+    )
+    webhook_requests_max_bytes_per_tenant: int = Field(
+        1024**3,
+        ge=0,
+        description="Most bytes of stored webhook requests per tenant; the purge deletes the "
+        "oldest above it. 0 stores no requests at all (no replay).",
+    )
+    webhook_event_window_days: float = Field(
+        7.0,
+        gt=0,
+        description="Days a provider event id (an action's eventId) is remembered: a webhook "
+        "bringing it again within the window applies none of that event's actions.",
+    )
+    webhook_retry_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Runs of an acknowledge-first module's webhook request before it is given "
+        "up (each failed run leaves a receipt; the request stays stored for replay).",
+    )
+    webhook_retry_seconds: float = Field(
+        10.0, gt=0, description="Delay before the first retry; doubles per attempt (capped 1 h)."
+    )
+    webhook_background_workers: int = Field(
+        2, ge=1, le=64, description="Threads processing acknowledge-first webhook requests."
+    )
     retention_batch_size: int = Field(
         1000, ge=1, le=10_000, description="Most rows one purge transaction deletes."
     )

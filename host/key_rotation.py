@@ -1,4 +1,5 @@
-"""Re-encrypt every sealed setting with the current key (``crm-host secrets rotate-key``).
+"""Re-encrypt every sealed setting and stored webhook request with the current key
+(``crm-host secrets rotate-key``).
 
 The first key of ``CRM_HOST_SECRET_KEYS`` encrypts; every key decrypts. Once every node runs
 with the new key first, this rewrites each sealed value with it, so the old key can be
@@ -12,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import select, tuple_
 
 from host.db.engine import Database
-from host.db.models import Enablement
+from host.db.models import Enablement, WebhookRequest
 from host.secrets import SecretBox, SecretKeyError
 
 DEFAULT_BATCH = 500
@@ -44,3 +45,30 @@ def rotate_sealed_settings(db: Database, box: SecretBox, *, batch_size: int = DE
         if len(rows) < batch_size:
             return resealed
         after = (rows[-1].tenant_id, rows[-1].module_id)
+
+
+def rotate_stored_requests(db: Database, box: SecretBox, *, batch_size: int = DEFAULT_BATCH) -> int:
+    """Reseal every stored webhook request with the current key; the number resealed. They
+    are sealed with the same key as the settings, so the old key can only go once these are
+    resealed too (or purged by retention)."""
+    resealed = 0
+    after = 0
+    while True:
+        with db.transaction() as session:
+            rows = session.scalars(
+                select(WebhookRequest)
+                .where(WebhookRequest.id > after)
+                .order_by(WebhookRequest.id)
+                .limit(batch_size)
+            ).all()
+            for row in rows:
+                try:
+                    row.sealed = box.reseal(row.sealed)
+                except SecretKeyError as exc:
+                    raise SecretKeyError(
+                        f"{exc.message} (stored webhook request {row.id})"
+                    ) from None
+        resealed += len(rows)
+        if len(rows) < batch_size:
+            return resealed
+        after = rows[-1].id

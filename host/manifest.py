@@ -353,6 +353,8 @@ class Manifest(BaseModel):
     egress: list[str] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=lambda: copy.deepcopy(EMPTY_SETTINGS_SCHEMA))
     limits: dict[str, Any] = Field(default_factory=dict)
+    #: webhook intake options (``{"mode": "acknowledge-first"}``); empty: respond
+    webhook: dict[str, Any] = Field(default_factory=dict)
     #: the contract version the module declares it was written for (None: not declared)
     contractVersion: str | None = None
 
@@ -395,9 +397,17 @@ class Manifest(BaseModel):
 
     @model_serializer(mode="wrap")
     def _undeclared_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A manifest that declares no ``contractVersion`` dumps as it did before the key
-        existed, so stored manifests and their content hashes stay what they were."""
+        """A manifest that declares no ``contractVersion`` (or ``webhook``) dumps as it did
+        before the key existed, so stored manifests and their content hashes stay what they were."""
         data: dict[str, Any] = handler(self)
         if data.get("contractVersion") is None:
             data.pop("contractVersion", None)
+        if not data.get("webhook"):
+            data.pop("webhook", None)
         return data
+
+    @property
+    def acknowledges_first(self) -> bool:
+        """Whether webhook requests are answered 200 at once and processed in the
+        background (the manifest's ``webhook.mode``)."""
+        return bool(self.webhook.get("mode") == "acknowledge-first")

@@ -12,7 +12,7 @@ from host.calls import ModuleCall, ModuleResult
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
 from host.module_storage import StorageChanges
-from sandbox.invocation import FetchFunction, HostCallback, Invocation, InvocationResult
+from sandbox.invocation import FetchNetwork, HostCallback, Invocation, InvocationResult
 from sandbox.pool import SandboxPool
 
 
@@ -23,12 +23,13 @@ def module_invocation(
     egress_allow: Sequence[str],
     callbacks: Mapping[str, HostCallback],
     storage: Mapping[str, Any] | None,
-    fetch: FetchFunction | None = None,
+    network: FetchNetwork | None = None,
 ) -> Invocation:
-    """``fetch`` replaces the egress-checked built-in fetch (``module run --record/--replay``
-    and ``module test`` pass one); it runs here, in the parent, never in the worker. What
-    belongs to the version (limits, egress policy, compiled-code key, file name) comes
-    ready-made from ``call.program``."""
+    """``network`` is what the egress-checked Fetcher connects through (``module run
+    --record/--replay`` and ``module test`` pass a recording or a replay); the Fetcher
+    itself, and with it the egress policy, is the server's in every case. What belongs to
+    the version (limits, egress policy, compiled-code key, file name) comes ready-made from
+    ``call.program``."""
     program = call.program
     return Invocation(
         source=program.script,
@@ -41,7 +42,7 @@ def module_invocation(
         egress=program.egress_policy(egress_allow),
         world=script_world(),
         storage=storage,
-        fetch=fetch,
+        network=network,
         callbacks=callbacks,
         redact=call.secret_values,
         label=f"{call.tenant_id}/{call.module_ref}",
@@ -93,7 +94,7 @@ def run_module_function(
     egress_allow: Sequence[str] = (),
     callbacks: Mapping[str, HostCallback] | None = None,
     storage: Mapping[str, Any] | None = None,
-    fetch: FetchFunction | None = None,
+    network: FetchNetwork | None = None,
 ) -> ModuleResult:
     invocation = module_invocation(
         call,
@@ -101,6 +102,6 @@ def run_module_function(
         egress_allow=egress_allow,
         callbacks=callbacks or {},
         storage=storage,
-        fetch=fetch,
+        network=network,
     )
     return as_module_result(call, pool.run(invocation), storage)

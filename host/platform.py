@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -34,6 +35,7 @@ from host.errors import Conflict
 from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
+from host.marketing.campaign_keys import CampaignKeys
 from host.marketing.campaigns import CampaignService
 from host.marketing.contact_erasure import ContactErasure
 from host.marketing.contact_search import ContactSearch
@@ -42,7 +44,9 @@ from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
 from host.marketing.stats import StatsService
+from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
+from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
@@ -176,16 +180,29 @@ class Host:
         self.tenant_deletion = TenantDeletion(db, batch_rows=settings.tenant_purge_batch_rows)
         self.tenant_purger = TenantPurger(self.tenant_deletion)
         self.templates = TemplateService(db, self.invoker, self.tenants)
+        self.suppression_policies = SuppressionPolicyService(db, self.tenants)
+        self.campaign_keys = CampaignKeys(db)
         self.invocation_log = InvocationLogReader(db)
         self.outbox = OutboxWorker.from_settings(db, settings)
-        self.actions = ActionApplier(db, self.hooks, on_mail_queued=self.outbox.wake)
+        self.actions = ActionApplier(
+            db,
+            self.hooks,
+            on_mail_queued=self.outbox.wake,
+            event_window=timedelta(days=settings.webhook_event_window_days),
+        )
         self.webhooks = WebhookReceiver(
             db,
             self.tenants,
             self.invoker,
             self.actions,
+            self.box,
             max_body_bytes=settings.webhook_max_body_bytes,
+            store_requests=settings.webhook_requests_max_bytes_per_tenant > 0,
+            retry_attempts=settings.webhook_retry_attempts,
+            retry_s=settings.webhook_retry_seconds,
+            background_workers=settings.webhook_background_workers,
         )
+        self.webhook_replay = WebhookReplay(self.webhooks)
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
         )
@@ -241,17 +258,20 @@ class Host:
     def start(self) -> Self:
         """Open, then start the background work: campaign jobs (which first resume what a
         crash interrupted), the mail outbox (only with an SMTP relay), the purge of
-        deleted tenants and the retention purge of expired rows. Idempotent."""
+        deleted tenants, the retention purge of expired rows, and the acknowledge-first
+        webhook requests (first those a restart left pending). Idempotent."""
         self.open()
         self.outbox.start()
         self.campaign_runner.start()
         self.tenant_purger.start()
         self.retention.start()
+        self.webhooks.backlog.start(self.webhooks.pending_requests())
         return self
 
     def stop(self) -> None:
         """Stop the background work (running campaign jobs stay resumable); the database
         and the sandbox stay usable. Idempotent."""
+        self.webhooks.backlog.stop()
         self.retention.stop()
         self.tenant_purger.stop()
         self.campaign_runner.stop()
@@ -302,7 +322,10 @@ class Host:
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""
-        return {"crm.contacts": self.contacts.script_callback(call.tenant_id)}
+        return {
+            "crm.contacts": self.contacts.script_callback(call.tenant_id),
+            **self.campaign_keys.script_callbacks(call.tenant_id, call.module_id),
+        }
 
     def delete_tenant(self, tenant_id: str) -> None:
         """Tombstone the tenant (gone from every surface at once) and wake the purge."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -105,12 +106,19 @@ def _register_checked(manager: pluggy.PluginManager, name: str, plugin: object) 
     return None
 
 
-def describe_plugins(manager: pluggy.PluginManager) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    hooks: list[str]
+    """The hooks it implements, sorted."""
+
+
+def describe_plugins(manager: pluggy.PluginManager) -> list[PluginInfo]:
     """Registered plugins and the hooks each implements (the ``/-/plugins`` listing)."""
     described = []
     for name, plugin in manager.list_name_plugin():
         hooks = sorted(h.name for h in manager.get_hookcallers(plugin) or [])
-        described.append({"name": name, "hooks": hooks})
+        described.append(PluginInfo(name, hooks))
     return described
 
 

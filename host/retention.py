@@ -1,5 +1,9 @@
-"""Retention: invocation log rows (with their captured logs), webhook receipts and the
-deliveries of finished campaigns are deleted once older than their configured number of days.
+"""Retention: invocation log rows (with their captured logs), webhook receipts, stored
+webhook requests, remembered provider event ids and the deliveries of finished campaigns are
+deleted once older than their configured number of days. Stored webhook requests are also
+bounded per tenant (``CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT``): above it the oldest
+go first. Event ids are kept for exactly their dedupe window
+(``CRM_HOST_WEBHOOK_EVENT_WINDOW_DAYS``): an older one no longer makes a repeat.
 
 At 100 webhooks a second these tables gain millions of rows a day. The purge deletes at most
 ``batch_size`` rows per transaction, oldest first, through the timestamp indexes, so a purge
@@ -20,16 +24,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from host.config import HostSettings
 from host.db.engine import Database
-from host.db.models import Campaign, Delivery, Invocation, WebhookReceipt
+from host.db.models import (
+    Campaign,
+    Delivery,
+    Invocation,
+    WebhookEvent,
+    WebhookReceipt,
+    WebhookRequest,
+)
 
 log = logging.getLogger(__name__)
 
-KINDS = ("invocations", "webhook_receipts", "deliveries")
+KINDS = ("invocations", "webhook_receipts", "webhook_requests", "webhook_events", "deliveries")
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,10 @@ class RetentionPolicy:
     webhook_receipts_days: float
     deliveries_days: float
     batch_size: int
+    webhook_requests_days: float = 7.0
+    webhook_events_days: float = 7.0
+    webhook_requests_max_bytes: int = 1024**3
+    """Most bytes of stored requests per tenant (0: none are stored, nothing to bound)."""
 
     @classmethod
     def from_settings(cls, settings: HostSettings) -> RetentionPolicy:
@@ -48,6 +63,9 @@ class RetentionPolicy:
             settings.retention_webhook_receipts_days,
             settings.retention_deliveries_days,
             settings.retention_batch_size,
+            webhook_requests_days=settings.retention_webhook_requests_days,
+            webhook_events_days=settings.webhook_event_window_days,
+            webhook_requests_max_bytes=settings.webhook_requests_max_bytes_per_tenant,
         )
 
     def days(self, kind: str) -> float:
@@ -70,12 +88,15 @@ class RetentionPurger:
         purges: dict[str, Callable[[datetime], int]] = {
             "invocations": self._purge_invocations,
             "webhook_receipts": self._purge_receipts,
+            "webhook_requests": self._purge_requests,
+            "webhook_events": self._purge_events,
             "deliveries": self._purge_deliveries,
         }
         deleted: dict[str, int] = {}
         for kind, purge in purges.items():
             days = self.policy.days(kind)
             deleted[kind] = purge(now - timedelta(days=days)) if days > 0 else 0
+        deleted["webhook_requests"] += self._purge_requests_over_quota()
         return deleted
 
     def _purge_invocations(self, cutoff: datetime) -> int:
@@ -84,9 +105,70 @@ class RetentionPurger:
     def _purge_receipts(self, cutoff: datetime) -> int:
         return self._purge_by_id(WebhookReceipt, WebhookReceipt.received_at, cutoff)
 
+    def _purge_requests(self, cutoff: datetime) -> int:
+        return self._purge_by_id(WebhookRequest, WebhookRequest.received_at, cutoff)
+
+    def _purge_events(self, cutoff: datetime) -> int:
+        total = 0
+        while not self._stop.is_set():
+            with self.db.transaction() as session:
+                keys = session.execute(
+                    select(WebhookEvent.tenant_id, WebhookEvent.module_id, WebhookEvent.event_id)
+                    .where(WebhookEvent.seen_at < cutoff)
+                    .order_by(WebhookEvent.seen_at)
+                    .limit(self.policy.batch_size)
+                ).all()
+                if keys:
+                    session.execute(
+                        delete(WebhookEvent).where(
+                            tuple_(
+                                WebhookEvent.tenant_id,
+                                WebhookEvent.module_id,
+                                WebhookEvent.event_id,
+                            ).in_([tuple(key) for key in keys])
+                        )
+                    )
+            total += len(keys)
+            if len(keys) < self.policy.batch_size:
+                break
+        return total
+
+    def _purge_requests_over_quota(self) -> int:
+        """Per tenant over the byte quota: delete its oldest stored requests until under."""
+        quota = self.policy.webhook_requests_max_bytes
+        with self.db.transaction() as session:
+            over = session.execute(
+                select(WebhookRequest.tenant_id, func.sum(WebhookRequest.size_bytes))
+                .group_by(WebhookRequest.tenant_id)
+                .having(func.sum(WebhookRequest.size_bytes) > quota)
+            ).all()
+        total = 0
+        for tenant_id, used in over:
+            excess = int(used) - quota
+            while excess > 0 and not self._stop.is_set():
+                with self.db.transaction() as session:
+                    rows = session.execute(
+                        select(WebhookRequest.id, WebhookRequest.size_bytes)
+                        .where(WebhookRequest.tenant_id == tenant_id)
+                        .order_by(WebhookRequest.id)
+                        .limit(self.policy.batch_size)
+                    ).all()
+                    doomed: list[int] = []
+                    for request_id, size in rows:
+                        if excess <= 0:
+                            break
+                        doomed.append(request_id)
+                        excess -= size
+                    if doomed:
+                        session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(doomed)))
+                total += len(doomed)
+                if not doomed:
+                    break
+        return total
+
     def _purge_by_id(
         self,
-        model: type[Invocation] | type[WebhookReceipt],
+        model: type[Invocation] | type[WebhookReceipt] | type[WebhookRequest],
         stamp: InstrumentedAttribute[datetime],
         cutoff: datetime,
     ) -> int:

@@ -26,6 +26,7 @@ from host.contract.enums import CampaignStatus
 from host.db.engine import Database
 from host.db.models import (
     Campaign,
+    CampaignKey,
     Contact,
     ContactSuppression,
     ContactUnsubscription,
@@ -35,9 +36,12 @@ from host.db.models import (
     Invocation,
     ModuleStorage,
     OutboxMessage,
+    SuppressionPolicySetting,
     Template,
     Tenant,
+    WebhookEvent,
     WebhookReceipt,
+    WebhookRequest,
     utcnow,
 )
 from host.errors import NotFound
@@ -55,11 +59,15 @@ TENANT_TABLES: tuple[Any, ...] = (
     Template,
     Invocation,
     WebhookReceipt,
+    WebhookRequest,
+    WebhookEvent,
     OutboxMessage,
     ModuleStorage,
     Enablement,
     IdempotencyKey,
     ContactSuppression,
+    SuppressionPolicySetting,
+    CampaignKey,
 )
 """Tables with a ``tenant_id``, in purge order (children before parents); deliveries, which
 belong to campaigns, go before all of them."""

@@ -43,9 +43,6 @@ class TenantInfo:
     name: str
     created_at: datetime
 
-    def as_dict(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "createdAt": self.created_at.isoformat()}
-
 
 @dataclass(frozen=True)
 class EnablementInfo:
@@ -58,17 +55,6 @@ class EnablementInfo:
     enabled: bool
     settings: dict[str, Any]
     webhook_url: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tenant": self.tenant_id,
-            "module": self.module_id,
-            "version": self.version,
-            "previousVersion": self.previous_version,
-            "enabled": self.enabled,
-            "settings": self.settings,
-            "webhookUrl": self.webhook_url,
-        }
 
 
 @dataclass(frozen=True)

@@ -295,8 +295,6 @@ class Conversation:
         if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
             timeout = min(timeout, float(asked))
         request = {**request, "timeout": timeout}
-        if inv.fetch is not None:
-            return self._custom_fetch(inv.fetch, request)
         if inv.egress is None:
             return _failure(
                 errors.EgressDenied("fetch() is not available: this module declares no egress")
@@ -313,6 +311,7 @@ class Conversation:
         if self._fetcher is None:
             from sandbox.fetch import Fetcher, FetchLimits
 
+            network = self.invocation.network
             self._fetcher = Fetcher(
                 self.invocation.egress,
                 FetchLimits(
@@ -320,27 +319,11 @@ class Conversation:
                     timeout_s=self.limits.fetch_timeout_s,
                     max_response_bytes=self.limits.max_response_bytes,
                 ),
+                resolver=network.resolver if network else None,
+                transport_factory=network.transport_factory if network else None,
                 secrets=self.invocation.redact,
             )
         return self._fetcher
-
-    def _custom_fetch(self, fetch: Any, request: dict[str, Any]) -> dict[str, Any]:
-        method = str(request.get("method") or "GET").upper()
-        record: dict[str, Any] = {"method": method, "url": str(request.get("url", ""))}
-        started = time.monotonic()
-        try:
-            response = fetch(request)
-            record["status"] = response.get("status") if isinstance(response, dict) else None
-            return _success(response)
-        except errors.SandboxError as exc:
-            record["error"] = exc.kind
-            return _failure(exc)
-        except Exception as exc:
-            record["error"] = "script_error"
-            return _failure(errors.ScriptError(f"fetch failed ({type(exc).__name__}: {exc})"))
-        finally:
-            record["ms"] = round((time.monotonic() - started) * 1000, 3)
-            self.records.append(record)
 
     def _call(self, name: Any, args: Any) -> dict[str, Any]:
         callback = self.invocation.callbacks.get(name) if isinstance(name, str) else None

@@ -28,6 +28,7 @@ import httpx
 
 from sandbox.egress import EgressPolicy, Resolver, UnresolvableHost
 from sandbox.errors import EgressDenied, FetchFailed, LimitExceeded, SandboxError
+from sandbox.invocation import redact_text
 from sandbox.response_body import CappedBody, decode_text, raw_chunks
 from sandbox.transport import PinnedTransport
 
@@ -90,11 +91,14 @@ def _lower(current: Any, asked: Any) -> Any:
 
 @dataclass
 class FetchRecord:
-    """One HTTP request (each redirect hop is its own record) for the invocation log.
+    """One HTTP request (each redirect hop is its own record) for the fetch log: the
+    invocation log, ``module run --show-log`` and recordings all show these fields.
 
-    The URL is deliberately absent: query strings often carry API keys."""
+    ``url`` is the full URL with the invocation's secret values masked (path and query
+    included, also percent-encoded), so an API key in a query string never reaches a log."""
 
     method: str
+    url: str
     host: str
     status: int | None = None
     bytes: int = 0
@@ -172,6 +176,7 @@ class Fetcher:
                 self.records.append(
                     FetchRecord(
                         str(request.get("method") or "GET").upper(),
+                        self._shown_url(request.get("url")),
                         _host_of(request.get("url")),
                         error=LimitExceeded.kind,
                     )
@@ -282,6 +287,9 @@ class Fetcher:
             f"too many redirects (more than {MAX_REDIRECTS}) from {_host_of(call.url)}"
         )
 
+    def _shown_url(self, url: object) -> str:
+        return redact_text(str(url if url is not None else ""), self.secrets)
+
     def _carries_secret(self, value: str) -> bool:
         return any(secret in value for secret in self.secrets)
 
@@ -308,7 +316,7 @@ class Fetcher:
         params: dict[str, str] | None,
         call: _Call,
     ) -> tuple[httpx.Response, FetchRecord, float]:
-        record = FetchRecord(method, _host_of(url))
+        record = FetchRecord(method, self._shown_url(url), _host_of(url))
         self.records.append(record)
         started = self._clock()
         remaining = call.deadline - started
@@ -325,6 +333,7 @@ class Fetcher:
             )
             request.headers["accept-encoding"] = "gzip, deflate"
             record.host = request.url.host or record.host
+            record.url = self._shown_url(request.url)
             response = self._client.send(request, stream=True)
             self._client.cookies.clear()  # no ambient state: a script sends cookies itself
             return response, record, started
@@ -334,7 +343,8 @@ class Fetcher:
             self._explain_invalid(url, record)
             record.error = FetchFailed.kind
             raise FetchFailed(f"invalid URL for {record.host}: {exc}") from exc
-        except (EgressDenied, LimitExceeded, FetchFailed) as exc:
+        except SandboxError as exc:
+            # the policy's verdict, or a replay's "nothing recorded for this request"
             self._fail(record, started, exc)
             raise
         except UnresolvableHost as exc:

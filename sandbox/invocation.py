@@ -32,8 +32,21 @@ REDACTED = "***"
 
 #: a host callback: receives the script's positional arguments, returns JSON-compatible data
 HostCallback = Callable[[list[Any]], Any]
-#: a fetch implementation: FetchRequest dict in, FetchResponse dict out (performed in parent)
-FetchFunction = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class FetchNetwork:
+    """What an invocation's ``fetch()`` connects through, below the egress-checked Fetcher.
+
+    ``resolver(host, port) -> [ip, ...]`` replaces DNS; ``transport_factory()`` builds the
+    transport that receives each request already checked and pinned to an IP (an
+    ``httpx.BaseTransport``; see ``sandbox.transport.PinnedTransport``). Why only these two:
+    a recording or a replay swaps where bytes come from, never the checks — the egress
+    policy, request validation, redirect rules and size caps run unchanged (httpx's
+    ``MockTransport`` habit). ``None`` for either means the real one."""
+
+    resolver: Callable[[str, int], Sequence[str]] | None = None
+    transport_factory: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,10 +63,11 @@ class Invocation:
     #: the script's read-only ``settings`` (secrets included; list them in ``redact``)
     settings: Mapping[str, Any] = field(default_factory=dict)
     limits: Limits = DEFAULT_LIMITS
-    #: an ``sandbox.egress.EgressPolicy``; fetch() is denied when neither it nor ``fetch``
+    #: an ``sandbox.egress.EgressPolicy``; fetch() is denied without one
     egress: Any = None
-    #: overrides the built-in Fetcher (fakes in tests, recorded replays); runs in the parent
-    fetch: FetchFunction | None = None
+    #: where the Fetcher's checked requests go (recordings, replays, fakes in tests); the
+    #: Fetcher itself runs in the parent and is never replaced
+    network: FetchNetwork | None = None
     #: a ``sandbox.world.WorldSpec`` (or its dict form) describing extra globals
     world: Any = None
     #: the (tenant, module) storage snapshot the script starts from

@@ -14,20 +14,43 @@ from __future__ import annotations
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from sandbox.egress import EgressPolicy, Resolver, UnresolvableHost
+from sandbox.egress import EgressPolicy, EgressTarget, Resolver, UnresolvableHost
 from sandbox.errors import SandboxError
 
-_EXTENSION_TARGET = "crm_egress_target"
+#: The request extension under which the inner transport finds the :class:`PinnedHop`.
+PINNED_HOP = "crm_pinned_hop"
 
 _default_ssl_context: ssl.SSLContext | None = None
 
 
-def _default_inner(verify: Any) -> Callable[[], httpx.BaseTransport]:
-    """Connecting transports share one SSL context (loading the CA bundle costs ~50 ms)."""
+@dataclass(frozen=True)
+class PinnedHop:
+    """What the policy decided for one request, handed to the inner transport with it.
+
+    A transport that records traffic keeps ``url`` (what the script asked for, not the
+    pinned IP) and ``target.addresses`` (what the name resolved to), so a replay can answer
+    the same request and the policy can judge the same addresses again."""
+
+    url: httpx.URL
+    target: EgressTarget
+
+
+def pinned_hop(request: httpx.Request) -> PinnedHop:
+    """The hop a request reaching an inner transport belongs to (set by PinnedTransport)."""
+    hop = request.extensions.get(PINNED_HOP)
+    if not isinstance(hop, PinnedHop):
+        raise TypeError("the request did not come through PinnedTransport")
+    return hop
+
+
+def connecting_transport_factory(verify: Any = True) -> Callable[[], httpx.BaseTransport]:
+    """Transports that really connect (to the pinned IP they are given, no proxy, no
+    environment). They share one SSL context (loading the CA bundle costs ~50 ms)."""
     context: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
 
     def make() -> httpx.BaseTransport:
@@ -50,10 +73,12 @@ class PinnedTransport(httpx.BaseTransport):
     """Checks every request against the policy and connects to the pinned IP only.
 
     The request reaching the inner transport has the pinned IP as its URL host, the original
-    ``Host`` header, and ``sni_hostname`` set to the original name, so certificates are
-    verified for the name the script asked for. Inner transports are kept per
-    (scheme, host, port) so a TLS connection verified for one name is never reused for
-    another name that happens to share the IP.
+    ``Host`` header, ``sni_hostname`` set to the original name, so certificates are
+    verified for the name the script asked for, and its :class:`PinnedHop` (see
+    :func:`pinned_hop`). The inner transport is what a caller swaps: one that records
+    exchanges, or one that answers from a recording — the policy runs the same either way.
+    Inner transports are kept per (scheme, host, port) so a TLS connection verified for one
+    name is never reused for another name that happens to share the IP.
     """
 
     def __init__(
@@ -66,7 +91,7 @@ class PinnedTransport(httpx.BaseTransport):
     ):
         self.policy = policy
         self.resolver = resolver or policy.resolver
-        self._inner_factory = inner_factory or _default_inner(verify)
+        self._inner_factory = inner_factory or connecting_transport_factory(verify)
         self._inners: dict[tuple[str, str, int], httpx.BaseTransport] = {}
         self.resolutions = 0
 
@@ -80,8 +105,7 @@ class PinnedTransport(httpx.BaseTransport):
             userinfo=bool(url.userinfo),
             resolver=self._bounded_resolver(timeout),
         )
-        request.extensions[_EXTENSION_TARGET] = target
-        extensions = {k: v for k, v in request.extensions.items() if k != _EXTENSION_TARGET}
+        extensions = {**request.extensions, PINNED_HOP: PinnedHop(url, target)}
         if target.scheme == "https" and not target.host_is_ip:
             extensions["sni_hostname"] = target.host
         pinned = httpx.Request(

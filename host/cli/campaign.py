@@ -16,9 +16,11 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from host.api.schemas import CampaignOut
 from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import err, fail, handles_errors, out, print_json
-from host.marketing.campaigns import CampaignDraft
+from host.marketing.campaign_job import CampaignProgress
+from host.marketing.campaigns import CampaignDraft, CampaignView
 from host.marketing.job_runner import new_owner
 from host.marketing.lifecycle import FINAL_STAGES
 from host.platform import Host
@@ -78,8 +80,8 @@ def campaign_send(
     with open_host(database_url, home) as host:
         owner = new_owner()
         created = host.campaigns.create(tenant_id, draft, claim_for=owner)
-        err.print(f"campaign {created['id']} created", markup=False, highlight=False)
-        _run(host, tenant_id, created["id"], owner)
+        err.print(f"campaign {created.id} created", markup=False, highlight=False)
+        _run(host, tenant_id, created.id, owner)
 
 
 @app.command("run")
@@ -97,7 +99,7 @@ def campaign_run(
         owner = new_owner()
         if host.campaign_runner.claim(campaign_id, owner=owner) is None:
             shown = host.campaigns.get(tenant_id, campaign_id, with_stats=False)
-            if shown["progress"]["stage"] in FINAL_STAGES:
+            if shown.progress.stage in FINAL_STAGES:
                 _summary(shown, 0.0, 0)
                 return
             raise fail(f"campaign {campaign_id} is being run by another process")
@@ -117,28 +119,28 @@ def campaign_status(
     with open_host(database_url, home, read_only=True) as host:
         shown = host.campaigns.get(tenant_id, campaign_id)
     if as_json:
-        print_json(shown)
+        print_json(CampaignOut.model_validate(shown))
         return
-    progress = shown["progress"]
+    progress = shown.progress
     out.print(
-        f"{shown['name']} ({shown['type']}, {shown['module']}): {shown['status']}, "
-        f"stage {progress['stage']} {progress['percent']}%",
+        f"{shown.name} ({shown.type}, {shown.module}): {shown.status}, "
+        f"stage {progress.stage} {progress.percent}%",
         markup=False,
         highlight=False,
     )
     out.print(
-        f"externalId: {shown['externalId'] or '-'}; recipients {progress['prepared']}/"
-        f"{progress['total'] - progress['skipped']}, skipped {progress['skipped']}, "
-        f"batches {progress['batches']}",
+        f"externalId: {shown.external_id or '-'}; recipients {progress.prepared}/"
+        f"{progress.total - progress.skipped}, skipped {progress.skipped}, "
+        f"batches {progress.batches}",
         markup=False,
         highlight=False,
     )
-    if shown["error"]:
-        out.print(f"error: {shown['error']}", markup=False, highlight=False)
-    stats = shown.get("stats")
-    if stats and stats.get("values"):
-        values = ", ".join(f"{k} {v}" for k, v in stats["values"].items())
-        stale = " (stale)" if stats["stale"] else ""
+    if shown.error:
+        out.print(f"error: {shown.error}", markup=False, highlight=False)
+    stats = shown.stats
+    if stats and stats.values:
+        values = ", ".join(f"{k} {v}" for k, v in stats.values.items())
+        stale = " (stale)" if stats.stale else ""
         out.print(f"stats{stale}: {values}", markup=False, highlight=False)
 
 
@@ -153,7 +155,7 @@ def campaign_cancel(
     """Cancel a campaign: its job stops before the next batch."""
     with open_host(database_url, home) as host:
         shown = host.campaigns.cancel(tenant_id, campaign_id)
-    out.print(f"campaign {campaign_id}: {shown['status']}", markup=False, highlight=False)
+    out.print(f"campaign {campaign_id}: {shown.status}", markup=False, highlight=False)
 
 
 # --- running a job with a progress bar -------------------------------------------------------
@@ -177,8 +179,8 @@ def _run(host: Host, tenant_id: str, campaign_id: str, owner: str) -> None:
     ) as bar:
         task = bar.add_task("queued", total=100, batches=0, rate="-")
 
-        def on_progress(progress: dict[str, Any]) -> None:
-            handled = progress["exported"] + progress["prepared"]
+        def on_progress(progress: CampaignProgress) -> None:
+            handled = progress.exported + progress.prepared
             if not done_before:
                 done_before.append(handled)
             elapsed = max(time.monotonic() - started, 1e-6)
@@ -211,38 +213,38 @@ def _run(host: Host, tenant_id: str, campaign_id: str, owner: str) -> None:
         raise outcome["error"]
     elapsed = time.monotonic() - started
     shown = host.campaigns.get(tenant_id, campaign_id, with_stats=False)
-    handled = shown["progress"]["exported"] + shown["progress"]["prepared"]
+    handled = shown.progress.exported + shown.progress.prepared
     _summary(shown, elapsed, handled - (done_before[0] if done_before else handled))
-    if shown["progress"]["stage"] not in FINAL_STAGES:
+    if shown.progress.stage not in FINAL_STAGES:
         err.print(
-            f"interrupted: campaign {campaign_id} stopped at {shown['progress']['stage']} after "
-            f"{shown['progress']['batches']} batches; resume it with `crm-host campaign run "
+            f"interrupted: campaign {campaign_id} stopped at {shown.progress.stage} after "
+            f"{shown.progress.batches} batches; resume it with `crm-host campaign run "
             f"{tenant_id} {campaign_id}` (a running server also resumes it)",
             markup=False,
             highlight=False,
         )
         raise typer.Exit(INTERRUPTED_EXIT)
-    if shown["status"] == "Failed":
-        raise fail(f"campaign failed: {shown['error']}")
+    if shown.status == "Failed":
+        raise fail(f"campaign failed: {shown.error}")
 
 
-def _update(bar: Progress, task: TaskID, progress: dict[str, Any], rate: str) -> None:
+def _update(bar: Progress, task: TaskID, progress: CampaignProgress, rate: str) -> None:
     bar.update(
         task,
-        description=progress["stage"],
-        completed=progress["percent"],
-        batches=progress["batches"],
+        description=progress.stage,
+        completed=progress.percent,
+        batches=progress.batches,
         rate=rate,
     )
 
 
-def _summary(shown: dict[str, Any], elapsed: float, handled: int) -> None:
-    progress = shown["progress"]
+def _summary(shown: CampaignView, elapsed: float, handled: int) -> None:
+    progress = shown.progress
     rate = f", {handled / elapsed:,.0f} contacts/s" if elapsed > 0 and handled else ""
     out.print(
-        f"campaign {shown['id']}: {shown['status']}, externalId {shown['externalId'] or '-'} "
-        f"({progress['prepared']} recipients, {progress['skipped']} skipped, "
-        f"{progress['batches']} batches, {elapsed:.1f}s{rate})",
+        f"campaign {shown.id}: {shown.status}, externalId {shown.external_id or '-'} "
+        f"({progress.prepared} recipients, {progress.skipped} skipped, "
+        f"{progress.batches} batches, {elapsed:.1f}s{rate})",
         markup=False,
         highlight=False,
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from host.api.schemas import ContactExport
 from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import handles_errors, out, print_json, table
 from host.contract.enums import SubscriberStatus
@@ -44,19 +45,12 @@ def contact_list(
             f"Contacts of {tenant_id}",
             ("id", "name", "email", "phone", "status", "unsubscribed from"),
             (
-                (
-                    c["id"],
-                    c["name"],
-                    c["email"],
-                    c["phone"],
-                    c["status"],
-                    ", ".join(c["unsubscribedCategories"]),
-                )
-                for c in page["items"]
+                (c.id, c.name, c.email, c.phone, c.status, ", ".join(c.unsubscribed_categories))
+                for c in page.items
             ),
         )
-        if page["next"]:
-            out.print(f"next page: --after {page['next']}", markup=False, highlight=False)
+        if page.next:
+            out.print(f"next page: --after {page.next}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -67,7 +61,8 @@ def contact_export(
     """Everything stored about a contact, as JSON on stdout."""
     with open_host(database_url, home, read_only=True) as host:
         host.tenants.get(tenant_id)
-        print_json(host.contact_erasure.export(tenant_id, contact_id))
+        dossier = host.contact_erasure.export(tenant_id, contact_id)
+        print_json(ContactExport.model_validate(dossier))
 
 
 @app.command("erase")

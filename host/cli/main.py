@@ -23,6 +23,7 @@ from host.cli.operations import backup, purge, restore, secrets_app
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
 from host.cli.usage_errors import OneLineUsageErrors
+from host.cli.webhooks import app as webhooks_app
 from host.config import HostSettings
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
@@ -56,6 +57,7 @@ app.command("backup")(backup)
 app.command("restore")(restore)
 app.command("purge")(purge)
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 # --- serve ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from host.toolkit.cases import render, run_module_cases
 from host.toolkit.lint import validate_module
 from host.toolkit.local_run import load_module
 from host.toolkit.scaffold import create_module
+from sandbox.egress import EgressPolicy
 
 
 @handles_errors
@@ -72,10 +73,24 @@ def _count(n: int, word: str) -> str:
 @handles_errors
 def module_test(
     directory: Annotated[Path, typer.Argument(help="Module folder with a tests/ folder.")],
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Host, host:port or CIDR whose recorded private/loopback address replays "
+            "may reach (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run the module's test cases (tests/*.json) offline in the sandbox."""
-    module = load_module(directory, max_script_bytes=HostSettings().max_script_bytes)
-    report = run_module_cases(directory, module)
+    settings = HostSettings()
+    allow = [*settings.egress_allow, *(allow_host or [])]
+    try:
+        EgressPolicy.from_config([], allow)
+    except ValueError as exc:
+        raise fail(f"--allow-host: {exc}") from None
+    module = load_module(directory, max_script_bytes=settings.max_script_bytes)
+    report = run_module_cases(directory, module, allow)
     out.print(render(report), markup=False, highlight=False)
     if not report.ok:
         raise typer.Exit(1)

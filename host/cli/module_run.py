@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,8 +25,10 @@ from host.json_values import InvalidJson, loads_checked
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
-from host.toolkit.local_run import full_name, local_call, plain, recording_fetch
-from host.toolkit.recording import Recorder, Recording, Replayer
+from host.toolkit.local_run import full_name, local_call, plain
+from host.toolkit.recorder import Recorder
+from host.toolkit.recording import Recording
+from host.toolkit.replayer import Replayer
 from sandbox.compiler import compile_script
 from sandbox.errors import ScriptCompileError
 from sandbox.invocation import redact_data
@@ -110,27 +111,29 @@ def module_run(
     values = _parse_arguments(args or [], contract)
     call = _local_call(module, name, settings)
     replayer = _replayer(replay, call) if replay is not None else None
+    recorder = Recorder(call.secret_values) if record is not None else None
+    network = recorder.network() if recorder else replayer.network() if replayer else None
     allow = [*host_settings.egress_allow, *(allow_host or [])]
     failure: ModuleCallFailed | None = None
-    recorder: Recorder | None = None
-    with ExitStack() as stack, SandboxPool(size=1) as pool:
+    with SandboxPool(size=1) as pool:
         try:
-            if record is not None:
-                recorder = stack.enter_context(recording_fetch(call, allow))
             result = validate_return(
                 call,
-                run_module_function(
-                    pool, call, values, egress_allow=allow, fetch=recorder or replayer
-                ),
+                run_module_function(pool, call, values, egress_allow=allow, network=network),
             )
         except ModuleCallFailed as exc:
             failure = exc
         except ValueError as exc:  # a malformed egress entry or allow-list value
             raise _usage(str(exc)) from None
+    trace = failure.trace if failure is not None else result
     if recorder is not None and record is not None:
+        recorder.recording.module = call.module_ref
+        recorder.recording.function = call.function
+        if isinstance(trace, ModuleResult):
+            recorder.recording.fetches = trace.fetches
         _save_recording(recorder, record)
     if show_log:
-        _print_trace(failure.trace if failure is not None else result)
+        _print_trace(trace)
     if failure is not None:
         where = f" (line {failure.line})" if failure.line else ""
         raise _failure(failure.kind, f"{failure.message}{where}")
@@ -178,13 +181,18 @@ def _print_trace(trace: object) -> None:
     for line in trace.log.splitlines():
         err.print(f"log: {line}", markup=False, highlight=False)
     for fetch in trace.fetches:
-        target = fetch.get("url") or fetch.get("host") or ""
-        outcome = fetch.get("status") if fetch.get("error") is None else fetch.get("error")
-        err.print(
-            f"fetch: {fetch.get('method', 'GET')} {target} -> {outcome} ({fetch.get('ms', 0)} ms)",
-            markup=False,
-            highlight=False,
-        )
+        err.print(f"fetch: {fetch_line(fetch)}", markup=False, highlight=False)
+
+
+def fetch_line(fetch: dict[str, Any]) -> str:
+    """One fetch-log entry as ``--show-log`` prints it:
+    ``GET https://api.x.com/v1/t?key=*** -> 200 (3.1 ms, 120 bytes)``."""
+    target = fetch.get("url") or fetch.get("host") or ""
+    outcome = fetch.get("status") if fetch.get("error") is None else fetch.get("error")
+    return (
+        f"{fetch.get('method', 'GET')} {target} -> {outcome} "
+        f"({fetch.get('ms', 0)} ms, {fetch.get('bytes', 0)} bytes)"
+    )
 
 
 def _compile_kind(script: str | None) -> str:

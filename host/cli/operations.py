@@ -13,7 +13,7 @@ from host.cli.host_options import DatabaseOption, HomeOption, host_settings, ope
 from host.cli.output import err, handles_errors, out
 from host.config import HostSettings
 from host.errors import InvalidInput, Problem
-from host.key_rotation import rotate_sealed_settings
+from host.key_rotation import rotate_sealed_settings, rotate_stored_requests
 from host.platform import configured_keys, key_file_of
 
 secrets_app = typer.Typer(help="The keys that encrypt tenant secrets.", no_args_is_help=True)
@@ -131,4 +131,6 @@ def rotate_key(database_url: DatabaseOption = None, home: HomeOption = None) -> 
     after every node has restarted with the new key first; then remove the old key."""
     with open_host(database_url, home) as host:
         count = rotate_sealed_settings(host.db, host.box)
+        requests = rotate_stored_requests(host.db, host.box)
     out.print(f"{count} sealed settings re-encrypted with the current key")
+    out.print(f"{requests} stored webhook requests re-encrypted with the current key")

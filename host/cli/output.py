@@ -8,6 +8,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -58,4 +59,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
 
 
 def print_json(value: Any) -> None:
+    """``value`` as JSON on stdout; an API model prints as the API answers it (camelCase)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
     out.print_json(json.dumps(value, default=str))

@@ -77,20 +77,33 @@ class MessengerBot(ContractModel):
     description: str | None = None
 
 
-class UpdateCampaignAction(ContractModel):
+EventId = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class ActionModel(ContractModel):
+    """Fields every action has. ``eventId`` is the provider's id of the event the action
+    comes from (SendGrid's ``sg_event_id``): the host remembers (tenant, module, eventId)
+    for ``CRM_HOST_WEBHOOK_EVENT_WINDOW_DAYS``, and a webhook that brings an event id again
+    applies none of that event's actions (skipped as ``duplicate_event``). Actions of one
+    result sharing an event id are that event's actions and are all applied."""
+
+    eventId: EventId | None = None
+
+
+class UpdateCampaignAction(ActionModel):
     type: Literal["UpdateCampaign"]
     externalId: str
     status: CampaignStatus
     error: str | None = None
 
 
-class UpdateCampaignStatsAction(ContractModel):
+class UpdateCampaignStatsAction(ActionModel):
     type: Literal["UpdateCampaignStats"]
     externalId: str
     stats: CampaignStats
 
 
-class UpdateDeliveryStatusAction(ContractModel):
+class UpdateDeliveryStatusAction(ActionModel):
     type: Literal["UpdateDeliveryStatus"]
     email: str
     externalId: str
@@ -101,24 +114,26 @@ class AllCategories(ContractModel):
     all: Literal[True]
 
 
-class UnsubscribeAction(ContractModel):
+class UnsubscribeAction(ActionModel):
     type: Literal["Unsubscribe"]
     email: str
     # the category is stored as a key column of 255 characters
     externalId: Annotated[str, Field(max_length=255)] | AllCategories
 
 
-class ResubscribeAction(ContractModel):
+class ResubscribeAction(ActionModel):
     """Host extension (not in the original platform's list): the inverse of Unsubscribe. A
-    category id lifts only that category's unsubscription; ``{"all": true}`` lifts only the
-    "unsubscribed from everything" status. It never lifts a Bounced or Complained status."""
+    category id lifts only that category's unsubscription; ``{"all": true}`` makes the
+    contact Subscribed again: send it only for the service's explicit subscribe event for that
+    address, since it also lifts Bounced and Complained (unless the tenant's suppression policy
+    says ``providerSubscribeLifts: false``)."""
 
     type: Literal["Resubscribe"]
     email: str
     externalId: Annotated[str, Field(max_length=255)] | AllCategories
 
 
-class UpdateContactAction(ContractModel):
+class UpdateContactAction(ActionModel):
     """Host extension (not in the original platform's list): create or update the contact
     with ``email``: set its name, move it to ``newEmail``. Never changes a subscription."""
 
@@ -129,7 +144,7 @@ class UpdateContactAction(ContractModel):
     newEmail: Annotated[str, Field(min_length=3, max_length=320)] | None = None
 
 
-class SendEmailAction(ContractModel):
+class SendEmailAction(ActionModel):
     type: Literal["SendEmail"]
     email: str
     subject: str

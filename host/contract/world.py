@@ -14,8 +14,10 @@ from host.contract.types import RECORD_TYPES, SCRIPT_TYPES, ContractModel
 from sandbox.facades import ALLOWED_MODULES
 from sandbox.world import WorldSpec
 
-CRM_CALLBACKS = {"crm": ["contacts"]}
-"""Host callbacks scripts may call: ``crm.contacts(ids)``."""
+CRM_CALLBACKS = {"crm": ["contacts", "set_campaign_keys", "campaign_for_key"]}
+"""Host callbacks scripts may call: ``crm.contacts(ids)``, and the attribution map
+``crm.set_campaign_keys(campaignExternalId, keys)`` / ``crm.campaign_for_key(key)``
+(``host/marketing/campaign_keys.py``)."""
 
 SDK_MODULE = "crm_module_sdk"
 """What scripts import lent names from, matching the installable stub package of that name

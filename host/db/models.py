@@ -178,6 +178,9 @@ class Contact(Base):
     email_key: Mapped[str | None] = mapped_column(String(320), nullable=True)
     phone: Mapped[str | None] = mapped_column(String(40), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="Subscribed")
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Soft bounces in a row (reset by a delivery); the tenant's suppression policy turns
+    the contact Bounced at its limit (``host/marketing/suppression_policy.py``)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -252,6 +255,8 @@ class Campaign(Base):
     cursor: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    skipped_by: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """Why the skipped recipients were left out: reason -> count (``Audience.left_out``)."""
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -317,6 +322,49 @@ class WebhookReceipt(Base):
     applied: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[list[Any]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the stored request (gone once retention purged it) and, for a replay, the receipt of
+    # the request it replayed and the module version it ran
+    request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    replay_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    module_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class WebhookRequest(Base):
+    """A webhook request exactly as received (method, URL, headers, raw body), sealed with
+    the host's secret key, so it can be replayed and its signature still verifies. Kept
+    ``CRM_HOST_RETENTION_WEBHOOK_REQUESTS_DAYS`` and at most
+    ``CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT`` per tenant (``host/retention.py``)."""
+
+    __tablename__ = "webhook_requests"
+    __table_args__ = (
+        Index("ix_webhook_requests_received_at", "received_at"),  # retention purge
+        Index("ix_webhook_requests_tenant_received", "tenant_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    module_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[str] = mapped_column(Text)
+    # acknowledged (acknowledge-first intake) and not processed yet: resumed after a restart
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookEvent(Base):
+    """A provider event id already applied for (tenant, module): a later action carrying it
+    is a repeat (``host/marketing/event_dedupe.py``). Kept
+    ``CRM_HOST_WEBHOOK_EVENT_WINDOW_DAYS``."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_seen_at", "seen_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    module_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AdminToken(Base):
@@ -362,4 +410,34 @@ class ContactSuppression(Base):
     address_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     category: Mapped[str] = mapped_column(String(255), primary_key=True)
     status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SuppressionPolicySetting(Base):
+    """A tenant's suppression policy (``host/marketing/suppression_policy.py``); a tenant
+    without a row has the documented defaults."""
+
+    __tablename__ = "suppression_policies"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class CampaignKey(Base):
+    """One key -> campaign entry of a module's attribution map (``crm.campaign_keys``): the
+    per-message id a service echoes, mapped to the campaign's externalId. Kept by the host
+    because a million message ids do not fit the module's 1 MiB storage."""
+
+    __tablename__ = "campaign_keys"
+    __table_args__ = (Index("ix_campaign_keys_created_at", "created_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    module_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    campaign_external_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

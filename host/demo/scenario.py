@@ -19,10 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
+from host.api.schemas import (
+    CampaignOut,
+    CampaignQueued,
+    CampaignStatsOut,
+    ContactsUpserted,
+    DeliveryPage,
+    EnablementOut,
+    MessengerBots,
+    TemplateImportOut,
+    TemplateOut,
+    TenantCreated,
+    VersionOut,
+)
 from host.demo.servers import (
     MAILCHIMP_API_KEY,
     SENDGRID_API_KEY,
@@ -41,6 +55,7 @@ TELEGRAM_SECRET = "demo-webhook-secret-0123456789"
 MAILCHIMP_LIST_ID = "a6b5da1054"
 MAILCHIMP_SECRET = "demo-mailchimp-url-secret-0123456789"
 TELEGRAM_AUDIENCE = 30
+T = TypeVar("T")
 """The Telegram campaign goes to the first contacts (the module sends ≤ 45 per campaign)."""
 
 SENDGRID_OUTCOMES = (
@@ -187,6 +202,18 @@ class DemoScenario:
             raise DemoFailure(f"{method} {path} answered {reply.status_code}: {describe(reply)}")
         return reply.json() if reply.content else None
 
+    def read(
+        self, shape: type[T], method: str, path: str, *, expect: int = 200, **kwargs: Any
+    ) -> T:
+        """``call``, its answer parsed into the API's own model: the demo reads the answers
+        as the server declares them, so a drift between the two fails here, by field."""
+        try:
+            return TypeAdapter(shape).validate_python(
+                self.call(method, path, expect=expect, **kwargs)
+            )
+        except ValidationError as exc:
+            raise DemoFailure(f"{method} {path} answered an unexpected shape: {exc}") from None
+
     def emulator_call(self, service: str, path: str, **kwargs: Any) -> Any:
         try:
             reply = httpx.post(self.emulator[service] + path, timeout=self.timeout, **kwargs)
@@ -198,22 +225,25 @@ class DemoScenario:
 
     def enable(self, module: str, settings: dict[str, Any]) -> str:
         body = {"settings": settings, "enabled": True}
-        reply = self.call("PUT", f"/api/v1/tenants/{TENANT}/modules/{module}", json=body)
-        self.hooks[module] = reply["webhookUrl"]
-        return str(reply["webhookUrl"])
+        path = f"/api/v1/tenants/{TENANT}/modules/{module}"
+        reply = self.read(EnablementOut, "PUT", path, json=body)
+        self.hooks[module] = reply.webhook_url
+        return reply.webhook_url
 
-    def wait_campaign(self, campaign_id: str, done: Callable[[dict[str, Any]], bool]) -> Any:
+    def wait_campaign(self, campaign_id: str, done: Callable[[CampaignOut], bool]) -> CampaignOut:
         deadline = time.monotonic() + self.timeout
         while True:
-            view = self.call("GET", f"/api/v1/tenants/{TENANT}/campaigns/{campaign_id}")
-            if view["status"] == "Failed":
-                raise DemoFailure(f"campaign {view['name']!r} failed: {view['error']}")
+            view = self.read(
+                CampaignOut, "GET", f"/api/v1/tenants/{TENANT}/campaigns/{campaign_id}"
+            )
+            if view.status == "Failed":
+                raise DemoFailure(f"campaign {view.name!r} failed: {view.error}")
             if done(view):
                 return view
             if time.monotonic() > deadline:
                 raise DemoFailure(
-                    f"campaign {view['name']!r} is still {view['status']} "
-                    f"({view['progress']}) after {self.timeout:.0f} s"
+                    f"campaign {view.name!r} is still {view.status} "
+                    f"({view.progress.model_dump(by_alias=True)}) after {self.timeout:.0f} s"
                 )
             time.sleep(0.05)
 
@@ -232,13 +262,14 @@ class DemoScenario:
             emulator = self.servers.emulators[name].netloc
             manifest["egress"] = [*manifest.get("egress", []), emulator]
             body = {"manifest": manifest, "script": script}
-            info = self.call("POST", "/api/v1/modules", json=body, expect=201)
-            uploaded.append(f"{info['id']}@{info['version']} ({len(info['functions'])} functions)")
+            info = self.read(VersionOut, "POST", "/api/v1/modules", json=body, expect=201)
+            uploaded.append(f"{info.id}@{info.version} ({len(info.functions)} functions)")
         return ", ".join(uploaded)
 
     def create_tenant(self) -> str:
         body = {"id": TENANT, "name": "Acme Corp"}
-        self.tenant_key = self.call("POST", "/api/v1/tenants", json=body, expect=201)["apiKey"]
+        created = self.read(TenantCreated, "POST", "/api/v1/tenants", json=body, expect=201)
+        self.tenant_key = created.api_key
         return "Acme Corp, API key issued"
 
     def enable_sendgrid(self) -> str:
@@ -310,11 +341,11 @@ class DemoScenario:
         path = f"/api/v1/tenants/{TENANT}/modules/telegram"
         self.call("PATCH", path, json={"settings": {"webhook_url": hook}})
         # GetMessengerBots registers the webhook with setWebhook (webhook_url is set).
-        bots = self.call("GET", f"{path}/messenger/bots")["bots"]
+        bots = self.read(MessengerBots, "GET", f"{path}/messenger/bots").bots
         if not bots:
             raise DemoFailure("the Telegram module lists no bot")
-        self.bot_id = str(bots[0]["id"])
-        return f"bot {bots[0]['name']} ({self.bot_id}), setWebhook → {short(hook)}"
+        self.bot_id = bots[0].id
+        return f"bot {bots[0].name} ({self.bot_id}), setWebhook → {short(hook)}"
 
     def enable_mailchimp(self) -> str:
         base = self.emulator["mailchimp"]
@@ -356,12 +387,12 @@ class DemoScenario:
             {"name": f"Demo Person {i + 1:03d}", "email": f"person{i + 1:03d}@acme-demo.test"}
             for i in range(self.count)
         ]
-        reply = self.call("POST", f"/api/v1/tenants/{TENANT}/contacts", json=rows)
-        self.contact_ids = [str(i) for i in reply["ids"]]
+        reply = self.read(ContactsUpserted, "POST", f"/api/v1/tenants/{TENANT}/contacts", json=rows)
+        self.contact_ids = reply.ids
         self.emails = [r["email"] for r in rows]
         if len(self.contact_ids) != self.count:
             raise DemoFailure(f"{self.count} contacts sent, {len(self.contact_ids)} ids back")
-        return f"{reply['created']} created"
+        return f"{reply.created} created"
 
     def telegram_audience(self) -> list[int]:
         return list(range(min(self.count, TELEGRAM_AUDIENCE)))
@@ -415,24 +446,30 @@ class DemoScenario:
         counts = []
         for module in ("sendgrid", "unisender", "mailchimp"):
             path = f"/api/v1/tenants/{TENANT}/modules/{module}/templates/import"
-            report = self.call("POST", path)
-            counts.append(f"{module} {report['imported']}")
+            report = self.read(TemplateImportOut, "POST", path)
+            counts.append(f"{module} {report.imported}")
         return "imported: " + ", ".join(counts)
 
     def template_id(self, module: str, name: str) -> str:
-        listed = self.call("GET", f"/api/v1/tenants/{TENANT}/templates", params={"module": module})
+        listed = self.read(
+            list[TemplateOut],
+            "GET",
+            f"/api/v1/tenants/{TENANT}/templates",
+            params={"module": module},
+        )
         for template in listed:
-            if template["name"] == name:
-                return str(template["id"])
+            if template.name == name:
+                return template.id
         raise DemoFailure(f"template {name!r} of {module} was not imported")
 
     def launch(self, name: str, module: str, draft: dict[str, Any]) -> CampaignReport:
         body = {"module": module, "name": name, **draft}
-        created = self.call("POST", f"/api/v1/tenants/{TENANT}/campaigns", json=body, expect=202)
-        report = CampaignReport(name=name, module=module, id=str(created["id"]))
+        path = f"/api/v1/tenants/{TENANT}/campaigns"
+        created = self.read(CampaignQueued, "POST", path, json=body, expect=202)
+        report = CampaignReport(name=name, module=module, id=created.id)
         self.campaigns[module] = report
-        view = self.wait_campaign(report.id, lambda v: bool(v["externalId"]))
-        report.external_id, report.status = view["externalId"], view["status"]
+        view = self.wait_campaign(report.id, lambda v: bool(v.external_id))
+        report.external_id, report.status = view.external_id or "", view.status
         return report
 
     def email_draft(self, module: str) -> dict[str, Any]:
@@ -491,13 +528,15 @@ class DemoScenario:
         }
         report = self.launch("Spring flash", "telegram", draft)
         messages = len(self.servers.telegram.sent)
-        view = self.call("GET", f"/api/v1/tenants/{TENANT}/campaigns/{report.id}")
-        skipped = int(view["progress"]["skipped"])
+        view = self.read(CampaignOut, "GET", f"/api/v1/tenants/{TENANT}/campaigns/{report.id}")
+        skipped = view.progress.skipped
         recipients = len(audience) - skipped
-        # One line that adds up: chosen = skipped (unsubscribed earlier) + recipients, and
-        # recipients = messages (contacts with a linked chat) + those without a chat.
+        left_out = sorted((r, n) for r, n in view.progress.skipped_by.items() if n)
+        why = ", ".join(f"{n} {reason}" for reason, n in left_out)
+        # One line that adds up: chosen = left out (suppressed earlier, with the reasons) +
+        # recipients, and recipients = messages (contacts with a linked chat) + those without.
         return (
-            f"{report.status}: {len(audience)} contacts chosen, {skipped} unsubscribed skipped, "
+            f"{report.status}: {len(audience)} contacts chosen, {skipped} left out ({why}), "
             f"{recipients} recipients: {messages} messages sent, "
             f"{recipients - messages} without a chat"
         )
@@ -533,13 +572,13 @@ class DemoScenario:
 
     def collect(self) -> str:
         for report in self.campaigns.values():
-            view = self.wait_campaign(report.id, lambda v: v["status"] in FINAL)
-            report.status, report.error = view["status"], view["error"]
-            report.external_id = view["externalId"] or ""
+            view = self.wait_campaign(report.id, lambda v: v.status in FINAL)
+            report.status, report.error = view.status, view.error
+            report.external_id = view.external_id or ""
             report.deliveries = self.delivery_counts(report.id)
             path = f"/api/v1/tenants/{TENANT}/campaigns/{report.id}/stats"
-            values = self.call("GET", path, params={"refresh": "true"})["values"] or {}
-            report.stats = {k: int(v) for k, v in values.items()}
+            stats = self.read(CampaignStatsOut, "GET", path, params={"refresh": "true"})
+            report.stats = dict(stats.values or {})
         return ", ".join(f"{r.module} {r.status}" for r in self.campaigns.values())
 
     def delivery_counts(self, campaign_id: str) -> Counter[str]:
@@ -550,9 +589,9 @@ class DemoScenario:
             if after:
                 params["after"] = after
             path = f"/api/v1/tenants/{TENANT}/campaigns/{campaign_id}/deliveries"
-            page = self.call("GET", path, params=params)
-            counts.update(item["status"] for item in page["items"])
-            after = page["next"]
+            page = self.read(DeliveryPage, "GET", path, params=params)
+            counts.update(item.status for item in page.items)
+            after = page.next
             if not after:
                 return counts
 

@@ -1,6 +1,8 @@
 """Applying a module's WebhookResult actions to the CRM data, all in one transaction.
 
-Services deliver webhooks late, twice and out of order, so every action is idempotent: a
+Services deliver webhooks late, twice and out of order, so an action carrying a provider
+``eventId`` already applied is skipped (``host.marketing.event_dedupe``), and every action is
+idempotent anyway: a
 status only moves forward (``host.marketing.lifecycle``), stats are SET (never added), an
 unsubscribe already recorded is not recorded again (nor a resubscribe or a contact update
 that changes nothing). An action that names a campaign or
@@ -14,10 +16,17 @@ ids it sends. Events (``crm_host_*``) fire only after the transaction committed.
 Host extensions (SPEC §8, not in the original platform's list):
 
 * ``Resubscribe`` is the inverse of ``Unsubscribe``: a category id deletes only that
-  category's unsubscription; ``{"all": true}`` turns only the "unsubscribed from everything"
-  status (Unsubscribed) back into Subscribed and leaves category unsubscriptions alone. It
-  never lifts Bounced or Complained: those are not the contact's wish to receive less, and
-  lifting them belongs to suppression handling, not to a service's resubscribe event.
+  category's unsubscription; ``{"all": true}`` turns the contact's status back into
+  Subscribed and leaves category unsubscriptions alone. A module sends it for the service's
+  explicit subscribe event for that address, so it lifts Unsubscribed and also Bounced and
+  Complained (and the soft-bounce count) unless the tenant's suppression policy says
+  ``providerSubscribeLifts: false``.
+
+Suppressions (``host/marketing/suppression_policy.py``): a delivery that moves forward to
+Bounced or Complained moves its contact to that status (never back down the order of
+``lifecycle.SUBSCRIBER_RANK``); SoftBounced deliveries count up the contact's soft bounces in
+a row, a Delivered/Opened/Clicked one resets them. Only a delivery that moved counts, so a
+replayed event is not counted twice.
 * ``UpdateContact`` creates or updates the contact with ``email``: ``name`` sets its name,
   ``newEmail`` moves it to another address (a replay after the move finds it there). It
   never changes a subscription. Moving onto the email of another contact is skipped
@@ -29,14 +38,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from host.contract.enums import SubscriberStatus
+from host.contract.enums import DeliveryStatus, SubscriberStatus
 from host.contract.types import (
     Action,
     AllCategories,
@@ -51,12 +60,16 @@ from host.contract.types import (
 from host.db.engine import Database
 from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, OutboxMessage
 from host.marketing.contact_rows import is_email
+from host.marketing.event_dedupe import DUPLICATE_EVENT, remember_events, repeated_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
+    SUBSCRIBER_RANK,
     campaign_moves_forward,
     delivery_moves_forward,
+    subscriber_moves_forward,
 )
 from host.marketing.outbox import QUEUED, clean_header, queue_message, valid_recipient
+from host.marketing.suppression_policy import SuppressionPolicy, policy_in
 from host.plugin_manager import notify
 
 UNKNOWN_CAMPAIGN = "unknown_campaign"
@@ -74,11 +87,12 @@ SKIP_REASONS = (
     INVALID_EMAIL,
     EMAIL_TAKEN,
     NO_CHANGE,
+    DUPLICATE_EVENT,
 )
 """Why an action changed nothing; stable codes for receipts, events and dashboards."""
 
-NOT_MAILABLE = frozenset({SubscriberStatus.Unsubscribed, SubscriberStatus.Complained})
-"""Contact statuses an "unsubscribe from everything" leaves as they are."""
+ENGAGED = frozenset({DeliveryStatus.Delivered, DeliveryStatus.Opened, DeliveryStatus.Clicked})
+"""Delivery statuses that prove the address takes mail: they end a run of soft bounces."""
 
 
 class Skip(Exception):
@@ -128,6 +142,7 @@ class Lookups:
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     deliveries: dict[tuple[str, str], list[Delivery]] = field(default_factory=dict)
     contacts: dict[str, Contact] = field(default_factory=dict)
+    policy: SuppressionPolicy = field(default_factory=SuppressionPolicy)
 
 
 def chunks(values: set[str]) -> Iterator[list[str]]:
@@ -169,7 +184,12 @@ def prefetch(
             found.deliveries.setdefault((delivery.campaign_id, str(delivery.email_key)), []).append(
                 delivery
             )
-    emails = {email_key(a.email) for a in actions if isinstance(a, CONTACT_ACTIONS)}
+    found.policy = policy_in(session, tenant_id)
+    emails = {
+        email_key(a.email)
+        for a in actions
+        if isinstance(a, (*CONTACT_ACTIONS, UpdateDeliveryStatusAction))
+    }
     emails |= {
         email_key(a.newEmail)
         for a in actions
@@ -192,10 +212,12 @@ class ActionApplier:
         hooks: pluggy.PluginManager,
         *,
         on_mail_queued: Callable[[], None] | None = None,
+        event_window: timedelta = timedelta(days=7),
     ):
         self.db = db
         self.hooks = hooks
         self.on_mail_queued = on_mail_queued
+        self.event_window = event_window
 
     def apply(
         self,
@@ -223,8 +245,12 @@ class ActionApplier:
         that transaction committed."""
         outcome = ApplyOutcome()
         session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
+        event_ids = [a.eventId for a in actions if a.eventId is not None]
+        repeats = repeated_events(session, tenant_id, module_id, event_ids, self.event_window)
         for index, action in enumerate(actions):
             try:
+                if action.eventId in repeats:
+                    raise Skip(DUPLICATE_EVENT, f"event {action.eventId!r} was already applied")
                 self._apply_one(session, tenant_id, module_id, action, outcome)
             except Skip as skip:
                 outcome.skipped.append(
@@ -232,6 +258,7 @@ class ActionApplier:
                 )
             else:
                 outcome.applied.append(describe(index, action))
+        remember_events(session, tenant_id, module_id, [e for e in event_ids if e not in repeats])
         return outcome
 
     def announce(
@@ -311,6 +338,27 @@ class ActionApplier:
         for delivery in moved:
             delivery.status = action.status
             delivery.history = [*(delivery.history or []), {"status": action.status, "at": at}]
+        contact = session.info[LOOKUPS].contacts.get(email_key(action.email))
+        if contact is not None:
+            self._suppress(contact, action.status, session.info[LOOKUPS].policy)
+
+    @staticmethod
+    def _suppress(contact: Contact, status: str, policy: SuppressionPolicy) -> None:
+        """What a delivery that moved to ``status`` does to its contact under ``policy``."""
+        new: str | None = None
+        if status == DeliveryStatus.Complained and policy.complaint:
+            new = SubscriberStatus.Complained
+        elif status == DeliveryStatus.Bounced and policy.hardBounce:
+            new = SubscriberStatus.Bounced
+        elif status == DeliveryStatus.SoftBounced:
+            contact.soft_bounces = (contact.soft_bounces or 0) + 1
+            limit = policy.softBounceLimit
+            if limit is not None and contact.soft_bounces >= limit:
+                new = SubscriberStatus.Bounced
+        elif status in ENGAGED:
+            contact.soft_bounces = 0
+        if new is not None and subscriber_moves_forward(contact.status, new):
+            contact.status = new
 
     def _update_campaign(
         self,
@@ -369,7 +417,7 @@ class ActionApplier:
         category: str | None
         if isinstance(action.externalId, AllCategories):
             category = None
-            if contact.status in NOT_MAILABLE:
+            if not subscriber_moves_forward(contact.status, SubscriberStatus.Unsubscribed):
                 raise Skip(NO_CHANGE, f"contact is already {contact.status}")
             contact.status = SubscriberStatus.Unsubscribed
         else:
@@ -427,12 +475,18 @@ class ActionApplier:
     def _resubscribe(self, session: Session, tenant_id: str, action: ResubscribeAction) -> None:
         contact = self._contact(session, tenant_id, action.email)
         if isinstance(action.externalId, AllCategories):
-            if contact.status != SubscriberStatus.Unsubscribed:
+            lifts = session.info[LOOKUPS].policy.providerSubscribeLifts
+            rank = SUBSCRIBER_RANK.get(contact.status, 0)
+            if rank == 0:
+                raise Skip(NO_CHANGE, f"contact is already {contact.status}")
+            if rank > SUBSCRIBER_RANK[SubscriberStatus.Unsubscribed] and not lifts:
                 raise Skip(
                     NO_CHANGE,
-                    f"contact is {contact.status}; Resubscribe lifts only an unsubscription",
+                    f"contact is {contact.status}; this tenant's suppression policy lets "
+                    "only an admin lift it",
                 )
             contact.status = SubscriberStatus.Subscribed
+            contact.soft_bounces = 0
             return
         row = session.get(ContactUnsubscription, (tenant_id, contact.id, action.externalId))
         if row is None:

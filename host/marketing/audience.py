@@ -8,7 +8,9 @@ stays small). Either way memory stays flat: only one batch of rows is ever held.
 
 A recipient is *eligible* when its subscriber status allows sending, it has the field the
 campaign type needs (email for Email, phone for Sms; Messenger goes by contact id) and it
-has not unsubscribed from the campaign's category. Everyone else is skipped and counted.
+has not unsubscribed from the campaign's category (``categoryExternalId`` of the campaign;
+a messenger campaign's category is its module id, e.g. ``telegram``). Everyone else is
+skipped and counted by reason (``left_out``), which the campaign's progress reports.
 """
 
 from __future__ import annotations
@@ -76,13 +78,19 @@ class Audience:
             conditions.append(Contact.created_at <= self.created_before)
         return conditions
 
-    def _eligible(self) -> list[ColumnElement[bool]]:
-        conditions = self._member()
-        conditions.append(Contact.status.not_in(SKIPPED_STATUSES))
+    def _mailable(self) -> list[ColumnElement[bool]]:
+        return [*self._member(), Contact.status.not_in(SKIPPED_STATUSES)]
+
+    def _addressable(self) -> list[ColumnElement[bool]]:
+        conditions = self._mailable()
         if self.type == CampaignType.Email:
             conditions += [Contact.email.is_not(None), Contact.email != ""]
         elif self.type == CampaignType.Sms:
             conditions += [Contact.phone.is_not(None), Contact.phone != ""]
+        return conditions
+
+    def _eligible(self) -> list[ColumnElement[bool]]:
+        conditions = self._addressable()
         if self.category:
             conditions.append(
                 ~exists().where(
@@ -98,6 +106,20 @@ class Audience:
     def counts(self, session: Session) -> tuple[int, int]:
         """(audience size, eligible recipients), counted by the database."""
         return self._count(session, self._member()), self._count(session, self._eligible())
+
+    def left_out(self, session: Session) -> dict[str, int]:
+        """Why members are not eligible: reason -> count, each member counted once under
+        the first reason that applies (status, then a missing address, then the category).
+        Reasons: ``unsubscribed``, ``bounced``, ``complained``, ``noAddress``, ``category``."""
+        reasons = {
+            status.lower(): self._count(session, [*self._member(), Contact.status == status])
+            for status in SKIPPED_STATUSES
+        }
+        mailable = self._count(session, self._mailable())
+        addressable = self._count(session, self._addressable())
+        reasons["noAddress"] = mailable - addressable
+        reasons["category"] = addressable - self._count(session, self._eligible())
+        return reasons
 
     def _count(self, session: Session, conditions: list[ColumnElement[bool]]) -> int:
         if self.ids is None:

@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -50,7 +51,25 @@ from host.plugin_manager import notify
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """How far a campaign's job is: counts, batches done and a percentage."""
+
+    stage: str
+    """a :class:`~host.marketing.lifecycle.CampaignStage` value"""
+    total: int
+    exported: int
+    prepared: int
+    skipped: int
+    skipped_by: dict[str, int]
+    """why recipients were left out: unsubscribed, bounced, complained, noAddress, category"""
+    batches: int
+    batch_size: int
+    percent: float
+
+
+ProgressCallback = Callable[[CampaignProgress], None]
 
 
 class _StoppedWhileWaiting(Exception):
@@ -77,6 +96,8 @@ class Progress(Protocol):
     @property
     def skipped(self) -> int: ...
     @property
+    def skipped_by(self) -> dict[str, Any] | None: ...
+    @property
     def batches_done(self) -> int: ...
     @property
     def batch_size(self) -> int: ...
@@ -101,6 +122,7 @@ class JobState:
     exported: int
     prepared: int
     skipped: int
+    skipped_by: dict[str, Any] | None
     batches_done: int
     cursor: str | None
 
@@ -120,7 +142,7 @@ class JobState:
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(JobState))
 
 
-def progress_of(row: Progress) -> dict[str, Any]:
+def progress_of(row: Progress) -> CampaignProgress:
     """The progress view of a campaign row: counts, batches and a percentage in which the
     export and the prepare pass weigh half each (Messenger campaigns have no export)."""
     eligible = max(row.total - row.skipped, 0)
@@ -132,16 +154,17 @@ def progress_of(row: Progress) -> dict[str, Any]:
         percent = min(99.9, round(50.0 * (row.exported + row.prepared) / eligible, 1))
     else:
         percent = 0.0
-    return {
-        "stage": str(row.stage),
-        "total": row.total,
-        "exported": row.exported,
-        "prepared": row.prepared,
-        "skipped": row.skipped,
-        "batches": row.batches_done,
-        "batchSize": row.batch_size,
-        "percent": percent,
-    }
+    return CampaignProgress(
+        stage=str(row.stage),
+        total=row.total,
+        exported=row.exported,
+        prepared=row.prepared,
+        skipped=row.skipped,
+        skipped_by=dict(row.skipped_by or {}),
+        batches=row.batches_done,
+        batch_size=row.batch_size,
+        percent=percent,
+    )
 
 
 def _bind(column_type: Any, value: Any, dialect: Any) -> Any:
@@ -192,9 +215,16 @@ class CampaignJob:
         self.module_id = self.state.module_id
         self.type = self.state.type
         self.request = self.state.request
-        self.audience = Audience(
-            self.tenant_id, self.type, self.state.audience, self.request.get("categoryExternalId")
-        )
+        self.audience = Audience(self.tenant_id, self.type, self.state.audience, self._category())
+
+    def _category(self) -> str | None:
+        """The category whose unsubscribers the campaign leaves out: the email campaign's
+        ``categoryExternalId``; a messenger campaign's module id (messenger modules
+        unsubscribe a contact from their own id, e.g. ``telegram``)."""
+        if self.type == CampaignType.Messenger:
+            return self.module_id
+        category = self.request.get("categoryExternalId")
+        return str(category) if category else None
 
     # --- the flow -----------------------------------------------------------------------
 
@@ -234,7 +264,10 @@ class CampaignJob:
         with self.db.transaction() as session:
             self._commit(session, stage=first)
             total, eligible = self.audience.counts(session)
-            self._commit(session, total=total, skipped=total - eligible, cursor=None)
+            left_out = self.audience.left_out(session)
+            self._commit(
+                session, total=total, skipped=total - eligible, skipped_by=left_out, cursor=None
+            )
         self._report()
 
     def _export(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +26,9 @@ from host.db.models import Campaign, Delivery, Enablement, Module, Template
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.idempotency import IdempotentRequest
 from host.marketing.audience import MAX_EXPLICIT_IDS, tenant_has_contacts, unknown_contact_ids
-from host.marketing.campaign_job import progress_of, utcnow
+from host.marketing.campaign_job import CampaignProgress, progress_of, utcnow
 from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
-from host.marketing.stats import StatsService
+from host.marketing.stats import StatsService, StatsView
 from host.plugin_manager import notify
 from host.tenants import TenantService
 
@@ -55,6 +56,52 @@ class CampaignDraft(BaseModel):
     campaignType: str | None = Field(None, description="Messenger: AccountType")
     botId: str | None = None
     text: str | None = None
+
+
+@dataclass(frozen=True)
+class QueuedCampaign:
+    """A campaign just stored: its send runs in the background."""
+
+    id: str
+    status: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """A campaign with its progress and, on the single-campaign call once it exists in the
+    service, its stats."""
+
+    id: str
+    module: str
+    module_version: str
+    type: str
+    name: str
+    status: str
+    external_id: str | None
+    error: str | None
+    cancel_requested: bool
+    progress: CampaignProgress
+    created_at: datetime
+    finished_at: datetime | None
+    stats: StatsView | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    contact_id: str
+    email: str | None
+    phone: str | None
+    status: str
+    history: list[dict[str, Any]]
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    items: list[DeliveryView]
+    next: str | None
+    """``after`` of the following page; None on the last one."""
 
 
 def _when(value: str | None, problems: list[Problem]) -> datetime | None:
@@ -100,7 +147,7 @@ class CampaignService:
         *,
         claim_for: str | None = None,
         idempotency: IdempotentRequest | None = None,
-    ) -> dict[str, Any]:
+    ) -> QueuedCampaign:
         """Validate ``draft`` (every problem at once), store the campaign queued and wake the
         job runner. ``claim_for`` stores it already leased to that owner (the CLI runs the
         job itself, and a server on the same database must not take it meanwhile).
@@ -109,11 +156,7 @@ class CampaignService:
         problems: list[Problem] = []
         campaign_id = uuid.uuid4().hex
         now = utcnow()
-        answer = {
-            "id": campaign_id,
-            "status": CampaignStatus.Draft.value,
-            "stage": CampaignStage.Queued,
-        }
+        answer = QueuedCampaign(campaign_id, CampaignStatus.Draft.value, CampaignStage.Queued)
         with self.db.transaction() as session:
             if idempotency is not None:
                 idempotency.claim(session)
@@ -144,7 +187,7 @@ class CampaignService:
                 row.lease_until = now + timedelta(seconds=self.lease_seconds)
             session.add(row)
             if idempotency is not None:
-                idempotency.complete(session, 202, answer)
+                idempotency.complete(session, 202, asdict(answer))
         if claim_for is None:
             self.on_queued()
         return answer
@@ -280,32 +323,31 @@ class CampaignService:
             raise NotFound(f"campaign {campaign_id} does not exist")
         return row  # type: ignore[no-any-return]
 
-    def get(self, tenant_id: str, campaign_id: str, *, with_stats: bool = True) -> dict[str, Any]:
+    def get(self, tenant_id: str, campaign_id: str, *, with_stats: bool = True) -> CampaignView:
         """The campaign with its progress and (when it exists in the service) its stats."""
         with self.db.transaction() as session:
             view = self._view(self._row(session, tenant_id, campaign_id))
         if with_stats:
-            view["stats"] = self.stats.view(tenant_id, campaign_id)
+            view = replace(view, stats=self.stats.view(tenant_id, campaign_id))
         return view
 
-    def _view(self, row: Campaign) -> dict[str, Any]:
-        return {
-            "id": row.id,
-            "module": row.module_id,
-            "moduleVersion": row.module_version,
-            "type": row.type,
-            "name": row.name,
-            "status": row.status,
-            "externalId": row.external_id,
-            "error": row.error,
-            "cancelRequested": row.cancel_requested,
-            "progress": progress_of(row),
-            "createdAt": row.created_at.isoformat(),
-            "finishedAt": row.finished_at.isoformat() if row.finished_at else None,
-            "stats": None,
-        }
+    def _view(self, row: Campaign) -> CampaignView:
+        return CampaignView(
+            id=row.id,
+            module=row.module_id,
+            module_version=row.module_version,
+            type=row.type,
+            name=row.name,
+            status=row.status,
+            external_id=row.external_id,
+            error=row.error,
+            cancel_requested=row.cancel_requested,
+            progress=progress_of(row),
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+        )
 
-    def list(self, tenant_id: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    def list(self, tenant_id: str, *, limit: int = 50, offset: int = 0) -> list[CampaignView]:
         """Campaigns newest first (without stats: listing must not call modules)."""
         self.tenants.get(tenant_id)
         columns = [c for c in Campaign.__table__.c if c.name not in ("audience", "request")]
@@ -327,7 +369,7 @@ class CampaignService:
         after: str | None = None,
         limit: int = 100,
         status: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> DeliveryPage:
         """One page of per-recipient statuses in contact id order; ``next`` is the cursor of
         the following page (keyset, so deep pages cost the same as the first)."""
         with self.db.transaction() as session:
@@ -339,22 +381,22 @@ class CampaignService:
                 query = query.where(Delivery.status == status)
             rows = session.scalars(query.order_by(Delivery.contact_id).limit(limit + 1)).all()
             page = [
-                {
-                    "contactId": d.contact_id,
-                    "email": d.email_key,
-                    "phone": d.phone,
-                    "status": d.status,
-                    "history": d.history,
-                    "updatedAt": d.updated_at.isoformat(),
-                }
+                DeliveryView(
+                    contact_id=d.contact_id,
+                    email=d.email_key,
+                    phone=d.phone,
+                    status=d.status,
+                    history=d.history,
+                    updated_at=d.updated_at,
+                )
                 for d in rows[:limit]
             ]
         more = len(rows) > limit
-        return {"items": page, "next": page[-1]["contactId"] if more and page else None}
+        return DeliveryPage(page, page[-1].contact_id if more and page else None)
 
     # --- cancel -------------------------------------------------------------------------
 
-    def cancel(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
+    def cancel(self, tenant_id: str, campaign_id: str) -> CampaignView:
         """Ask the job to stop before its next batch. A campaign no job holds is cancelled
         here at once; one already being created in the service cannot be cancelled here."""
         now = utcnow()

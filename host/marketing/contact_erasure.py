@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Text, cast, delete, func, or_, select
@@ -40,6 +41,7 @@ from host.db.models import (
 )
 from host.errors import NotFound
 from host.marketing import suppressions
+from host.marketing.contacts import Unsubscription
 
 ERASED = "[erased]"
 REDACTED_LOG = "[log removed: it mentioned an erased contact]"
@@ -54,16 +56,78 @@ class ErasureReport:
     outbox: int
     suppressions: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.contact_id,
-            "erased": True,
-            "deliveriesAnonymised": self.deliveries,
-            "webhookReceiptsRedacted": self.webhook_receipts,
-            "invocationsRedacted": self.invocations,
-            "outboxDeleted": self.outbox,
-            "suppressionsKept": self.suppressions,
-        }
+
+@dataclass(frozen=True)
+class ExportedContact:
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ExportedDelivery:
+    campaign_id: str
+    campaign_name: str
+    module: str
+    email: str | None
+    phone: str | None
+    status: str
+    history: list[Any]
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ExportedReceipt:
+    """A webhook receipt mentioning the contact."""
+
+    id: int
+    module: str
+    received_at: datetime
+    status: int
+    skipped: list[Any]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ExportedMail:
+    """Outbox mail addressed to the contact, with its HTML."""
+
+    id: int
+    module: str
+    recipient: str
+    subject: str
+    html: str
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ExportedInvocation:
+    """A module call whose log or error mentions the contact."""
+
+    id: int
+    module: str
+    function: str
+    started_at: datetime
+    log: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ContactDossier:
+    """Everything stored about one contact (GDPR access)."""
+
+    contact: ExportedContact
+    unsubscriptions: list[Unsubscription]
+    deliveries: list[ExportedDelivery]
+    webhook_receipts: list[ExportedReceipt]
+    outbox: list[ExportedMail]
+    invocations: list[ExportedInvocation]
 
 
 def _terms(contact: Contact) -> list[str]:
@@ -169,74 +233,74 @@ class ContactErasure:
 
     # --- export ---------------------------------------------------------------------------
 
-    def export(self, tenant_id: str, contact_id: str) -> dict[str, Any]:
-        """Everything stored about the contact, as one JSON document."""
+    def export(self, tenant_id: str, contact_id: str) -> ContactDossier:
+        """Everything stored about the contact, as one document."""
         with self.db.transaction() as session:
             contact = self._contact(session, tenant_id, contact_id)
             terms = _terms(contact)
-            return {
-                "contact": {
-                    "id": contact.id,
-                    "name": contact.name,
-                    "email": contact.email,
-                    "phone": contact.phone,
-                    "status": contact.status,
-                    "createdAt": contact.created_at.isoformat(),
-                    "updatedAt": contact.updated_at.isoformat(),
-                },
-                "unsubscriptions": [
-                    {"category": u.category, "module": u.module_id, "at": u.created_at.isoformat()}
+            return ContactDossier(
+                contact=ExportedContact(
+                    id=contact.id,
+                    name=contact.name,
+                    email=contact.email,
+                    phone=contact.phone,
+                    status=contact.status,
+                    created_at=contact.created_at,
+                    updated_at=contact.updated_at,
+                ),
+                unsubscriptions=[
+                    Unsubscription(u.category, u.module_id, u.created_at)
                     for u in self._categories(session, tenant_id, contact_id)
                 ],
-                "deliveries": [
-                    {
-                        "campaignId": d.campaign_id,
-                        "campaignName": name,
-                        "module": module,
-                        "email": d.email_key,
-                        "phone": d.phone,
-                        "status": d.status,
-                        "history": d.history,
-                        "updatedAt": d.updated_at.isoformat(),
-                    }
+                deliveries=[
+                    ExportedDelivery(
+                        campaign_id=d.campaign_id,
+                        campaign_name=name,
+                        module=module,
+                        email=d.email_key,
+                        phone=d.phone,
+                        status=d.status,
+                        history=d.history,
+                        updated_at=d.updated_at,
+                    )
                     for d, name, module in self._deliveries(session, tenant_id, contact)
                 ],
-                "webhookReceipts": [
-                    {
-                        "id": r.id,
-                        "module": r.module_id,
-                        "receivedAt": r.received_at.isoformat(),
-                        "status": r.status_code,
-                        "skipped": r.skipped,
-                        "error": r.error,
-                    }
+                webhook_receipts=[
+                    ExportedReceipt(
+                        id=r.id,
+                        module=r.module_id,
+                        received_at=r.received_at,
+                        status=r.status_code,
+                        skipped=r.skipped,
+                        error=r.error,
+                    )
                     for r in self._receipts(session, tenant_id, terms)
                 ],
-                "outbox": [
-                    {
-                        "id": m.id,
-                        "module": m.module_id,
-                        "recipient": m.recipient,
-                        "subject": m.subject,
-                        "html": m.html,
-                        "status": m.status,
-                        "createdAt": m.created_at.isoformat(),
-                        "sentAt": m.sent_at.isoformat() if m.sent_at else None,
-                    }
+                outbox=[
+                    ExportedMail(
+                        id=m.id,
+                        module=m.module_id,
+                        recipient=m.recipient,
+                        subject=m.subject,
+                        html=m.html,
+                        status=m.status,
+                        created_at=m.created_at,
+                        sent_at=m.sent_at,
+                    )
                     for m in self._outbox(session, tenant_id, contact)
                 ],
-                "invocations": [
-                    {
-                        "id": i.id,
-                        "module": i.module_id,
-                        "function": i.function,
-                        "startedAt": i.started_at.isoformat(),
-                        "log": i.log,
-                        "error": i.error,
-                    }
+                invocations=[
+                    ExportedInvocation(
+                        id=i.id,
+                        module=i.module_id,
+                        function=i.function,
+                        started_at=i.started_at,
+                        log=i.log,
+                        error=i.error,
+                    )
                     for i in self._invocations(session, tenant_id, terms)
                 ],
-            }
+            )
 
     # --- erase ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ first costs and concurrent imports never shift a page."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import exists, func, or_, select
 
@@ -21,14 +21,35 @@ class ContactFilter:
     text: str | None = None
 
 
+@dataclass(frozen=True)
+class ContactSummary:
+    """A contact as a listing shows it: the categories it left, by name."""
+
+    id: str
+    name: str
+    email: str | None
+    phone: str | None
+    status: str
+    unsubscribed_categories: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ContactPage:
+    items: list[ContactSummary]
+    next: str | None
+    """``after`` of the following page; None on the last one."""
+
+
 class ContactSearch:
     def __init__(self, db: Database):
         self.db = db
 
     def page(
         self, tenant_id: str, where: ContactFilter, *, after: str | None = None, limit: int = 100
-    ) -> dict[str, Any]:
-        """``{items, next}``: up to ``limit`` contacts with ids after ``after``, in id order."""
+    ) -> ContactPage:
+        """Up to ``limit`` contacts with ids after ``after``, in id order."""
         query = select(Contact).where(Contact.tenant_id == tenant_id)
         if where.status is not None:
             query = query.where(Contact.status == where.status)
@@ -66,17 +87,17 @@ class ContactSearch:
                 ):
                     categories[contact_id].append(category)
             items = [
-                {
-                    "id": c.id,
-                    "name": c.name,
-                    "email": c.email,
-                    "phone": c.phone,
-                    "status": c.status,
-                    "unsubscribedCategories": categories[c.id],
-                    "createdAt": c.created_at.isoformat(),
-                    "updatedAt": c.updated_at.isoformat(),
-                }
+                ContactSummary(
+                    id=c.id,
+                    name=c.name,
+                    email=c.email,
+                    phone=c.phone,
+                    status=c.status,
+                    unsubscribed_categories=categories[c.id],
+                    created_at=c.created_at,
+                    updated_at=c.updated_at,
+                )
                 for c in page
             ]
         more = len(rows) > limit
-        return {"items": items, "next": items[-1]["id"] if more and items else None}
+        return ContactPage(items, items[-1].id if more and items else None)

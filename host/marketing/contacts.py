@@ -46,7 +46,18 @@ class UpsertResult:
     updated: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The answer stored under an ``Idempotency-Key`` in the upsert's own transaction
+        (the API's ``ContactsUpserted`` reads it back when a retry replays it)."""
         return {"ids": self.ids, "created": self.created, "updated": self.updated}
+
+
+@dataclass(frozen=True)
+class Unsubscription:
+    """A category the contact left, and through which module's webhook."""
+
+    category: str
+    module: str | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -58,19 +69,7 @@ class ContactView:
     status: str
     created_at: datetime
     updated_at: datetime
-    unsubscribed: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "email": self.email,
-            "phone": self.phone,
-            "status": self.status,
-            "unsubscribedCategories": self.unsubscribed,
-            "createdAt": self.created_at.isoformat(),
-            "updatedAt": self.updated_at.isoformat(),
-        }
+    unsubscribed: list[Unsubscription] = field(default_factory=list)
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -213,8 +212,7 @@ class ContactService:
                 created_at=contact.created_at,
                 updated_at=contact.updated_at,
                 unsubscribed=[
-                    {"category": u.category, "module": u.module_id, "at": u.created_at.isoformat()}
-                    for u in unsubscribed
+                    Unsubscription(u.category, u.module_id, u.created_at) for u in unsubscribed
                 ],
             )
 

@@ -36,12 +36,47 @@ class InvocationFilter:
 
 
 @dataclass(frozen=True)
-class InvocationPage:
-    items: list[dict[str, Any]]
-    next_before: int | None
+class InvocationRecord:
+    """One logged module call (secrets were masked before it was stored)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "nextBefore": self.next_before}
+    id: int
+    module: str
+    version: str
+    function: str
+    started_at: datetime
+    duration_ms: float
+    outcome: str
+    error: str | None
+    error_line: int | None
+    log: str | None
+    fetches: list[dict[str, Any]]
+    cpu_ms: float | None
+    peak_memory_kb: int | None
+
+    @classmethod
+    def of(cls, row: Invocation) -> InvocationRecord:
+        return cls(
+            id=row.id,
+            module=row.module_id,
+            version=row.version,
+            function=row.function,
+            started_at=row.started_at,
+            duration_ms=row.duration_ms,
+            outcome=row.outcome,
+            error=row.error,
+            error_line=row.error_line,
+            log=row.log,
+            fetches=row.fetches or [],
+            cpu_ms=row.cpu_ms,
+            peak_memory_kb=row.peak_memory_kb,
+        )
+
+
+@dataclass(frozen=True)
+class InvocationPage:
+    items: list[InvocationRecord]
+    next_before: int | None
+    """``before`` of the next page; None on the last one."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -49,24 +84,6 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
-
-
-def invocation_dict(row: Invocation) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "module": row.module_id,
-        "version": row.version,
-        "function": row.function,
-        "startedAt": row.started_at.isoformat(),
-        "durationMs": row.duration_ms,
-        "outcome": row.outcome,
-        "error": row.error,
-        "errorLine": row.error_line,
-        "log": row.log,
-        "fetches": row.fetches or [],
-        "cpuMs": row.cpu_ms,
-        "peakMemoryKb": row.peak_memory_kb,
-    }
 
 
 class InvocationLogReader:
@@ -121,6 +138,6 @@ class InvocationLogReader:
         more = len(rows) > limit
         rows = rows[:limit]
         return InvocationPage(
-            items=[invocation_dict(r) for r in rows],
+            items=[InvocationRecord.of(r) for r in rows],
             next_before=rows[-1].id if more and rows else None,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from host.contract.enums import CampaignStatus, DeliveryStatus
+from host.contract.enums import CampaignStatus, DeliveryStatus, SubscriberStatus
 
 
 class CampaignStage(StrEnum):
@@ -77,3 +77,20 @@ def campaign_moves_forward(current: str, new: str) -> bool:
     if current == new or current in FINAL_CAMPAIGN_STATUSES:
         return False
     return CAMPAIGN_RANK[new] >= CAMPAIGN_RANK[current]
+
+
+SUBSCRIBER_RANK: dict[str, int] = {
+    SubscriberStatus.Pending: 0,
+    SubscriberStatus.Subscribed: 0,
+    SubscriberStatus.Unsubscribed: 1,
+    SubscriberStatus.Bounced: 2,
+    SubscriberStatus.Complained: 3,
+}
+"""How far a contact is from being mailable: an unsubscribe is the contact's wish, a hard
+bounce is the address's fact, a complaint is the strongest signal (a sender who mails it
+again risks its reputation). Webhook events only move a contact up this order; only an
+explicit subscribe event from the service moves it back (``Resubscribe``)."""
+
+
+def subscriber_moves_forward(current: str, new: str) -> bool:
+    return SUBSCRIBER_RANK.get(new, 0) > SUBSCRIBER_RANK.get(current, 0)

@@ -304,9 +304,24 @@ def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A queued, sent or failed mail, without its HTML."""
+
+    id: int
+    module: str
+    recipient: str
+    subject: str
+    status: str
+    attempts: int
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
 def list_messages(
     db: Database, tenant_id: str, *, status: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+) -> list[OutboxEntry]:
     """A tenant's outbox, newest first, without the HTML (what an admin checks: was it
     sent, how many attempts, what the relay said)."""
     query = select(OutboxMessage).where(OutboxMessage.tenant_id == tenant_id)
@@ -315,16 +330,16 @@ def list_messages(
     with db.transaction() as session:
         rows = session.scalars(query.order_by(OutboxMessage.id.desc()).limit(limit)).all()
         return [
-            {
-                "id": row.id,
-                "module": row.module_id,
-                "recipient": row.recipient,
-                "subject": row.subject,
-                "status": row.status,
-                "attempts": row.attempts,
-                "error": row.error,
-                "createdAt": row.created_at.isoformat(),
-                "sentAt": row.sent_at.isoformat() if row.sent_at else None,
-            }
+            OutboxEntry(
+                id=row.id,
+                module=row.module_id,
+                recipient=row.recipient,
+                subject=row.subject,
+                status=row.status,
+                attempts=row.attempts,
+                error=row.error,
+                created_at=row.created_at,
+                sent_at=row.sent_at,
+            )
             for row in rows
         ]

@@ -11,6 +11,7 @@ surface. Webhook actions
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,17 @@ from host.errors import Conflict, HostError, ModuleCallFailed, NotFound, Service
 from host.invoker import ModuleInvoker
 
 
+@dataclass(frozen=True)
+class StatsView:
+    """What a stats page shows: the values (None when the first fetch failed), when they were
+    fetched, and whether they are stale (the module failed since) with that error."""
+
+    values: dict[str, int] | None
+    fetched_at: datetime | None
+    stale: bool
+    error: str | None
+
+
 class StatsService:
     def __init__(self, db: Database, invoker: ModuleInvoker, *, ttl_seconds: float = 60.0):
         self.db = db
@@ -30,8 +42,8 @@ class StatsService:
         self.ttl = timedelta(seconds=ttl_seconds)
         self._failed_at: dict[str, datetime] = {}
 
-    def get(self, tenant_id: str, campaign_id: str, *, refresh: bool = False) -> dict[str, Any]:
-        """``{values, fetchedAt, stale, error}``: cached while fresh, else fetched; on a
+    def get(self, tenant_id: str, campaign_id: str, *, refresh: bool = False) -> StatsView:
+        """Cached while fresh, else fetched; on a
         module error the cached value marked stale; with no cached value, the error raises
         (ModuleCallFailed). ``refresh`` ignores the TTL."""
         with self.db.transaction() as session:
@@ -81,7 +93,7 @@ class StatsService:
         )
         return _view(values, now, False, None)
 
-    def view(self, tenant_id: str, campaign_id: str) -> dict[str, Any] | None:
+    def view(self, tenant_id: str, campaign_id: str) -> StatsView | None:
         """What ``GET campaign`` embeds: None before the campaign exists in the service; an
         error with no values when the first fetch fails (the campaign itself still shows)."""
         try:
@@ -90,7 +102,7 @@ class StatsService:
             return None
         except HostError as exc:
             error = f"{exc.kind}: {exc.message}"
-            return {"values": None, "fetchedAt": None, "stale": True, "error": error}
+            return StatsView(values=None, fetched_at=None, stale=True, error=error)
 
     def _forget_failures_before(self, cutoff: datetime) -> None:
         for campaign_id, failed_at in list(self._failed_at.items()):
@@ -102,10 +114,7 @@ class StatsService:
             session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
 
 
-def _view(values: dict[str, Any], fetched_at: Any, stale: bool, error: str | None) -> dict:
-    return {
-        "values": values,
-        "fetchedAt": fetched_at.isoformat() if fetched_at else None,
-        "stale": stale,
-        "error": error,
-    }
+def _view(
+    values: dict[str, Any], fetched_at: datetime | None, stale: bool, error: str | None
+) -> StatsView:
+    return StatsView(values=values, fetched_at=fetched_at, stale=stale, error=error)

@@ -60,15 +60,6 @@ class ImportReport:
     created: int = 0
     updated: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "imported": self.imported,
-            "pages": self.pages,
-            "truncated": self.truncated,
-            "created": self.created,
-            "updated": self.updated,
-        }
-
 
 @dataclass(frozen=True)
 class TemplateView:
@@ -97,23 +88,6 @@ class TemplateView:
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
-
-        return {
-            "id": self.id,
-            "module": self.module,
-            "externalId": self.external_id,
-            "name": self.name,
-            "subject": self.subject,
-            "hasHtml": self.has_html,
-            "htmlCachedAt": iso(self.html_cached_at),
-            "publishedAt": iso(self.published_at),
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-        }
 
 
 class TemplateService:

@@ -39,6 +39,14 @@ Decisions a module author relies on:
   applied; the details go to the receipt and the invocation log, not to the caller. Actions
   that cannot be applied → 500 ``apply_failed``. Either way the module's storage writes of
   that request are not kept (only its ``durable=True`` writes, which commit at once).
+* **Stored requests and replay.** Every request that reached a module (failed ones too) is
+  stored sealed with its receipt (:mod:`host.marketing.webhook_store`), so an admin can
+  replay it against the pinned or another version, for real or as a dry run
+  (:mod:`host.marketing.webhook_replay`).
+* **Acknowledge-first intake.** A module whose manifest has ``"webhook": {"mode":
+  "acknowledge-first"}`` is not called while the service waits: the request is stored and
+  answered ``200 {"ok": true}`` at once, then run in the background with retries
+  (:mod:`host.marketing.webhook_backlog`).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -57,10 +66,13 @@ from sqlalchemy.orm import Session
 from host.calls import ModuleResult, mask_secrets
 from host.contract.types import FetchRequest, WebhookResponse, WebhookResult
 from host.db.engine import Database
-from host.db.models import WebhookReceipt
+from host.db.models import WebhookReceipt, WebhookRequest
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier, ApplyOutcome
+from host.marketing.webhook_backlog import WebhookBacklog
+from host.marketing.webhook_store import list_requests, open_request, seal_request, store_request
+from host.secrets import SecretBox
 from host.tenants import RuntimeEnablement, TenantService
 from sandbox.invocation import redact_data
 
@@ -200,6 +212,25 @@ def failure_reply(status: int, kind: str) -> WebhookReply:
     return json_reply(status, {"error": kind, "message": "the webhook could not be processed"})
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a processed request comes from: its stored copy (None: not stored yet, store
+    it) and, for a replay, the receipt it replays."""
+
+    request_id: int | None = None
+    replay_of: int | None = None
+
+
+@dataclass(frozen=True)
+class Processed:
+    """One request processed: the reply, its receipt and the actions' outcome (None when
+    the module or applying failed)."""
+
+    reply: WebhookReply
+    receipt_id: int | None
+    outcome: ApplyOutcome | None
+
+
 class ApplyFailed(Exception):
     """Applying a webhook's actions (or writing its receipt) failed: everything of the
     request, its storage writes included, is rolled back and the receipt says why."""
@@ -207,6 +238,36 @@ class ApplyFailed(Exception):
     def __init__(self, cause: Exception):
         super().__init__(str(cause))
         self.cause = cause
+
+
+def request_size(incoming: IncomingRequest) -> int:
+    """Bytes a stored request counts against the tenant's quota (body and headers)."""
+    return len(incoming.body) + sum(len(k) + len(v) for k, v in incoming.headers)
+
+
+def incoming_of(box: SecretBox, sealed: str) -> IncomingRequest:
+    """A stored request as the route received it."""
+    opened = open_request(box, sealed)
+    return IncomingRequest(
+        opened["method"], opened["url"], opened["headers"], opened["query"], opened["body"]
+    )
+
+
+@dataclass(frozen=True)
+class ReceiptView:
+    """What one request on a webhook URL led to: the status answered, the actions applied,
+    the skipped ones with their reasons, or the error."""
+
+    id: int
+    module: str
+    received_at: datetime
+    status: int
+    applied: int
+    skipped: list[Any]
+    error: str | None
+    version: str | None = None
+    request_id: int | None = None
+    replay_of: int | None = None
 
 
 class WebhookReceiver:
@@ -218,14 +279,27 @@ class WebhookReceiver:
         tenants: TenantService,
         invoker: ModuleInvoker,
         actions: ActionApplier,
+        box: SecretBox,
         *,
         max_body_bytes: int,
+        store_requests: bool = True,
+        retry_attempts: int = 5,
+        retry_s: float = 10.0,
+        background_workers: int = 2,
     ):
         self.db = db
         self.tenants = tenants
         self.invoker = invoker
         self.actions = actions
+        self.box = box
         self.max_body_bytes = max_body_bytes
+        self.store_requests = store_requests
+        self.backlog = WebhookBacklog(
+            self.process_stored,
+            max_attempts=retry_attempts,
+            retry_s=retry_s,
+            workers=background_workers,
+        )
 
     def target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
         """The enabled module the URL points to. Unknown tenant, module or token and a
@@ -236,38 +310,110 @@ class WebhookReceiver:
             raise NotFound("no such webhook") from None
 
     def refuse_oversized(self, target: RuntimeEnablement) -> WebhookReply:
-        """413 for a body over the cap; the module is not called."""
+        """413 for a body over the cap; the module is not called (nor the body stored)."""
         error = f"body_too_large: over {self.max_body_bytes} bytes"
-        self._record_failure(target, 413, error)
+        self._record_failure(target, 413, error, None, Provenance())
         return failure_reply(413, "body_too_large")
 
     def handle(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
-        """Call the module and apply its actions; never raises for the module's faults.
+        """Call the module and apply its actions; never raises for the module's faults. A
+        module with acknowledge-first intake is only stored and queued here."""
+        if target.manifest.acknowledges_first:
+            return self._acknowledge(target, incoming)
+        return self.process(target, incoming, Provenance()).reply
 
-        The call's storage writes, the actions and the receipt are committed in ONE
-        transaction by the invoker (:meth:`ModuleInvoker.call_resolved`), so a request that
-        failed — the module, its value, or applying the actions — keeps none of them."""
+    def _acknowledge(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
+        """Store the request as pending and answer 200 at once; the backlog runs it. Stored
+        even with storing turned off (0 bytes per tenant): it is the only copy."""
+        sealed = seal_request(
+            self.box,
+            incoming.method,
+            incoming.url,
+            incoming.headers,
+            incoming.query_string,
+            incoming.body,
+        )
+        try:
+            with self.db.transaction() as session:
+                request_id = store_request(
+                    session,
+                    target.tenant_id,
+                    target.module_id,
+                    sealed,
+                    request_size(incoming),
+                    pending=True,
+                )
+        except Exception:
+            log.exception("could not store a webhook request of %s", target.module_id)
+            return failure_reply(503, "unavailable")  # the service retries later
+        self.backlog.submit(request_id)
+        return json_reply(200, DEFAULT_BODY)
+
+    def pending_requests(self) -> list[int]:
+        """Acknowledged requests not processed yet (a restart resumes them), oldest first."""
+        with self.db.transaction() as session:
+            return list(
+                session.scalars(
+                    select(WebhookRequest.id)
+                    .where(WebhookRequest.pending.is_(True))
+                    .order_by(WebhookRequest.id)
+                )
+            )
+
+    def process_stored(self, request_id: int, last_attempt: bool) -> bool:
+        """Run an acknowledged request on the module's pinned version (for the backlog);
+        False asks for a retry. A module disabled or removed meanwhile ends it."""
+        with self.db.transaction() as session:
+            row = session.get(WebhookRequest, request_id)
+            if row is None or not row.pending:
+                return True
+            tenant_id, module_id, sealed = row.tenant_id, row.module_id, row.sealed
+        try:
+            target = self.tenants.runtime(tenant_id, module_id)
+            processed = self.process(target, incoming_of(self.box, sealed), Provenance(request_id))
+        except (NotFound, Conflict) as exc:
+            log.warning("webhook request %s dropped: %s", request_id, exc)
+            processed = None
+        if processed is not None and processed.outcome is None and not last_attempt:
+            return False
+        with self.db.transaction() as session:
+            row = session.get(WebhookRequest, request_id)
+            if row is not None:
+                row.pending = False
+        return True
+
+    def process(
+        self, target: RuntimeEnablement, incoming: IncomingRequest, origin: Provenance
+    ) -> Processed:
+        """Call the module and apply its actions, storing the request with the receipt.
+
+        The call's storage writes, the actions, the stored request and the receipt are
+        committed in ONE transaction by the invoker (:meth:`ModuleInvoker.call_resolved`),
+        so a request that failed — the module, its value, or applying the actions — keeps
+        none of them (its request and a failure receipt are then stored on their own)."""
         tenant_id, module_id = target.tenant_id, target.module_id
-        applied: list[tuple[WebhookResult, ApplyOutcome, WebhookReply]] = []
+        done: list[tuple[Processed, WebhookResult]] = []
 
         def commit_with(session: Session, called: ModuleResult) -> None:
             result: WebhookResult = called.value
             reply = reply_from(masked_response(result.response, target.secret_values))
             try:
                 outcome = self.actions.apply_in(session, tenant_id, module_id, result.actions)
-                session.add(
-                    WebhookReceipt(
-                        tenant_id=tenant_id,
-                        module_id=module_id,
-                        status_code=reply.status,
-                        applied=len(outcome.applied),
-                        skipped=outcome.skipped,
-                    )
+                receipt = WebhookReceipt(
+                    tenant_id=tenant_id,
+                    module_id=module_id,
+                    status_code=reply.status,
+                    applied=len(outcome.applied),
+                    skipped=outcome.skipped,
+                    request_id=self._stored(session, target, incoming, origin),
+                    replay_of=origin.replay_of,
+                    module_version=target.version,
                 )
+                session.add(receipt)
                 session.flush()  # a database error is the actions' failure, not the caller's
             except Exception as exc:
                 raise ApplyFailed(exc) from exc
-            applied.append((result, outcome, reply))
+            done.append((Processed(reply, receipt.id, outcome), result))
 
         try:
             self.invoker.call_resolved(
@@ -275,38 +421,91 @@ class WebhookReceiver:
             )
         except ModuleCallFailed as exc:
             status = 501 if exc.kind == "not_implemented" else 500
-            self._record_failure(target, status, f"{exc.kind}: {exc.message}")
-            return failure_reply(status, exc.kind)
+            receipt_id = self._record_failure(
+                target, status, f"{exc.kind}: {exc.message}", incoming, origin
+            )
+            return Processed(failure_reply(status, exc.kind), receipt_id, None)
         except ApplyFailed as failed:
             cause = failed.cause
             log.exception("applying webhook actions of %s/%s failed", tenant_id, module_id)
-            self._record_failure(target, 500, f"apply_failed: {type(cause).__name__}: {cause}")
-            return failure_reply(500, "apply_failed")
+            error = f"apply_failed: {type(cause).__name__}: {cause}"
+            receipt_id = self._record_failure(target, 500, error, incoming, origin)
+            return Processed(failure_reply(500, "apply_failed"), receipt_id, None)
         except (NotFound, Conflict):
             # disabled or removed between the lookup and the call
             raise NotFound("no such webhook") from None
-        result, outcome, reply = applied[0]
-        self.actions.announce(tenant_id, module_id, result.actions, outcome)
-        return reply
+        processed, result = done[0]
+        assert processed.outcome is not None
+        self.actions.announce(tenant_id, module_id, result.actions, processed.outcome)
+        return processed
 
-    def _record_failure(self, target: RuntimeEnablement, status: int, error: str) -> None:
+    def _stored(
+        self,
+        session: Session,
+        target: RuntimeEnablement,
+        incoming: IncomingRequest | None,
+        origin: Provenance,
+    ) -> int | None:
+        """The id of the request's stored copy, storing it now unless it already is (a
+        replay, a background run), it is not to be kept (no ``incoming``: an oversized
+        body) or storing is turned off."""
+        if origin.request_id is not None:
+            return origin.request_id
+        if incoming is None or not self.store_requests:
+            return None
+        sealed = seal_request(
+            self.box,
+            incoming.method,
+            incoming.url,
+            incoming.headers,
+            incoming.query_string,
+            incoming.body,
+        )
+        return store_request(
+            session, target.tenant_id, target.module_id, sealed, request_size(incoming)
+        )
+
+    def _record_failure(
+        self,
+        target: RuntimeEnablement,
+        status: int,
+        error: str,
+        incoming: IncomingRequest | None,
+        origin: Provenance,
+    ) -> int | None:
         masked = mask_secrets(error, target.secret_values) or error
         try:
             with self.db.transaction() as session:
-                session.add(
-                    WebhookReceipt(
-                        tenant_id=target.tenant_id,
-                        module_id=target.module_id,
-                        status_code=status,
-                        applied=0,
-                        skipped=[],
-                        error=masked[:MAX_ERROR_CHARS],
-                    )
+                receipt = WebhookReceipt(
+                    tenant_id=target.tenant_id,
+                    module_id=target.module_id,
+                    status_code=status,
+                    applied=0,
+                    skipped=[],
+                    error=masked[:MAX_ERROR_CHARS],
+                    request_id=self._stored(session, target, incoming, origin),
+                    replay_of=origin.replay_of,
+                    module_version=target.version,
                 )
+                session.add(receipt)
+                session.flush()
+                return receipt.id
         except Exception:
             log.exception("could not record a webhook receipt")
+            return None
 
-    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    # --- stored requests and replay ----------------------------------------------------
+
+    def stored_requests(
+        self, tenant_id: str, *, module_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The tenant's stored requests, newest first, masked for display."""
+        secrets = self.tenants.secret_values_of(tenant_id)
+        return list_requests(
+            self.db, self.box, tenant_id, secrets, module_id=module_id, limit=limit
+        )
+
+    def receipts(self, tenant_id: str, *, limit: int = 100) -> list[ReceiptView]:
         """The tenant's latest webhook receipts, newest first: what each request led to."""
         with self.db.transaction() as session:
             rows = session.scalars(
@@ -316,14 +515,17 @@ class WebhookReceiver:
                 .limit(limit)
             ).all()
             return [
-                {
-                    "id": row.id,
-                    "module": row.module_id,
-                    "receivedAt": row.received_at.isoformat(),
-                    "status": row.status_code,
-                    "applied": row.applied,
-                    "skipped": row.skipped,
-                    "error": row.error,
-                }
+                ReceiptView(
+                    id=row.id,
+                    module=row.module_id,
+                    received_at=row.received_at,
+                    status=row.status_code,
+                    applied=row.applied,
+                    skipped=row.skipped,
+                    error=row.error,
+                    version=row.module_version,
+                    request_id=row.request_id,
+                    replay_of=row.replay_of,
+                )
                 for row in rows
             ]

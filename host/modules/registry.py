@@ -51,16 +51,7 @@ class VersionInfo:
     functions: list[str]
     uploaded_at: datetime
     created: bool = True
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "version": self.version,
-            "name": self.name,
-            "kind": self.kind,
-            "functions": self.functions,
-            "uploadedAt": self.uploaded_at.isoformat(),
-        }
+    """False when the identical version was already stored (the upload was a no-op)."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +83,14 @@ class ModuleInfo:
     def latest(self) -> VersionInfo:
         return self.versions[-1]
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "name": self.latest.name,
-            "latestVersion": self.latest.version,
-            "versions": [v.as_dict() for v in self.versions],
-        }
+    @property
+    def name(self) -> str:
+        """The name in the latest version's manifest."""
+        return self.latest.name
+
+    @property
+    def latest_version(self) -> str:
+        return self.latest.version
 
 
 def validate_package(package: ModulePackage, *, max_script_bytes: int) -> ValidatedModule:

@@ -18,7 +18,10 @@ usually live in ``tests/recordings/``). A file holds one case object or a list o
 Exactly one expectation: ``returns`` (the validated value, as ``module run`` prints it),
 ``actions`` (the ``actions`` of a WebhookResult only) or ``error`` (``{"kind": ...,
 "message": <substring>}`` or just the kind). Without ``replay`` every fetch() fails: a case
-never reaches the network.
+never reaches the network. A replayed fetch() passes the module's egress policy on the
+recorded addresses, so a recording made against a local fake service (a loopback address)
+needs the same waiver as the live run: ``module test --allow-host`` or
+``CRM_HOST_EGRESS_ALLOW``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import difflib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,16 +38,27 @@ from host.calls import ModuleCall
 from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
 from host.errors import InvalidInput, ModuleCallFailed, Problem
+from host.marketing.campaign_keys import offline_callbacks
 from host.module_runtime import run_module_function
 from host.modules.registry import ValidatedModule
 from host.toolkit.local_run import full_name, local_call, plain
-from host.toolkit.recording import Recording, Replayer
+from host.toolkit.recording import Recording
+from host.toolkit.replayer import Replayer
 from sandbox.invocation import redact_text
 from sandbox.pool import SandboxPool
 
 CASES_DIR = "tests"
 EXPECTATIONS = ("returns", "actions", "error")
-_KNOWN_KEYS = {"name", "description", "function", "args", "settings", "replay", *EXPECTATIONS}
+_KNOWN_KEYS = {
+    "name",
+    "description",
+    "function",
+    "args",
+    "settings",
+    "replay",
+    "campaignKeys",
+    *EXPECTATIONS,
+}
 WEBHOOK = "CRM_Marketing_ParseWebhookRequest"
 
 Status = Literal["PASSED", "FAILED", "ERROR"]
@@ -60,6 +75,8 @@ class Case:
     replay: Path | None
     expect: str  # one of EXPECTATIONS
     expected: Any
+    campaign_keys: dict[str, str] = field(default_factory=dict)
+    """``campaignKeys``: what ``crm.campaign_for_key`` finds (the host's attribution map)."""
 
 
 @dataclass
@@ -138,6 +155,11 @@ def _case(
     settings = item.get("settings", {})
     if not isinstance(settings, dict):
         problems.append(Problem(f"{where}.settings", "must be an object"))
+    campaign_keys = item.get("campaignKeys", {})
+    if not isinstance(campaign_keys, dict) or not all(
+        isinstance(v, str) for v in campaign_keys.values()
+    ):
+        problems.append(Problem(f"{where}.campaignKeys", "must map keys to campaign ids"))
     replay = item.get("replay")
     replay_path = folder / replay if isinstance(replay, str) else None
     if replay is not None and (replay_path is None or not replay_path.is_file()):
@@ -152,7 +174,9 @@ def _case(
     assert contract is not None
     args = contract.complete(args)
     case_id = f"{CASES_DIR}/{Path(shown).name}::{item.get('name') or default}"
-    return Case(case_id, name, args, settings, replay_path, given[0], item[given[0]])
+    return Case(
+        case_id, name, args, settings, replay_path, given[0], item[given[0]], dict(campaign_keys)
+    )
 
 
 def webhook_request(partial: dict[str, Any]) -> dict[str, Any]:
@@ -172,31 +196,44 @@ def webhook_request(partial: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def run_case(pool: SandboxPool, module: ValidatedModule, case: Case) -> Outcome:
+def run_case(
+    pool: SandboxPool, module: ValidatedModule, case: Case, allow: Sequence[str] = ()
+) -> Outcome:
     started = time.perf_counter()
-    outcome = _run(pool, module, case)
+    outcome = _run(pool, module, case, allow)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-def _run(pool: SandboxPool, module: ValidatedModule, case: Case) -> Outcome:
+def _run(pool: SandboxPool, module: ValidatedModule, case: Case, allow: Sequence[str]) -> Outcome:
     try:
         call = local_call(module, case.function, case.settings)
         recording = Recording.load(case.replay) if case.replay else Recording()
     except InvalidInput as exc:
         return Outcome(case.id, "ERROR", "\n".join([exc.message, *map(str, exc.problems)]))
-    outcome = _judge(pool, call, case, recording)
+    outcome = _judge(pool, call, case, recording, allow)
     # The report is script output: a secret the script returned or logged is masked in it.
     outcome.detail = redact_text(outcome.detail, call.secret_values)
     outcome.log = redact_text(outcome.log, call.secret_values)
     return outcome
 
 
-def _judge(pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording) -> Outcome:
+def _judge(
+    pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording, allow: Sequence[str]
+) -> Outcome:
     source = str(case.replay.name) if case.replay else "this case (it has no replay)"
     replayer = Replayer(recording, call.secret_values, source=source)
     try:
-        result = validate_return(call, run_module_function(pool, call, case.args, fetch=replayer))
+        callbacks = offline_callbacks(dict(case.campaign_keys))
+        ran = run_module_function(
+            pool,
+            call,
+            case.args,
+            egress_allow=allow,
+            network=replayer.network(),
+            callbacks=callbacks,
+        )
+        result = validate_return(call, ran)
     except ModuleCallFailed as exc:
         log = getattr(exc.trace, "log", "") or ""
         return _check_error(case, exc, log)
@@ -252,8 +289,9 @@ def diff(expected: Any, actual: Any) -> str:
     return "\n".join(lines)
 
 
-def run_module_cases(directory: Path, module: ValidatedModule) -> Report:
-    """Every case of the module in ``directory``, one sandbox pool for all of them."""
+def run_module_cases(directory: Path, module: ValidatedModule, allow: Sequence[str] = ()) -> Report:
+    """Every case of the module in ``directory``, one sandbox pool for all of them;
+    ``allow`` is the admin's egress allow-list the replays run under."""
     started = time.perf_counter()
     report = Report(f"{module.manifest.id}@{module.manifest.version}")
     loaded: list[Case] = []
@@ -267,7 +305,7 @@ def run_module_cases(directory: Path, module: ValidatedModule) -> Report:
             )
     if loaded:
         with SandboxPool(size=1) as pool:
-            report.outcomes.extend(run_case(pool, module, case) for case in loaded)
+            report.outcomes.extend(run_case(pool, module, case, allow) for case in loaded)
     report.seconds = time.perf_counter() - started
     return report
 

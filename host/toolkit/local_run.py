@@ -4,8 +4,6 @@ the same validation, the same ModuleCall, the same sandbox — shared by ``modul
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +13,6 @@ from host.module_program import ModuleProgram
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
 from host.settings_schema import secret_values, validate_settings
-from host.toolkit.recording import Recorder
-from sandbox.fetch import Fetcher, FetchLimits
 
 LOCAL_TENANT = "local"
 """The tenant id local runs use (storage and contacts are empty)."""
@@ -48,30 +44,6 @@ def local_call(module: ValidatedModule, function: str, settings: Any) -> ModuleC
         secret_values=secret_values(manifest, checked),
         purpose="local",
     )
-
-
-@contextmanager
-def recording_fetch(call: ModuleCall, allow: Sequence[str]) -> Iterator[Recorder]:
-    """A Recorder around the real Fetcher, under the module's egress policy and fetch
-    limits, so recording is exactly as allowed (and denied) as a server run."""
-    limits = call.program.limits
-    policy = call.program.egress_policy(allow)
-    fetcher = Fetcher(
-        policy,
-        FetchLimits(
-            max_fetches=limits.max_fetches,
-            timeout_s=limits.fetch_timeout_s,
-            max_response_bytes=limits.max_response_bytes,
-        ),
-        secrets=call.secret_values,
-    )
-    try:
-        recorder = Recorder(fetcher.fetch, call.secret_values)
-        recorder.recording.module = call.module_ref
-        recorder.recording.function = call.function
-        yield recorder
-    finally:
-        fetcher.close()
 
 
 def plain(value: Any) -> Any:

@@ -1,19 +1,31 @@
-"""Record the HTTP traffic of a module run, and replay it offline.
+"""The recording file: the HTTP exchanges of one module run, kept to be replayed offline.
 
 Why: an integrator wants to run and test a module without the real service (no network in
 CI, no API quota, the same answer every time). ``crm-host module run --record FILE`` saves
-every ``fetch()`` exchange of one run; ``--replay FILE`` and ``module test`` answer
-``fetch()`` from such a file instead of the network.
+every exchange of one run (:mod:`host.toolkit.recorder`); ``--replay FILE`` and
+``module test`` answer from such a file (:mod:`host.toolkit.replayer`). Both are httpx
+transports under the real Fetcher, so a replayed call passes the same egress check,
+request validation, redirect rules and size caps as a live one.
 
-The file (``format: crm-host-recording/1``) is JSON meant to be read and edited::
+The file (``format: crm-host-recording/2``) is JSON meant to be read and edited::
 
-    {"format": "crm-host-recording/1", "module": "acme-mail@0.1.0",
+    {"format": "crm-host-recording/2", "module": "acme-mail@0.1.0",
      "function": "CRM_Marketing_ImportTemplates",
      "exchanges": [
        {"request": {"method": "GET", "url": "https://api.x.com/v1/templates?offset=0",
                     "headers": {"Authorization": "***"}, "body": null},
+        "addresses": ["203.0.113.7"],
         "response": {"status": 200, "statusText": "OK", "url": "...",
-                     "headers": {"content-type": "application/json"}, "body": "{...}"}}]}
+                     "headers": {"content-type": "application/json"}, "body": "{...}"}}],
+     "fetches": [{"method": "GET", "url": "...", "status": 200, "ms": 3.1, "bytes": 120}]}
+
+``addresses`` are what the host name resolved to when the exchange was recorded: on replay
+the egress policy judges them instead of asking DNS, so the verdict is the recorded one and
+needs no network (a recorded loopback or private address is refused again unless the
+admin's allow-list waives it). ``fetches`` is the run's fetch log, as ``--show-log`` and the
+invocation log show it; replay ignores it. An exchange without ``addresses`` (format
+``crm-host-recording/1`` files, exchanges written by hand) is judged on its host name alone:
+it must be in the manifest's egress list. Other formats are refused, naming the file.
 
 Matching rules (replay): a request matches an exchange when the method, the URL and the body
 are equal — compared after masking, so a different API key in the replaying settings still
@@ -35,11 +47,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.errors import InvalidInput, Problem
-from sandbox.errors import SandboxError, ScriptError
-from sandbox.invocation import ERROR_KINDS, REDACTED, redact_data, redact_text
+import httpx
 
-FORMAT = "crm-host-recording/1"
+from host.errors import InvalidInput, Problem
+from sandbox.errors import ScriptError
+from sandbox.invocation import REDACTED, redact_text
+
+FORMAT = "crm-host-recording/2"
+#: formats this version reads (the first one kept no resolved addresses)
+READABLE_FORMATS = ("crm-host-recording/1", FORMAT)
 
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-auth"}
@@ -65,16 +81,35 @@ def mask_headers(headers: Mapping[str, Any] | None, secrets: Sequence[str]) -> d
     }
 
 
-@dataclass(frozen=True)
+def masked_request(request: httpx.Request, url: str, secrets: Sequence[str]) -> dict[str, Any]:
+    """A request as a recording keeps it and as replay compares it: ``url`` is the one the
+    script asked for (the request itself goes to the pinned IP), header names keep the
+    script's spelling, and an empty body is ``None``."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+    body = request.read()
+    return {
+        "method": request.method.upper(),
+        "url": redact_text(url, secrets),
+        "headers": mask_headers(headers, secrets),
+        "body": redact_text(body.decode("utf-8", "replace"), secrets) if body else None,
+    }
+
+
+@dataclass
 class Exchange:
-    """One recorded request and its response (or the error the fetch raised)."""
+    """One recorded request, the addresses its host resolved to, and the response (or the
+    error the connection failed with). The recorder fills ``response`` when the body has
+    been read."""
 
     request: dict[str, Any]
     response: dict[str, Any] | None = None
     error: dict[str, str] | None = None
+    addresses: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"request": self.request}
+        if self.addresses is not None:
+            data["addresses"] = self.addresses
         if self.error is not None:
             data["error"] = self.error
         else:
@@ -102,6 +137,9 @@ class Recording:
     exchanges: list[Exchange] = field(default_factory=list)
     module: str = ""
     function: str = ""
+    #: the run's fetch log (method, url, status, ms, bytes, error), for the reader only
+    fetches: list[dict[str, Any]] = field(default_factory=list)
+    format: str = FORMAT
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +147,7 @@ class Recording:
             "module": self.module,
             "function": self.function,
             "exchanges": [e.as_dict() for e in self.exchanges],
+            "fetches": self.fetches,
         }
 
     def save(self, path: Path) -> None:
@@ -130,8 +169,15 @@ class Recording:
                 "recording is not JSON", [Problem(f"{path}:{exc.lineno}", exc.msg)]
             ) from None
         problems: list[Problem] = []
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            problems.append(Problem(str(path), f'expected an object with "format": "{FORMAT}"'))
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
+            found = data.get("format") if isinstance(data, dict) else None
+            problems.append(
+                Problem(
+                    str(path),
+                    f'expected an object with "format": "{FORMAT}"'
+                    + (f" (this version does not read {found!r})" if found else ""),
+                )
+            )
         raw = data.get("exchanges") if isinstance(data, dict) else None
         if not isinstance(raw, list):
             problems.append(Problem(f"{path}: $.exchanges", "must be a list"))
@@ -139,92 +185,38 @@ class Recording:
         exchanges = []
         for i, item in enumerate(raw):
             where = f"{path}: $.exchanges[{i}]"
-            request = item.get("request") if isinstance(item, dict) else None
-            if not isinstance(request, dict) or not isinstance(request.get("url"), str):
-                problems.append(Problem(where, "needs a request with a url"))
-                continue
-            response, error = item.get("response"), item.get("error")
-            if isinstance(error, dict) and isinstance(error.get("message"), str):
-                exchanges.append(Exchange(request, error=error))
-            elif isinstance(response, dict) and isinstance(response.get("status"), int):
-                exchanges.append(Exchange(request, response))
-            else:
-                problems.append(Problem(where, "needs a response with a status, or an error"))
+            exchange = _exchange(item, where, problems)
+            if exchange is not None:
+                exchanges.append(exchange)
         if problems:
             raise InvalidInput("recording is invalid", problems)
         assert isinstance(data, dict)
-        return cls(exchanges, str(data.get("module", "")), str(data.get("function", "")))
+        fetches = data.get("fetches")
+        return cls(
+            exchanges,
+            str(data.get("module", "")),
+            str(data.get("function", "")),
+            fetches if isinstance(fetches, list) else [],
+            str(data["format"]),
+        )
 
 
-def _masked_request(request: Mapping[str, Any], secrets: Sequence[str]) -> dict[str, Any]:
-    body = request.get("body")
-    return {
-        "method": str(request.get("method") or "GET").upper(),
-        "url": redact_text(str(request.get("url", "")), secrets),
-        "headers": mask_headers(request.get("headers"), secrets),
-        "body": None if body is None else redact_text(str(body), secrets),
-    }
-
-
-class Recorder:
-    """A fetch function that performs each request with ``fetch`` (the real, egress-checked
-    Fetcher) and keeps a masked copy of the exchange."""
-
-    def __init__(self, fetch: Any, secrets: Sequence[str]):
-        self._fetch = fetch
-        self._secrets = list(secrets)
-        self.recording = Recording()
-
-    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
-        masked = _masked_request(request, self._secrets)
-        try:
-            response = self._fetch(request)
-        except SandboxError as exc:
-            message = redact_text(exc.message, self._secrets)
-            self.recording.exchanges.append(
-                Exchange(masked, error={"kind": exc.kind, "message": message})
-            )
-            raise
-        stored = redact_data(dict(response), self._secrets)
-        stored["headers"] = mask_headers(response.get("headers"), self._secrets)
-        self.recording.exchanges.append(Exchange(masked, stored))
-        return response
-
-
-class Replayer:
-    """A fetch function answering from a recording; see the module docstring for matching."""
-
-    def __init__(self, recording: Recording, secrets: Sequence[str], source: str = "recording"):
-        self.recording = recording
-        self.source = source
-        self._secrets = list(secrets)
-        self._used = [False] * len(recording.exchanges)
-        #: requests nothing matched, as "METHOD URL" (a script may swallow the error)
-        self.misses: list[str] = []
-
-    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
-        masked = _masked_request(request, self._secrets)
-        method, url, body = masked["method"], masked["url"], masked["body"]
-        for i, exchange in enumerate(self.recording.exchanges):
-            if not self._used[i] and exchange.matches(method, url, body):
-                self._used[i] = True
-                if exchange.error is not None:
-                    cls = ERROR_KINDS.get(exchange.error.get("kind", ""), ScriptError)
-                    raise cls(exchange.error["message"])
-                assert exchange.response is not None
-                return dict(exchange.response)
-        self.misses.append(f"{method} {url}")
-        raise ReplayMismatch(self._mismatch_message(method, url, body))
-
-    def unused(self) -> list[Exchange]:
-        return [e for e, used in zip(self.recording.exchanges, self._used, strict=True) if not used]
-
-    def _mismatch_message(self, method: str, url: str, body: str | None) -> str:
-        unused = self.unused()
-        if any(e.same_target(method, url) for e in unused):
-            hint = " (an exchange has this method and URL but another body)"
-        else:
-            listed = ", ".join(e.describe() for e in unused[:5]) or "none"
-            more = f" and {len(unused) - 5} more" if len(unused) > 5 else ""
-            hint = f"; unused exchanges: {listed}{more}"
-        return f"unmatched request: {self.source} has no response for {method} {url}{hint}"
+def _exchange(item: Any, where: str, problems: list[Problem]) -> Exchange | None:
+    request = item.get("request") if isinstance(item, dict) else None
+    if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+        problems.append(Problem(where, "needs a request with a url"))
+        return None
+    assert isinstance(item, dict)
+    addresses = item.get("addresses")
+    if addresses is not None and (
+        not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses)
+    ):
+        problems.append(Problem(f"{where}.addresses", "must be a list of IP address strings"))
+        return None
+    response, error = item.get("response"), item.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return Exchange(request, error=error, addresses=addresses)
+    if isinstance(response, dict) and isinstance(response.get("status"), int):
+        return Exchange(request, response, addresses=addresses)
+    problems.append(Problem(where, "needs a response with a status, or an error"))
+    return None

@@ -21,7 +21,8 @@ What each function does at Mailchimp (https://mailchimp.com/developer/marketing/
 Audience webhooks → CRM actions (form-encoded ``type`` + ``data[...]``; Mailchimp signs
 nothing, so the URL carries ``?secret=<webhook_secret>``, compared in constant time):
 
-    subscribe     UpdateContact (created or renamed) + Resubscribe from all
+    subscribe     UpdateContact (created or renamed) + Resubscribe from all (the host
+                  lifts Bounced/Complained too, per the tenant's suppression policy)
     unsubscribe   Unsubscribe from all; delivery Unsubscribed for data[campaign_id];
                   reason=abuse: delivery Complained instead
     cleaned       delivery Bounced for data[campaign_id] (reason=abuse: Complained)

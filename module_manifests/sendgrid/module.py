@@ -26,7 +26,12 @@ marketing_campaign_id, or the custom arg CAMPAIGN_ARG; events without one change
     spamreport                   delivery Complained + unsubscribe from everything
     unsubscribe                  delivery Unsubscribed + unsubscribe from everything
     group_unsubscribe            delivery Unsubscribed + unsubscribe from category asm_group_id
-    group_resubscribe, account_status_change, others   logged, no action
+    group_resubscribe            Resubscribe to category asm_group_id (host extension)
+    account_status_change, others   logged, no action
+
+Each event's actions carry its sg_event_id as eventId (the docs' placeholder ids excepted),
+so a batch SendGrid retries — it retries for up to 72 hours after a failure or a timeout —
+applies none of the events the host already applied.
 
 A single send is triggered all at once, so the first delivery event of a singlesend_id also
 moves its campaign to Sent (UpdateCampaign, once per batch): SendGrid posts no campaign-status
@@ -474,6 +479,10 @@ def actions_for(event):
     elif kind == "group_unsubscribe" and text_of(event.get("asm_group_id")):
         actions.append({"type": "Unsubscribe", "email": email,
                         "externalId": text_of(event.get("asm_group_id"))})
+    elif kind == "group_resubscribe" and text_of(event.get("asm_group_id")):
+        # the recipient's explicit re-subscribe to one group: lifts that category only
+        actions.append({"type": "Resubscribe", "email": email,
+                        "externalId": text_of(event.get("asm_group_id"))})
     if status is None and not actions:
         log(f"{kind or 'event'} for {email}: no CRM action")
     elif kind in ("dropped", "bounce"):
@@ -504,7 +513,11 @@ def CRM_Marketing_ParseWebhookRequest(request):
             if key in seen:
                 continue  # SendGrid delivers at least once
             seen.add(key)
-        actions += actions_for(event)
+        event_actions = actions_for(event)
+        if event_id and event_id not in PLACEHOLDER_EVENT_IDS:
+            # the host applies an event id once: a retried batch changes nothing again
+            event_actions = [{**action, "eventId": event_id[:255]} for action in event_actions]
+        actions += event_actions
         single_send = text_of(event.get("singlesend_id"))
         kind = text_of(event.get("event")).lower()
         if single_send and (kind in DELIVERY_STATUS or kind == "bounce") \

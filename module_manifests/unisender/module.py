@@ -12,7 +12,9 @@ How a campaign travels:
 3. CreateCampaign  -> createEmailMessage (HTML or a Unisender template) and createCampaign
    with ``contacts`` = those addresses, so only the CRM audience gets the letter.
 4. Webhook         -> md5 ``auth`` checked, then email_status / campaign_status /
-   unsubscribe events become CRM actions.
+   unsubscribe events become CRM actions; an event without a campaign id is attributed
+   through the host's map (``crm.campaign_for_key``: address -> CRM campaign -> externalId,
+   recorded by PrepareCampaign and CreateCampaign), never to "the latest campaign".
 """
 
 import hashlib
@@ -184,6 +186,11 @@ def CRM_Marketing_ExportContacts(contactIds):
     return None
 
 
+def address_key(email):
+    """The attribution key of a recipient address (SHA-256 of the lower-cased address)."""
+    return "to:" + hashlib.sha256(str(email).strip().lower().encode()).hexdigest()
+
+
 def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
     """Remember the batch's addresses; CreateCampaign restricts the send to them."""
     if type != CRM_Marketing_CampaignType.Email:
@@ -196,6 +203,12 @@ def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
             seen.add(email)
             known.append(email)
     storage.set(key, known)
+    # Attribution: classic email_status events may carry no campaign id, only the address.
+    # "to:<address hash>" -> "crm:<campaignId>" now; CreateCampaign maps that to the
+    # externalId. A hash, not the address: the host's map keeps no personal data.
+    addresses = [address_key(email) for email in contacts if email]
+    if addresses:
+        crm.set_campaign_keys("crm:" + campaignId, addresses)
     return None
 
 
@@ -248,8 +261,7 @@ def CRM_Marketing_CreateCampaign(request):
     result = call_api("createCampaign", campaign)
     external_id = str(result["campaign_id"])
     storage.delete(key)
-    # email_status events of classic Unisender may lack campaign_id (see the README).
-    storage.set("last_campaign", external_id)
+    crm.set_campaign_keys(external_id, ["crm:" + request.campaignId])
     status = CRM_Marketing_CampaignStatus.Sending
     if scheduled:
         status = CRM_Marketing_CampaignStatus.Scheduled
@@ -287,15 +299,25 @@ def auth_ok(request, auth):
     return signatures.equals(hashlib.md5(signed).hexdigest(), auth.lower())
 
 
-def status_actions(event_name, data, fallback_campaign):
+def campaign_of(data, email):
+    """The campaign an event belongs to: the campaign id it echoes, else the campaign the
+    address was last prepared for (the host's attribution map, never "the latest one")."""
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    campaign = data.get("campaign_id") or metadata.get("campaign_id")
+    if campaign:
+        return str(campaign)
+    prepared = crm.campaign_for_key(address_key(email))
+    return crm.campaign_for_key(prepared) if prepared else None
+
+
+def status_actions(event_name, data):
     email = data.get("email")
     table = GO_STATUS if event_name.startswith("transactional") else CLASSIC_STATUS
     status = table.get(str(data.get("status") or ""))
     if not email or status is None:
         return []
     actions = []
-    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    campaign = data.get("campaign_id") or metadata.get("campaign_id") or fallback_campaign
+    campaign = campaign_of(data, email)
     if campaign:
         actions.append(
             {"type": "UpdateDeliveryStatus", "email": email, "externalId": str(campaign),
@@ -306,13 +328,13 @@ def status_actions(event_name, data, fallback_campaign):
     return actions
 
 
-def event_actions(event, fallback_campaign):
+def event_actions(event):
     if not isinstance(event, dict) or not isinstance(event.get("event_data"), dict):
         return []
     name = str(event.get("event_name") or "")
     data = event["event_data"]
     if name in ("email_status", "transactional_email_status"):
-        return status_actions(name, data, fallback_campaign)
+        return status_actions(name, data)
     if name == "campaign_status" and data.get("campaign_id"):
         status = CAMPAIGN_STATUS.get(str(data.get("status") or ""))
         if status is not None:
@@ -333,9 +355,8 @@ def CRM_Marketing_ParseWebhookRequest(request):
         return {"response": reply(400, "body is not JSON")}
     if not isinstance(payload, dict) or not auth_ok(request, payload.get("auth")):
         return {"response": reply(401, "invalid auth")}
-    fallback = storage.get("last_campaign")
     actions = []
     for block in payload.get("events_by_user") or []:
         for event in (block.get("events") if isinstance(block, dict) else None) or []:
-            actions.extend(event_actions(event, fallback))
+            actions.extend(event_actions(event))
     return {"actions": actions, "response": reply(200, "OK")}

@@ -80,7 +80,11 @@ def test_the_guide_from_scaffold_to_an_enabled_module(tmp_path: Path) -> None:
     assert "log: templates at 0 : 2" in recorded.stderr
     assert "demo-key" not in (tmp_path / tape).read_text()
 
-    replayed = cli.run(*run, "--replay", tape)  # the fake is gone: offline
+    # the fake is gone: offline, under the waiver the recorded 127.0.0.1 needs
+    unwaived = cli.run(*run, "--replay", tape)
+    assert unwaived.returncode == 1
+    assert unwaived.stderr.startswith("error: egress_denied: fetch to 127.0.0.1 denied: ")
+    replayed = cli.run(*run, "--replay", tape, "--allow-host", address)
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout) == pages
 
@@ -88,7 +92,10 @@ def test_the_guide_from_scaffold_to_an_enabled_module(tmp_path: Path) -> None:
     (tmp_path / "acme-mail/tests/example_webhook.json").unlink()
     put("acme-mail/tests/templates.json")
     put("acme-mail/tests/webhook.json")
-    tested = cli.run("module", "test", "acme-mail")
+    guide = GUIDE.read_text()
+    assert "--allow-host 127.0.0.1:8025 --replay acme-mail/tests/recordings/templates.json" in guide
+    assert "crm-host module test acme-mail --allow-host 127.0.0.1:8025" in guide
+    tested = cli.run("module", "test", "acme-mail", "--allow-host", address)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "tests/templates.json::first page of templates PASSED" in tested.stdout
     assert " 3 passed in " in tested.stdout

@@ -219,23 +219,43 @@ def test_unsubscribe_sample_unsubscribes_from_all_in_its_campaign(world: World) 
 
 def test_unsubscribe_for_abuse_is_a_complaint(world: World) -> None:
     """The documented reason=abuse variant (a spam complaint): unsubscribed from all, the
-    delivery Complained. The contact's status reads Unsubscribed, not Complained: a contact
-    status of Complained is not something a webhook action sets yet (README)."""
+    delivery Complained, and the host's suppression policy makes the contact Complained."""
     campaign, _ = send_campaign(world, ["api+unsub@mailchimp.com"], external_id="cb398d21d2")
     body = sample("unsubscribe").replace(b"reason%5D=manual", b"reason%5D=abuse")
     assert world.post(body).status_code == 200
     assert world.deliveries("acme", campaign) == {"api+unsub@mailchimp.com": "Complained"}
-    assert world.contacts_by_email()["api+unsub@mailchimp.com"]["status"] == "Unsubscribed"
+    assert world.contacts_by_email()["api+unsub@mailchimp.com"]["status"] == "Complained"
 
 
 def test_cleaned_sample_bounces_its_delivery(world: World) -> None:
-    """INDEX: delivery Bounced (hard) for campaign 4fjk2ma9xd. Difference: the contact is not
-    flagged Bounced (contact bounce statuses are not webhook actions yet; Mailchimp itself
-    no longer mails a cleaned address)."""
+    """INDEX: delivery Bounced (hard) for campaign 4fjk2ma9xd; the host's suppression policy
+    flags the contact Bounced, and Mailchimp's subscribe event for the address lifts it."""
     campaign, _ = send_campaign(world, ["api+cleaned@mailchimp.com"], external_id="4fjk2ma9xd")
     assert world.post(sample("cleaned")).status_code == 200
     assert world.deliveries("acme", campaign) == {"api+cleaned@mailchimp.com": "Bounced"}
+    assert world.contacts_by_email()["api+cleaned@mailchimp.com"]["status"] == "Bounced"
+    subscribe = sample("subscribe").replace(
+        b"api%40mailchimp.com", b"api%2Bcleaned%40mailchimp.com"
+    )
+    assert subscribe != sample("subscribe")
+    assert world.post(subscribe).status_code == 200
     assert world.contacts_by_email()["api+cleaned@mailchimp.com"]["status"] == "Subscribed"
+
+
+def test_subscribe_keeps_a_bounce_when_the_policy_says_so(world: World) -> None:
+    reply = world.client.put(
+        "/api/v1/tenants/acme/suppression-policy",
+        json={"providerSubscribeLifts": False},
+        headers=ADMIN,
+    )
+    assert reply.status_code == 200, reply.text
+    send_campaign(world, ["api+cleaned@mailchimp.com"], external_id="4fjk2ma9xd")
+    assert world.post(sample("cleaned")).status_code == 200
+    subscribe = sample("subscribe").replace(
+        b"api%40mailchimp.com", b"api%2Bcleaned%40mailchimp.com"
+    )
+    assert world.post(subscribe).status_code == 200
+    assert world.contacts_by_email()["api+cleaned@mailchimp.com"]["status"] == "Bounced"
 
 
 def test_profile_sample_updates_the_name_only(world: World) -> None:
@@ -281,7 +301,11 @@ def test_a_sample_without_the_right_secret_is_refused(world: World, secret: str 
     assert reply.status_code == (401 if not secret else 403)
     assert SECRET not in reply.text
     after = table_dump(world.host)
-    kept = ("webhook_receipts", "invocations")
+    kept = (
+        "webhook_receipts",
+        "webhook_requests",
+        "invocations",
+    )  # a refused request is kept for replay
     assert {k: v for k, v in after.items() if k not in kept} == {
         k: v for k, v in before.items() if k not in kept
     }

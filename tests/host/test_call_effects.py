@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from host.api.app import create_app
 from host.marketing.actions import ActionApplier
+from host.marketing.webhooks import ReceiptView
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.errors import LimitExceeded
@@ -102,7 +103,7 @@ def stored(host: Host, client: TestClient) -> dict[str, Any]:
     return reply.json()
 
 
-def latest_receipt(host: Host) -> dict[str, Any]:
+def latest_receipt(host: Host) -> ReceiptView:
     return host.webhooks.receipts("acme", limit=1)[0]
 
 
@@ -118,7 +119,7 @@ def test_an_invalid_return_value_keeps_no_storage_writes(host: Host, client: Tes
     assert reply.status_code == 500
     assert reply.json()["error"] == "invalid_return"
     receipt = latest_receipt(host)
-    assert receipt["status"] == 500 and receipt["error"].startswith("invalid_return:")
+    assert receipt.status == 500 and receipt.error.startswith("invalid_return:")
     assert stored(host, client)["seen"] == 1  # the failed call's increment is gone
     assert hook(host, client, "ok").status_code == 200  # and the host kept serving
     assert stored(host, client)["seen"] == 2
@@ -135,12 +136,12 @@ def test_actions_that_fail_to_apply_roll_back_the_storage_writes(
     assert reply.status_code == 500
     assert reply.json()["error"] == "apply_failed"
     receipt = latest_receipt(host)
-    assert receipt["status"] == 500 and "OperationalError" in receipt["error"]
-    assert receipt["applied"] == 0
+    assert receipt.status == 500 and "OperationalError" in receipt.error
+    assert receipt.applied == 0
     assert stored(host, client)["seen"] is None  # same transaction: storage rolled back too
     monkeypatch.undo()
     assert hook(host, client, "stats").status_code == 200
-    assert latest_receipt(host)["applied"] == 0  # no such campaign: skipped, not failed
+    assert latest_receipt(host).applied == 0  # no such campaign: skipped, not failed
     assert stored(host, client)["seen"] == 1
 
 
@@ -160,7 +161,7 @@ def test_a_durable_write_over_the_quota_is_refused_and_stores_nothing(
 ) -> None:
     reply = hook(host, client, "too_big")
     assert reply.status_code == 500 and reply.json()["error"] == "limit_exceeded"
-    assert "storage quota of 4096 bytes" in latest_receipt(host)["error"]
+    assert "storage quota of 4096 bytes" in latest_receipt(host).error
     assert stored(host, client) == {"seen": None, "remote": None, "big": False}
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, Invocation
-from host.marketing.campaign_job import LeaseLost
+from host.marketing.campaign_job import CampaignProgress, LeaseLost
 from host.marketing.campaigns import CampaignDraft
 from host.marketing.job_runner import CampaignJobRunner, new_owner
 from host.modules.packages import from_json_body
@@ -159,25 +159,25 @@ def test_batches_of_1000_every_recipient_once_create_after_the_last(host: Host) 
     setup_tenant(host)
     add_contacts(host, 2500)
     created = host.campaigns.create("acme", draft())
-    assert run_in_process(host, created["id"]) == "done"
+    assert run_in_process(host, created.id) == "done"
 
     recorded = storage(host)
     assert recorded["prepare"] == [1000, 1000, 500]
     assert recorded["export"] == [1000, 1000, 500]
     assert sorted(recorded["seen"]) == sorted(f"user{i}@example.test" for i in range(2500))
     assert recorded["type"] == "Email"
-    assert recorded["create"] == [created["id"]]
+    assert recorded["create"] == [created.id]
     with host.db.transaction() as session:
         functions = session.scalars(select(Invocation.function).order_by(Invocation.id)).all()
     prepares = [i for i, f in enumerate(functions) if f == "CRM_Marketing_PrepareCampaign"]
     assert functions.count("CRM_Marketing_CreateCampaign") == 1
     assert functions.index("CRM_Marketing_CreateCampaign") > max(prepares)
 
-    row = campaign(host, created["id"])
+    row = campaign(host, created.id)
     assert (row.status, row.stage, row.external_id) == ("Sending", "done", row.external_id)
     assert row.external_id.startswith("ext-")
     assert (row.total, row.exported, row.prepared, row.batches_done) == (2500, 2500, 2500, 3)
-    sent = deliveries(host, created["id"])
+    sent = deliveries(host, created.id)
     assert len(sent) == 2500 and {d.status for d in sent} == {"Sent"}
     assert [h["status"] for h in sent[0].history] == ["Pending", "Sent"]
     assert row.lease_owner is None
@@ -191,13 +191,13 @@ def test_sms_gets_phone_numbers_and_skips_contacts_without_one(host: Host) -> No
     created = host.campaigns.create(
         "acme", draft(type="Sms", subject=None, senderEmail=None, html="Sale today")
     )
-    assert run_in_process(host, created["id"]) == "done"
+    assert run_in_process(host, created.id) == "done"
     recorded = storage(host)
     assert recorded["type"] == "Sms"
     assert sorted(recorded["seen"]) == [f"+1555{i:07d}" for i in range(1, 5)]
-    row = campaign(host, created["id"])
+    row = campaign(host, created.id)
     assert (row.total, row.skipped, row.prepared) == (5, 1, 4)
-    assert [d.phone for d in deliveries(host, created["id"])] == recorded["seen"]
+    assert [d.phone for d in deliveries(host, created.id)] == recorded["seen"]
 
 
 def test_unsubscribed_bounced_complained_and_category_opt_outs_are_skipped(host: Host) -> None:
@@ -210,9 +210,9 @@ def test_unsubscribed_bounced_complained_and_category_opt_outs_are_skipped(host:
             session.execute(update(Contact).where(Contact.id == contact_id).values(status=status))
         session.add(ContactUnsubscription(tenant_id="acme", contact_id=ids[3], category="news"))
     created = host.campaigns.create("acme", draft(categoryExternalId="news"))
-    assert run_in_process(host, created["id"]) == "done"
+    assert run_in_process(host, created.id) == "done"
     assert sorted(storage(host)["seen"]) == [f"user{i}@example.test" for i in range(4, 8)]
-    row = campaign(host, created["id"])
+    row = campaign(host, created.id)
     assert (row.total, row.skipped, row.prepared) == (8, 4, 4)
 
 
@@ -221,9 +221,9 @@ def test_explicit_ids_in_batches(host: Host) -> None:
     ids = add_contacts(host, 30)
     chosen = ids[5:25]
     created = host.campaigns.create("acme", draft(contactIds=chosen, batchSize=7))
-    assert run_in_process(host, created["id"]) == "done"
+    assert run_in_process(host, created.id) == "done"
     assert storage(host)["prepare"] == [7, 7, 6]
-    assert [d.contact_id for d in deliveries(host, created["id"])] == chosen
+    assert [d.contact_id for d in deliveries(host, created.id)] == chosen
 
 
 def test_module_failure_in_batch_2_fails_the_campaign_without_external_id(
@@ -246,8 +246,8 @@ def test_module_failure_in_batch_2_fails_the_campaign_without_external_id(
                 events.append({"old_status": old_status, "new_status": new_status})
 
         host.hooks.register(Listener())
-        assert run_in_process(host, created["id"]) == "failed"
-        row = campaign(host, created["id"])
+        assert run_in_process(host, created.id) == "failed"
+        row = campaign(host, created.id)
         assert row.status == "Failed" and row.external_id is None
         assert row.error.startswith("script_error: ")
         assert "service rejected batch 2" in row.error
@@ -263,11 +263,11 @@ def test_create_campaign_failure_fails_the_campaign(db_path: Path, pool: Sandbox
         setup_tenant(host, {"fail_create": True})
         add_contacts(host, 3)
         created = host.campaigns.create("acme", draft())
-        assert run_in_process(host, created["id"]) == "failed"
-        row = campaign(host, created["id"])
+        assert run_in_process(host, created.id) == "failed"
+        row = campaign(host, created.id)
         assert row.status == "Failed" and row.external_id is None
         assert "quota exceeded" in row.error
-        assert {d.status for d in deliveries(host, created["id"])} == {"Pending"}
+        assert {d.status for d in deliveries(host, created.id)} == {"Pending"}
     finally:
         host.close()
 
@@ -284,28 +284,28 @@ def test_restart_after_a_crash_resumes_without_repeating_a_batch(
     add_contacts(first, 2500)
     created = first.campaigns.create("acme", draft())
 
-    def crash_after_first_prepared_batch(progress: dict[str, Any]) -> None:
-        if progress["batches"] == 1:
+    def crash_after_first_prepared_batch(progress: CampaignProgress) -> None:
+        if progress.batches == 1:
             raise Crash
 
     with pytest.raises(Crash):
-        run_in_process(first, created["id"], on_progress=crash_after_first_prepared_batch)
+        run_in_process(first, created.id, on_progress=crash_after_first_prepared_batch)
     first.close()
-    row = campaign(open_host(db_path, pool), created["id"])
+    row = campaign(open_host(db_path, pool), created.id)
     assert (row.stage, row.batches_done, row.lease_owner is not None) == ("preparing", 1, True)
 
     second = open_host(db_path, pool)
     try:
         # The dead process's lease has not expired: nobody may take it yet.
-        assert second.campaign_runner.claim(created["id"]) is None
+        assert second.campaign_runner.claim(created.id) is None
         with second.db.transaction() as session:
             session.execute(
                 update(Campaign).values(lease_until=datetime.now(UTC) - timedelta(seconds=1))
             )
         second.campaign_runner.start()
-        wait_for(lambda: campaign(second, created["id"]).stage == "done")
+        wait_for(lambda: campaign(second, created.id).stage == "done")
         assert storage(second)["prepare"] == [1000, 1000, 500]
-        assert len(deliveries(second, created["id"])) == 2500
+        assert len(deliveries(second, created.id)) == 2500
         assert len(storage(second)["create"]) == 1
     finally:
         second.close()
@@ -316,16 +316,16 @@ def test_interrupted_while_creating_is_not_created_twice(host: Host) -> None:
     add_contacts(host, 3)
     created = host.campaigns.create("acme", draft())
 
-    def crash_when_creating(progress: dict[str, Any]) -> None:
-        if progress["stage"] == "creating":
+    def crash_when_creating(progress: CampaignProgress) -> None:
+        if progress.stage == "creating":
             raise Crash
 
     with pytest.raises(Crash):
-        run_in_process(host, created["id"], on_progress=crash_when_creating)
+        run_in_process(host, created.id, on_progress=crash_when_creating)
     with host.db.transaction() as session:
         session.execute(update(Campaign).values(lease_until=datetime.now(UTC)))
-    assert run_in_process(host, created["id"]) == "failed"
-    row = campaign(host, created["id"])
+    assert run_in_process(host, created.id) == "failed"
+    row = campaign(host, created.id)
     assert row.error.startswith("interrupted: ") and row.external_id is None
 
 
@@ -334,14 +334,12 @@ def test_cancel_stops_before_the_next_batch(host: Host) -> None:
     add_contacts(host, 30)
     created = host.campaigns.create("acme", draft(batchSize=10))
 
-    def cancel_after_first_batch(progress: dict[str, Any]) -> None:
-        if progress["batches"] == 1 and progress["stage"] == "preparing":
-            host.campaigns.cancel("acme", created["id"])
+    def cancel_after_first_batch(progress: CampaignProgress) -> None:
+        if progress.batches == 1 and progress.stage == "preparing":
+            host.campaigns.cancel("acme", created.id)
 
-    assert run_in_process(host, created["id"], on_progress=cancel_after_first_batch) == (
-        "cancelled"
-    )
-    row = campaign(host, created["id"])
+    assert run_in_process(host, created.id, on_progress=cancel_after_first_batch) == ("cancelled")
+    row = campaign(host, created.id)
     assert (row.status, row.batches_done, row.external_id) == ("Cancelled", 1, None)
     assert storage(host)["prepare"] == [10]
 
@@ -352,15 +350,15 @@ def test_stop_leaves_the_job_resumable_and_releases_the_lease(host: Host) -> Non
     created = host.campaigns.create("acme", draft(batchSize=10))
     stop = threading.Event()
 
-    def stop_after_first_batch(progress: dict[str, Any]) -> None:
-        if progress["batches"] == 1:
+    def stop_after_first_batch(progress: CampaignProgress) -> None:
+        if progress.batches == 1:
             stop.set()
 
-    assert run_in_process(host, created["id"], stop=stop, on_progress=stop_after_first_batch) == (
+    assert run_in_process(host, created.id, stop=stop, on_progress=stop_after_first_batch) == (
         "preparing"
     )
-    assert campaign(host, created["id"]).lease_owner is None
-    assert run_in_process(host, created["id"]) == "done"
+    assert campaign(host, created.id).lease_owner is None
+    assert run_in_process(host, created.id) == "done"
     assert storage(host)["prepare"] == [10, 10, 10]
 
 
@@ -374,15 +372,15 @@ def test_the_lease_keeps_a_second_runner_out(host: Host) -> None:
         )
         for _ in range(2)
     )
-    assert first.claim() == created["id"]
+    assert first.claim() == created.id
     assert second.claim() is None
-    assert second.claim(created["id"]) is None
+    assert second.claim(created.id) is None
     # A job whose lease was taken over cannot write anything.
     with host.db.transaction() as session:
         session.execute(update(Campaign).values(lease_owner="elsewhere:1:x"))
     with pytest.raises(LeaseLost):
-        first.run(created["id"])
-    assert campaign(host, created["id"]).batches_done == 0
+        first.run(created.id)
+    assert campaign(host, created.id).batches_done == 0
 
 
 def test_a_lease_of_a_dead_local_process_is_taken_over_at_once(host: Host) -> None:
@@ -404,7 +402,7 @@ def test_a_lease_of_a_dead_local_process_is_taken_over_at_once(host: Host) -> No
                 lease_owner=owner, lease_until=datetime.now(UTC) + timedelta(hours=1)
             )
         )
-    assert host.campaign_runner.claim() == created["id"]
+    assert host.campaign_runner.claim() == created.id
 
 
 def test_the_background_runner_picks_up_new_campaigns(host: Host) -> None:
@@ -412,7 +410,7 @@ def test_the_background_runner_picks_up_new_campaigns(host: Host) -> None:
     add_contacts(host, 12)
     host.campaign_runner.start()
     created = host.campaigns.create("acme", draft(batchSize=5))
-    wait_for(lambda: campaign(host, created["id"]).stage == "done")
+    wait_for(lambda: campaign(host, created.id).stage == "done")
     assert storage(host)["prepare"] == [5, 5, 2]
 
 
@@ -438,12 +436,12 @@ def test_a_campaign_keeps_its_module_version_when_the_admin_repins(host: Host) -
     }
     host.registry.upload(from_json_body(body, max_script_bytes=64 * 1024))
 
-    def repin_after_first_batch(progress: dict[str, Any]) -> None:
-        if progress["batches"] == 1 and host.tenants.enablement("acme", "rec").version != "1.1.0":
+    def repin_after_first_batch(progress: CampaignProgress) -> None:
+        if progress.batches == 1 and host.tenants.enablement("acme", "rec").version != "1.1.0":
             host.tenants.configure("acme", "rec", version="1.1.0")
 
-    run_in_process(host, created["id"], on_progress=repin_after_first_batch)
-    assert campaign(host, created["id"]).stage == "done"
+    run_in_process(host, created.id, on_progress=repin_after_first_batch)
+    assert campaign(host, created.id).stage == "done"
     assert host.tenants.enablement("acme", "rec").version == "1.1.0"
     with host.db.transaction() as session:
         versions = set(session.scalars(select(Invocation.version)))

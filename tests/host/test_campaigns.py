@@ -3,6 +3,7 @@ through progress, deliveries and the list, messenger campaigns, cancel, tenant i
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from host.api.app import create_app
-from host.db.models import Template
+from host.db.models import ContactUnsubscription, Template
 from host.marketing.campaigns import CampaignDraft
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host
+from tests.cli_runner import Cli
+from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, email_manifest, make_host
 from tests.host.test_campaign_job import RECORDING_SCRIPT, SETTINGS_SCHEMA, add_contacts, draft
 
 MESSENGER_SCRIPT = """\
@@ -108,6 +110,13 @@ def test_send_in_the_background_and_watch_progress(host: Host, client: TestClien
         "exported": 25,
         "prepared": 25,
         "skipped": 0,
+        "skippedBy": {
+            "unsubscribed": 0,
+            "bounced": 0,
+            "complained": 0,
+            "noAddress": 0,
+            "category": 0,
+        },
         "batches": 3,
         "batchSize": 10,
         "percent": 100.0,
@@ -130,6 +139,22 @@ def test_send_in_the_background_and_watch_progress(host: Host, client: TestClien
     assert [c["id"] for c in listed] == [shown["id"]]
     cancel = client.post(f"{BASE}/{shown['id']}/cancel", headers=ADMIN)
     assert cancel.status_code == 409
+
+
+def test_cli_status_json_is_the_api_answer(host: Host, client: TestClient, db_path: Path) -> None:
+    """The CLI prints a campaign through the API's own model: the same fields, names and
+    values as ``GET .../campaigns/{id}`` (stats come from the cache both times)."""
+    add_contacts(host, 3)
+    created = client.post(BASE, json=body(), headers=ADMIN)
+    shown = wait_done(client, created.json()["id"])
+    assert shown["stats"]["values"]["total"] == 1
+    cli = Cli.in_dir(db_path.parent, CRM_HOST_SECRET_KEY=SECRET_KEY)
+    printed = cli.run("campaign", "status", "acme", shown["id"], "--json")
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == client.get(f"{BASE}/{shown['id']}", headers=ADMIN).json()
+    missing = cli.run("campaign", "status", "acme", "nope", "--json")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "campaign nope does not exist" in missing.stderr
 
 
 def test_scheduled_campaign_defaults_to_scheduled(host: Host, client: TestClient) -> None:
@@ -160,6 +185,35 @@ def test_messenger_campaign_goes_to_contact_ids(host: Host, client: TestClient) 
     assert stored["seen"] == ["c000000", "c000001", "c000002"]
     assert stored["request"]["botId"] == "bot-1"
     assert stored["request"]["campaignType"] == "Telegram"
+
+
+def test_a_messenger_campaigns_category_is_its_module_id(host: Host, client: TestClient) -> None:
+    """A contact unsubscribed from ``tg`` (the module's id) is left out of its campaigns;
+    one unsubscribed from another category is not."""
+    add_contacts(host, 3)
+    with host.db.transaction() as session:
+        for contact_id, category in (("c000000", "tg"), ("c000001", "news")):
+            session.add(
+                ContactUnsubscription(tenant_id="acme", contact_id=contact_id, category=category)
+            )
+    created = client.post(
+        BASE,
+        json={
+            "module": "tg",
+            "name": "Bot news",
+            "type": "Messenger",
+            "campaignType": "Telegram",
+            "botId": "bot-1",
+            "text": "Hi!",
+            "contactIds": "all",
+        },
+        headers=ADMIN,
+    )
+    assert created.status_code == 202, created.text
+    shown = wait_done(client, created.json()["id"])
+    assert host.module_storage.load("acme", "tg")["seen"] == ["c000001", "c000002"]
+    assert shown["progress"]["skipped"] == 1
+    assert shown["progress"]["skippedBy"]["category"] == 1
 
 
 def test_every_problem_is_listed(host: Host, client: TestClient) -> None:
@@ -249,8 +303,8 @@ def test_published_template_is_sent_by_external_id(host: Host, client: TestClien
 def test_cancel_a_queued_campaign_at_once(host: Host) -> None:
     add_contacts(host, 3)
     created = host.campaigns.create("acme", CampaignDraft(**body()))  # runner not started
-    cancelled = host.campaigns.cancel("acme", created["id"])
-    assert (cancelled["status"], cancelled["progress"]["stage"]) == ("Cancelled", "cancelled")
+    cancelled = host.campaigns.cancel("acme", created.id)
+    assert (cancelled.status, cancelled.progress.stage) == ("Cancelled", "cancelled")
     assert host.campaign_runner.claim() is None
 
 

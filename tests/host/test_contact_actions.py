@@ -1,7 +1,7 @@
 """The host extensions ``Resubscribe`` and ``UpdateContact`` (SPEC §8, not in the original
 platform's list), posted through the real webhook endpoint by a sandboxed module that returns
 its body as the WebhookResult: a category resubscribe lifts only that category, "all" lifts
-only the unsubscribed-from-everything status and never Bounced/Complained, a profile update
+the contact's status (Bounced/Complained too, unless the tenant's policy forbids), a profile update
 never changes a subscription, a move onto another contact's email is skipped, bad values
 are refused with nothing stored, and everything stays within the calling tenant."""
 
@@ -128,15 +128,33 @@ def test_resubscribe_all_lifts_only_the_global_unsubscription(
 
 
 @pytest.mark.parametrize("cid", ["cat", "dan"])
-def test_resubscribe_never_lifts_a_complaint_or_bounce(
+def test_resubscribe_all_lifts_a_complaint_or_bounce_by_default(
     client: TestClient, host: Host, cid: str
 ) -> None:
+    """The service's explicit subscribe event for the address lifts Bounced/Complained."""
+    assert post(client, host, resubscribe(f"{cid}@example.test", {"all": True})).status_code == 200
+    assert contact(client, cid)["status"] == "Subscribed"
+    assert last_receipt(client)["skipped"] == []
+
+
+@pytest.mark.parametrize("cid", ["cat", "dan"])
+def test_a_policy_can_keep_complaints_and_bounces_from_a_resubscribe(
+    client: TestClient, host: Host, cid: str
+) -> None:
+    reply = client.put(
+        "/api/v1/tenants/acme/suppression-policy",
+        json={"providerSubscribeLifts": False},
+        headers=ADMIN,
+    )
+    assert reply.status_code == 200, reply.text
     before = contact(client, cid)
     assert post(client, host, resubscribe(f"{cid}@example.test", {"all": True})).status_code == 200
     assert contact(client, cid)["status"] == before["status"]
     skipped = last_receipt(client)["skipped"]
     assert [s["reason"] for s in skipped] == ["no_change"]
-    assert "lifts only an unsubscription" in skipped[0]["detail"]
+    assert "suppression policy" in skipped[0]["detail"]
+    assert post(client, host, resubscribe("bob@example.test", {"all": True})).status_code == 200
+    assert contact(client, "bob")["status"] == "Subscribed"  # an unsubscription still lifts
 
 
 def test_resubscribe_of_an_unknown_contact_is_skipped(client: TestClient, host: Host) -> None:

@@ -176,9 +176,9 @@ def test_get_shows_status_and_unsubscribed_categories(host: Host) -> None:
     with host.db.transaction() as session:
         session.get(Contact, ("acme", "c1")).status = "Unsubscribed"  # type: ignore[union-attr]
         session.add(ContactUnsubscription(tenant_id="acme", contact_id="c1", category="news"))
-    view = host.contacts.get("acme", "c1").as_dict()
-    assert view["status"] == "Unsubscribed"
-    assert [u["category"] for u in view["unsubscribedCategories"]] == ["news"]
+    view = host.contacts.get("acme", "c1")
+    assert view.status == "Unsubscribed"
+    assert [u.category for u in view.unsubscribed] == ["news"]
 
 
 # --- CSV -------------------------------------------------------------------------------------

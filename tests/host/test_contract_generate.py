@@ -81,7 +81,13 @@ def test_the_bridge_has_one_hook_per_function_delegating_to_serve() -> None:
             calls.append((call, args))
             return "served"
 
-    bridge = Recording(host=None)  # type: ignore[arg-type]
+    bridge = Recording(
+        sandbox=lambda: None,  # type: ignore[arg-type,return-value]
+        module_storage=None,  # type: ignore[arg-type]
+        script_callbacks=lambda call: {},
+        egress_allow=[],
+        sandbox_wait_s=1.0,
+    )
     for function in ALL_FUNCTIONS.values():
         method = getattr(bridge, function.hook)
         args = tuple(f"{p}-value" for p in function.parameters)

@@ -345,7 +345,7 @@ def test_campaign_job_waits_for_its_share_and_a_stop_leaves_it_resumable(
         stages: list[str] = []
         with host.shares.slot("acme", "rec"):
             job = threading.Thread(
-                target=lambda: stages.append(run_in_process(host, created["id"], stop=stop))
+                target=lambda: stages.append(run_in_process(host, created.id, stop=stop))
             )
             job.start()
             deadline = time.monotonic() + 30
@@ -354,11 +354,11 @@ def test_campaign_job_waits_for_its_share_and_a_stop_leaves_it_resumable(
                 time.sleep(0.01)
             stop.set()
             job.join(30)
-        row = campaign(host, created["id"])
+        row = campaign(host, created.id)
         assert stages == [row.stage] and row.stage == "exporting"
         assert row.status != "Failed" and row.error is None and row.lease_owner is None
         assert count(host, Invocation, "acme") == 0  # the module was never called
-        assert run_in_process(host, created["id"]) == "done"
-        assert campaign(host, created["id"]).external_id is not None
+        assert run_in_process(host, created.id) == "done"
+        assert campaign(host, created.id).external_id is not None
     finally:
         host.close()

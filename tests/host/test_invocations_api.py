@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from host.api.app import create_app
 from host.db.models import Invocation
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
 from tests.host.conftest import ADMIN_TOKEN, email_manifest, make_host
+from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 URL = "/api/v1/tenants/{}/invocations"
@@ -184,3 +186,54 @@ def test_items_of_real_calls(host: Host, client: TestClient, keys: dict[str, str
     assert ok["cpuMs"] is not None and ok["durationMs"] > 0
     assert (failed["outcome"], failed["errorLine"]) == ("script_error", 8)
     assert "no template t1" in failed["error"]
+
+
+FETCHING_SCRIPT = """\
+def CRM_Marketing_ImportTemplates(offset, limit):
+    base = settings["base_url"] + "/v1/" + settings["api_key"]
+    fetch(base + "/templates?offset=" + str(offset) + "&key=" + settings["api_key"])
+    return []
+"""
+
+
+def test_the_fetch_log_keeps_full_urls_with_secrets_masked(
+    tmp_path: Path, pool: SandboxPool
+) -> None:
+    """Through the HTTP template import: each fetch of the call is in the invocation log with
+    method, full URL (the key masked in path and query), status, duration and bytes."""
+    secret = "SG.fetch-log-secret-99"
+    with LocalHTTPServer() as service:
+
+        @service.route(f"/v1/{secret}/templates")
+        def templates(req: RequestHandler) -> None:
+            req.reply(200, b"[]", {"Content-Type": "application/json"})
+
+        host = make_host(tmp_path / "host.db", sandbox=pool, egress_allow=["127.0.0.1"])
+        try:
+            manifest = email_manifest(id="fetcher", egress=[f"127.0.0.1:{service.port}"])
+            manifest["settings"]["properties"]["base_url"] = {"type": "string"}
+            host.registry.upload(
+                from_json_body(
+                    {"manifest": manifest, "script": FETCHING_SCRIPT}, max_script_bytes=10**5
+                )
+            )
+            _, key = host.tenants.create("acme", "Acme")
+            host.tenants.configure(
+                "acme", "fetcher", settings={"api_key": secret, "base_url": service.url("")}
+            )
+            with TestClient(create_app(host)) as client:
+                imported = client.post(
+                    "/api/v1/tenants/acme/modules/fetcher/templates/import", headers=bearer(key)
+                )
+                assert imported.status_code == 200, imported.text
+                answer = client.get(URL.format("acme"), headers=bearer(key))
+        finally:
+            host.close()
+    assert [s.path for s in service.seen] == [f"/v1/{secret}/templates?offset=0&key={secret}"]
+    assert secret not in answer.text
+    (item,) = answer.json()["items"]
+    (logged,) = item["fetches"]
+    assert logged["method"] == "GET"
+    assert logged["url"] == service.url("/v1/***/templates?offset=0&key=***")
+    assert (logged["status"], logged["bytes"], logged["error"]) == (200, 2, None)
+    assert logged["ms"] >= 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
+from host.marketing.webhook_store import seal_request, store_request
 from host.platform import Host
 from host.secrets import SecretKeyError
 from host.settings_schema import SECRET_MARKER
@@ -169,3 +170,26 @@ def test_rotation_while_a_node_serves_and_after_its_restart(stored: Cli) -> None
 
 def stored_env(cli: Cli) -> dict[str, str]:
     return {k: v for k, v in cli.env.items() if k.startswith("CRM_HOST_")}
+
+
+def test_rotation_reseals_stored_webhook_requests_too(stored: Cli) -> None:
+    db = stored.workdir / "host.db"
+    old = Host(make_settings(db, secret_key=None, secret_keys=OLD_KEY), load_entry_points=False)
+    try:
+        with old.db.transaction() as session:
+            sealed = seal_request(old.box, "POST", "https://h/hooks/acme/sendmail/t", [], "", b"{}")
+            store_request(session, "acme", "sendmail", sealed, 2)
+    finally:
+        old.close()
+    stored.env["CRM_HOST_SECRET_KEYS"] = f"{NEW_KEY},{OLD_KEY}"
+    rotated = stored.run("secrets", "rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "1 stored webhook requests re-encrypted" in rotated.stdout
+    new = Host(make_settings(db, secret_key=None, secret_keys=NEW_KEY), load_entry_points=False)
+    try:
+        shown = new.webhooks.stored_requests("acme")
+    finally:
+        new.close()
+    assert [(r["method"], r["url"], r["body"]) for r in shown] == [
+        ("POST", "https://h/hooks/acme/sendmail/***", "{}")
+    ]

@@ -28,6 +28,7 @@ LISTINGS: dict[str, tuple[str, ...]] = {
     "/api/v1/tenants/{tenant_id}/campaigns/{campaign_id}/deliveries": ("after", "limit"),
     "/api/v1/tenants/{tenant_id}/invocations": ("before", "limit"),
     "/api/v1/tenants/{tenant_id}/webhooks/receipts": ("limit",),
+    "/api/v1/tenants/{tenant_id}/webhooks/requests": ("limit",),
     "/api/v1/tenants/{tenant_id}/outbox": ("limit",),
     "/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger/types": (),
     "/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger/bots": (),

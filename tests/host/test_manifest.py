@@ -401,7 +401,7 @@ def test_unknown_top_level_key() -> None:
     assert problem.location == "manifest.json: $.permissions"
     assert problem.message == (
         'unknown key "permissions" (allowed: id, name, version, kind, script, contractVersion, '
-        "description, egress, settings, limits)"
+        "description, egress, settings, webhook, limits)"
     )
 
 

@@ -230,10 +230,10 @@ def test_list_modules(host, upload) -> None:
         email_manifest(id="telegram", kind="messenger"),
         "def CRM_Marketing_GetMessengerBots():\n    return []\n",
     )
-    listed = [m.as_dict() for m in host.registry.list()]
-    assert [m["id"] for m in listed] == ["sendmail", "telegram"]
-    assert listed[1]["kind"] == "messenger"
-    assert listed[1]["versions"][0]["functions"] == ["CRM_Marketing_GetMessengerBots"]
+    listed = host.registry.list()
+    assert [m.id for m in listed] == ["sendmail", "telegram"]
+    assert listed[1].kind == "messenger"
+    assert listed[1].versions[0].functions == ["CRM_Marketing_GetMessengerBots"]
 
 
 def test_unknown_module_is_not_found(host) -> None:

@@ -1,4 +1,5 @@
-"""Retention: expired invocation logs, webhook receipts and deliveries of long-finished
+"""Retention: expired invocation logs, webhook receipts, stored webhook requests (also
+above a tenant's byte quota), remembered event ids and deliveries of long-finished
 campaigns go, recent ones stay, and every purge transaction deletes a bounded number of rows;
 through ``crm-host purge`` and the background task of a real ``crm-host serve``."""
 
@@ -10,9 +11,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, update
 
-from host.db.models import Campaign, Delivery, Invocation, WebhookReceipt
+from host.contract.types import UpdateContactAction
+from host.db.models import (
+    Campaign,
+    Delivery,
+    Invocation,
+    WebhookEvent,
+    WebhookReceipt,
+    WebhookRequest,
+)
 from host.platform import Host
 from host.retention import RetentionPolicy, RetentionPurger
 from tests.cli_runner import Cli
@@ -125,6 +134,8 @@ def test_purge_through_the_cli_deletes_expired_rows_only(tmp_path: Path) -> None
     assert result.stdout.splitlines() == [
         "invocations: 1200 deleted (older than 30 days)",
         "webhook_receipts: 1200 deleted (older than 30 days)",
+        "webhook_requests: 0 deleted (older than 7 days)",
+        "webhook_events: 0 deleted (older than 7 days)",
         "deliveries: 1200 deleted (older than 180 days)",
     ]
     again = make_host(tmp_path / "host.db")
@@ -172,7 +183,13 @@ def test_every_purge_transaction_deletes_at_most_one_batch(host: Host) -> None:
 
     purger = RetentionPurger(host.db, RetentionPolicy(30, 30, 180, batch_size=100), interval_s=3600)
     deleted = purger.purge()
-    assert deleted == {"invocations": 1050, "webhook_receipts": 1050, "deliveries": 1050}
+    assert deleted == {
+        "invocations": 1050,
+        "webhook_receipts": 1050,
+        "webhook_requests": 0,
+        "webhook_events": 0,
+        "deliveries": 1050,
+    }
     deletes = [rows for kind, rows in events if kind == "delete"]
     assert sum(deletes) == 3 * 1050
     assert max(deletes) == 100 and len(deletes) >= 3 * 11
@@ -225,3 +242,78 @@ def test_serve_purges_in_the_background(tmp_path: Path) -> None:
         # the campaign itself stays, and the server kept serving throughout
         assert client.get(f"{campaigns}/long-done").status_code == 200
     assert "retention purge failed" not in served.output()
+
+
+def _stored(tenant_id: str, received_at: datetime, size: int) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "module_id": "sendmail",
+        "received_at": received_at,
+        "size_bytes": size,
+        "sealed": "opaque",
+        "pending": False,
+    }
+
+
+def test_stored_requests_go_by_age_and_above_the_tenant_quota_oldest_first(
+    tmp_path: Path,
+) -> None:
+    host = make_host(tmp_path / "host.db")
+    host.tenants.create("acme", "Acme")
+    host.tenants.create("small", "Small")
+    hours = [NOW - timedelta(hours=h) for h in (5, 4, 3, 2, 1)]
+    with host.db.transaction() as session:
+        session.execute(
+            insert(WebhookRequest),
+            [
+                _stored("acme", OLD, 10),
+                *(_stored("acme", at, 400) for at in hours),
+                _stored("small", RECENT, 100),
+            ],
+        )
+    host.close()
+    cli = Cli.in_dir(tmp_path, CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT="1000")
+    result = cli.run("purge")
+    assert result.returncode == 0, result.stderr
+    # one by age; then acme holds 2000 bytes > 1000: its three oldest go
+    assert "webhook_requests: 4 deleted (older than 7 days)" in result.stdout.splitlines()
+    again = make_host(tmp_path / "host.db")
+    with again.db.transaction() as session:
+        kept = session.execute(
+            select(WebhookRequest.tenant_id, WebhookRequest.received_at).order_by(WebhookRequest.id)
+        ).all()
+    again.close()
+    assert [(t, at) for t, at in kept] == [
+        ("acme", hours[3]),
+        ("acme", hours[4]),
+        ("small", RECENT),
+    ]
+
+
+def test_an_event_id_past_its_window_is_forgotten_and_applies_again(tmp_path: Path) -> None:
+    host = make_host(tmp_path / "host.db")
+    host.tenants.create("acme", "Acme")
+    with host.db.transaction() as session:
+        session.execute(
+            insert(WebhookEvent),
+            [
+                {"tenant_id": "acme", "module_id": "m", "event_id": "old", "seen_at": OLD},
+                {"tenant_id": "acme", "module_id": "m", "event_id": "new", "seen_at": RECENT},
+            ],
+        )
+    actions = [
+        UpdateContactAction(type="UpdateContact", email=f"{e}@example.test", eventId=e)
+        for e in ("old", "new")
+    ]
+    outcome = host.actions.apply("acme", "m", actions)
+    assert [a["eventId"] for a in outcome.applied] == ["old"]  # outside the 7-day window
+    assert [(s["eventId"], s["reason"]) for s in outcome.skipped] == [("new", "duplicate_event")]
+    assert host.retention.purge()["webhook_events"] == 0  # "old" was renewed by applying it
+    with host.db.transaction() as session:
+        session.execute(
+            update(WebhookEvent).where(WebhookEvent.event_id == "new").values(seen_at=OLD)
+        )
+    assert host.retention.purge()["webhook_events"] == 1
+    with host.db.transaction() as session:
+        assert session.scalars(select(WebhookEvent.event_id)).all() == ["old"]
+    host.close()

@@ -71,6 +71,7 @@ def test_module_written_against_the_stub_runs_in_the_sandbox() -> None:
                 "email": "a@b.co",
                 "externalId": "c9",
                 "status": "Opened",
+                "eventId": None,  # optional fields are there, as None
             }
         ]
     }

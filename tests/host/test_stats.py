@@ -74,17 +74,17 @@ def test_cached_for_the_ttl(host: Host) -> None:
     stats = StatsService(host.db, host.invoker, ttl_seconds=60)
     cid = sent_campaign(host)
     first = stats.get("acme", cid)
-    assert first["values"]["opened"] == 1 and first["stale"] is False
-    assert first["fetchedAt"] is not None and first["error"] is None
+    assert first.values["opened"] == 1 and first.stale is False
+    assert first.fetched_at is not None and first.error is None
     assert stats.get("acme", cid) == first  # within the TTL: no module call
-    assert stats.get("acme", cid, refresh=True)["values"]["opened"] == 2
+    assert stats.get("acme", cid, refresh=True).values["opened"] == 2
 
 
 def test_expired_ttl_fetches_again(host: Host) -> None:
     stats = StatsService(host.db, host.invoker, ttl_seconds=0)
     cid = sent_campaign(host)
-    assert stats.get("acme", cid)["values"]["opened"] == 1
-    assert stats.get("acme", cid)["values"]["opened"] == 2
+    assert stats.get("acme", cid).values["opened"] == 1
+    assert stats.get("acme", cid).values["opened"] == 2
 
 
 def test_module_error_serves_the_last_value_marked_stale(host: Host) -> None:
@@ -93,13 +93,13 @@ def test_module_error_serves_the_last_value_marked_stale(host: Host) -> None:
     fresh = stats.get("acme", cid)
     stats_down(host, True)
     stale = stats.get("acme", cid)
-    assert stale["values"] == fresh["values"] and stale["fetchedAt"] == fresh["fetchedAt"]
-    assert stale["stale"] is True
-    assert stale["error"].startswith("script_error: ") and "stats service is down" in stale["error"]
+    assert stale.values == fresh.values and stale.fetched_at == fresh.fetched_at
+    assert stale.stale is True
+    assert stale.error.startswith("script_error: ") and "stats service is down" in stale.error
     stats_down(host, False)
     recovered = stats.get("acme", cid)
-    assert recovered["stale"] is False and recovered["error"] is None
-    assert recovered["values"]["opened"] == 2
+    assert recovered.stale is False and recovered.error is None
+    assert recovered.values["opened"] == 2
 
 
 def test_module_error_without_a_cached_value_is_the_error(host: Host) -> None:
@@ -158,10 +158,10 @@ def test_a_failing_module_is_asked_again_only_after_the_ttl(host: Host) -> None:
             )
 
     first = stats.get("acme", cid)
-    assert first["stale"] is True and stats_calls() == 2
+    assert first.stale is True and stats_calls() == 2
     again = stats.get("acme", cid)
-    assert again["stale"] is True and again["error"] == first["error"]
+    assert again.stale is True and again.error == first.error
     assert stats_calls() == 2  # served stale without calling the failing module
     stats_down(host, False)
-    assert stats.get("acme", cid, refresh=True)["stale"] is False
+    assert stats.get("acme", cid, refresh=True).stale is False
     assert stats_calls() == 3

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from host.db.models import Invocation, Template
 from host.errors import ModuleCallFailed, NotFound
+from host.marketing.templates import ImportReport
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
@@ -140,13 +141,7 @@ def test_a_module_that_never_ends_is_stopped_at_the_page_cap(host: Host) -> None
     report = host.templates.import_templates(
         "acme", MODULE, page_size=4, max_pages=3, on_page=lambda *a: seen.append(a)
     )
-    assert report.as_dict() == {
-        "imported": 12,
-        "pages": 3,
-        "truncated": True,
-        "created": 12,
-        "updated": 0,
-    }
+    assert report == ImportReport(imported=12, pages=3, truncated=True, created=12, updated=0)
     assert seen == [(1, 4, 4), (2, 4, 8), (3, 4, 12)]
     assert calls(host, IMPORT) == 3
     assert len(stored(host)) == 12  # what came back before the cap is kept

@@ -227,3 +227,106 @@ def test_optional_template_id_may_be_left_out_of_a_case(tmp_path: Path) -> None:
         "tests/publish.json: $.args: CRM_Marketing_SetTemplateHTML takes 2 to 3 "
         "(html, name, templateExternalId=None), got 1"
     ]
+
+
+def test_replayed_cases_go_through_the_egress_check(tmp_path: Path) -> None:
+    """A case's recording is judged by the module's egress policy on its recorded
+    addresses: a loopback answer needs ``module test --allow-host``, and a recording of a
+    host the manifest does not declare fails the case with egress_denied."""
+    root = module_with_cases(tmp_path / "m", {})
+    recordings = root / "tests" / "recordings"
+    local = json.loads(json.dumps(RECORDING))
+    local["exchanges"][0]["addresses"] = ["127.0.0.1"]
+    (recordings / "local.json").write_text(json.dumps(local))
+    elsewhere = json.loads(json.dumps(RECORDING))
+    elsewhere["exchanges"][0]["request"]["url"] = "https://api.elsewhere.test/templates?offset=0"
+    elsewhere["exchanges"][0]["addresses"] = ["93.184.216.34"]
+    (recordings / "elsewhere.json").write_text(json.dumps(elsewhere))
+    expect = {"returns": [{"externalId": "t1", "name": "Welcome"}]}
+    (root / "tests" / "local.json").write_text(
+        json.dumps(
+            {**case("ImportTemplates", [0, 100], **expect), "replay": "recordings/local.json"}
+        )
+    )
+    script = (root / "module.py").read_text()
+    (root / "module.py").write_text(
+        script.replace("https://api.acme.test/", "https://api.elsewhere.test/", 1)
+    )
+    (root / "manifest.json").write_text(json.dumps({**MANIFEST, "egress": ["api.acme.test"]}))
+    (root / "tests" / "elsewhere.json").write_text(
+        json.dumps(
+            {**case("ImportTemplates", [0, 100], **expect), "replay": "recordings/elsewhere.json"}
+        )
+    )
+    cli = Cli.in_dir(tmp_path)
+
+    unwaived = cli.run("module", "test", str(root))
+    assert unwaived.returncode == 1
+    assert "tests/elsewhere.json::elsewhere FAILED" in unwaived.stdout
+    assert "tests/local.json::local FAILED" in unwaived.stdout
+    assert (
+        "CRM_Marketing_ImportTemplates failed: egress_denied: fetch to api.elsewhere.test "
+        "denied: host api.elsewhere.test is not in the module's egress list (line 4)"
+    ) in unwaived.stdout
+
+    waived = cli.run("module", "test", str(root), "--allow-host", "api.elsewhere.test")
+    assert "tests/elsewhere.json::elsewhere FAILED" in waived.stdout  # a waiver is no grant
+
+    (root / "module.py").write_text(script)  # back to api.acme.test, recorded at 127.0.0.1
+    (root / "tests" / "elsewhere.json").unlink()
+    denied = cli.run("module", "test", str(root))
+    assert denied.returncode == 1
+    assert (
+        "egress_denied: fetch to api.acme.test denied: it resolves to 127.0.0.1, "
+        "a loopback address (line 4)"
+    ) in denied.stdout
+    allowed = cli.run("module", "test", str(root), "--allow-host", "127.0.0.1")
+    assert allowed.returncode == 0, allowed.stdout
+    assert "tests/local.json::local PASSED" in allowed.stdout
+
+    malformed = cli.run("module", "test", str(root), "--allow-host", "not a host")
+    assert malformed.returncode == 1
+    assert malformed.stderr.startswith("error: --allow-host: ")
+    assert len(malformed.stderr.strip().splitlines()) == 1
+
+
+KEYED_SCRIPT = """\
+import json
+
+def CRM_Marketing_ParseWebhookRequest(request):
+    email = json.loads(request.body)["email"]
+    campaign = crm.campaign_for_key("msg-1")
+    if campaign is None:
+        return {"actions": []}
+    return {"actions": [{"type": "UpdateDeliveryStatus", "email": email,
+                         "externalId": campaign, "status": "Delivered"}]}
+"""
+
+
+def test_campaign_keys_of_a_case_answer_the_attribution_map(tmp_path: Path) -> None:
+    """``campaignKeys`` is what crm.campaign_for_key finds; without it, nothing."""
+    webhook = [{"json": {"email": "ann@x.test"}}]
+    root = module_with_cases(
+        tmp_path / "m",
+        {
+            "keys.json": [
+                {**case("ParseWebhookRequest", webhook, actions=[{**DELIVERED[0]}])}
+                | {"campaignKeys": {"msg-1": "c1"}},
+                case("ParseWebhookRequest", webhook, actions=[]),
+            ]
+        },
+    )
+    (root / "module.py").write_text(KEYED_SCRIPT)
+    report = run_module_cases(root, load_module(root, max_script_bytes=1 << 20))
+    assert [o.status for o in report.outcomes] == ["PASSED", "PASSED"], report.outcomes
+    bad = root / "tests" / "bad.json"
+    bad.write_text(
+        json.dumps(
+            [{**case("ParseWebhookRequest", webhook, actions=[]), "campaignKeys": {"msg-1": 5}}]
+        )
+    )
+    with pytest.raises(InvalidInput) as caught:
+        load_cases(bad, load_module(root, max_script_bytes=1 << 20), root)
+    assert [str(p) for p in caught.value.problems] == [
+        "tests/bad.json: $[0].campaignKeys: must map keys to campaign ids"
+    ]

@@ -24,6 +24,7 @@ from host.db.models import (
     Invocation,
     OutboxMessage,
     WebhookReceipt,
+    WebhookRequest,
 )
 from host.hookspecs import hookimpl
 from host.marketing.actions import ActionApplier
@@ -656,3 +657,113 @@ def test_receipts_are_listed_for_their_tenant_only(host: Host, client: TestClien
     assert client.get("/api/v1/tenants/globex/webhooks/receipts", headers=globex).json() == []
     assert client.get("/api/v1/tenants/acme/webhooks/receipts", headers=globex).status_code == 403
     assert client.get("/api/v1/tenants/acme/webhooks/receipts").status_code == 401
+
+
+# --- stored requests, replay, event ids -------------------------------------------------------
+
+FIXED_SCRIPT = WEBHOOK_SCRIPT.replace('if mode == "raise":', 'if mode == "never":')
+
+
+def stored_count(host: Host) -> int:
+    with host.db.transaction() as session:
+        return session.scalar(select(func.count()).select_from(WebhookRequest)) or 0
+
+
+def contact_emails(host: Host, tenant: str = "acme") -> set[str]:
+    with host.db.transaction() as session:
+        return set(session.scalars(select(Contact.email).where(Contact.tenant_id == tenant)))
+
+
+def test_a_failed_request_is_replayed_dry_then_for_real_on_a_fixed_version(
+    host: Host, client: TestClient
+) -> None:
+    host.registry.upload(
+        from_json_body(
+            json_body(email_manifest(version="1.0.1"), FIXED_SCRIPT), max_script_bytes=64 * 1024
+        )
+    )
+    acme = {"Authorization": f"Bearer {API_KEYS['acme']}"}
+    result = {
+        "actions": [
+            {
+                "type": "UpdateContact",
+                "email": "new@example.test",
+                "name": f"leaked {SECRET_API_KEY}",  # a secret in the body: masked when shown
+                "eventId": "ev-1",
+            }
+        ]
+    }
+    answer = client.post(
+        hook_url(host) + "?mode=raise",
+        content=json.dumps(result),
+        headers={"X-Hub-Signature-256": "sha256=s1"},
+    )
+    assert answer.status_code == 500
+    [failed] = client.get("/api/v1/tenants/acme/webhooks/receipts", headers=acme).json()
+    assert failed["requestId"] is not None and failed["version"] == "1.0.0"
+    [shown] = client.get("/api/v1/tenants/acme/webhooks/requests", headers=acme).json()
+    assert shown["id"] == failed["requestId"] and shown["url"].endswith("/***?mode=raise")
+    assert ["x-hub-signature-256", "***"] in shown["headers"]
+    assert SECRET_API_KEY not in json.dumps(shown) and "***" in shown["body"]
+
+    replay = f"/api/v1/tenants/acme/webhooks/receipts/{failed['id']}/replay"
+    still = client.post(replay, json={"dryRun": True}, headers=acme).json()  # pinned: raises
+    assert (still["status"], still["applied"]) == (500, [])
+    assert still["error"].startswith("script_error") and SECRET_API_KEY not in still["error"]
+    dry = client.post(replay, json={"version": "1.0.1", "dryRun": True}, headers=acme)
+    assert dry.status_code == 200, dry.text
+    assert [a["email"] for a in dry.json()["applied"]] == ["new@example.test"]
+    assert dry.json()["receipt"] is None
+    assert "new@example.test" not in contact_emails(host)  # a dry run keeps nothing
+    assert len(receipts(host)) == 1
+
+    real = client.post(replay, json={"version": "1.0.1"}, headers=acme).json()
+    assert [a["eventId"] for a in real["applied"]] == ["ev-1"]
+    assert "new@example.test" in contact_emails(host)
+    again = client.post(replay, json={"version": "1.0.1"}, headers=acme).json()
+    assert [(s["eventId"], s["reason"]) for s in again["skipped"]] == [("ev-1", "duplicate_event")]
+    listed = client.get("/api/v1/tenants/acme/webhooks/receipts", headers=acme).json()
+    assert [(r["replayOf"], r["version"], r["status"]) for r in listed] == [
+        (failed["id"], "1.0.1", 200),
+        (failed["id"], "1.0.1", 200),
+        (None, "1.0.0", 500),
+    ]
+    assert stored_count(host) == 1  # a replay does not store the request again
+
+
+def test_stored_requests_and_replays_stay_within_their_tenant(
+    host: Host, client: TestClient
+) -> None:
+    post(client, hook_url(host), {"actions": []})
+    [receipt] = receipts(host)
+    globex = {"Authorization": f"Bearer {API_KEYS['globex']}"}
+    assert client.get("/api/v1/tenants/globex/webhooks/requests", headers=globex).json() == []
+    assert client.get("/api/v1/tenants/acme/webhooks/requests", headers=globex).status_code == 403
+    assert client.get("/api/v1/tenants/acme/webhooks/requests").status_code == 401
+    foreign = client.post(
+        f"/api/v1/tenants/globex/webhooks/receipts/{receipt.id}/replay", headers=globex
+    )
+    assert foreign.status_code == 404
+    acme = {"Authorization": f"Bearer {API_KEYS['acme']}"}
+    for path in ("0/replay", "x/replay"):
+        bad = client.post(f"/api/v1/tenants/acme/webhooks/receipts/{path}", headers=acme)
+        assert bad.status_code == 422
+    bad_limit = client.get("/api/v1/tenants/acme/webhooks/requests?limit=0", headers=acme)
+    assert bad_limit.status_code == 422
+    assert len(receipts(host)) == 1
+
+
+def test_oversized_or_unstored_requests_cannot_be_replayed(host: Host, client: TestClient) -> None:
+    host.webhooks.max_body_bytes = 2048
+    assert client.post(hook_url(host), content=b"x" * 4096).status_code == 413
+    host.webhooks.store_requests = False  # CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT=0
+    assert post(client, hook_url(host), {"actions": []}).status_code == 200
+    assert stored_count(host) == 0
+    acme = {"Authorization": f"Bearer {API_KEYS['acme']}"}
+    for receipt in receipts(host):
+        assert receipt.request_id is None
+        answer = client.post(
+            f"/api/v1/tenants/acme/webhooks/receipts/{receipt.id}/replay", headers=acme
+        )
+        assert answer.status_code == 404 and "is not stored" in answer.json()["message"]
+    assert len(receipts(host)) == 2

@@ -1,5 +1,6 @@
 """Running one function of an example module the way the host does — its settings, its
-storage carried from call to call, ``crm.contacts`` answered by the test — in the real
+storage carried from call to call, ``crm.contacts`` answered by the test, the attribution
+map (``crm.set_campaign_keys`` / ``crm.campaign_for_key``) in ``campaign_keys`` — in the real
 sandbox, against an emulator on 127.0.0.1 that the module declares and the admin allow-list
 waives."""
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from host.calls import ModuleResult
 from host.contract.enforce import validate_return
+from host.marketing.campaign_keys import offline_callbacks
 from host.module_runtime import run_module_function
 from host.toolkit.local_run import local_call, plain
 from sandbox.pool import SandboxPool
@@ -29,6 +31,7 @@ class ModuleRunner:
         self.settings = settings
         self.contacts_for = contacts
         self.storage: dict[str, Any] = {}
+        self.campaign_keys: dict[str, str] = {}
 
     def result(self, function: str, *args: Any) -> ModuleResult:
         call = call_declaring(local_call(self.module, function, self.settings), self.server.netloc)
@@ -39,12 +42,17 @@ class ModuleRunner:
                 call,
                 args,
                 egress_allow=[self.server.netloc],
-                callbacks={"crm.contacts": lambda a: self.contacts_for(a[0])},
+                callbacks={
+                    "crm.contacts": lambda a: self.contacts_for(a[0]),
+                    **offline_callbacks(self.campaign_keys),
+                },
                 storage=self.storage,
             ),
         )
-        if result.storage is not None:
-            self.storage = result.storage
+        changes = result.storage_changes
+        if changes is not None:  # what the invoker would commit
+            kept = {k: v for k, v in self.storage.items() if k not in changes.removed}
+            self.storage = {**kept, **changes.changed}
         return result
 
     def __call__(self, function: str, *args: Any) -> Any:

@@ -59,6 +59,11 @@ def run(pool: SandboxPool, module: Any, service: tuple[UnisenderState, Any]) -> 
     return Runner(pool, module, *service)
 
 
+def address_key(email: str) -> str:
+    """The module's attribution key of an address (a hash: no personal data in the map)."""
+    return "to:" + hashlib.sha256(email.lower().encode()).hexdigest()
+
+
 def webhook(body: bytes | str, method: str = "POST") -> dict[str, Any]:
     text = body.decode() if isinstance(body, bytes) else body
     return {
@@ -155,7 +160,12 @@ def test_create_campaign_sends_to_the_prepared_recipients_only(run: Runner, serv
         "1",
     )
     assert "recipients:cmp1" not in run.storage
-    assert run.storage["last_campaign"] == created["externalId"]
+    assert "last_campaign" not in run.storage  # attribution is the host's map, not "latest"
+    assert run.campaign_keys == {
+        address_key("a@example.com"): "crm:cmp1",
+        address_key("b@example.com"): "crm:cmp1",
+        "crm:cmp1": created["externalId"],
+    }
 
 
 def test_scheduled_campaign_passes_start_time_in_utc(run: Runner, service: Any) -> None:
@@ -206,7 +216,7 @@ def parse(run: Runner, body: bytes | str, method: str = "POST") -> WebhookResult
 
 def test_go_vector_valid_is_accepted_and_mapped(run: Runner) -> None:
     run.settings["api_key"] = GO_VECTOR["api_key"]
-    run.storage["last_campaign"] = "987654"
+    run.campaign_keys.update({address_key("unisendergo@anymail.dev"): "crm:c1", "crm:c1": "987654"})
     result = parse(run, GO_BODY)
     assert result.response is not None and result.response.status == 200
     assert plain(result)["actions"] == [

@@ -141,7 +141,7 @@ def test_host_in_tests_loads_no_entry_points(installed, tmp_path) -> None:
 
 def test_describe_plugins() -> None:
     manager = make_plugin_manager([("audit", AuditPlugin()), ("metrics", MetricsPlugin())])
-    assert sorted(map(tuple, (d.values() for d in describe_plugins(manager)))) == [
+    assert sorted((d.name, d.hooks) for d in describe_plugins(manager)) == [
         ("audit", ["crm_host_module_uploaded"]),
         ("metrics", ["crm_host_module_disabled"]),
     ]

@@ -118,6 +118,7 @@ def test_allowed_get_returns_status_headers_body_and_final_url(
     [record] = fetcher.records
     assert record.as_dict() == {
         "method": "GET",
+        "url": url(server, "/hello"),
         "host": API,
         "status": 200,
         "bytes": 18,
@@ -785,3 +786,17 @@ def test_cookies_set_by_a_server_are_not_replayed(
     assert json.loads(fetcher.fetch({"url": url(server, "/echo")})["body"])["cookie"] is None
     echoed = fetcher.fetch({"url": url(server, "/echo"), "headers": {"Cookie": "session=abc"}})
     assert json.loads(echoed["body"])["cookie"] == "session=abc"
+
+
+def test_fetch_log_keeps_the_full_url_with_secret_values_masked(server: LocalHTTPServer) -> None:
+    with make_fetcher(secrets=[SECRET]) as fetcher:
+        fetcher.fetch({"url": url(server, f"/hello/{SECRET}?key={SECRET}&page=2")})
+        fetcher.fetch({"url": url(server, "/hello"), "query": {"page": "3", "token": SECRET}})
+    first, second = fetcher.records
+    assert first.url == url(server, "/hello/***?key=***&page=2")
+    assert second.url == url(server, "/hello?page=3&token=***")
+    assert SECRET not in json.dumps([r.as_dict() for r in fetcher.records])
+    assert [s.path for s in server.seen] == [
+        f"/hello/{SECRET}?key={SECRET}&page=2",
+        f"/hello?page=3&token={SECRET}",
+    ]

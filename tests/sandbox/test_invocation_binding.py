@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
+from sandbox.egress import EgressPolicy
 from sandbox.invocation import Invocation
 from sandbox.pool import SandboxPool
 from sandbox.world import WorldSpec
+from tests.sandbox.fake_network import fake_network
 
 SPEC = WorldSpec(namespaces={"crm": ["contacts"]})
 HOSTILE = "tests.sandbox.hostile_executor:execute"
@@ -46,7 +49,8 @@ def invocation(
         function=function,
         world=SPEC,
         callbacks={"crm.contacts": recorder(name, calls)},
-        fetch=lambda request: {"status": 200, "headers": {}, "url": "", "body": name},
+        egress=EgressPolicy.from_config(["api.example.test"]),
+        network=fake_network(lambda request: httpx.Response(200, text=name)),
         storage={},
         isolation_key="one-key",
         **extra,

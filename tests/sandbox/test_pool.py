@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from sandbox.egress import EgressPolicy
@@ -16,6 +17,7 @@ from sandbox.limits import Limits
 from sandbox.pool import PoolClosed, SandboxPool
 from sandbox.world import WorldSpec
 from tests.sandbox.conftest import child_pids, descendant_pids
+from tests.sandbox.fake_network import PUBLIC_ADDRESS, fake_network
 from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 SPEC = WorldSpec(
@@ -85,33 +87,35 @@ def test_a_failing_callback_does_not_leak_host_details(sandbox_pool: SandboxPool
 
 
 def test_fetch_goes_through_the_parent(sandbox_pool: SandboxPool) -> None:
-    requests: list[dict[str, Any]] = []
+    requests: list[httpx.Request] = []
     parent = os.getpid()
 
-    def fake_fetch(request: dict[str, Any]) -> dict[str, Any]:
+    def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request)
         assert os.getpid() == parent  # performed here, not in the worker
-        body = json.dumps({"n": 7})
-        return {
-            "status": 200,
-            "statusText": "OK",
-            "headers": {},
-            "url": request["url"],
-            "body": body,
-        }
+        return httpx.Response(200, json={"n": 7})
 
     source = (
         "def f():\n"
         "    r = fetch('https://api.example.com/x', method='POST', json={'a': 1})\n"
         "    return [r.ok, r.status, r.json()['n']]\n"
     )
-    result = sandbox_pool.run(Invocation(source=source, function="f", fetch=fake_fetch))
+    result = sandbox_pool.run(
+        Invocation(
+            source=source,
+            function="f",
+            egress=EgressPolicy.from_config(["api.example.com"]),
+            network=fake_network(answer),
+        )
+    )
     assert result.ok, result.error
     assert result.value == [True, 200, 7]
-    assert requests[0]["url"] == "https://api.example.com/x"
-    assert requests[0]["method"] == "POST"
-    assert 0 < requests[0]["timeout"] <= 10
+    assert requests[0].headers["host"] == "api.example.com"
+    assert requests[0].url.host == PUBLIC_ADDRESS  # pinned to the resolved address
+    assert requests[0].method == "POST" and json.loads(requests[0].content) == {"a": 1}
+    assert 0 < requests[0].extensions["timeout"]["read"] <= 10
     assert result.fetches[0]["status"] == 200
+    assert result.fetches[0]["url"] == "https://api.example.com/x"
 
 
 def test_real_fetcher_against_a_local_server_with_the_allow_list(
@@ -145,12 +149,15 @@ def test_fetch_without_egress_is_denied_and_fetch_count_is_capped(
     denied = sandbox_pool.run(Invocation(source=source, function="f"))
     assert denied.error is not None and denied.error.kind == "egress_denied"
 
-    def ok(request: dict[str, Any]) -> dict[str, Any]:
-        return {"status": 204, "statusText": "", "headers": {}, "url": request["url"], "body": ""}
-
     many = "def f():\n    for i in range(5):\n        fetch('https://api.example.com/')\n"
     capped = sandbox_pool.run(
-        Invocation(source=many, function="f", fetch=ok, limits=Limits(max_fetches=3))
+        Invocation(
+            source=many,
+            function="f",
+            egress=EgressPolicy.from_config(["api.example.com"]),
+            network=fake_network(lambda request: httpx.Response(204)),
+            limits=Limits(max_fetches=3),
+        )
     )
     assert capped.error is not None and capped.error.kind == "limit_exceeded"
 

@@ -4,7 +4,7 @@ deliveries, stats, cancel."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Query, Response
 
@@ -13,7 +13,7 @@ from host.api.deps import HostDep, TenantDep
 from host.api.executors import tenant_work
 from host.api.idempotent import IdempotencyKeyHeader, answered
 from host.api.paging import paged_by
-from host.api.schemas import CampaignQueued
+from host.api.schemas import CampaignOut, CampaignQueued, CampaignStatsOut, DeliveryPage
 from host.idempotency import fingerprint
 from host.marketing.campaigns import CampaignDraft
 
@@ -40,7 +40,7 @@ def create_campaign(
     answer = host.idempotency.run(
         request, lambda claim: (202, host.campaigns.create(tenant_id, body, idempotency=claim))
     )
-    return CampaignQueued(**answered(response, answer))
+    return CampaignQueued.model_validate(answered(response, answer))
 
 
 @router.get("", dependencies=[paged_by("offset", "limit")])
@@ -50,17 +50,20 @@ def list_campaigns(
     host: HostDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[dict[str, Any]]:
+) -> list[CampaignOut]:
     """Campaigns, newest first, with progress (stats only on the single-campaign call)."""
-    return host.campaigns.list(tenant_id, limit=limit, offset=offset)
+    campaigns = host.campaigns.list(tenant_id, limit=limit, offset=offset)
+    return [CampaignOut.model_validate(c) for c in campaigns]
 
 
 @router.get("/{campaign_id}")
 @tenant_work
-def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict[str, Any]:
+def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> CampaignOut:
     """`{id, status, externalId, error, progress: {stage, total, exported, prepared, skipped,
-    batches, percent}, stats: {values, fetchedAt, stale, error} | null}`."""
-    return host.campaigns.get(tenant_id, campaign_id)
+    skippedBy, batches, percent}, stats: {values, fetchedAt, stale, error} | null}`;
+    ``skippedBy`` counts why recipients were left out (unsubscribed, bounced, complained,
+    noAddress, category)."""
+    return CampaignOut.model_validate(host.campaigns.get(tenant_id, campaign_id))
 
 
 @router.get("/{campaign_id}/deliveries", dependencies=[paged_by("after", "limit")])
@@ -72,26 +75,29 @@ def list_deliveries(
     after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     status: Annotated[str | None, Query(description="Only this DeliveryStatus")] = None,
-) -> dict[str, Any]:
+) -> DeliveryPage:
     """Per-recipient delivery status, in contact id order: `{items, next}`."""
-    return host.campaigns.deliveries(
+    page = host.campaigns.deliveries(
         tenant_id, campaign_id, after=after, limit=limit, status=status
     )
+    return DeliveryPage.model_validate(page)
 
 
 @router.get("/{campaign_id}/stats")
 @tenant_work
 def campaign_stats(
     tenant_id: TenantDep, campaign_id: str, host: HostDep, refresh: bool = False
-) -> dict[str, Any]:
+) -> CampaignStatsOut:
     """GetCampaignStats, cached for the TTL; on a module error the cached value with
     `stale: true`; 502 when the module fails and nothing is cached."""
-    return host.campaign_stats.get(tenant_id, campaign_id, refresh=refresh)
+    return CampaignStatsOut.model_validate(
+        host.campaign_stats.get(tenant_id, campaign_id, refresh=refresh)
+    )
 
 
 @router.post("/{campaign_id}/cancel")
 @tenant_work
-def cancel_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> dict[str, Any]:
+def cancel_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> CampaignOut:
     """Stop the send before its next batch (status Cancelled). 409 once the campaign is
     being created in the service or is finished."""
-    return host.campaigns.cancel(tenant_id, campaign_id)
+    return CampaignOut.model_validate(host.campaigns.cancel(tenant_id, campaign_id))

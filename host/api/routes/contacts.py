@@ -13,7 +13,13 @@ from host.api.deps import HostDep, TenantDep
 from host.api.executors import executors_of, run_in, tenant_work
 from host.api.idempotent import IdempotencyKeyHeader, answered
 from host.api.paging import paged_by
-from host.api.schemas import ContactErased, ContactExport, ContactPage, ContactsUpserted
+from host.api.schemas import (
+    ContactDetail,
+    ContactErased,
+    ContactExport,
+    ContactPage,
+    ContactsUpserted,
+)
 from host.contract.enums import SubscriberStatus
 from host.errors import InvalidInput, Problem
 from host.idempotency import IdempotentRequest, fingerprint
@@ -105,7 +111,7 @@ async def upsert_contacts(
         return 200, host.contacts.upsert(tenant_id, rows, idempotency=claim).as_dict()
 
     answer = await run_in(pool, host.idempotency.run, claim, upsert)
-    return ContactsUpserted(**answered(response, answer))
+    return ContactsUpserted.model_validate(answered(response, answer))
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -138,14 +144,15 @@ def list_contacts(
     """Contacts in id order, filtered: `{items, next}`; pass `next` as `after` for the
     following page."""
     where = ContactFilter(status=status.value if status else None, category=category, text=q)
-    return ContactPage(**host.contact_search.page(tenant_id, where, after=after, limit=limit))
+    page = host.contact_search.page(tenant_id, where, after=after, limit=limit)
+    return ContactPage.model_validate(page)
 
 
 @router.get("/{contact_id}")
 @tenant_work
-def show_contact(tenant_id: TenantDep, contact_id: str, host: HostDep) -> dict[str, Any]:
+def show_contact(tenant_id: TenantDep, contact_id: str, host: HostDep) -> ContactDetail:
     """A contact with its subscriber status and the categories it unsubscribed from."""
-    return host.contacts.get(tenant_id, contact_id).as_dict()
+    return ContactDetail.model_validate(host.contacts.get(tenant_id, contact_id))
 
 
 @router.get("/{contact_id}/export")
@@ -154,7 +161,7 @@ def export_contact(tenant_id: TenantDep, contact_id: str, host: HostDep) -> Cont
     """Everything stored about the contact (GDPR access): the contact, its unsubscriptions,
     its deliveries, and the webhook receipts, outbox mail and invocation logs that mention
     it."""
-    return ContactExport(**host.contact_erasure.export(tenant_id, contact_id))
+    return ContactExport.model_validate(host.contact_erasure.export(tenant_id, contact_id))
 
 
 @router.delete("/{contact_id}")
@@ -164,4 +171,4 @@ def erase_contact(tenant_id: TenantDep, contact_id: str, host: HostDep) -> Conta
     deliveries anonymised, its email and phone removed from webhook receipts and invocation
     logs, mail to it deleted from the outbox. If it had unsubscribed, a hash of its addresses
     is kept so it stays unsubscribed when imported again."""
-    return ContactErased(**host.contact_erasure.erase(tenant_id, contact_id).as_dict())
+    return ContactErased.model_validate(host.contact_erasure.erase(tenant_id, contact_id))

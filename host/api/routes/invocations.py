@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Query
 
@@ -11,6 +11,7 @@ from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.executors import tenant_work
 from host.api.paging import paged_by
+from host.api.schemas import InvocationPage
 from host.marketing.invocation_log import DEFAULT_LIMIT, MAX_LIMIT, InvocationFilter
 
 router = checked_router(prefix="/api/v1/tenants/{tenant_id}/invocations", tags=["invocations"])
@@ -34,10 +35,11 @@ def list_invocations(
     before: Annotated[
         int | None, Query(description="`nextBefore` of the previous page", ge=1)
     ] = None,
-) -> dict[str, Any]:
+) -> InvocationPage:
     """`{"items": [...], "nextBefore": id or null}`; pass `nextBefore` as `before` for the
     next page. Items: id, module, version, function, startedAt, durationMs, outcome, error,
     errorLine, log, fetches, cpuMs, peakMemoryKb (secrets already masked)."""
     host.tenants.get(tenant_id)
     where = InvocationFilter(module, function, outcome, since, until)
-    return host.invocation_log.list_page(tenant_id, where, limit=limit, before=before).as_dict()
+    page = host.invocation_log.list_page(tenant_id, where, limit=limit, before=before)
+    return InvocationPage.model_validate(page)

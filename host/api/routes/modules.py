@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +12,7 @@ from starlette.exceptions import HTTPException
 from host.api.bodies import capped_body, checked_router, parse_json
 from host.api.deps import AdminDep, HostDep
 from host.api.paging import paged_by
-from host.api.schemas import VersionRemoved
+from host.api.schemas import ModuleOut, VersionDetail, VersionOut, VersionRemoved
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
@@ -28,12 +27,12 @@ content, 422 listing every problem (manifest field paths, script file:line)."""
 @router.post("", status_code=201, description=UPLOAD_DOC)
 async def upload_module(
     request: Request, response: Response, host: HostDep, _admin: AdminDep
-) -> dict[str, Any]:
+) -> VersionOut:
     package = await _read_package(request, host.settings.max_archive_bytes)
     info = await run_in_threadpool(host.registry.upload, package)
     if not info.created:
         response.status_code = 200
-    return info.as_dict()
+    return VersionOut.model_validate(info)
 
 
 async def _read_package(request: Request, max_archive_bytes: int) -> ModulePackage:
@@ -58,28 +57,21 @@ async def _read_package(request: Request, max_archive_bytes: int) -> ModulePacka
 
 
 @router.get("", dependencies=[paged_by()])
-def list_modules(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
-    return [m.as_dict() for m in host.registry.list()]
+def list_modules(host: HostDep, _admin: AdminDep) -> list[ModuleOut]:
+    """Every module with its versions, oldest version first."""
+    return [ModuleOut.model_validate(m) for m in host.registry.list()]
 
 
 @router.get("/{module_id}")
-def show_module(module_id: str, host: HostDep, _admin: AdminDep) -> dict[str, Any]:
-    return host.registry.get(module_id).as_dict()
+def show_module(module_id: str, host: HostDep, _admin: AdminDep) -> ModuleOut:
+    return ModuleOut.model_validate(host.registry.get(module_id))
 
 
 @router.get("/{module_id}/versions/{version}")
-def show_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) -> dict[str, Any]:
+def show_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) -> VersionDetail:
     """One version: its manifest (validated, defaults filled in) and its script as
     uploaded."""
-    row = host.registry.version(module_id, version)
-    return {
-        "id": row.module_id,
-        "version": row.version,
-        "functions": row.functions,
-        "manifest": row.manifest,
-        "script": row.script,
-        "uploadedAt": row.uploaded_at.isoformat(),
-    }
+    return VersionDetail.model_validate(host.registry.version(module_id, version))
 
 
 @router.delete("/{module_id}/versions/{version}")

@@ -20,9 +20,9 @@ def system(host: HostDep, _admin: AdminDep) -> SystemOut:
         sandbox=SandboxLayersOut(
             layers=list(report.layers),
             required=list(report.required),
-            missingRequired=list(report.missing_required),
-            workerUid=report.worker_uid,
-            landlockAbi=report.landlock_abi,
+            missing_required=list(report.missing_required),
+            worker_uid=report.worker_uid,
+            landlock_abi=report.landlock_abi,
             notes=list(report.notes),
         ),
     )

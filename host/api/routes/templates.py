@@ -4,7 +4,7 @@ the thread pool."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Body, Query
 from pydantic import Field
@@ -13,7 +13,7 @@ from host.api.bodies import checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.executors import tenant_work
 from host.api.paging import paged_by
-from host.api.schemas import ApiModel
+from host.api.schemas import ApiModel, TemplateHtml, TemplateImportOut, TemplateOut
 from host.marketing.templates import DEFAULT_MAX_PAGES, DEFAULT_PAGE_SIZE
 
 router = checked_router(prefix="/api/v1/tenants/{tenant_id}", tags=["templates"])
@@ -40,13 +40,14 @@ def import_templates(
     host: HostDep,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=500)] = DEFAULT_PAGE_SIZE,
     max_pages: Annotated[int, Query(alias="maxPages", ge=1, le=1000)] = DEFAULT_MAX_PAGES,
-) -> dict[str, Any]:
+) -> TemplateImportOut:
     """Page through the module's `CRM_Marketing_ImportTemplates` and upsert the templates by
     externalId → `{imported, pages, truncated, created, updated}`. All or nothing: when a page
     fails, nothing is stored and the answer is the module's error (502, or 501)."""
-    return host.templates.import_templates(
+    report = host.templates.import_templates(
         tenant_id, module_id, page_size=page_size, max_pages=max_pages
-    ).as_dict()
+    )
+    return TemplateImportOut.model_validate(report)
 
 
 @router.get("/templates", dependencies=[paged_by()])
@@ -55,24 +56,24 @@ def list_templates(
     tenant_id: TenantDep,
     host: HostDep,
     module: Annotated[str | None, Query(description="Only this module's templates")] = None,
-) -> list[dict[str, Any]]:
+) -> list[TemplateOut]:
     """The tenant's templates, without their HTML (`hasHtml` says whether one is stored)."""
     host.tenants.get(tenant_id)
-    return [t.as_dict() for t in host.templates.of_tenant(tenant_id, module)]
+    return [TemplateOut.model_validate(t) for t in host.templates.of_tenant(tenant_id, module)]
 
 
 @router.post("/templates", status_code=201)
 @tenant_work
-def create_template(tenant_id: TenantDep, body: TemplateCreate, host: HostDep) -> dict[str, Any]:
+def create_template(tenant_id: TenantDep, body: TemplateCreate, host: HostDep) -> TemplateOut:
     """Author a template locally; publish it to give it an externalId in the service."""
     view = host.templates.create(tenant_id, body.module, body.name, body.html, body.subject)
-    return view.as_dict()
+    return TemplateOut.model_validate(view)
 
 
 @router.get("/templates/{template_id}")
 @tenant_work
-def show_template(tenant_id: TenantDep, template_id: str, host: HostDep) -> dict[str, Any]:
-    return host.templates.get(tenant_id, template_id).as_dict()
+def show_template(tenant_id: TenantDep, template_id: str, host: HostDep) -> TemplateOut:
+    return TemplateOut.model_validate(host.templates.get(tenant_id, template_id))
 
 
 @router.get("/templates/{template_id}/html")
@@ -82,12 +83,12 @@ def template_html(
     template_id: str,
     host: HostDep,
     refresh: Annotated[bool, Query(description="Ask the module even if cached")] = False,
-) -> dict[str, Any]:
+) -> TemplateHtml:
     """The template's HTML as JSON `{id, html}`: stored, or asked of the module with
     `CRM_Marketing_GetTemplateHTML` and cached. JSON rather than `text/html`, so HTML from a
     third-party service is never rendered on the API's origin."""
     html = host.templates.html(tenant_id, template_id, refresh=refresh)
-    return {"id": template_id, "html": html}
+    return TemplateHtml(id=template_id, html=html)
 
 
 @router.post("/templates/{template_id}/publish")
@@ -97,11 +98,11 @@ def publish_template(
     template_id: str,
     host: HostDep,
     body: Annotated[TemplatePublish | None, Body()] = None,
-) -> dict[str, Any]:
+) -> TemplateOut:
     """`CRM_Marketing_SetTemplateHTML` with the template (fields in the body replace the
     stored ones first); stores the returned id as `externalId`."""
     body = body or TemplatePublish(name=None, subject=None, html=None)
     view = host.templates.publish(
         tenant_id, template_id, name=body.name, subject=body.subject, html=body.html
     )
-    return view.as_dict()
+    return TemplateOut.model_validate(view)

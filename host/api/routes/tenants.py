@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep, TenantDep
 from host.api.executors import tenant_work
@@ -15,7 +13,9 @@ from host.api.schemas import (
     TenantCreate,
     TenantCreated,
     TenantDeleted,
+    TenantOut,
 )
+from host.marketing.suppression_policy import SuppressionPolicy
 
 router = checked_router(prefix="/api/v1/tenants", tags=["tenants"])
 
@@ -24,18 +24,18 @@ router = checked_router(prefix="/api/v1/tenants", tags=["tenants"])
 def create_tenant(body: TenantCreate, host: HostDep, _admin: AdminDep) -> TenantCreated:
     """Create a tenant. The API key in the answer is shown this once; only its hash is kept."""
     tenant, key = host.tenants.create(body.id, body.name)
-    return TenantCreated(id=tenant.id, name=tenant.name, apiKey=key)
+    return TenantCreated(id=tenant.id, name=tenant.name, api_key=key)
 
 
 @router.get("", dependencies=[paged_by()])
-def list_tenants(host: HostDep, _admin: AdminDep) -> list[dict[str, Any]]:
-    return [t.as_dict() for t in host.tenants.list()]
+def list_tenants(host: HostDep, _admin: AdminDep) -> list[TenantOut]:
+    return [TenantOut.model_validate(t) for t in host.tenants.list()]
 
 
 @router.get("/{tenant_id}")
 @tenant_work
-def show_tenant(tenant_id: TenantDep, host: HostDep) -> dict[str, Any]:
-    return host.tenants.get(tenant_id).as_dict()
+def show_tenant(tenant_id: TenantDep, host: HostDep) -> TenantOut:
+    return TenantOut.model_validate(host.tenants.get(tenant_id))
 
 
 @router.delete("/{tenant_id}", status_code=202)
@@ -52,13 +52,13 @@ def delete_tenant(tenant_id: str, host: HostDep, _admin: AdminDep) -> TenantDele
 def rotate_api_key(tenant_id: str, host: HostDep, _admin: AdminDep) -> TenantApiKey:
     """Replace the tenant's API key: the old key stops working at once; the new one is in
     this answer only (only its hash is stored)."""
-    return TenantApiKey(id=tenant_id, apiKey=host.tenants.rotate_key(tenant_id))
+    return TenantApiKey(id=tenant_id, api_key=host.tenants.rotate_key(tenant_id))
 
 
 @router.get("/{tenant_id}/modules", dependencies=[paged_by()])
 @tenant_work
 def list_enablements(tenant_id: TenantDep, host: HostDep) -> list[EnablementOut]:
-    return [EnablementOut(**e.as_dict()) for e in host.tenants.enablements(tenant_id)]
+    return [EnablementOut.model_validate(e) for e in host.tenants.enablements(tenant_id)]
 
 
 @router.put("/{tenant_id}/modules/{module_id}")
@@ -72,7 +72,7 @@ def configure_module(
     info = host.tenants.configure(
         tenant_id, module_id, version=body.version, settings=body.settings, enabled=body.enabled
     )
-    return EnablementOut(**info.as_dict())
+    return EnablementOut.model_validate(info)
 
 
 @router.patch("/{tenant_id}/modules/{module_id}")
@@ -89,13 +89,13 @@ def update_module(
         enabled=body.enabled,
         settings_mode="patch",
     )
-    return EnablementOut(**info.as_dict())
+    return EnablementOut.model_validate(info)
 
 
 @router.get("/{tenant_id}/modules/{module_id}")
 @tenant_work
 def show_enablement(tenant_id: TenantDep, module_id: str, host: HostDep) -> EnablementOut:
-    return EnablementOut(**host.tenants.enablement(tenant_id, module_id).as_dict())
+    return EnablementOut.model_validate(host.tenants.enablement(tenant_id, module_id))
 
 
 @router.post("/{tenant_id}/modules/{module_id}/rollback")
@@ -103,4 +103,21 @@ def rollback_module(
     tenant_id: str, module_id: str, host: HostDep, _admin: AdminDep
 ) -> EnablementOut:
     """Pin the version that was pinned before the current one."""
-    return EnablementOut(**host.tenants.rollback(tenant_id, module_id).as_dict())
+    return EnablementOut.model_validate(host.tenants.rollback(tenant_id, module_id))
+
+
+@router.get("/{tenant_id}/suppression-policy")
+@tenant_work
+def show_suppression_policy(tenant_id: TenantDep, host: HostDep) -> SuppressionPolicy:
+    """The tenant's suppression policy (the defaults until an admin sets one)."""
+    return host.suppression_policies.get(tenant_id)
+
+
+@router.put("/{tenant_id}/suppression-policy")
+def set_suppression_policy(
+    tenant_id: str, body: SuppressionPolicy, host: HostDep, _admin: AdminDep
+) -> SuppressionPolicy:
+    """Replace the tenant's suppression policy (a field left out takes its default): which
+    delivery events make a contact Bounced or Complained, after how many soft bounces in a
+    row, and whether a service's subscribe event lifts those."""
+    return host.suppression_policies.set(tenant_id, body)

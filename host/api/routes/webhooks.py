@@ -12,15 +12,22 @@ answers 503 with ``Retry-After`` (:mod:`host.module_shares`).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import Query, Request, Response
+from fastapi import Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from host.api.bodies import capped_body, checked_router
 from host.api.deps import HostDep, TenantDep
 from host.api.errors import WEBHOOK_PATH_PREFIX
 from host.api.executors import executors_of, run_in, tenant_work
 from host.api.paging import paged_by
+from host.api.schemas import (
+    OutboxMessageOut,
+    StoredRequestOut,
+    WebhookReceiptOut,
+    WebhookReplayOut,
+)
 from host.api.webhook_gate import WebhookGate
 from host.errors import PayloadTooLarge
 from host.marketing.outbox import list_messages
@@ -99,11 +106,15 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
     dependencies=[paged_by("limit")],
 )
 @tenant_work
-def webhook_receipts(tenant_id: TenantDep, host: HostDep, limit: Limit = 100) -> list[Any]:
+def webhook_receipts(
+    tenant_id: TenantDep, host: HostDep, limit: Limit = 100
+) -> list[WebhookReceiptOut]:
     """The latest requests on the tenant's webhook URLs, newest first: the status answered,
     how many actions were applied, the skipped ones with their reasons, or the error."""
     host.tenants.get(tenant_id)
-    return host.webhooks.receipts(tenant_id, limit=limit)
+    return [
+        WebhookReceiptOut.model_validate(r) for r in host.webhooks.receipts(tenant_id, limit=limit)
+    ]
 
 
 @router.get(
@@ -115,8 +126,60 @@ def outbox(
     host: HostDep,
     status: Literal["queued", "sent", "failed"] | None = None,
     limit: Limit = 100,
-) -> list[Any]:
+) -> list[OutboxMessageOut]:
     """Mail the tenant's modules asked the host to send (SendEmail), newest first. Without
     an SMTP relay configured, messages stay ``queued`` here."""
     host.tenants.get(tenant_id)
-    return list_messages(host.db, tenant_id, status=status, limit=limit)
+    messages = list_messages(host.db, tenant_id, status=status, limit=limit)
+    return [OutboxMessageOut.model_validate(m) for m in messages]
+
+
+@router.get(
+    "/api/v1/tenants/{tenant_id}/webhooks/requests",
+    tags=["webhooks"],
+    dependencies=[paged_by("limit")],
+)
+@tenant_work
+def webhook_requests(
+    tenant_id: TenantDep,
+    host: HostDep,
+    module: Annotated[str | None, Query(max_length=64, description="Only this module's")] = None,
+    limit: Limit = 100,
+) -> list[StoredRequestOut]:
+    """The stored webhook requests (kept for replay), newest first, masked: the URL's token,
+    credential and signature headers and every secret setting are `***`; the body is a
+    preview of its first 2000 characters."""
+    stored = host.webhooks.stored_requests(tenant_id, module_id=module, limit=limit)
+    return [StoredRequestOut.model_validate(r) for r in stored]
+
+
+class ReplayRequest(BaseModel):
+    """What to replay the stored request against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(
+        None, min_length=1, max_length=64, description="A stored version; default the pinned one"
+    )
+    dryRun: bool = Field(
+        False, description="Report the actions that would be applied; keep nothing"
+    )
+
+
+@router.post("/api/v1/tenants/{tenant_id}/webhooks/receipts/{receipt_id}/replay", tags=["webhooks"])
+@tenant_work
+def replay_webhook(
+    tenant_id: TenantDep,
+    host: HostDep,
+    receipt_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: ReplayRequest | None = None,
+) -> WebhookReplayOut:
+    """Run the stored request of a receipt again, on the pinned or the given version: for
+    real like a live request (actions applied, repeated event ids skipped, a new receipt
+    with `replayOf`), or with `dryRun` reporting `applied`/`skipped` without keeping
+    anything. 404 when the request is no longer stored, 409 when the module is disabled."""
+    options = body or ReplayRequest()
+    report = host.webhook_replay.replay(
+        tenant_id, receipt_id, version=options.version, dry_run=options.dryRun
+    )
+    return WebhookReplayOut.model_validate(report)
