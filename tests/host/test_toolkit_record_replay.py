@@ -33,6 +33,12 @@ def CRM_Marketing_ImportTemplates(offset, limit):
     return [{"externalId": t["id"], "name": t["name"]} for t in data["templates"]]
 """
 
+#: what the host adds to a refusal an admin could waive (sandbox.egress waiver_hint)
+WAIVER_HINT = (
+    "; the platform admin can waive it with the host's egress allow-list "
+    "(CRM_HOST_EGRESS_ALLOW; --allow-host for crm-host module run)"
+)
+
 
 def write_module(root: Path, *local: str) -> Path:
     """The module; ``local`` destinations (a test service) join its egress."""
@@ -165,7 +171,9 @@ def test_replay_goes_through_the_egress_check(
     no_waiver = cli.run(*run, "--replay", str(tape))
     assert no_waiver.returncode == 1
     assert no_waiver.stderr.strip().splitlines() == [
-        "error: egress_denied: fetch to 127.0.0.1 denied: loopback address (line 4)"
+        "error: egress_denied: fetch to 127.0.0.1 denied: loopback address"
+        + WAIVER_HINT
+        + " (line 4)"
     ]
 
     undeclared = write_module(tmp_path / "undeclared")  # egress: api.example.com only
@@ -208,7 +216,7 @@ def test_a_recorded_name_is_judged_on_its_recorded_addresses(tmp_path: Path) -> 
     assert denied.returncode == 1
     assert denied.stderr.strip().splitlines() == [
         "error: egress_denied: fetch to api.example.com denied: it resolves to 10.0.0.7, "
-        "a private address (line 4)"
+        "a private address" + WAIVER_HINT + " (line 4)"
     ]
 
     # a format 1 file (no addresses) still replays: the host is judged on its name alone
