@@ -208,7 +208,7 @@ class Conversation:
         except ChannelTimeout:
             return self._kill("timeout")
         self.dispatched = True
-        worker.last_token = self.token
+        previous_token, worker.last_token = worker.last_token, self.token
         if "source" in message or "code" in message:
             worker.known.add(self.invocation.source_hash)
         if "spec" in message:
@@ -235,7 +235,11 @@ class Conversation:
             op = frame.get("op")
             if frame.get("inv") != self.token:
                 # not this invocation's: refuse, never answer, and replace the worker
-                if frame.get("inv") == worker.last_token and not self.relayed:
+                if (
+                    previous_token is not None
+                    and frame.get("inv") == previous_token
+                    and not self.relayed
+                ):
                     # the previous invocation's late frame overtook this one before any
                     # of this invocation's requests was served: nothing of it happened
                     # yet, so the pool runs it again on another worker

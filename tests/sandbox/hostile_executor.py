@@ -47,6 +47,19 @@ def execute(
         write_all(out_fd, encode({"op": "done", "inv": token, "ok": True, "value": "early"}))
         write_all(out_fd, encode({"op": "call", "inv": token, "name": "crm.contacts", "args": []}))
         return "late"
+    if function == "remember_token":
+        _stash["token"] = capabilities.invocation_id
+        return "remembered"
+    if function == "stale_then_run":
+        # speak with the previous invocation's identity as this one starts: the frame a
+        # late finalizer of that invocation would send, arriving after its ``done``
+        token = _stash.pop("token", None)
+        if token is not None:
+            out_fd = capabilities._parent.out_fd
+            write_all(
+                out_fd, encode({"op": "call", "inv": token, "name": "crm.contacts", "args": []})
+            )
+        return real_execute(compiled, "f", args, kwargs, capabilities, spec)
     if function == "crash":
         # the worker dies by itself, the way a C extension crash would look to the parent
         os.kill(os.getpid(), signal.SIGSEGV)

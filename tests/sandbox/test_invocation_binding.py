@@ -108,6 +108,19 @@ def test_a_frame_after_the_end_of_an_invocation_kills_the_worker(hostile: Sandbo
     assert calls == []
 
 
+def test_a_late_frame_that_reaches_the_next_invocation_reruns_it_on_a_fresh_worker(
+    hostile: SandboxPool,
+) -> None:
+    calls: list[tuple[str, Any]] = []
+    first = hostile.run(invocation("remember_token", calls, "a"))
+    assert first.ok and first.value == "remembered"
+    after = hostile.run(invocation("stale_then_run", calls, "b"))
+    assert after.ok and after.value == 1, after.error
+    assert after.worker_pid != first.worker_pid
+    assert first.worker_pid not in hostile.worker_pids()
+    assert calls == []
+
+
 LEAVES_A_GENERATOR_CYCLE = """
 def f(ids):
     def leftover():
