@@ -357,6 +357,8 @@ class Manifest(BaseModel):
     webhook: dict[str, Any] = Field(default_factory=dict)
     #: the contract version the module declares it was written for (None: not declared)
     contractVersion: str | None = None
+    #: create functions the module guarantees are idempotent per campaignId (default: none)
+    idempotent: dict[str, bool] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -397,14 +399,22 @@ class Manifest(BaseModel):
 
     @model_serializer(mode="wrap")
     def _undeclared_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A manifest that declares no ``contractVersion`` (or ``webhook``) dumps as it did
-        before the key existed, so stored manifests and their content hashes stay what they were."""
+        """A manifest that declares no ``contractVersion`` (``webhook``, ``idempotent``) dumps
+        as it did before the key existed, so stored manifests and their content hashes stay
+        what they were."""
         data: dict[str, Any] = handler(self)
         if data.get("contractVersion") is None:
             data.pop("contractVersion", None)
         if not data.get("webhook"):
             data.pop("webhook", None)
+        if not data.get("idempotent"):
+            data.pop("idempotent", None)
         return data
+
+    def declares_idempotent(self, function: str) -> bool:
+        """Whether a repeated call of ``function`` with the same campaignId creates nothing
+        new (the manifest's ``idempotent``), so an interrupted call may simply be repeated."""
+        return bool(self.idempotent.get(function))
 
     @property
     def acknowledges_first(self) -> bool:

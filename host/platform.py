@@ -36,6 +36,7 @@ from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
 from host.marketing.campaign_keys import CampaignKeys
+from host.marketing.campaign_attention import CampaignAttentionService
 from host.marketing.campaigns import CampaignService
 from host.marketing.contact_erasure import ContactErasure
 from host.marketing.contact_search import ContactSearch
@@ -222,6 +223,9 @@ class Host:
             default_batch_size=settings.campaign_batch_size,
             lease_seconds=settings.campaign_lease_seconds,
             on_queued=self.campaign_runner.wake,
+        )
+        self.campaign_attention = CampaignAttentionService(
+            db, self.hooks, on_queued=self.campaign_runner.wake
         )
         self.retention = RetentionPurger(
             db,

@@ -421,6 +421,11 @@ class CampaignStatsOut(ApiModel):
     error: str | None
 
 
+class CampaignAttentionOut(ApiModel):
+    reason: str
+    at: IsoTime
+
+
 class CampaignOut(ApiModel):
     id: str
     module: str
@@ -434,6 +439,11 @@ class CampaignOut(ApiModel):
     progress: CampaignProgressOut
     created_at: IsoTime
     finished_at: IsoTime | None
+    attention: CampaignAttentionOut | None = Field(
+        None,
+        description="Set while an admin must resolve the campaign "
+        "(POST .../campaigns/{id}/resolve): it may or may not exist in the service",
+    )
     stats: CampaignStatsOut | None = Field(
         description="Only on the single-campaign call, once it exists in the service"
     )

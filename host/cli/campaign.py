@@ -1,5 +1,6 @@
 """``crm-host campaign``: send a campaign from the command line, running its job in this
-process with a progress bar; show, resume and cancel campaigns.
+process with a progress bar; show, resume and cancel campaigns, and resolve one that needs
+attention (see :mod:`host.marketing.campaign_attention`).
 
 The campaign is stored already leased to this process, so a server running on the same
 database never picks it up meanwhile. Ctrl-C stops the job before its next batch and
@@ -20,6 +21,7 @@ from host.api.schemas import CampaignOut
 from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import err, fail, handles_errors, out, print_json
 from host.marketing.campaign_job import CampaignProgress
+from host.marketing.campaign_attention import AttentionResolution
 from host.marketing.campaigns import CampaignDraft, CampaignView
 from host.marketing.job_runner import new_owner
 from host.marketing.lifecycle import FINAL_STAGES
@@ -99,6 +101,8 @@ def campaign_run(
         owner = new_owner()
         if host.campaign_runner.claim(campaign_id, owner=owner) is None:
             shown = host.campaigns.get(tenant_id, campaign_id, with_stats=False)
+            if shown.attention is not None:
+                raise fail(_attention_line(tenant_id, shown))
             if shown.progress.stage in FINAL_STAGES:
                 _summary(shown, 0.0, 0)
                 return
@@ -137,6 +141,12 @@ def campaign_status(
     )
     if shown.error:
         out.print(f"error: {shown.error}", markup=False, highlight=False)
+    if shown.attention is not None:
+        out.print(
+            f"needs attention since {shown.attention.at.isoformat()}: {shown.attention.reason}",
+            markup=False,
+            highlight=False,
+        )
     stats = shown.stats
     if stats and stats.values:
         values = ", ".join(f"{k} {v}" for k, v in stats.values.items())
@@ -156,6 +166,56 @@ def campaign_cancel(
     with open_host(database_url, home) as host:
         shown = host.campaigns.cancel(tenant_id, campaign_id)
     out.print(f"campaign {campaign_id}: {shown.status}", markup=False, highlight=False)
+
+
+@app.command("resolve")
+@handles_errors
+def campaign_resolve(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    campaign_id: Annotated[str, typer.Argument(help="Campaign id.")],
+    external_id: Annotated[
+        str | None,
+        typer.Option("--external-id", help="It exists in the service: its id there."),
+    ] = None,
+    not_created: Annotated[
+        bool,
+        typer.Option("--not-created", help="It does not exist there: create it again."),
+    ] = False,
+    database_url: DatabaseOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Resolve a campaign that needs attention (interrupted while being created in a
+    service whose module cannot safely be asked again): record its id in the service, or
+    mark it not created so that a server (or `campaign run`) creates it again."""
+    if (external_id is None) == (not not_created):
+        raise typer.BadParameter(
+            "give either --external-id ID or --not-created", param_hint="--external-id"
+        )
+    resolution = AttentionResolution(externalId=external_id, notCreated=not_created)
+    with open_host(database_url, home) as host:
+        host.campaign_attention.resolve(tenant_id, campaign_id, resolution)
+        shown = host.campaigns.get(tenant_id, campaign_id, with_stats=False)
+    if not_created:
+        out.print(
+            f"campaign {campaign_id}: marked not created; a running server creates it again "
+            f"(or run `crm-host campaign run {tenant_id} {campaign_id}`)",
+            markup=False,
+            highlight=False,
+        )
+        return
+    out.print(
+        f"campaign {campaign_id}: {shown.status}, externalId {shown.external_id}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _attention_line(tenant_id: str, shown: CampaignView) -> str:
+    assert shown.attention is not None
+    return (
+        f"campaign {shown.id} needs attention: {shown.attention.reason} (`crm-host campaign "
+        f"resolve {tenant_id} {shown.id} --external-id ID` or `--not-created`)"
+    )
 
 
 # --- running a job with a progress bar -------------------------------------------------------
@@ -215,6 +275,8 @@ def _run(host: Host, tenant_id: str, campaign_id: str, owner: str) -> None:
     shown = host.campaigns.get(tenant_id, campaign_id, with_stats=False)
     handled = shown.progress.exported + shown.progress.prepared
     _summary(shown, elapsed, handled - (done_before[0] if done_before else handled))
+    if shown.attention is not None:
+        raise fail(_attention_line(tenant_id, shown))
     if shown.progress.stage not in FINAL_STAGES:
         err.print(
             f"interrupted: campaign {campaign_id} stopped at {shown.progress.stage} after "

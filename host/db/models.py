@@ -266,6 +266,10 @@ class Campaign(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attention_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the campaign needs an admin (``host.marketing.campaign_attention``); None: it
+    does not. A flagged campaign keeps its status and stage, and no job claims it."""
+    attention_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Delivery(Base):

@@ -10,10 +10,12 @@ Stages (``Campaign.stage``, :class:`~host.marketing.lifecycle.CampaignStage`)::
 * **preparing** — PrepareCampaign(campaignId, type, contacts) for each batch; the batch's
   Delivery rows (Pending) and the advanced cursor are committed in ONE transaction, so a
   restart resumes after the last finished batch and never stores a batch twice.
-* **creating** — CreateCampaign / CreateMessengerCampaign exactly once: the stage is committed
-  *before* the call, so a job that finds itself resuming in ``creating`` knows the call may
-  already have reached the service and fails the campaign ("outcome unknown") rather than
-  risk creating — and sending — it twice.
+* **creating** — CreateCampaign / CreateMessengerCampaign: the stage is committed *before* the
+  call, so a job that finds itself resuming in ``creating`` knows the call may already have
+  reached the service. If the module's manifest declares that function ``idempotent``, the
+  job calls it again with the same campaignId (the module finds what the first call made);
+  otherwise it creates nothing, keeps the campaign's status and flags it *needs attention*
+  (:mod:`host.marketing.campaign_attention`) for an admin, who knows whether it exists.
 
 Every write is guarded by the lease (``lease_owner`` = this job's owner) and renews it; a job
 whose lease was taken over (it stalled past its expiry and another process resumed it) gets
@@ -21,7 +23,8 @@ whose lease was taken over (it stalled past its expiry and another process resum
 
 Limits of "exactly once": the database side is exact; the module side is at-least-once per
 batch (a crash between a PrepareCampaign/ExportContacts call and its commit repeats that one
-batch on resume) and at-most-once for CreateCampaign.
+batch on resume, so modules make them idempotent: the documented contract) and, for
+CreateCampaign, at-least-once when the module declares it idempotent, else at-most-once.
 """
 
 from __future__ import annotations
@@ -42,10 +45,11 @@ from sqlalchemy.orm import Session
 from host.contract.enums import CampaignStatus, CampaignType, DeliveryStatus
 from host.contract.types import CreateCampaignResponse
 from host.db.engine import Database
-from host.db.models import Campaign, Delivery, UTCDateTime, utcnow
+from host.db.models import Campaign, Delivery, ModuleVersion, UTCDateTime, utcnow
 from host.errors import HostError, ServiceBusy
 from host.invoker import ModuleInvoker
 from host.marketing.audience import Audience, Recipient
+from host.manifest import Manifest
 from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
 from host.plugin_manager import notify
 
@@ -181,6 +185,36 @@ def _history_append(session: Session) -> Any:
     return "json_insert(COALESCE(history, '[]'), '$[#]', json(:entry))"
 
 
+def mark_sent(session: Session, campaign_id: str, now: datetime) -> None:
+    """Every still-Pending delivery of the campaign becomes Sent, with the move appended to
+    its history, in one statement (a million rows must not round-trip through Python)."""
+    entry = json.dumps({"status": DeliveryStatus.Sent.value, "at": now.isoformat()})
+    statement = text(
+        "UPDATE deliveries SET status = :sent, updated_at = :now, "
+        f"history = {_history_append(session)} "
+        "WHERE campaign_id = :id AND status = :pending"
+    ).bindparams(bindparam("now", type_=UTCDateTime()))
+    session.execute(
+        statement,
+        {
+            "sent": DeliveryStatus.Sent.value,
+            "pending": DeliveryStatus.Pending.value,
+            "now": now,
+            "id": campaign_id,
+            "entry": entry,
+        },
+    )
+
+
+def interrupted_create_reason(function: str) -> str:
+    """The attention reason of a campaign whose job stopped during ``function``."""
+    return (
+        f"interrupted during {function}: the campaign may or may not exist in the service, "
+        "and the module does not declare that call idempotent, so it is not called again; "
+        "enter the campaign's id in the service, or mark it not created"
+    )
+
+
 class CampaignJob:
     """Runs (or resumes) one campaign whose lease ``owner`` holds. ``stop`` asks it to stop
     before the next batch and leave the campaign resumable; ``on_progress`` sees the
@@ -234,11 +268,7 @@ class CampaignJob:
             self._release()
             return self.state.stage
         if self.state.stage == CampaignStage.Creating:
-            return self._fail(
-                "interrupted",
-                "the job stopped while the campaign was being created in the service; it may "
-                "or may not exist there, so it is not created again (check the service)",
-            )
+            return self._resume_create()
         try:
             if self.state.stage == CampaignStage.Queued:
                 self._start()
@@ -311,18 +341,51 @@ class CampaignJob:
                 self._insert_deliveries(session, batch)
             self._report()
 
-    def _create(self) -> CampaignStage:
+    @property
+    def _create_function(self) -> str:
+        if self.type == CampaignType.Messenger:
+            return "CRM_Marketing_CreateMessengerCampaign"
+        return "CRM_Marketing_CreateCampaign"
+
+    def _resume_create(self) -> CampaignStage:
+        """The job stopped during the create call: call it again when the module declares it
+        idempotent, else flag the campaign for an admin (it may or may not exist)."""
+        function = self._create_function
+        if self._declares_idempotent(function):
+            log.info("campaign %s: calling %s again (declared idempotent)", self.id, function)
+            return self._create(resumed=True)
+        with self.db.transaction() as session:
+            self._commit(
+                session,
+                attention_reason=interrupted_create_reason(function),
+                attention_at=utcnow(),
+                lease_owner=None,
+                lease_until=None,
+            )
+        log.warning("campaign %s needs attention: interrupted during %s", self.id, function)
+        self._report()
+        return self.state.stage
+
+    def _declares_idempotent(self, function: str) -> bool:
+        with self.db.transaction() as session:
+            data = session.scalar(
+                select(ModuleVersion.manifest).where(
+                    ModuleVersion.module_id == self.module_id,
+                    ModuleVersion.version == self.state.module_version,
+                )
+            )
+        return data is not None and Manifest.from_stored(data).declares_idempotent(function)
+
+    def _create(self, *, resumed: bool = False) -> CampaignStage:
         if self.state.prepared == 0:
             return self._fail(
                 "no_recipients", f"no eligible recipients ({self.state.skipped} skipped)"
             )
-        with self.db.transaction() as session:
-            self._commit(session, stage=CampaignStage.Creating)
-        self._report()
-        messenger = self.type == CampaignType.Messenger
-        function = (
-            "CRM_Marketing_CreateMessengerCampaign" if messenger else "CRM_Marketing_CreateCampaign"
-        )
+        if not resumed:
+            with self.db.transaction() as session:
+                self._commit(session, stage=CampaignStage.Creating)
+            self._report()
+        function = self._create_function
         try:
             response = self._call(function, request=self.request)
         except _StoppedWhileWaiting:
@@ -346,7 +409,7 @@ class CampaignJob:
                 lease_owner=None,
                 lease_until=None,
             )
-            self._mark_sent(session, now)
+            mark_sent(session, self.id, now)
         self._report()
         self._status_changed(status, None)
         return CampaignStage.Done
@@ -403,26 +466,6 @@ class CampaignJob:
             "INSERT INTO deliveries (campaign_id, contact_id, email_key, phone, status, "
             f"history, updated_at) VALUES ({', '.join([mark] * 7)})",
             [(self.id, r.id, r.email_key, r.phone, pending, history, stamp) for r in batch],
-        )
-
-    def _mark_sent(self, session: Session, now: datetime) -> None:
-        """Every still-Pending delivery becomes Sent, with the move appended to its history,
-        in one statement (a million rows must not round-trip through Python)."""
-        entry = json.dumps({"status": DeliveryStatus.Sent.value, "at": now.isoformat()})
-        statement = text(
-            "UPDATE deliveries SET status = :sent, updated_at = :now, "
-            f"history = {_history_append(session)} "
-            "WHERE campaign_id = :id AND status = :pending"
-        ).bindparams(bindparam("now", type_=UTCDateTime()))
-        session.execute(
-            statement,
-            {
-                "sent": DeliveryStatus.Sent.value,
-                "pending": DeliveryStatus.Pending.value,
-                "now": now,
-                "id": self.id,
-                "entry": entry,
-            },
         )
 
     def _commit(self, session: Session, **values: Any) -> None:

@@ -26,6 +26,7 @@ from host.db.models import Campaign, Delivery, Enablement, Module, Template
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.idempotency import IdempotentRequest
 from host.marketing.audience import MAX_EXPLICIT_IDS, tenant_has_contacts, unknown_contact_ids
+from host.marketing.campaign_attention import CampaignAttention
 from host.marketing.campaign_job import CampaignProgress, progress_of, utcnow
 from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
 from host.marketing.stats import StatsService, StatsView
@@ -84,6 +85,8 @@ class CampaignView:
     progress: CampaignProgress
     created_at: datetime
     finished_at: datetime | None
+    attention: CampaignAttention | None = None
+    """Set while the campaign needs an admin (``host.marketing.campaign_attention``)."""
     stats: StatsView | None = None
 
 
@@ -345,6 +348,11 @@ class CampaignService:
             progress=progress_of(row),
             created_at=row.created_at,
             finished_at=row.finished_at,
+            attention=(
+                CampaignAttention(row.attention_reason, row.attention_at or row.updated_at)
+                if row.attention_reason
+                else None
+            ),
         )
 
     def list(self, tenant_id: str, *, limit: int = 50, offset: int = 0) -> list[CampaignView]:

@@ -116,7 +116,7 @@ class CampaignJobRunner:
         owner = owner or self.owner
         now = utcnow()
         query = select(Campaign.id, Campaign.lease_owner, Campaign.lease_until).where(
-            Campaign.stage.in_(ACTIVE_STAGES)
+            Campaign.stage.in_(ACTIVE_STAGES), Campaign.attention_reason.is_(None)
         )
         if campaign_id is not None:
             query = query.where(Campaign.id == campaign_id)
@@ -130,6 +130,7 @@ class CampaignJobRunner:
             conditions = [
                 Campaign.id == cid,
                 Campaign.stage.in_(ACTIVE_STAGES),
+                Campaign.attention_reason.is_(None),  # an admin resolves it first
                 Campaign.lease_owner.is_(None)
                 if holder is None
                 else Campaign.lease_owner == holder,

@@ -311,22 +311,53 @@ def test_restart_after_a_crash_resumes_without_repeating_a_batch(
         second.close()
 
 
-def test_interrupted_while_creating_is_not_created_twice(host: Host) -> None:
-    setup_tenant(host)
-    add_contacts(host, 3)
-    created = host.campaigns.create("acme", draft())
+def interrupt_while_creating(host: Host, campaign_id: str) -> None:
+    """Run the job until it has committed the creating stage, then die (no release)."""
 
     def crash_when_creating(progress: CampaignProgress) -> None:
         if progress.stage == "creating":
             raise Crash
 
     with pytest.raises(Crash):
-        run_in_process(host, created.id, on_progress=crash_when_creating)
+        run_in_process(host, campaign_id, on_progress=crash_when_creating)
     with host.db.transaction() as session:
         session.execute(update(Campaign).values(lease_until=datetime.now(UTC)))
-    assert run_in_process(host, created.id) == "failed"
+
+
+def test_interrupted_create_of_an_undeclared_module_needs_attention(host: Host) -> None:
+    setup_tenant(host)
+    add_contacts(host, 3)
+    created = host.campaigns.create("acme", draft())
+    interrupt_while_creating(host, created.id)
+
+    assert run_in_process(host, created.id) == "creating"
     row = campaign(host, created.id)
-    assert row.error.startswith("interrupted: ") and row.external_id is None
+    assert (row.stage, row.status, row.error, row.external_id) == ("creating", "Draft", None, None)
+    assert row.attention_reason and "CRM_Marketing_CreateCampaign" in row.attention_reason
+    assert row.attention_at is not None and row.lease_owner is None
+    assert "create" not in storage(host)
+    assert host.campaign_runner.claim(created.id) is None  # no job takes a flagged campaign
+    shown = host.campaigns.get("acme", created.id, with_stats=False)
+    assert shown.attention is not None and shown.attention.reason == row.attention_reason
+
+
+def test_interrupted_create_of_a_declared_module_is_called_again(host: Host) -> None:
+    manifest = email_manifest(
+        id="rec", settings=SETTINGS_SCHEMA, idempotent={"CRM_Marketing_CreateCampaign": True}
+    )
+    body = {"manifest": manifest, "script": RECORDING_SCRIPT}
+    host.registry.upload(from_json_body(body, max_script_bytes=64 * 1024))
+    host.tenants.create("acme", "Acme")
+    host.tenants.configure("acme", "rec", settings={})
+    add_contacts(host, 3)
+    created = host.campaigns.create("acme", draft())
+    interrupt_while_creating(host, created.id)
+
+    assert run_in_process(host, created.id) == "done"
+    row = campaign(host, created.id)
+    assert row.attention_reason is None and row.external_id == "ext-" + created.id[:8]
+    assert storage(host)["create"] == [created.id]
+    assert {d.status for d in deliveries(host, created.id)} == {"Sent"}
 
 
 def test_cancel_stops_before_the_next_batch(host: Host) -> None:

@@ -1,5 +1,5 @@
 """Tenant routes for campaigns: create (the send runs in the background), progress,
-deliveries, stats, cancel."""
+deliveries, stats, cancel; and the admin's resolution of a campaign that needs attention."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import Query, Response
 
 from host.api.bodies import checked_router
-from host.api.deps import HostDep, TenantDep
+from host.api.deps import AdminDep, HostDep, TenantDep
 from host.api.executors import tenant_work
 from host.api.idempotent import IdempotencyKeyHeader, answered
 from host.api.paging import paged_by
 from host.api.schemas import CampaignOut, CampaignQueued, CampaignStatsOut, DeliveryPage
 from host.idempotency import fingerprint
+from host.marketing.campaign_attention import AttentionResolution
 from host.marketing.campaigns import CampaignDraft
 
 router = checked_router(prefix="/api/v1/tenants/{tenant_id}/campaigns", tags=["campaigns"])
@@ -101,3 +102,20 @@ def cancel_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> Ca
     """Stop the send before its next batch (status Cancelled). 409 once the campaign is
     being created in the service or is finished."""
     return CampaignOut.model_validate(host.campaigns.cancel(tenant_id, campaign_id))
+
+
+@router.post("/{campaign_id}/resolve")
+@tenant_work
+def resolve_campaign(
+    tenant_id: TenantDep,
+    campaign_id: str,
+    body: AttentionResolution,
+    host: HostDep,
+    _admin: AdminDep,
+) -> CampaignOut:
+    """Admin only: resolve a campaign that needs attention (its job was interrupted during
+    a create call the module does not declare idempotent). `{"externalId": "<id in the
+    service>"}`: it exists there, record it (status Sending or Scheduled); `{"notCreated":
+    true}`: it does not, so the host creates it again. 409 when it needs no attention."""
+    host.campaign_attention.resolve(tenant_id, campaign_id, body)
+    return CampaignOut.model_validate(host.campaigns.get(tenant_id, campaign_id, with_stats=False))
