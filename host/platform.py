@@ -35,8 +35,8 @@ from host.errors import Conflict
 from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
 from host.marketing.actions import ActionApplier
-from host.marketing.campaign_keys import CampaignKeys
 from host.marketing.campaign_attention import CampaignAttentionService
+from host.marketing.campaign_keys import CampaignKeys
 from host.marketing.campaigns import CampaignService
 from host.marketing.contact_erasure import ContactErasure
 from host.marketing.contact_search import ContactSearch

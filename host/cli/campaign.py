@@ -20,8 +20,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from host.api.schemas import CampaignOut
 from host.cli.host_options import DatabaseOption, HomeOption, open_host
 from host.cli.output import err, fail, handles_errors, out, print_json
-from host.marketing.campaign_job import CampaignProgress
 from host.marketing.campaign_attention import AttentionResolution
+from host.marketing.campaign_job import CampaignProgress
 from host.marketing.campaigns import CampaignDraft, CampaignView
 from host.marketing.job_runner import new_owner
 from host.marketing.lifecycle import FINAL_STAGES

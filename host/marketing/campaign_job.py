@@ -48,8 +48,8 @@ from host.db.engine import Database
 from host.db.models import Campaign, Delivery, ModuleVersion, UTCDateTime, utcnow
 from host.errors import HostError, ServiceBusy
 from host.invoker import ModuleInvoker
-from host.marketing.audience import Audience, Recipient
 from host.manifest import Manifest
+from host.marketing.audience import Audience, Recipient
 from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
 from host.plugin_manager import notify
 
