@@ -13,7 +13,8 @@ follows from the published API (https://www.twilio.com/docs/sendgrid/api-referen
 * Contacts: ``PUT /v3/marketing/contacts`` → 202 ``{job_id}`` (asynchronous; see
   ``SendGridState.hold_imports``), ``GET …/contacts/imports/{id}``, ``POST
   …/contacts/search/emails``, ``GET …/contacts/count``. Lists: create, list, get, delete.
-* Single sends: create (201, ``draft``), get, list, delete, ``PUT …/schedule`` (201
+* Single sends: create (201, ``draft``), get, list, search (by name, status, categories),
+  delete, ``PUT …/schedule`` (201
   ``{send_at, status: scheduled}``; 400 listing what is missing: sender, unsubscribe
   handling, subject/html, recipients), ``DELETE …/schedule``.
 * Stats: ``GET /v3/marketing/stats/singlesends/{id}`` (``aggregated_by=total``), counted from
@@ -175,6 +176,33 @@ async def get_single_sends(request: Request, state: SendGridState) -> Any:
         {k: v for k, v in s.items() if k not in ("email_config", "send_to")}
         for s in state.single_sends.values()
     ]
+    page, metadata = paginate(request, items, default_size=100, max_size=100)
+    return {"result": page, "_metadata": metadata}
+
+
+async def search_single_sends(request: Request, state: SendGridState) -> Any:
+    """``POST …/singlesends/search``: ``{name?, status?: [...], categories?: [...]}``; a
+    single send matches when its name contains ``name``, its status is one of ``status``
+    and it has at least one of ``categories`` (each filter only when given)."""
+    body = await json_body(request)
+    name = body.get("name")
+    statuses = body.get("status")
+    categories = body.get("categories")
+    for key, value in (("status", statuses), ("categories", categories)):
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise EmulatorError(400, f"{key} must be a list of strings", key)
+    if name is not None and not isinstance(name, str):
+        raise EmulatorError(400, "name must be a string", "name")
+    with state.lock:
+        items = [
+            {k: v for k, v in s.items() if k not in ("email_config", "send_to")}
+            for s in state.single_sends.values()
+            if (not name or name in s["name"])
+            and (not statuses or s["status"] in statuses)
+            and (not categories or set(categories) & set(s["categories"]))
+        ]
     page, metadata = paginate(request, items, default_size=100, max_size=100)
     return {"result": page, "_metadata": metadata}
 
@@ -409,6 +437,7 @@ def create_app(state: SendGridState | None = None) -> Starlette:
         (f"{mc}/lists/{{list_id}}", one_list, ["GET", "DELETE"]),
         (f"{mc}/singlesends", post_single_send, ["POST"]),
         (f"{mc}/singlesends", get_single_sends, ["GET"]),
+        (f"{mc}/singlesends/search", search_single_sends, ["POST"]),
         (f"{mc}/singlesends/{{ss_id}}", one_single_send, ["GET", "DELETE"]),
         (f"{mc}/singlesends/{{ss_id}}/schedule", schedule, ["PUT", "DELETE"]),
         (f"{mc}/stats/singlesends/{{ss_id}}", single_send_stats, ["GET"]),

@@ -9,7 +9,9 @@ What each function does at SendGrid (API reference: https://www.twilio.com/docs/
 * ExportContacts   PUT /v3/marketing/contacts (asynchronous upsert, 202 + job_id)
 * PrepareCampaign  one list per CRM campaign; each batch of emails is added to it
 * CreateCampaign   POST /v3/marketing/singlesends (code editor, the campaign's list), then
-                   PUT …/schedule; the single send id is the campaign's externalId
+                   PUT …/schedule; the single send id is the campaign's externalId.
+                   Idempotent per campaignId (declared in the manifest): a repeated call
+                   finds the earlier single send (stored id, or search by its category)
 * GetCampaignStats GET /v3/marketing/stats/singlesends/{id}?aggregated_by=total
 * ParseWebhookRequest  the Event Webhook (below)
 
@@ -282,7 +284,10 @@ def campaign_list(campaign_id):
 
 
 def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
-    """Add one batch of recipient emails to the campaign's own list."""
+    """Add one batch of recipient emails to the campaign's own list. Idempotent, as the
+    contract asks (a batch may come again after a crash): the list is found by its name if
+    it exists, and PUT /v3/marketing/contacts is an upsert by email, so a contact is in the
+    list once however often it is added."""
     if type != CRM_Marketing_CampaignType.Email:
         raise ValueError(f"SendGrid Marketing Campaigns send email, not {type}")
     state = storage.get(campaign_key(campaignId)) or {"jobs": []}
@@ -346,15 +351,63 @@ def with_unsubscribe_link(html):
     return html + footer
 
 
+def campaign_category(campaign_id):
+    """The category that names a CRM campaign's single send (how a repeated call finds it)."""
+    return f"crm-campaign-{campaign_id}"[:255]
+
+
+def find_single_send(campaign_id):
+    """The single send an earlier call made for the campaign, or None: searched by its
+    category, so a host that died during the create call (the single send exists, its id
+    was never stored) does not create a second one."""
+    query = {"page_size": 100}
+    while True:
+        page = call("POST", "/v3/marketing/singlesends/search",
+                    {"categories": [campaign_category(campaign_id)]}, query=query)
+        for item in page.get("result") or []:
+            if campaign_category(campaign_id) in (item.get("categories") or []):
+                return item
+        token = next_page_token(page)
+        if not token:
+            return None
+        query["page_token"] = token
+
+
+def status_of(single):
+    """The campaign status of a single send that is already scheduled or sent."""
+    send_at = single.get("send_at")
+    if single.get("status") == "scheduled" and send_at:
+        moment = datetime.datetime.fromisoformat(str(send_at).replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        if moment > datetime.datetime.now(datetime.timezone.utc):
+            return CRM_Marketing_CampaignStatus.Scheduled
+    return CRM_Marketing_CampaignStatus.Sending
+
+
 def CRM_Marketing_CreateCampaign(request):
-    """A single send to the campaign's list, scheduled; its id is the externalId."""
+    """A single send to the campaign's list, scheduled; its id is the externalId.
+
+    Idempotent per campaignId (the manifest declares it): a repeated call finds the single
+    send of an earlier one — by the id it stored durably right after creating it, or by its
+    category in the service — and only schedules it if it is still a draft."""
     if request.type != CRM_Marketing_CampaignType.Email:
         raise ValueError(f"SendGrid Marketing Campaigns send email, not {request.type}")
-    state = storage.get(campaign_key(request.campaignId)) or {}
-    if state.get("singleSendId"):  # created before: never send twice
-        return {"externalId": state["singleSendId"], "status": state.get("status")}
+    key = campaign_key(request.campaignId)
+    state = storage.get(key) or {}
+    if state.get("singleSendId") and state.get("status"):  # created and scheduled before
+        return {"externalId": state["singleSendId"], "status": state["status"]}
     if not state.get("listId"):
         raise ValueError(f"campaign {request.campaignId} has no prepared recipients")
+    if state.get("singleSendId"):
+        single = call("GET", f"/v3/marketing/singlesends/{quoted(state['singleSendId'])}")
+    else:
+        single = find_single_send(request.campaignId)
+    if single is not None and single.get("status") != "draft":
+        status = status_of(single)
+        state.update(singleSendId=single["id"], status=status)
+        storage.set(key, state)
+        return {"externalId": single["id"], "status": status}
     if not settings.get("sender_id"):
         raise ValueError("settings.sender_id (a verified SendGrid sender) is required to send")
     html = request.html or ""
@@ -373,12 +426,15 @@ def CRM_Marketing_CreateCampaign(request):
     else:
         raise ValueError("set suppression_group_id or custom_unsubscribe_url in the settings")
     send_at, later = send_time(request.scheduledAt, pending_imports(state))
-    single = call("POST", "/v3/marketing/singlesends", {
-        "name": (request.name or request.campaignId)[:100],
-        "categories": [f"crm-campaign-{request.campaignId}"[:255]],
-        "send_to": {"list_ids": [state["listId"]]},
-        "email_config": config,
-    })
+    if single is None:
+        single = call("POST", "/v3/marketing/singlesends", {
+            "name": (request.name or request.campaignId)[:100],
+            "categories": [campaign_category(request.campaignId)],
+            "send_to": {"list_ids": [state["listId"]]},
+            "email_config": config,
+        })
+        state["singleSendId"] = single["id"]
+        storage.set(key, state, durable=True)  # kept even if this call dies from here on
     response = request_api("PUT", f"/v3/marketing/singlesends/{quoted(single['id'])}/schedule",
                            {"send_at": send_at})
     if not response.ok:
@@ -388,7 +444,7 @@ def CRM_Marketing_CreateCampaign(request):
     if later:
         status = CRM_Marketing_CampaignStatus.Scheduled
     state.update(singleSendId=single["id"], status=status)
-    storage.set(campaign_key(request.campaignId), state)
+    storage.set(key, state)
     return {"externalId": single["id"], "status": status}
 
 
