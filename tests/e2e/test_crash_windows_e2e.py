@@ -11,6 +11,12 @@ the job over.
   the restarted host calls it again and exactly one single send exists and is scheduled.
   The same script without the declaration leaves the campaign Draft, flagged *needs
   attention*, with nothing created again, until an admin resolves it (API and CLI).
+
+Host start-ups dominate the cost, so the tests share one database, emulator and running
+host (module-scoped): each test queues its own campaign on the host that is running, kills
+it at its window and leaves the restarted host running for the next. Tenant ``acme`` runs
+the module as shipped (1.0.0); tenant ``beta`` the same script as 1.0.1 without the
+declaration.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,138 +98,190 @@ class Gate:
 
 
 @dataclass
-class Service:
+class Fleet:
+    """The shared emulator and the ``serve`` process currently running on the database."""
+
+    workdir: Path
     state: SendGridState
     gate: Gate
-    server: RunningServer
+    emulator: RunningServer
+    server: RunningHost | None = None
+    gamma_key: str = ""
+    """The API key of tenant ``gamma``, which has nothing: a tenant, not an admin."""
+    _running: AbstractContextManager[RunningHost] | None = None
+
+    def start(self) -> RunningHost:
+        self._running = running_host(
+            self.workdir,
+            CRM_HOST_EGRESS_ALLOW=self.emulator.netloc,
+            CRM_HOST_CAMPAIGN_POLL_SECONDS="0.2",
+        )
+        self.server = self._running.__enter__()
+        return self.server
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.__exit__(None, None, None)
+        self._running = self.server = None
+
+    def kill_at(self, hold: Hold) -> None:
+        """SIGKILL ``serve`` while ``hold`` is held at the emulator (no shutdown: its lease
+        stays, as after a crash) and let the emulator go on; the test looks at what the
+        crash left, then starts the next ``serve`` (:meth:`start`)."""
+        assert self.server is not None
+        assert hold.arrived.wait(60), f"{hold.method} {hold.path} never arrived"
+        self.server.process.kill()
+        self.server.process.wait()
+        hold.release.set()
+        self.gate.hold = None
+        self.stop()
+
+    def admin(self) -> httpx.Client:
+        assert self.server is not None
+        return self.server.client()
+
+    def campaign(self, tenant: str, campaign_id: str) -> dict[str, Any]:
+        with self.admin() as admin:
+            shown = admin.get(f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}")
+            assert shown.status_code == 200, shown.text
+            return dict(shown.json())
+
+    def queue(self, tenant: str, hold: Hold) -> str:
+        """Hold ``hold`` at the emulator and queue a campaign to everyone; its id."""
+        self.gate.hold = hold
+        with self.admin() as admin:
+            created = admin.post(
+                f"/api/v1/tenants/{tenant}/campaigns",
+                json={
+                    "module": "sendgrid",
+                    "name": "Launch",
+                    "type": "Email",
+                    "subject": "We launched",
+                    "senderName": "Acme",
+                    "senderEmail": "news@acme.test",
+                    "html": "<p>Hello</p>",
+                    "contactIds": "all",
+                    "batchSize": BATCH,
+                },
+            )
+            assert created.status_code == 202, created.text
+            return str(created.json()["id"])
+
+    def single_sends(self, campaign_id: str) -> list[dict[str, Any]]:
+        category = f"crm-campaign-{campaign_id}"
+        return [s for s in self.state.single_sends.values() if category in s["categories"]]
+
+    def campaign_list(self, campaign_id: str) -> str:
+        (list_id,) = [i for i, item in self.state.lists.items() if campaign_id in item["name"]]
+        return list_id
+
+    def members(self, list_id: str) -> list[str]:
+        contacts = self.state.contacts.values()
+        return sorted(c["email"] for c in contacts if list_id in c["list_ids"])
+
+    def row(self, campaign_id: str) -> tuple[Any, ...]:
+        rows = query(
+            self.workdir / "host.db",
+            "SELECT stage, status, batches_done FROM campaigns WHERE id = ?",
+            campaign_id,
+        )
+        return rows[0]
 
 
-@pytest.fixture
-def service() -> Iterator[Service]:
-    state = SendGridState()
-    gate = Gate(create_app(state))
-    with serve(gate) as server:
-        yield Service(state, gate, server)
-        if gate.hold is not None:
-            gate.hold.release.set()
-
-
-def package(service: Service, *, idempotent: bool) -> dict[str, Any]:
+def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
     """The SendGrid example module, allowed to reach the emulator; without its idempotent
-    declaration when ``idempotent`` is False (the same script: only the manifest differs)."""
+    declaration (as version 1.0.1) when ``idempotent`` is False: the same script, only the
+    manifest differs."""
     manifest = json.loads((MODULE_DIR / "manifest.json").read_text())
     assert manifest["idempotent"] == {"CRM_Marketing_CreateCampaign": True}
-    manifest["egress"] = [*manifest["egress"], service.server.netloc]
+    manifest["egress"] = [*manifest["egress"], emulator.netloc]
     if not idempotent:
         del manifest["idempotent"]
+        manifest["version"] = "1.0.1"
     return {"manifest": manifest, "script": (MODULE_DIR / "module.py").read_text()}
 
 
-@contextmanager
-def host(workdir: Path, service: Service) -> Iterator[RunningHost]:
-    with running_host(
-        workdir,
-        CRM_HOST_EGRESS_ALLOW=service.server.netloc,
-        CRM_HOST_CAMPAIGN_POLL_SECONDS="0.2",
-    ) as server:
-        yield server
-
-
-def start_campaign(server: RunningHost, service: Service, *, idempotent: bool) -> str:
-    """Upload and enable the module, add the contacts, queue the campaign; its id."""
-    with server.client() as admin:
-        uploaded = admin.post("/api/v1/modules", json=package(service, idempotent=idempotent))
-        assert uploaded.status_code == 201, uploaded.text
-        assert admin.post("/api/v1/tenants", json={"id": "acme", "name": "Acme"}).is_success
-        settings = {
-            "api_key": API_KEY,
-            "api_base_url": service.server.url,
-            "sender_id": 1,
-            "suppression_group_id": 7,
-        }
-        enabled = admin.put("/api/v1/tenants/acme/modules/sendgrid", json={"settings": settings})
-        assert enabled.status_code == 200, enabled.text
-        contacts = [
-            {"id": f"c{i:03d}", "name": f"C {i}", "email": f"u{i}@example.test"}
-            for i in range(CONTACTS)
-        ]
-        assert admin.post("/api/v1/tenants/acme/contacts", json=contacts).is_success
-        created = admin.post(
-            "/api/v1/tenants/acme/campaigns",
-            json={
-                "module": "sendgrid",
-                "name": "Launch",
-                "type": "Email",
-                "subject": "We launched",
-                "senderName": "Acme",
-                "senderEmail": "news@acme.test",
-                "html": "<p>Hello</p>",
-                "contactIds": "all",
-                "batchSize": BATCH,
-            },
-        )
-        assert created.status_code == 202, created.text
-        return str(created.json()["id"])
-
-
-def kill_at(server: RunningHost, service: Service, hold: Hold) -> None:
-    """SIGKILL ``serve`` while ``hold`` is held at the emulator (no shutdown: its lease
-    stays, as after a crash), then let the emulator go on."""
-    assert hold.arrived.wait(60), f"{hold.method} {hold.path} never arrived"
-    server.process.kill()
-    server.process.wait()
-    hold.release.set()
-
-
-def campaign_of(server: RunningHost, campaign_id: str) -> dict[str, Any]:
-    with server.client() as admin:
-        shown = admin.get(f"/api/v1/tenants/acme/campaigns/{campaign_id}")
-        assert shown.status_code == 200, shown.text
-        return dict(shown.json())
-
-
-def campaign_list(state: SendGridState, campaign_id: str) -> str:
-    (list_id,) = [i for i, item in state.lists.items() if campaign_id in item["name"]]
-    return list_id
-
-
-def members(state: SendGridState, list_id: str) -> list[str]:
-    return sorted(c["email"] for c in state.contacts.values() if list_id in c["list_ids"])
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    state = SendGridState()
+    gate = Gate(create_app(state))
+    with serve(gate) as emulator:
+        fleet = Fleet(tmp_path_factory.mktemp("crash"), state, gate, emulator)
+        fleet.start()
+        try:
+            with fleet.admin() as admin:
+                for idempotent in (True, False):
+                    body = package(emulator, idempotent=idempotent)
+                    uploaded = admin.post("/api/v1/modules", json=body)
+                    assert uploaded.status_code == 201, uploaded.text
+                settings = {
+                    "api_key": API_KEY,
+                    "api_base_url": emulator.url,
+                    "sender_id": 1,
+                    "suppression_group_id": 7,
+                }
+                contacts = [
+                    {"id": f"c{i:03d}", "name": f"C {i}", "email": f"u{i}@example.test"}
+                    for i in range(CONTACTS)
+                ]
+                for tenant, version in (("acme", "1.0.0"), ("beta", "1.0.1")):
+                    made = admin.post("/api/v1/tenants", json={"id": tenant, "name": tenant})
+                    assert made.status_code == 201, made.text
+                    enabled = admin.put(
+                        f"/api/v1/tenants/{tenant}/modules/sendgrid",
+                        json={"version": version, "settings": settings},
+                    )
+                    assert enabled.status_code == 200, enabled.text
+                    added = admin.post(f"/api/v1/tenants/{tenant}/contacts", json=contacts)
+                    assert added.is_success, added.text
+                gamma = admin.post("/api/v1/tenants", json={"id": "gamma", "name": "G"})
+                assert gamma.status_code == 201, gamma.text
+                fleet.gamma_key = gamma.json()["apiKey"]
+            yield fleet
+        finally:
+            if gate.hold is not None:
+                gate.hold.release.set()
+            fleet.stop()
 
 
 EVERYONE = sorted(f"u{i}@example.test" for i in range(CONTACTS))
-PREPARE_PUT = "PUT /v3/marketing/contacts"
 
 
 # --- a batch in flight -------------------------------------------------------------------
 
 
 def test_batch_in_flight_is_prepared_again_and_each_recipient_is_in_the_list_once(
-    tmp_path: Path, service: Service
+    fleet: Fleet,
 ) -> None:
     # ExportContacts makes 3 PUTs (one per chunk), then PrepareCampaign one per batch: hold
     # the second batch's PUT after SendGrid applied it, so the host never records the batch.
-    hold = service.gate.hold = Hold("PUT", "/v3/marketing/contacts", nth=5, applied=True)
-    with host(tmp_path, service) as server:
-        campaign_id = start_campaign(server, service, idempotent=True)
-        kill_at(server, service, hold)
-    db = tmp_path / "host.db"
-    assert query(db, "SELECT batches_done, stage FROM campaigns") == [(1, "preparing")]
-    list_id = campaign_list(service.state, campaign_id)
-    assert len(members(service.state, list_id)) == 2 * BATCH  # the service has batch 2
+    hold = Hold("PUT", "/v3/marketing/contacts", nth=5, applied=True)
+    puts_before = fleet.state.requests.count(PREPARE_PUT)
+    campaign_id = fleet.queue("acme", hold)
+    fleet.kill_at(hold)
+    assert fleet.row(campaign_id) == ("preparing", "Draft", 1)
+    list_id = fleet.campaign_list(campaign_id)
+    assert len(fleet.members(list_id)) == 2 * BATCH  # the service has batch 2 already
+    fleet.start()
 
-    with host(tmp_path, service) as server:
-        wait_until(lambda: campaign_of(server, campaign_id)["status"] == "Sending")
-        shown = campaign_of(server, campaign_id)
+    wait_until(lambda: fleet.campaign("acme", campaign_id)["status"] == "Sending")
+    shown = fleet.campaign("acme", campaign_id)
     assert shown["progress"]["batches"] == CONTACTS // BATCH and shown["attention"] is None
-    state = service.state
-    put_bodies = [r for r in state.requests if r == PREPARE_PUT]
-    # 3 export chunks + 3 batches + the batch in flight again
-    assert len(put_bodies) == 3 + CONTACTS // BATCH + 1
-    assert members(state, list_id) == EVERYONE  # each recipient once, all of them
-    assert len(state.contacts) == CONTACTS
-    assert [s["send_to"]["list_ids"] for s in state.single_sends.values()] == [[list_id]]
-    assert query(db, "SELECT COUNT(*), MIN(status) FROM deliveries") == [(CONTACTS, "Sent")]
+    # 3 export chunks + 3 batches + the batch in flight, prepared again
+    assert fleet.state.requests.count(PREPARE_PUT) - puts_before == 3 + CONTACTS // BATCH + 1
+    assert fleet.members(list_id) == EVERYONE  # each recipient once, all of them
+    assert len(fleet.state.contacts) == CONTACTS
+    (single,) = fleet.single_sends(campaign_id)
+    assert single["send_to"]["list_ids"] == [list_id] and single["status"] == "scheduled"
+    deliveries = query(
+        fleet.workdir / "host.db",
+        "SELECT COUNT(*), MIN(status), MAX(status) FROM deliveries WHERE campaign_id = ?",
+        campaign_id,
+    )
+    assert deliveries == [(CONTACTS, "Sent", "Sent")]
+
+
+PREPARE_PUT = "PUT /v3/marketing/contacts"
 
 
 # --- CreateCampaign ----------------------------------------------------------------------
@@ -240,82 +298,85 @@ WINDOWS = {
 }
 
 
-def interrupt_create(tmp_path: Path, service: Service, window: str, *, idempotent: bool) -> str:
+def interrupt_create(fleet: Fleet, tenant: str, window: str) -> str:
     (method, path), applied, existing = WINDOWS[window]
-    hold = service.gate.hold = Hold(method, path, applied=applied)
-    with host(tmp_path, service) as server:
-        campaign_id = start_campaign(server, service, idempotent=idempotent)
-        kill_at(server, service, hold)
-    rows = query(tmp_path / "host.db", "SELECT stage, status FROM campaigns")
-    assert rows == [("creating", "Draft")]
-    assert len(service.state.single_sends) == existing
+    hold = Hold(method, path, applied=applied)
+    campaign_id = fleet.queue(tenant, hold)
+    fleet.kill_at(hold)
+    assert fleet.row(campaign_id) == ("creating", "Draft", CONTACTS // BATCH)
+    assert len(fleet.single_sends(campaign_id)) == existing
+    fleet.start()
     return campaign_id
 
 
 @pytest.mark.parametrize("window", list(WINDOWS))
 def test_declared_module_is_asked_again_and_one_single_send_exists(
-    tmp_path: Path, service: Service, window: str
+    fleet: Fleet, window: str
 ) -> None:
-    campaign_id = interrupt_create(tmp_path, service, window, idempotent=True)
-    with host(tmp_path, service) as server:
-        wait_until(lambda: campaign_of(server, campaign_id)["status"] == "Sending")
-        shown = campaign_of(server, campaign_id)
-    (single,) = service.state.single_sends.values()
+    campaign_id = interrupt_create(fleet, "acme", window)
+    wait_until(lambda: fleet.campaign("acme", campaign_id)["status"] == "Sending")
+    shown = fleet.campaign("acme", campaign_id)
+    (single,) = fleet.single_sends(campaign_id)
     assert single["status"] == "scheduled"
-    assert single["send_to"]["list_ids"] == [campaign_list(service.state, campaign_id)]
+    assert single["send_to"]["list_ids"] == [fleet.campaign_list(campaign_id)]
     assert shown["externalId"] == single["id"] and shown["attention"] is None
     assert shown["error"] is None and shown["progress"]["stage"] == "done"
 
 
 def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
-    tmp_path: Path, service: Service
+    fleet: Fleet,
 ) -> None:
-    campaign_id = interrupt_create(tmp_path, service, "before", idempotent=False)
-    cli = Cli.in_dir(tmp_path)
-    with host(tmp_path, service) as server:
-        wait_until(lambda: campaign_of(server, campaign_id)["attention"] is not None)
-        shown = campaign_of(server, campaign_id)
-        assert (shown["status"], shown["progress"]["stage"]) == ("Draft", "creating")
-        assert "CRM_Marketing_CreateCampaign" in shown["attention"]["reason"]
-        assert shown["error"] is None and not service.state.single_sends
-        status = cli.run("campaign", "status", "acme", campaign_id)
-        assert status.returncode == 0 and "needs attention since" in status.stdout
+    campaign_id = interrupt_create(fleet, "beta", "before")
+    cli = Cli.in_dir(fleet.workdir)
+    wait_until(lambda: fleet.campaign("beta", campaign_id)["attention"] is not None)
+    shown = fleet.campaign("beta", campaign_id)
+    assert (shown["status"], shown["progress"]["stage"]) == ("Draft", "creating")
+    assert "CRM_Marketing_CreateCampaign" in shown["attention"]["reason"]
+    assert shown["error"] is None and not fleet.single_sends(campaign_id)
+    status = cli.run("campaign", "status", "beta", campaign_id)
+    assert status.returncode == 0 and "needs attention since" in status.stdout
+    resume = cli.run("campaign", "run", "beta", campaign_id)
+    assert resume.returncode == 1 and "needs attention" in resume.stderr
+    assert not fleet.single_sends(campaign_id)  # neither the server nor the CLI created it
 
-        both = cli.run(
-            "campaign",
-            "resolve",
-            "acme",
-            campaign_id,
-            "--not-created",
-            "--external-id",
-            "x",
-        )
-        assert both.returncode == 2 and both.stderr.count("\n") == 1, both.stderr
-        assert "--external-id" in both.stderr
-        resolved = cli.run("campaign", "resolve", "acme", campaign_id, "--not-created")
-        assert resolved.returncode == 0, resolved.stderr
-        assert "marked not created" in resolved.stdout
-        wait_until(lambda: campaign_of(server, campaign_id)["status"] == "Sending")
-        shown = campaign_of(server, campaign_id)
-        again = cli.run("campaign", "resolve", "acme", campaign_id, "--not-created")
-        assert again.returncode == 1 and "does not need attention" in again.stderr
-    (single,) = service.state.single_sends.values()
+    both = cli.run(
+        "campaign", "resolve", "beta", campaign_id, "--not-created", "--external-id", "x"
+    )
+    assert both.returncode == 2 and both.stderr.count("\n") == 1, both.stderr
+    assert "--external-id" in both.stderr
+    resolved = cli.run("campaign", "resolve", "beta", campaign_id, "--not-created")
+    assert resolved.returncode == 0, resolved.stderr
+    assert "marked not created" in resolved.stdout
+    wait_until(lambda: fleet.campaign("beta", campaign_id)["status"] == "Sending")
+    shown = fleet.campaign("beta", campaign_id)
+    again = cli.run("campaign", "resolve", "beta", campaign_id, "--not-created")
+    assert again.returncode == 1 and "does not need attention" in again.stderr
+    (single,) = fleet.single_sends(campaign_id)
     assert shown["externalId"] == single["id"] and shown["attention"] is None
     assert single["status"] == "scheduled"
 
 
 @pytest.mark.parametrize("window", ["during, answer lost", "after"])
 def test_undeclared_module_needs_attention_and_the_admin_enters_the_service_id(
-    tmp_path: Path, service: Service, window: str
+    fleet: Fleet, window: str
 ) -> None:
-    campaign_id = interrupt_create(tmp_path, service, window, idempotent=False)
-    (single,) = service.state.single_sends.values()
-    with host(tmp_path, service) as server, server.client() as admin:
-        url = f"/api/v1/tenants/acme/campaigns/{campaign_id}"
+    campaign_id = interrupt_create(fleet, "beta", window)
+    (single,) = fleet.single_sends(campaign_id)
+    url = f"/api/v1/tenants/beta/campaigns/{campaign_id}"
+    with fleet.admin() as admin:
         wait_until(lambda: admin.get(url).json()["attention"] is not None)
         assert admin.get(url).json()["status"] == "Draft"
+        assert fleet.server is not None
+        with fleet.server.client(fleet.gamma_key) as as_tenant:
+            refused = as_tenant.post(
+                url.replace("/beta/", "/gamma/") + "/resolve", json={"notCreated": True}
+            )
+        assert refused.status_code == 403  # admin only
+
         neither = admin.post(url + "/resolve", json={})
         assert neither.status_code == 422 and "externalId" in neither.text
+        taken = admin.post(url + "/resolve", json={"externalId": "x" * 256})
+        assert taken.status_code == 422
         assert admin.get(url).json()["attention"] is not None  # nothing changed
 
         resolved = admin.post(url + "/resolve", json={"externalId": single["id"]})
@@ -326,5 +387,4 @@ def test_undeclared_module_needs_attention_and_the_admin_enters_the_service_id(
         assert admin.post(url + "/resolve", json={"notCreated": True}).status_code == 409
         deliveries = admin.get(url + "/deliveries", params={"limit": 100}).json()["items"]
         assert {d["status"] for d in deliveries} == {"Sent"} and len(deliveries) == CONTACTS
-        assert httpx.get(server.url + "/healthz").status_code == 200
-    assert len(service.state.single_sends) == 1  # nothing was created again
+    assert len(fleet.single_sends(campaign_id)) == 1  # nothing was created again
