@@ -32,11 +32,17 @@ CONTRACT_VERSIONS = (CONTRACT_VERSION,)
 """Every contract version the host serves; a new version adds itself here."""
 
 
-_AT_MOST_ONCE_CREATE = (
-    "The host calls it at most once per campaign: the job records that it is creating before "
-    "the call, so a host that restarts during it marks the campaign failed (outcome unknown: "
-    "it may or may not exist in the service) rather than risk sending it twice; an error "
-    "marks the campaign failed with that error and no externalId."
+_CREATE_RETRY = (
+    "Called again with the same campaignId only if the module declares it idempotent: the "
+    "job records that it is creating before the call, so a host that dies during it does not "
+    "know whether the campaign exists in the service. With "
+    '`"idempotent": {"{name}": true}` in the manifest it calls the function again, and the '
+    "module must then create nothing new for a campaignId it already created (look it up "
+    "in the service, or record it with storage.set(key, value, durable=True) right after the "
+    "creating call) and return that campaign; without it the host creates nothing, keeps "
+    "the campaign's status and flags it as needing attention, for an admin who enters the "
+    "service's id or marks it not created (then it is called again). An error marks the "
+    "campaign failed with that error and no externalId."
 )
 _WEBHOOK_RETRY = (
     "The host does not retry: an exception (or an invalid return value) answers 500 and "
@@ -83,9 +89,10 @@ EXPORT_CONTACTS = ContractFunction(
     ),
     returns_doc="Return nothing.",
     retry=(
-        "At least once per chunk: a host that restarts between the call and recording it calls "
-        "it again with the same chunk, so make it idempotent (an upsert); an error fails the "
-        "campaign."
+        "At least once per chunk: ExportContacts may be called again with the same chunk after "
+        "a crash (a host that dies between the call and recording the chunk repeats it on "
+        "restart), so make it idempotent: create or update by email (an upsert), never add a "
+        "second subscriber; an error fails the campaign."
     ),
     feature="syncing contacts to the service before a send",
 )
@@ -109,8 +116,12 @@ PREPARE_CAMPAIGN = ContractFunction(
     ),
     returns_doc="Return nothing.",
     retry=(
-        "At least once per batch: a host that restarts between the call and recording the batch "
-        "calls it again with the same batch, so make it idempotent; an error fails the campaign."
+        "At least once per batch: PrepareCampaign may be called again with the same batch "
+        "after a crash (a host that dies between the call and recording the batch repeats it "
+        "on restart; batches it recorded never come again), so make it idempotent: add "
+        "recipients with the service's upsert semantics or dedupe by address, so that each "
+        "is in the campaign's list once, and find a list or segment an earlier call created "
+        "by its name instead of creating a second one; an error fails the campaign."
     ),
     feature="preparing the recipients of a campaign",
 )
@@ -131,7 +142,7 @@ CREATE_CAMPAIGN = ContractFunction(
         "Return CRM_Marketing_CreateCampaignResponse(externalId=<the service's campaign id>, "
         "status=...); status defaults to Sending, or Scheduled when scheduledAt is set."
     ),
-    retry=_AT_MOST_ONCE_CREATE,
+    retry=_CREATE_RETRY.replace("{name}", "CRM_Marketing_CreateCampaign"),
     feature="sending email campaigns",
 )
 
@@ -150,7 +161,7 @@ CREATE_MESSENGER_CAMPAIGN = ContractFunction(
         "Return CRM_Marketing_CreateCampaignResponse(externalId=..., status=...); status "
         "defaults to Sending, or Scheduled when scheduledAt is set."
     ),
-    retry=_AT_MOST_ONCE_CREATE,
+    retry=_CREATE_RETRY.replace("{name}", "CRM_Marketing_CreateMessengerCampaign"),
     feature="sending messenger campaigns",
 )
 

@@ -115,6 +115,20 @@ def appendix() -> str:
         "an upload naming a version the host does not know is refused (422, "
         "`manifest.json: $.contractVersion`). Without it, the module is taken to follow the "
         "host's current contract.\n",
+        "### Retries after a crash\n",
+        "The host records each step of a campaign once, in its database, and never loses one; "
+        "toward a module it is at-least-once, because exactly-once across a crash toward an "
+        "external service cannot be had. PrepareCampaign and ExportContacts may be called "
+        "again with the same batch after a crash; make them idempotent. CreateCampaign and "
+        "CreateMessengerCampaign are called again with the same campaignId only when the "
+        'manifest declares them idempotent (`"idempotent": {"CRM_Marketing_CreateCampaign": '
+        "true}`, default false): the module guarantees a repeated call creates nothing new. "
+        "Otherwise a campaign interrupted during the call keeps its status and is flagged "
+        "*needs attention* (reason and time, on `GET .../campaigns/{id}`) until an admin "
+        "resolves it: `POST .../campaigns/{id}/resolve` (or `crm-host campaign resolve`) "
+        'with `{"externalId": ...}` records the campaign the service has (it is then '
+        'Sending, or Scheduled) and `{"notCreated": true}` lets the host call the create '
+        "function again. The retry column of each function below says what the host does.\n",
         "### Functions and their hooks\n",
         "Trusted plugins serve or wrap these hooks; a plugin serves a call by returning a "
         "`ModuleResult` whose `value` is the module's return value (`None` means \"not served "

@@ -401,8 +401,24 @@ def test_unknown_top_level_key() -> None:
     assert problem.location == "manifest.json: $.permissions"
     assert problem.message == (
         'unknown key "permissions" (allowed: id, name, version, kind, script, contractVersion, '
-        "description, egress, settings, webhook, limits)"
+        "description, egress, settings, webhook, idempotent, limits)"
     )
+
+
+def test_idempotent_names_create_functions_with_booleans() -> None:
+    declared = manifest(idempotent={"CRM_Marketing_CreateCampaign": True})
+    parsed = parse_manifest(json.dumps(declared))
+    assert parsed.declares_idempotent("CRM_Marketing_CreateCampaign")
+    assert not parsed.declares_idempotent("CRM_Marketing_CreateMessengerCampaign")
+    assert parsed.as_json()["idempotent"] == {"CRM_Marketing_CreateCampaign": True}
+    assert "idempotent" not in parse_manifest(json.dumps(manifest())).as_json()
+
+    problem = only_problem(manifest(idempotent={"CRM_Marketing_PrepareCampaign": True}))
+    assert problem.location == "manifest.json: $.idempotent.CRM_Marketing_PrepareCampaign"
+    assert problem.message.startswith('unknown key "CRM_Marketing_PrepareCampaign"')
+    problem = only_problem(manifest(idempotent={"CRM_Marketing_CreateCampaign": "yes"}))
+    assert problem.location == "manifest.json: $.idempotent.CRM_Marketing_CreateCampaign"
+    assert problem.message == "must be a boolean (true/false), not a string"
 
 
 @pytest.mark.parametrize(
