@@ -14,13 +14,15 @@ What it follows from the published API (https://mailchimp.com/developer/marketin
   MD5 of the lower-cased ``email_address`` (400 otherwise), ``status_if_new`` is required for
   a new member. ``POST /lists/{list_id}`` batch-subscribes up to 500 ``members``
   (``update_existing``).
-* Static segments (Mailchimp shows them as tags): ``POST /lists/{id}/segments`` ``{name,
-  static_segment}``, ``POST /lists/{id}/segments/{segment_id}`` ``{members_to_add,
+* Static segments (Mailchimp shows them as tags): ``GET /lists/{id}/segments``, ``POST
+  /lists/{id}/segments`` ``{name, static_segment}`` (400 for a name in use), ``POST /lists/{id}/segments/{segment_id}`` ``{members_to_add,
   members_to_remove}`` (at most 500 each; addresses that are not list members are errors).
-* Campaigns: ``POST /campaigns`` (``status: save``), ``GET /campaigns/{id}``, ``PUT
+* Campaigns: ``POST /campaigns`` (``status: save``), ``GET /campaigns`` (``list_id``,
+  ``status``), ``GET /campaigns/{id}``, ``PUT
   …/content`` (``html`` or ``template.id``), ``POST …/actions/send`` → 204 (400 when the
-  send checklist fails: no recipients, subject, from name, reply-to or content), ``POST
-  …/actions/schedule`` → 204 (``schedule_time`` in the future, on a quarter hour).
+  send checklist fails: no recipients, subject, from name, reply-to or content; or the
+  campaign was already sent or scheduled), ``POST …/actions/schedule`` → 204
+  (``schedule_time`` in the future, on a quarter hour).
 * Reports: ``GET /reports/{campaign_id}``, counted from what :meth:`MailchimpState.deliver`
   played. Webhooks: ``POST /lists/{id}/webhooks`` first sends a GET to the URL (Mailchimp
   validates it) and refuses the hook unless it answers 200.
@@ -285,6 +287,15 @@ class MailchimpState:
         self.update_segment(list_id, segment_id, {"members_to_add": body["static_segment"]})
         return self._segment_view(list_id, segment_id)
 
+    def get_segments(self, list_id: str, query: dict[str, str]) -> dict[str, Any]:
+        """``GET /lists/{id}/segments`` (``type=static|saved|fuzzy``; every one here is static)."""
+        audience = self._list(list_id)
+        kind = query.get("type")
+        chosen = sorted(audience["segments"]) if kind in (None, "static") else []
+        page, total = self._page(chosen, query)
+        views = [self._segment_view(list_id, segment_id) for segment_id in page]
+        return {"segments": views, "list_id": list_id, "total_items": total}
+
     def update_segment(self, list_id: str, segment_id: int, body: dict[str, Any]) -> dict[str, Any]:
         audience = self._list(list_id)
         segment = audience["segments"].get(segment_id)
@@ -367,6 +378,17 @@ class MailchimpState:
             hashes = list(members)
         return [members[h]["email_address"] for h in hashes if members[h]["status"] == "subscribed"]
 
+    def get_campaigns(self, query: dict[str, str]) -> dict[str, Any]:
+        """``GET /campaigns`` filtered by ``list_id`` and ``status``, oldest first."""
+        chosen = [
+            campaign_id
+            for campaign_id, c in self.campaigns.items()
+            if query.get("list_id") in (None, c["recipients"]["list_id"])
+            and query.get("status") in (None, c["status"])
+        ]
+        page, total = self._page(chosen, query)
+        return {"campaigns": [self.campaign_view(i) for i in page], "total_items": total}
+
     def campaign_view(self, campaign_id: str) -> dict[str, Any]:
         campaign = self._campaign(campaign_id)
         return {k: v for k, v in campaign.items() if not k.startswith("_")}
@@ -400,8 +422,15 @@ class MailchimpState:
         if campaign["status"] not in ("save", "paused", "schedule"):
             raise ApiError(400, "Bad Request", f"Campaign {campaign['id']} was already sent.")
 
-    def send(self, campaign_id: str) -> None:
+    def _unsent(self, campaign_id: str) -> dict[str, Any]:
+        """A campaign that may still be sent or scheduled (Mailchimp refuses the others)."""
         campaign = self._campaign(campaign_id)
+        if campaign["status"] not in ("save", "paused"):
+            raise invalid(f"Campaign {campaign_id} has already been sent or scheduled.")
+        return campaign
+
+    def send(self, campaign_id: str) -> None:
+        campaign = self._unsent(campaign_id)
         self._checklist(campaign)
         campaign["status"] = "sending"
         campaign["send_time"] = _now()
@@ -410,7 +439,7 @@ class MailchimpState:
         )
 
     def schedule(self, campaign_id: str, body: dict[str, Any]) -> None:
-        campaign = self._campaign(campaign_id)
+        campaign = self._unsent(campaign_id)
         try:
             when = datetime.fromisoformat(str(body.get("schedule_time", "")).replace("Z", "+00:00"))
         except ValueError:
@@ -649,6 +678,11 @@ def create_app(state: MailchimpState) -> Starlette:
             methods=["POST"],
         ),
         Route(
+            "/3.0/lists/{list_id}/segments",
+            endpoint(lambda r, b: state.get_segments(p(r, "list_id"), dict(r.query_params))),
+            methods=["GET"],
+        ),
+        Route(
             "/3.0/lists/{list_id}/segments/{id:int}",
             endpoint(lambda r, b: state.update_segment(p(r, "list_id"), r.path_params["id"], b)),
             methods=["POST"],
@@ -659,6 +693,11 @@ def create_app(state: MailchimpState) -> Starlette:
             methods=["POST"],
         ),
         Route("/3.0/campaigns", endpoint(lambda r, b: state.create_campaign(b)), methods=["POST"]),
+        Route(
+            "/3.0/campaigns",
+            endpoint(lambda r, b: state.get_campaigns(dict(r.query_params))),
+            methods=["GET"],
+        ),
         Route(
             "/3.0/campaigns/{id}",
             endpoint(lambda r, b: state.campaign_view(p(r, "id"))),

@@ -184,8 +184,29 @@ def campaign_key(campaign_id):
     return f"campaign:{campaign_id}"
 
 
+def segment_name(campaign_id):
+    return f"CRM campaign {campaign_id}"[:100]
+
+
+def find_segment(name):
+    """The id of the list's static segment called ``name``, or None."""
+    offset = 0
+    while True:
+        page = call("GET", list_path("/segments"),
+                    query={"type": "static", "count": 1000, "offset": offset})
+        segments = page.get("segments") or []
+        for segment in segments:
+            if segment.get("name") == name:
+                return segment["id"]
+        offset += len(segments)
+        if not segments or offset >= (page.get("total_items") or 0):
+            return None
+
+
 def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
-    """Add one batch of recipient emails to the campaign's static segment."""
+    """Add one batch of recipient emails to the campaign's static segment. Idempotent, as the
+    contract asks (a batch may come again after a crash): a segment is a set of members, and
+    the segment an earlier call created is found by its name rather than made twice."""
     if type != CRM_Marketing_CampaignType.Email:
         raise ValueError(f"Mailchimp campaigns send email, not {type}")
     state = storage.get(campaign_key(campaignId)) or {}
@@ -196,11 +217,15 @@ def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
             seen.add(email.lower())
             emails.append(email)
     if not state.get("segmentId"):
-        segment = call("POST", list_path("/segments"), {
-            "name": f"CRM campaign {campaignId}"[:100], "static_segment": emails[:BATCH_MAX]})
-        state["segmentId"] = segment["id"]
+        existing = find_segment(segment_name(campaignId))
+        if existing is not None:
+            state["segmentId"] = existing
+        else:
+            segment = call("POST", list_path("/segments"), {
+                "name": segment_name(campaignId), "static_segment": emails[:BATCH_MAX]})
+            state["segmentId"] = segment["id"]
+            emails = emails[BATCH_MAX:]
         storage.set(campaign_key(campaignId), state)
-        emails = emails[BATCH_MAX:]
     for start in range(0, len(emails), BATCH_MAX):
         result = call("POST", list_path(f"/segments/{quoted(state['segmentId'])}"),
                       {"members_to_add": emails[start:start + BATCH_MAX]})
@@ -224,16 +249,53 @@ def quarter_hour(scheduled_at):
     return rounded.strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
+def find_campaign(segment_id):
+    """The campaign an earlier call made for the segment (the segment is the CRM campaign's
+    own), or None."""
+    offset = 0
+    while True:
+        page = call("GET", "/campaigns",
+                    query={"list_id": settings["list_id"], "count": 1000, "offset": offset})
+        campaigns = page.get("campaigns") or []
+        for campaign in campaigns:
+            options = (campaign.get("recipients") or {}).get("segment_opts") or {}
+            if str(options.get("saved_segment_id")) == str(segment_id):
+                return campaign
+        offset += len(campaigns)
+        if not campaigns or offset >= (page.get("total_items") or 0):
+            return None
+
+
+SENT_STATUS = {"schedule": CRM_Marketing_CampaignStatus.Scheduled,
+               "sending": CRM_Marketing_CampaignStatus.Sending,
+               "sent": CRM_Marketing_CampaignStatus.Sent}
+
+
 def CRM_Marketing_CreateCampaign(request):
-    """A regular campaign to the campaign's segment; its id is the externalId. A second call
-    for the same campaignId returns the campaign already made (and sends it if needed)."""
+    """A regular campaign to the campaign's segment; its id is the externalId.
+
+    Idempotent per campaignId (the manifest declares it): the id is stored durably right
+    after the create call, and a repeated call that has no id finds the campaign by its
+    segment; one already sent or scheduled is returned, one still a draft is sent."""
     if request.type != CRM_Marketing_CampaignType.Email:
         raise ValueError(f"Mailchimp campaigns send email, not {request.type}")
-    state = storage.get(campaign_key(request.campaignId)) or {}
+    key = campaign_key(request.campaignId)
+    state = storage.get(key) or {}
     if not state.get("segmentId"):
         raise ValueError(f"campaign {request.campaignId} has no prepared recipients")
     if state.get("status"):
         return {"externalId": state["mailchimpId"], "status": state["status"]}
+    existing = None
+    if state.get("mailchimpId"):
+        existing = call("GET", f"/campaigns/{quoted(state['mailchimpId'])}")
+    else:
+        existing = find_campaign(state["segmentId"])
+    if existing is not None:
+        state["mailchimpId"] = existing["id"]
+        if existing.get("status") in SENT_STATUS:
+            state["status"] = SENT_STATUS[existing["status"]]
+            storage.set(key, state)
+            return {"externalId": existing["id"], "status": state["status"]}
     if not state.get("mailchimpId"):
         if not request.html and not request.templateExternalId:
             raise ValueError("the campaign has neither html nor a template")
@@ -245,7 +307,7 @@ def CRM_Marketing_CreateCampaign(request):
                          "from_name": request.senderName, "reply_to": request.senderEmail},
         })
         state["mailchimpId"] = created["id"]
-        storage.set(campaign_key(request.campaignId), state)
+        storage.set(key, state, durable=True)  # kept even if this call dies from here on
     campaign_id = quoted(state["mailchimpId"])
     if request.html:
         content = {"html": request.html}
@@ -261,7 +323,7 @@ def CRM_Marketing_CreateCampaign(request):
         call("POST", f"/campaigns/{campaign_id}/actions/send")
         status = CRM_Marketing_CampaignStatus.Sending
     state["status"] = status
-    storage.set(campaign_key(request.campaignId), state)
+    storage.set(key, state)
     return {"externalId": state["mailchimpId"], "status": status}
 
 

@@ -44,6 +44,7 @@ class ModuleRunner:
                 egress_allow=[self.server.netloc],
                 callbacks={
                     "crm.contacts": lambda a: self.contacts_for(a[0]),
+                    "storage.durable": self._write_durable,
                     **offline_callbacks(self.campaign_keys),
                 },
                 storage=self.storage,
@@ -54,6 +55,29 @@ class ModuleRunner:
             kept = {k: v for k, v in self.storage.items() if k not in changes.removed}
             self.storage = {**kept, **changes.changed}
         return result
+
+    def _write_durable(self, arguments: list[Any]) -> None:
+        """``storage.set(key, value, durable=True)``: committed at once, as the host does."""
+        key, value = arguments
+        self.storage = {**self.storage, key: value}
+
+    def crashed(self, function: str, *args: Any) -> None:
+        """Run ``function`` as a host that dies before committing it: its effects on the
+        service stay, its storage writes are lost (all but the durable ones)."""
+        before = dict(self.storage)
+        durable: dict[str, Any] = {}
+        real = self._write_durable
+
+        def keep(arguments: list[Any]) -> None:
+            durable[arguments[0]] = arguments[1]
+            real(arguments)
+
+        self._write_durable = keep  # type: ignore[method-assign]
+        try:
+            self.result(function, *args)
+        finally:
+            self._write_durable = real  # type: ignore[method-assign]
+            self.storage = {**before, **durable}
 
     def __call__(self, function: str, *args: Any) -> Any:
         return plain(self.result(function, *args).value)
