@@ -15,8 +15,9 @@ What it follows from the published API (https://mailchimp.com/developer/marketin
   a new member. ``POST /lists/{list_id}`` batch-subscribes up to 500 ``members``
   (``update_existing``).
 * Static segments (Mailchimp shows them as tags): ``GET /lists/{id}/segments``, ``POST
-  /lists/{id}/segments`` ``{name, static_segment}`` (400 for a name in use), ``POST /lists/{id}/segments/{segment_id}`` ``{members_to_add,
-  members_to_remove}`` (at most 500 each; addresses that are not list members are errors).
+  /lists/{id}/segments`` ``{name, static_segment}`` (400 for a name in use), ``POST
+  /lists/{id}/segments/{segment_id}`` ``{members_to_add, members_to_remove}`` (at most 500
+  each; addresses that are not list members are errors; a member is in a segment once).
 * Campaigns: ``POST /campaigns`` (``status: save``), ``GET /campaigns`` (``list_id``,
   ``status``), ``GET /campaigns/{id}``, ``PUT
   …/content`` (``html`` or ``template.id``), ``POST …/actions/send`` → 204 (400 when the
