@@ -10,7 +10,8 @@ Published formats it follows (API_NOTES §4; the alexeyco/unisender client):
   (``invalid_api_key``, ``unknown_method``, ``invalid_arg``); :meth:`UnisenderState.fail_next`
   injects any error.
 * **Methods.** ``importContacts``, ``createEmailMessage``, ``createCampaign`` (``contacts``
-  restricts the recipients to those list members), ``getCampaignCommonStats``,
+  restricts the recipients to those list members), ``getCampaigns`` (``limit``, ``offset``;
+  each with its ``message_id``), ``getCampaignCommonStats``,
   ``getCampaignStatus``, ``getTemplates``, ``getTemplate``, ``createEmailTemplate``,
   ``updateEmailTemplate``, ``getLists``, ``setHook``.
 * **Webhooks.** ``{"auth": md5, "events_by_user": [{"login", "events": [...]}]}`` POSTed as
@@ -227,6 +228,28 @@ class UnisenderState:
             "recipients": {e: "not_sent" for e in members},
         }
         return {"campaign_id": campaign_id, "status": status, "count": len(members)}
+
+    def _m_getCampaigns(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        """The account's campaigns, oldest first (``limit`` at most 10000, ``offset``)."""
+        limit, offset = int(p.get("limit") or 1000), int(p.get("offset") or 0)
+        if not 1 <= limit <= 10000 or offset < 0:
+            raise ApiError("invalid_arg", "limit must be 1..10000 and offset at least 0")
+        rows = []
+        for campaign in list(self.campaigns.values())[offset : offset + limit]:
+            message = self.messages[campaign["message_id"]]
+            rows.append(
+                {
+                    "id": campaign["id"],
+                    "start_time": campaign["start_time"] or "",
+                    "status": campaign["status"],
+                    "message_id": campaign["message_id"],
+                    "list_id": int(message["list_id"]),
+                    "subject": message["subject"],
+                    "sender_name": message["sender_name"],
+                    "sender_email": message["sender_email"],
+                }
+            )
+        return rows
 
     def _campaign(self, p: dict[str, str]) -> dict[str, Any]:
         campaign = self.campaigns.get(int(p.get("campaign_id") or 0))

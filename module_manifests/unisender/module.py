@@ -220,8 +220,38 @@ def start_time(scheduled):
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def campaign_of_message(message_id):
+    """The campaign an earlier call made of ``message_id`` (getCampaigns lists each with its
+    message), or None."""
+    offset = 0
+    while True:
+        rows = call_api("getCampaigns", {"limit": "1000", "offset": str(offset)}) or []
+        for row in rows:
+            if str(row.get("message_id")) == str(message_id):
+                return row
+        if len(rows) < 1000:
+            return None
+        offset += len(rows)
+
+
+def created(request, external_id):
+    """What a successful create leaves: the attribution key, the prepared list forgotten."""
+    storage.delete(f"recipients:{request.campaignId}")
+    storage.delete(f"message:{request.campaignId}")
+    crm.set_campaign_keys(external_id, ["crm:" + request.campaignId])
+    status = CRM_Marketing_CampaignStatus.Sending
+    if request.get("scheduledAt"):
+        status = CRM_Marketing_CampaignStatus.Scheduled
+    return {"externalId": external_id, "status": status}
+
+
 def CRM_Marketing_CreateCampaign(request):
-    """createEmailMessage + createCampaign for the prepared recipients."""
+    """createEmailMessage + createCampaign for the prepared recipients.
+
+    Idempotent per campaignId (the manifest declares it): the message id is stored durably
+    as soon as Unisender returns it, and a repeated call whose message already has a
+    campaign (getCampaigns) returns that campaign instead of creating a second one. A
+    message whose answer was lost stays an unused draft in Unisender: it sends nothing."""
     # Optional fields may be absent or None: read them with .get().
     html = request.get("html")
     template_id = request.get("templateExternalId")
@@ -247,7 +277,15 @@ def CRM_Marketing_CreateCampaign(request):
         raise ValueError("the campaign has neither html nor a Unisender template")
     if category:
         message["categories"] = category
-    message_id = call_api("createEmailMessage", message)["message_id"]
+    message_key = f"message:{request.campaignId}"
+    message_id = storage.get(message_key)
+    if message_id:
+        existing = campaign_of_message(message_id)
+        if existing is not None:
+            return created(request, str(existing["id"]))
+    else:
+        message_id = call_api("createEmailMessage", message)["message_id"]
+        storage.set(message_key, str(message_id), durable=True)  # kept if this call dies
 
     campaign = {
         "message_id": str(message_id),
@@ -259,13 +297,7 @@ def CRM_Marketing_CreateCampaign(request):
         campaign["start_time"] = start_time(scheduled)
         campaign["time_zone"] = "UTC"
     result = call_api("createCampaign", campaign)
-    external_id = str(result["campaign_id"])
-    storage.delete(key)
-    crm.set_campaign_keys(external_id, ["crm:" + request.campaignId])
-    status = CRM_Marketing_CampaignStatus.Sending
-    if scheduled:
-        status = CRM_Marketing_CampaignStatus.Scheduled
-    return {"externalId": external_id, "status": status}
+    return created(request, str(result["campaign_id"]))
 
 
 def CRM_Marketing_GetCampaignStats(campaignExternalId):

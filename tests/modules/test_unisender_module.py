@@ -168,6 +168,69 @@ def test_create_campaign_sends_to_the_prepared_recipients_only(run: Runner, serv
     }
 
 
+def test_create_called_again_after_a_crash_makes_no_second_campaign(
+    run: Runner, service: Any
+) -> None:
+    """The manifest declares CreateCampaign idempotent: a repeated call for a campaignId
+    whose message already has a campaign returns it (the message id was stored durably)."""
+    state, _ = service
+    assert run.module.manifest.declares_idempotent("CRM_Marketing_CreateCampaign")
+    first = prepared_campaign(run, state)
+    (made,) = state.campaigns
+    assert first["externalId"] == str(made)
+    # the host died before recording the call: its storage writes are lost except the
+    # durable message id (a lost answer of createCampaign leaves the same state behind)
+    (message_id,) = state.messages
+    run.storage = {
+        "recipients:cmp1": ["a@example.com", "b@example.com"],
+        "message:cmp1": str(message_id),
+    }
+    run.campaign_keys.pop("crm:cmp1")
+    again = run(
+        "CreateCampaign",
+        {
+            "campaignId": "cmp1",
+            "name": "Spring",
+            "type": "Email",
+            "subject": "Spring news",
+            "senderName": "Acme",
+            "senderEmail": "news@acme.test",
+            "html": "<p>Hi</p>",
+        },
+    )
+    assert again == {"externalId": str(made), "status": "Sending"}
+    assert list(state.campaigns) == [made] and list(state.messages) == [message_id]
+    assert run.campaign_keys["crm:cmp1"] == str(made)
+    assert "recipients:cmp1" not in run.storage and "message:cmp1" not in run.storage
+
+
+def test_create_with_a_stored_message_and_no_campaign_creates_it_once(
+    run: Runner, service: Any
+) -> None:
+    """Killed during createCampaign before Unisender acted: the stored message is used."""
+    state, _ = service
+    for email in ("a@example.com", "b@example.com"):
+        state.contacts[email] = {"email": email, "lists": {1}, "fields": {}}
+    run("PrepareCampaign", "cmp1", "Email", ["a@example.com", "b@example.com"])
+    request = {
+        "campaignId": "cmp1",
+        "name": "Spring",
+        "type": "Email",
+        "subject": "Spring news",
+        "senderName": "Acme",
+        "senderEmail": "news@acme.test",
+        "html": "<p>Hi</p>",
+    }
+    state.fail_next("createCampaign", "invalid_arg", "connection reset")  # a lost request
+    with pytest.raises(ModuleCallFailed):
+        run("CreateCampaign", request)
+    (message_id,) = state.messages
+    assert run.storage["message:cmp1"] == str(message_id)  # durable: survived the failure
+    created = run("CreateCampaign", request)
+    (made,) = state.campaigns
+    assert created["externalId"] == str(made) and list(state.messages) == [message_id]
+
+
 def test_scheduled_campaign_passes_start_time_in_utc(run: Runner, service: Any) -> None:
     state, _ = service
     created = prepared_campaign(run, state, scheduledAt="2030-01-02T05:04:00+02:00")
