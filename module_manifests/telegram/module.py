@@ -229,8 +229,16 @@ def CRM_Marketing_GetMessengerBots():
 def CRM_Marketing_PrepareCampaign(campaignId, type, contacts):
     if type != CRM_Marketing_CampaignType.Messenger:
         raise ValueError(f"this module sends Messenger campaigns only, not {type}")
+    # A batch may come again after a crash (the contract): each contact is kept once, so a
+    # repeated batch never sends anyone the message twice.
     key = f"prepared:{campaignId}"
-    storage.set(key, (storage.get(key) or []) + [str(c) for c in contacts])
+    prepared = storage.get(key) or []
+    known = set(prepared)
+    for contact in contacts:
+        if str(contact) not in known:
+            known.add(str(contact))
+            prepared.append(str(contact))
+    storage.set(key, prepared)
     return None
 
 

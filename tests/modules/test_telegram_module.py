@@ -189,6 +189,21 @@ def campaign(run: Runner, ids: list[str], **extra: Any) -> Any:
     return run("CreateMessengerCampaign", request)
 
 
+def test_a_batch_prepared_again_sends_each_contact_once(run: Runner, bot: Any) -> None:
+    """A batch may come again after a crash (its storage write committed, the host's record
+    of the batch not): each contact gets the message once. CreateMessengerCampaign itself
+    sends as it goes, so the manifest does not declare it idempotent."""
+    state, _ = bot
+    assert not run.module.manifest.declares_idempotent("CRM_Marketing_CreateMessengerCampaign")
+    for chat_id, contact in ((1111111, "c_42"), (3333, "c_45")):
+        state.chat(chat_id)
+        run.hook(start(chat_id, contact))
+    run("PrepareCampaign", "cmp42", "Messenger", ["42", "45"])
+    created = campaign(run, ["42", "45"])  # the same batch again, then the create call
+    assert created["status"] == "Sent"
+    assert sorted(m["chat"]["id"] for m in state.sent) == [3333, 1111111]
+
+
 def test_campaign_sends_reports_blocked_and_unlinked(run: Runner, bot: Any) -> None:
     state, _ = bot
     run.settings["unsubscribe_button"] = "Unsubscribe"
