@@ -444,6 +444,11 @@ class CampaignService:
                 if row.external_id or row.stage == CampaignStage.Creating
                 else ""
             )
+            if row.attention_reason:
+                where = (
+                    " (it needs attention: it may exist in the service; an admin resolves it "
+                    "first, and one marked not created can be cancelled)"
+                )
             raise Conflict(
                 f"campaign {campaign_id} is {row.status} ({row.stage}) and can no longer be "
                 f"cancelled{where}"

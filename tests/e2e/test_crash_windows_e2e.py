@@ -338,6 +338,9 @@ def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     resume = cli.run("campaign", "run", "beta", campaign_id)
     assert resume.returncode == 1 and "needs attention" in resume.stderr
     assert not fleet.single_sends(campaign_id)  # neither the server nor the CLI created it
+    with fleet.admin() as admin:
+        cancel = admin.post(f"/api/v1/tenants/beta/campaigns/{campaign_id}/cancel")
+    assert cancel.status_code == 409 and "needs attention" in cancel.text
 
     both = cli.run(
         "campaign", "resolve", "beta", campaign_id, "--not-created", "--external-id", "x"
