@@ -352,8 +352,11 @@ def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     assert "marked not created" in resolved.stdout
     wait_until(lambda: fleet.campaign("beta", campaign_id)["status"] == "Sending")
     shown = fleet.campaign("beta", campaign_id)
-    again = cli.run("campaign", "resolve", "beta", campaign_id, "--not-created")
-    assert again.returncode == 1 and "does not need attention" in again.stderr
+    with fleet.admin() as admin:
+        again = admin.post(
+            f"/api/v1/tenants/beta/campaigns/{campaign_id}/resolve", json={"notCreated": True}
+        )
+    assert again.status_code == 409 and "does not need attention" in again.text
     (single,) = fleet.single_sends(campaign_id)
     assert shown["externalId"] == single["id"] and shown["attention"] is None
     assert single["status"] == "scheduled"
