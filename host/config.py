@@ -95,7 +95,14 @@ class HostSettings(BaseSettings):
         "empty loads none.",
     )
     log_format: Literal["text", "json"] = Field(
-        "text", description="`serve`'s log lines: text, or one JSON object a line."
+        "text",
+        description="`serve`'s log lines: text, or one JSON object a line (with the "
+        "request id).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that may scrape `GET /metrics` and nothing else (so the "
+        "Prometheus configuration need not hold the admin token); the admin token works too.",
     )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
     sandbox_require: Annotated[list[str], NoDecode] = Field(

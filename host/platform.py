@@ -48,6 +48,8 @@ from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
 from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
+from host.metrics.gauges import DatabaseGauges, SandboxGauges
+from host.metrics.instruments import HostMetrics
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
 from host.modules.registry import ModuleRegistry
@@ -68,6 +70,7 @@ from sandbox.pool import SandboxPool
 
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("invocation_log", "plugins.invocation_log:InvocationLog"),
+    ("metrics", "plugins.metrics:CallMetrics"),
     ("sandbox_bridge", "plugins.sandbox_bridge:SandboxBridge"),
 )
 """Built-in plugins, named ``module:class``; each is built by its ``from_context`` classmethod
@@ -150,12 +153,14 @@ class Host:
         self.admin_tokens = AdminTokens(db, settings.admin_token)
         self.module_storage = ModuleStorageStore(db)
         self.contacts = ContactService(db)
+        self.metrics = HostMetrics()  # a registry of this host's own (GET /metrics)
         plugin_context = PluginContext(
             settings=settings,
             db=db,
             module_storage=self.module_storage,
             sandbox=lambda: self.sandbox,
             script_callbacks=self.script_callbacks,
+            metrics=self.metrics,
         )
         self.hooks = make_plugin_manager(
             [
@@ -201,6 +206,7 @@ class Host:
             retry_attempts=settings.webhook_retry_attempts,
             retry_s=settings.webhook_retry_seconds,
             background_workers=settings.webhook_background_workers,
+            on_receipt=self.metrics.count_receipt,
         )
         self.webhook_replay = WebhookReplay(self.webhooks)
         self.campaign_stats = StatsService(
@@ -227,6 +233,10 @@ class Host:
             db,
             RetentionPolicy.from_settings(settings),
             interval_s=settings.retention_interval_seconds,
+        )
+        # read at scrape time (registering runs no query, nor starts the pool)
+        self.metrics.register(
+            [SandboxGauges(self.started_sandbox, self.shares.admission), DatabaseGauges(db)]
         )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -318,6 +328,11 @@ class Host:
                     size=self.settings.sandbox_workers,
                     acquire_timeout_s=self.settings.sandbox_wait_s,
                 )
+            return self._sandbox
+
+    def started_sandbox(self) -> SandboxPool | None:
+        """The pool if it has been started, without starting it (for a metrics scrape)."""
+        with self._sandbox_lock:
             return self._sandbox
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:

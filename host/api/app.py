@@ -10,12 +10,14 @@ from fastapi_offline import FastAPIOffline
 
 from host.api.errors import install_error_handlers
 from host.api.executors import RouteExecutors
+from host.api.request_id import RequestIdMiddleware
 from host.api.routes import (
     campaigns,
     contacts,
     invocations,
     messenger,
     meta,
+    metrics,
     modules,
     system,
     templates,
@@ -63,6 +65,7 @@ def create_app(host: Host) -> FastAPI:
     app.add_middleware(TenantAnswerMasking, tenants=host.tenants)
     for router in (
         meta.router,
+        metrics.router,
         system.router,
         modules.router,
         tenants.router,
@@ -78,4 +81,6 @@ def create_app(host: Host) -> FastAPI:
         app.add_middleware(
             WebhookOriginGate, webhook_origin=authority_of(host.settings.webhook_base_url)
         )
+    # added last, so outermost: every answer, a gate's refusal included, carries the id
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -381,6 +381,10 @@ class InvocationOut(ApiModel):
     fetches: list[dict[str, Any]] = Field(description="method, host, status, ms of each fetch")
     cpu_ms: float | None
     peak_memory_kb: int | None
+    request_id: str | None = Field(
+        description="`X-Request-ID` of the HTTP request that caused the call; null for "
+        "background work (campaign jobs, acknowledge-first webhooks)"
+    )
 
 
 class InvocationPage(ApiModel):

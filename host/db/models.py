@@ -138,6 +138,7 @@ class Invocation(Base):
     __table_args__ = (
         Index("ix_invocations_tenant_started", "tenant_id", "started_at"),
         Index("ix_invocations_started_at", "started_at"),  # retention purge
+        Index("ix_invocations_tenant_request", "tenant_id", "request_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -154,6 +155,8 @@ class Invocation(Base):
     fetches: Mapped[list[Any]] = mapped_column(JSON, default=list)
     cpu_ms: Mapped[float | None] = mapped_column(nullable=True)
     peak_memory_kb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the HTTP request that caused the call (``X-Request-ID``), None for background work
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 # --- CRM Marketing data (tenant-scoped) ------------------------------------------------------

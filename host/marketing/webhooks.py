@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -286,8 +286,11 @@ class WebhookReceiver:
         retry_attempts: int = 5,
         retry_s: float = 10.0,
         background_workers: int = 2,
+        on_receipt: Callable[[int], None] | None = None,
     ):
         self.db = db
+        #: told the HTTP status of every receipt once it is committed (metrics count them)
+        self.on_receipt = on_receipt
         self.tenants = tenants
         self.invoker = invoker
         self.actions = actions
@@ -436,6 +439,7 @@ class WebhookReceiver:
             raise NotFound("no such webhook") from None
         processed, result = done[0]
         assert processed.outcome is not None
+        self._receipt_recorded(processed.reply.status)
         self.actions.announce(tenant_id, module_id, result.actions, processed.outcome)
         return processed
 
@@ -489,10 +493,16 @@ class WebhookReceiver:
                 )
                 session.add(receipt)
                 session.flush()
-                return receipt.id
+                receipt_id = receipt.id
         except Exception:
             log.exception("could not record a webhook receipt")
             return None
+        self._receipt_recorded(status)
+        return receipt_id
+
+    def _receipt_recorded(self, status: int) -> None:
+        if self.on_receipt is not None:
+            self.on_receipt(status)
 
     # --- stored requests and replay ----------------------------------------------------
 
