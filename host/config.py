@@ -96,8 +96,7 @@ class HostSettings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field(
         "text",
-        description="`serve`'s log lines: text, or one JSON object a line (with the "
-        "request id).",
+        description="`serve`'s log lines: text, or one JSON object a line (with the request id).",
     )
     metrics_token: SecretStr | None = Field(
         None,

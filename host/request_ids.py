@@ -21,7 +21,7 @@ from contextvars import ContextVar
 HEADER = "X-Request-ID"
 MAX_LENGTH = 128
 
-_SANE = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % MAX_LENGTH)
+_SANE = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_LENGTH}}}")
 _current: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 

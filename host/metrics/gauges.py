@@ -90,9 +90,9 @@ class SandboxGauges(Collector):
         )
         totals = {ADMIN_SHARE: [0, 0], "tenants": [0, 0]}
         for group, counts in self.admission.snapshot().items():
-            share = totals[ADMIN_SHARE if group == ADMIN_SHARE else "tenants"]
-            share[0] += counts["running"]
-            share[1] += counts["waiting"]
+            sums = totals[ADMIN_SHARE if group == ADMIN_SHARE else "tenants"]
+            sums[0] += counts["running"]
+            sums[1] += counts["waiting"]
         for share, (admitted, queued) in totals.items():
             running.add_metric([share], admitted)
             waiting.add_metric([share], queued)
@@ -103,9 +103,9 @@ class SandboxGauges(Collector):
             "Module calls refused before running (busy: 503/429), by reason.",
             labels=["reason"],
         )
-        counts = self.admission.refusals()
+        refusals = self.admission.refusals()
         for reason in ("deadline", "queue_full"):
-            refused.add_metric([reason], counts.get(reason, 0))
+            refused.add_metric([reason], refusals.get(reason, 0))
         yield refused
 
 

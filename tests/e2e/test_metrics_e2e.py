@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -61,7 +60,10 @@ def CRM_Marketing_SetTemplateHTML(html, name, templateExternalId=None):
 
 SETTINGS = {
     "type": "object",
-    "properties": {"api_key": {"type": "string", "writeOnly": True}, "base_url": {"type": "string"}},
+    "properties": {
+        "api_key": {"type": "string", "writeOnly": True},
+        "base_url": {"type": "string"},
+    },
     "required": ["api_key"],
 }
 CAMPAIGN = {
@@ -121,7 +123,9 @@ def scrape(server: RunningHost) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     }
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -135,7 +139,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 def test_metrics_after_real_traffic(served: RunningHost, service: LocalHTTPServer) -> None:
     egress = f"127.0.0.1:{service.port}"
     with served.client() as admin:
-        package = {"manifest": email_manifest(id="observed", settings=SETTINGS, egress=[egress]), "script": SCRIPT}
+        package = {
+            "manifest": email_manifest(id="observed", settings=SETTINGS, egress=[egress]),
+            "script": SCRIPT,
+        }
         assert admin.post("/api/v1/modules", json=package).status_code == 201
         assert admin.post("/api/v1/tenants", json={"id": "acme", "name": "Acme"}).status_code == 201
         enabled = admin.put(

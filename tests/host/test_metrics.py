@@ -38,7 +38,10 @@ def value(found: Samples, name: str, **labels: str) -> float | None:
 @pytest.fixture
 def host(db_path: Path, pool: SandboxPool) -> Iterator[Host]:
     instance = make_host(db_path, sandbox=pool)
-    body = {"manifest": email_manifest(id="rec", settings=SETTINGS_SCHEMA), "script": RECORDING_SCRIPT}
+    body = {
+        "manifest": email_manifest(id="rec", settings=SETTINGS_SCHEMA),
+        "script": RECORDING_SCRIPT,
+    }
     instance.registry.upload(from_json_body(body, max_script_bytes=64 * 1024))
     instance.tenants.create("acme", "Acme")
     instance.tenants.configure("acme", "rec", settings={})
