@@ -70,7 +70,7 @@ from sandbox.pool import SandboxPool
 
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("invocation_log", "plugins.invocation_log:InvocationLog"),
-    ("metrics", "plugins.metrics:CallMetrics"),
+    ("call_metrics", "plugins.metrics:CallMetrics"),
     ("sandbox_bridge", "plugins.sandbox_bridge:SandboxBridge"),
 )
 """Built-in plugins, named ``module:class``; each is built by its ``from_context`` classmethod
