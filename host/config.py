@@ -206,6 +206,12 @@ class HostSettings(BaseSettings):
         description="Days stored webhook requests (sealed, for replay) are kept; 0 keeps them "
         "forever (still bounded per tenant by CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT).",
     )
+    retention_outbox_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days the outbox keeps settled mail (sent, or failed for good) after it "
+        "was queued; 0 keeps it forever. Queued mail is never purged.",
+    )
     webhook_requests_max_bytes_per_tenant: int = Field(
         1024**3,
         ge=0,
