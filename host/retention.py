@@ -119,7 +119,8 @@ class RetentionPurger:
         return self._purge_by_id(WebhookReceipt, WebhookReceipt.received_at, cutoff)
 
     def _purge_requests(self, cutoff: datetime) -> int:
-        return self._purge_by_id(WebhookRequest, WebhookRequest.received_at, cutoff)
+        processed = WebhookRequest.pending.is_(False)
+        return self._purge_by_id(WebhookRequest, WebhookRequest.received_at, cutoff, processed)
 
     def _purge_outbox(self, cutoff: datetime) -> int:
         settled = OutboxMessage.status.in_(("sent", "failed"))
@@ -151,7 +152,9 @@ class RetentionPurger:
         return total
 
     def _purge_requests_over_quota(self) -> int:
-        """Per tenant over the byte quota: delete its oldest stored requests until under."""
+        """Per tenant over the byte quota: delete its oldest stored requests until under.
+        A request acknowledged but not processed yet (acknowledge-first intake) is never
+        deleted, by age or by quota: the service was told it arrived, so it is the only copy."""
         quota = self.policy.webhook_requests_max_bytes
         with self.db.transaction() as session:
             over = session.execute(
@@ -166,7 +169,10 @@ class RetentionPurger:
                 with self.db.transaction() as session:
                     rows = session.execute(
                         select(WebhookRequest.id, WebhookRequest.size_bytes)
-                        .where(WebhookRequest.tenant_id == tenant_id)
+                        .where(
+                            WebhookRequest.tenant_id == tenant_id,
+                            WebhookRequest.pending.is_(False),
+                        )
                         .order_by(WebhookRequest.id)
                         .limit(self.policy.batch_size)
                     ).all()

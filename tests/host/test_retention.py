@@ -247,14 +247,16 @@ def test_serve_purges_in_the_background(tmp_path: Path) -> None:
     assert "retention purge failed" not in served.output()
 
 
-def _stored(tenant_id: str, received_at: datetime, size: int) -> dict[str, Any]:
+def _stored(
+    tenant_id: str, received_at: datetime, size: int, *, pending: bool = False
+) -> dict[str, Any]:
     return {
         "tenant_id": tenant_id,
         "module_id": "sendmail",
         "received_at": received_at,
         "size_bytes": size,
         "sealed": "opaque",
-        "pending": False,
+        "pending": pending,
     }
 
 
@@ -291,6 +293,28 @@ def test_stored_requests_go_by_age_and_above_the_tenant_quota_oldest_first(
         ("acme", hours[4]),
         ("small", RECENT),
     ]
+
+
+def test_a_request_acknowledged_but_not_processed_survives_age_and_quota(host: Host) -> None:
+    host.tenants.create("acme", "Acme")
+    with host.db.transaction() as session:
+        session.execute(
+            insert(WebhookRequest),
+            [
+                _stored("acme", OLD, 900, pending=True),
+                _stored("acme", OLD, 10),
+                _stored("acme", RECENT, 900, pending=True),
+                _stored("acme", RECENT, 400),
+            ],
+        )
+    policy = RetentionPolicy(30, 30, 180, batch_size=100, webhook_requests_max_bytes=1000)
+    deleted = RetentionPurger(host.db, policy, interval_s=3600).purge(NOW)
+    assert deleted["webhook_requests"] == 2  # the old processed one by age, 400 by quota
+    with host.db.transaction() as session:
+        kept = session.execute(
+            select(WebhookRequest.received_at, WebhookRequest.pending).order_by(WebhookRequest.id)
+        ).all()
+    assert [tuple(row) for row in kept] == [(OLD, True), (RECENT, True)]
 
 
 def test_an_event_id_past_its_window_is_forgotten_and_applies_again(tmp_path: Path) -> None:
