@@ -282,6 +282,7 @@ class ExportedReceiptOut(ApiModel):
     status: int
     skipped: list[Any]
     error: str | None
+    actions: list[Any] | None = Field(None, description="The actions the module returned")
 
 
 class ExportedMailOut(ApiModel):
