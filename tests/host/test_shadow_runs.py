@@ -343,3 +343,17 @@ def test_the_cli_shows_progress_and_the_diff_and_writes_nothing(world: dict[str,
     assert missing.returncode == 1
     assert "error: module sendgrid has no version 9.9.9" in missing.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
+
+
+def test_erasing_a_contact_erases_it_from_the_kept_actions(world: dict[str, Any]) -> None:
+    """Runs last: the receipts' kept actions are personal data, exported and erased with the
+    contact like the rest of the receipt."""
+    host: Host = world["host"]
+    client: TestClient = world["client"]
+    exported = client.get("/api/v1/tenants/acme/contacts/c1/export", headers=ADMIN)
+    assert exported.status_code == 200, exported.text
+    kept = [r["actions"] for r in exported.json()["webhookReceipts"]]
+    assert any(a["email"] == "p1@example.test" for actions in kept for a in actions or [])
+    assert client.delete("/api/v1/tenants/acme/contacts/c1", headers=ADMIN).status_code == 200
+    receipts = table_dump(host)["webhook_receipts"]
+    assert receipts and "p1@example.test" not in repr(receipts)
