@@ -43,6 +43,7 @@ from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
+from host.marketing.shadow_runs import ShadowRunner
 from host.marketing.stats import StatsService
 from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
@@ -203,6 +204,16 @@ class Host:
             background_workers=settings.webhook_background_workers,
         )
         self.webhook_replay = WebhookReplay(self.webhooks)
+        self.shadow_runs = ShadowRunner(
+            db,
+            self.box,
+            self.tenants,
+            self.module_storage,
+            self.shares,
+            sandbox=lambda: self.sandbox,
+            script_callbacks=self.script_callbacks,
+            egress_allow=settings.egress_allow,
+        )
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
         )

@@ -17,6 +17,7 @@ from host.api.routes import (
     messenger,
     meta,
     modules,
+    shadow_runs,
     system,
     templates,
     tenants,
@@ -72,6 +73,7 @@ def create_app(host: Host) -> FastAPI:
         messenger.router,
         invocations.router,
         campaigns.router,
+        shadow_runs.router,
     ):
         app.include_router(router)
     if host.settings.webhook_base_url:

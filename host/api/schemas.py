@@ -282,6 +282,7 @@ class ExportedReceiptOut(ApiModel):
     status: int
     skipped: list[Any]
     error: str | None
+    actions: list[Any] | None = Field(None, description="The actions the module returned")
 
 
 class ExportedMailOut(ApiModel):
@@ -493,6 +494,54 @@ class WebhookReplayOut(ApiModel):
     applied: list[Any]
     skipped: list[Any]
     error: str | None = Field(None, description="Why the module call failed, if it did")
+
+
+class ShadowSideOut(ApiModel):
+    """What one version did with a stored request (`source`: `receipt`, or `rerun` for a
+    receipt older than kept actions) or would do (`shadow`); `none` when nothing is known."""
+
+    version: str | None
+    source: str
+    status: int | None = Field(description="The reply status (500/501 when the call failed)")
+    error: str | None = Field(description="`kind: message` when the call failed")
+    actions: list[Any] | None = Field(
+        description="The returned actions (secrets masked; a SendEmail body as its length "
+        "and SHA-256); null when the call failed"
+    )
+    duration_ms: float | None
+    unmatched_fetches: list[str] = Field(
+        description="Fetches refused because no recording answered them (never made)"
+    )
+    storage_writes: list[str] = Field(
+        description="Storage keys the call wrote and host callbacks it was refused "
+        "(none of it stored)"
+    )
+    fetches: list[Any]
+
+
+class ShadowResultOut(ApiModel):
+    request: int = Field(description="The stored webhook request")
+    received_at: IsoTime
+    verdict: str = Field(description="`same`, `differs` or `no_baseline`")
+    current: ShadowSideOut
+    candidate: ShadowSideOut
+    only_current: list[Any] = Field(description="Actions only the current version returned")
+    only_candidate: list[Any] = Field(description="Actions only the shadowed version returned")
+    reordered: bool = Field(description="The same actions, in another order")
+
+
+class ShadowRunOut(ApiModel):
+    tenant: str
+    module: str
+    version: str = Field(description="The shadowed version")
+    current_version: str = Field(description="The version pinned for the tenant")
+    matched: int = Field(description="Stored requests in the window (at most `limit` ran)")
+    stopped: str = Field(description="`complete`, or `time` when the time was up first")
+    elapsed_ms: float
+    same: int
+    differs: int
+    no_baseline: int
+    requests: list[ShadowResultOut]
 
 
 class OutboxMessageOut(ApiModel):

@@ -19,6 +19,7 @@ from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
 from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
 from host.cli.module_run import module_run
+from host.cli.module_shadow import module_shadow
 from host.cli.operations import backup, purge, restore, secrets_app
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
@@ -46,6 +47,7 @@ module_app.command("new")(module_new)
 module_app.command("validate")(module_validate)
 module_app.command("run")(module_run)
 module_app.command("test")(module_test)
+module_app.command("shadow")(module_shadow)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")

@@ -327,6 +327,9 @@ class WebhookReceipt(Base):
     request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replay_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
     module_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the actions the module returned (host/marketing/action_diff.py), for shadow runs;
+    # None for a failed request and for receipts older than revision 0015
+    actions: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class WebhookRequest(Base):
