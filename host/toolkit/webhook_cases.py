@@ -109,7 +109,7 @@ def _form(value: Any, where: str) -> bytes:
         raise InvalidInput(
             "", [Problem(where, "must map field names to strings, or list [name, value] pairs")]
         )
-    return urlencode(pairs).encode()
+    return urlencode([(name, value) for name, value in pairs]).encode()
 
 
 def _file(folder: Path, name: Any, where: str) -> bytes:
