@@ -17,7 +17,13 @@ from host.cli.contacts import app as contact_app
 from host.cli.demo import demo
 from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
-from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
+from host.cli.module_dev import (
+    module_certify,
+    module_new,
+    module_test,
+    module_validate,
+    upload_remote,
+)
 from host.cli.module_run import module_run
 from host.cli.operations import backup, purge, restore, secrets_app
 from host.cli.output import err, handles_errors, out, print_json, table
@@ -46,6 +52,7 @@ module_app.command("new")(module_new)
 module_app.command("validate")(module_validate)
 module_app.command("run")(module_run)
 module_app.command("test")(module_test)
+module_app.command("certify")(module_certify)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")

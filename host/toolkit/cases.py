@@ -46,7 +46,7 @@ from host.toolkit.offline_state import OfflineContacts, OfflineStorage, offline_
 from host.toolkit.recording import Recording
 from host.toolkit.replayer import Replayer
 from host.toolkit.webhook_cases import webhook_request
-from sandbox.invocation import redact_text
+from sandbox.invocation import redact_data, redact_text
 from sandbox.pool import SandboxPool
 
 CASES_DIR = "tests"
@@ -97,6 +97,12 @@ class Outcome:
     detail: str = ""
     log: str = ""
     seconds: float = 0.0
+    error_kind: str | None = None
+    """The kind of the call's failure, expected or not (certification refuses limits hit)."""
+    unrecorded: str | None = None
+    """The first request no recording answered, as "METHOD URL" (a case never goes live)."""
+    value: Any = None
+    """What the call returned, as ``module run`` prints it (None on failure)."""
 
 
 @dataclass
@@ -245,18 +251,23 @@ def _run(pool: SandboxPool, module: ValidatedModule, case: Case, allow: Sequence
         recording = Recording.load(case.replay) if case.replay else Recording()
     except InvalidInput as exc:
         return Outcome(case.id, "ERROR", "\n".join([exc.message, *map(str, exc.problems)]))
-    outcome = _judge(pool, call, case, recording, allow)
+    replayer = Replayer(recording, call.secret_values, source=_source(case))
+    outcome = _judge(pool, call, case, replayer, allow)
+    outcome.unrecorded = replayer.misses[0] if replayer.misses else None
     # The report is script output: a secret the script returned or logged is masked in it.
     outcome.detail = redact_text(outcome.detail, call.secret_values)
     outcome.log = redact_text(outcome.log, call.secret_values)
+    outcome.value = redact_data(outcome.value, call.secret_values)
     return outcome
 
 
+def _source(case: Case) -> str:
+    return str(case.replay.name) if case.replay else "this case (it has no replay)"
+
+
 def _judge(
-    pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording, allow: Sequence[str]
+    pool: SandboxPool, call: ModuleCall, case: Case, replayer: Replayer, allow: Sequence[str]
 ) -> Outcome:
-    source = str(case.replay.name) if case.replay else "this case (it has no replay)"
-    replayer = Replayer(recording, call.secret_values, source=source)
     storage = OfflineStorage(json.loads(json.dumps(case.storage)))
     try:
         callbacks = {
@@ -276,6 +287,7 @@ def _judge(
     except ModuleCallFailed as exc:
         log = getattr(exc.trace, "log", "") or ""
         outcome = _check_error(case, exc, log)
+        outcome.error_kind = exc.kind
         return _check_storage(case, storage, outcome) if outcome.status == "PASSED" else outcome
     storage.apply(result.storage_changes)
     if replayer.misses:
@@ -290,15 +302,21 @@ def _judge(
             result.log,
         )
     actual = plain(result.value)
+    outcome = _compare(case, actual, result.log)
+    outcome.value = actual
+    return _check_storage(case, storage, outcome) if outcome.status == "PASSED" else outcome
+
+
+def _compare(case: Case, actual: Any, log: str) -> Outcome:
     if case.expect == "actions":
         actual = actual.get("actions", []) if isinstance(actual, dict) else actual
     if actual == case.expected:
-        return _check_storage(case, storage, Outcome(case.id, "PASSED", log=result.log))
+        return Outcome(case.id, "PASSED", log=log)
     what = "actions differ from the expected ones"
     if case.expect == "returns":
         what = "return value differs from the expected one"
     detail = f"{case.function}: the {what}\n" + diff(case.expected, actual)
-    return Outcome(case.id, "FAILED", detail, result.log)
+    return Outcome(case.id, "FAILED", detail, log)
 
 
 def _check_storage(case: Case, storage: OfflineStorage, passed: Outcome) -> Outcome:
