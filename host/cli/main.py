@@ -172,7 +172,7 @@ def module_upload(
         upload_remote(path, url, token)
         return
     with open_host(database_url, home) as host:
-        info = host.registry.upload(read_package(path, host.settings))
+        info = host.upload_module(read_package(path, host.settings))
         verb = "stored" if info.created else "already stored (identical)"
         out.print(f"{info.id}@{info.version} {verb}: {info.kind} module")
         out.print("functions: " + (", ".join(info.functions) or "none"))
@@ -197,6 +197,17 @@ def module_list(database_url: DatabaseOption = None, home: HomeOption = None) ->
                 for m in host.registry.list()
             ),
         )
+
+
+@module_app.command("certification")
+@handles_errors
+def module_certification(
+    module_id: str, version: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
+    """The certification report the host keeps with a version, as JSON."""
+    with open_host(database_url, home, read_only=True) as host:
+        report = host.certifications.report(module_id, version)
+    out.print_json(data=report)
 
 
 @module_app.command("show")

@@ -143,8 +143,8 @@ def module_certify(
 
 
 def package_zip(path: Path, max_script_bytes: int) -> bytes:
-    """A zip to upload: a .zip file as it is, or a folder's manifest and script (the only
-    files a host keeps; tests and recordings stay on the integrator's machine)."""
+    """A zip to upload: a .zip file as it is, or a folder's manifest, script and ``tests/``
+    (the host keeps manifest and script; it runs the tests once, to certify the version)."""
     if path.is_file():
         return path.read_bytes()
     package = from_directory(path, max_script_bytes=max_script_bytes)
@@ -153,6 +153,8 @@ def package_zip(path: Path, max_script_bytes: int) -> bytes:
         archive.writestr(MANIFEST_NAME, package.manifest_text)
         if package.script is not None and package.script_name is not None:
             archive.writestr(package.script_name, package.script)
+        for name, data in package.tests.items():  # the host certifies from them
+            archive.writestr(name, data)
     return buffer.getvalue()
 
 
