@@ -169,6 +169,12 @@ class HostSettings(BaseSettings):
     )
     max_script_bytes: int = Field(512 * 1024, ge=1024)
     max_archive_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    require_certified: bool = Field(
+        False,
+        description="Refuse to store a module version that fails certification (or comes "
+        "without the tests/ its cases are in), and to enable a version without a valid "
+        "certification (CRM_HOST_REQUIRE_CERTIFIED=1).",
+    )
     webhook_max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest webhook body accepted (413 above)."
     )

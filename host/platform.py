@@ -27,6 +27,7 @@ from cryptography.fernet import MultiFernet
 
 from host.admin_tokens import AdminTokens
 from host.calls import ModuleCall
+from host.certification import CertificationService
 from host.config import HostSettings
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
@@ -51,7 +52,8 @@ from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
-from host.modules.registry import ModuleRegistry
+from host.modules.packages import ModulePackage
+from host.modules.registry import ModuleRegistry, VersionInfo
 from host.plugin_context import PluginContext
 from host.plugin_manager import make_plugin_manager
 from host.retention import RetentionPolicy, RetentionPurger
@@ -168,8 +170,21 @@ class Host:
             load_entry_points=load_entry_points,
         )
         self.registry = ModuleRegistry(db, self.hooks, max_script_bytes=settings.max_script_bytes)
+        self.certifications = CertificationService(
+            db,
+            self.box,
+            lambda: self.sandbox,
+            max_script_bytes=settings.max_script_bytes,
+            egress_allow=settings.egress_allow,
+            required=settings.require_certified,
+        )
         self.tenants = TenantService(
-            db, self.registry, self.box, self.hooks, settings.webhook_url_base
+            db,
+            self.registry,
+            self.box,
+            self.hooks,
+            settings.webhook_url_base,
+            version_gate=self.certifications.check_enable,
         )
         self.shares = ModuleShares(settings)
         self.invoker = ModuleInvoker(
@@ -330,6 +345,15 @@ class Host:
                     acquire_timeout_s=self.settings.sandbox_wait_s,
                 )
             return self._sandbox
+
+    def upload_module(self, package: ModulePackage) -> VersionInfo:
+        """Store a version: certified first when it brings its tests/ (or certification is
+        required, which refuses a failing one), the report kept with the version."""
+        report = self.certifications.check_upload(package)
+        info = self.registry.upload(package)
+        if report is not None:
+            self.certifications.store(info.id, info.version, report)
+        return info
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""

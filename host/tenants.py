@@ -8,6 +8,7 @@ import builtins
 import copy
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -83,12 +84,15 @@ class TenantService:
         box: SecretBox,
         hooks: pluggy.PluginManager,
         webhook_url_base: str,
+        version_gate: Callable[[str, str], None] | None = None,
     ):
         self.db = db
         self.registry = registry
         self.box = box
         self.hooks = hooks
         self.webhook_url_base = webhook_url_base
+        #: raises when a version may not be newly pinned and enabled (certification)
+        self.version_gate = version_gate
 
     # --- tenants --------------------------------------------------------------------------
 
@@ -187,7 +191,11 @@ class TenantService:
             current = session.get(Enablement, (tenant_id, module_id))
             stored = self._full_settings(current) if current else {}
             pinned = current.version if current else None
+            was_on = current.enabled if current else False
         version_row = self.registry.stored(module_id, version or pinned)
+        turning_on = enabled is not False and (pinned != version_row.version or not was_on)
+        if self.version_gate is not None and turning_on:
+            self.version_gate(module_id, version_row.version)
         manifest = version_row.manifest
         merged = (
             merge_settings(manifest, stored, settings, mode=settings_mode)

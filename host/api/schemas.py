@@ -128,6 +128,28 @@ class VersionDetail(ApiModel):
     uploaded_at: IsoTime
 
 
+class CertificationCheck(ApiModel):
+    name: str
+    passed: bool
+    details: list[str]
+
+
+class CertificationOut(ApiModel):
+    """A version's certification report; ``valid``: it is bound to this version's content
+    and its sealed digest verifies."""
+
+    format: int
+    module: str
+    version: str
+    content_hash: str
+    passed: bool
+    checks: list[CertificationCheck]
+    certified_at: datetime
+    certified_by: str
+    digest: str
+    valid: bool
+
+
 class VersionRemoved(ApiModel):
     id: str
     version: str

@@ -444,3 +444,21 @@ class CampaignKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     campaign_external_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ModuleCertification(Base):
+    """The certification report of one stored version (``crm-host module certify``'s
+    checks, run by the host on upload), bound to the version's content hash; ``seal`` is
+    the report's digest sealed with the host's secret key, so an edited row no longer
+    verifies (``host/certification.py``)."""
+
+    __tablename__ = "module_certifications"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("module_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_hash: Mapped[str] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seal: Mapped[str] = mapped_column(Text)
+    certified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
