@@ -160,10 +160,7 @@ class Console:
 def new_console(
     browser: Browser, served: RunningHost, screenshots: Path, **options: object
 ) -> tuple[BrowserContext, Console]:
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 800},
-        **options,
-    )
+    context = browser.new_context(**{"viewport": {"width": 1280, "height": 800}, **options})
     console = Console(context.new_page(), served, screenshots)
 
     def only_local(route: Route) -> None:
