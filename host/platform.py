@@ -25,10 +25,14 @@ from typing import Self
 
 from cryptography.fernet import MultiFernet
 
+from host.accounts import UserAccounts
 from host.admin_tokens import AdminTokens
+from host.audit import AuditLog
 from host.calls import ModuleCall
 from host.certification import CertificationService
+from host.client_address import ClientAddresses
 from host.config import HostSettings
+from host.console_sessions import ConsoleSessions
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
 from host.db.migrate import revisions, upgrade_to_head
@@ -64,6 +68,7 @@ from host.secrets import (
     fernet_from_setting,
     key_file_fernet,
 )
+from host.sign_in_limits import SignInLimits
 from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
 from sandbox.invocation import HostCallback
@@ -151,6 +156,14 @@ class Host:
         self.db = db = Database(settings.database_url)  # connects on first use
         self.box = SecretBox(lambda: _fernet(settings))  # loaded by open()
         self.admin_tokens = AdminTokens(db, settings.admin_token)
+        self.accounts = UserAccounts(db)
+        self.console_sessions = ConsoleSessions(db, timedelta(hours=settings.console_session_hours))
+        self.sign_in_limits = SignInLimits(
+            per_account=settings.console_sign_in_failures,
+            per_address=4 * settings.console_sign_in_failures,
+        )
+        self.client_addresses = ClientAddresses(settings.trusted_proxies)
+        self.audit = AuditLog(db)
         self.module_storage = ModuleStorageStore(db)
         self.contacts = ContactService(db)
         plugin_context = PluginContext(

@@ -283,6 +283,21 @@ class TenantService:
             ).all()
         return [self.enablement(tenant_id, r.module_id) for r in rows]
 
+    def module_uses(self) -> dict[str, builtins.list[tuple[str, str, bool]]]:
+        """Which live tenants use each module: ``{module: [(tenant, version, enabled)]}``."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(Enablement.module_id, Enablement.tenant_id, Enablement.version,
+                       Enablement.enabled)
+                .join(Tenant, Tenant.id == Enablement.tenant_id)
+                .where(Tenant.deleted_at.is_(None))
+                .order_by(Enablement.module_id, Enablement.tenant_id)
+            ).all()  # fmt: skip
+        uses: dict[str, builtins.list[tuple[str, str, bool]]] = {}
+        for module_id, tenant_id, version, enabled in rows:
+            uses.setdefault(module_id, []).append((tenant_id, version, enabled))
+        return uses
+
     def runtime(
         self, tenant_id: str, module_id: str, version: str | None = None
     ) -> RuntimeEnablement:

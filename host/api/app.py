@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from host.api.audit_trail import AuditTrail
 from host.api.errors import install_error_handlers
 from host.api.executors import RouteExecutors
 from host.api.routes import (
+    audit,
     campaigns,
     contacts,
     invocations,
@@ -26,6 +28,7 @@ from host.api.routes import (
 from host.api.secret_masking import TenantAnswerMasking
 from host.api.webhook_gate import WebhookGate
 from host.api.webhook_origin import WebhookOriginGate
+from host.console.mount import install_console
 from host.origins import authority_of
 from host.platform import Host
 
@@ -74,8 +77,11 @@ def create_app(host: Host) -> FastAPI:
         invocations.router,
         campaigns.router,
         shadow_runs.router,
+        audit.router,
     ):
         app.include_router(router)
+    install_console(app)
+    app.add_middleware(AuditTrail, audit=host.audit, addresses=host.client_addresses)
     if host.settings.webhook_base_url:
         app.add_middleware(
             WebhookOriginGate, webhook_origin=authority_of(host.settings.webhook_base_url)

@@ -576,3 +576,21 @@ class OutboxMessageOut(ApiModel):
     error: str | None
     created_at: IsoTime
     sent_at: IsoTime | None
+
+
+class AuditEntryOut(ApiModel):
+    id: int
+    at: IsoTime
+    actor: str = Field(
+        description="Who: a console user's email, an admin token by name, or a tenant's API key"
+    )
+    action: str = Field(description="What, in words (or the method and path)")
+    method: str
+    path: str
+    status: int
+    client: str = Field(description="The client's address (see CRM_HOST_TRUSTED_PROXIES)")
+
+
+class AuditPage(ApiModel):
+    items: list[AuditEntryOut]
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page")

@@ -462,3 +462,56 @@ class ModuleCertification(Base):
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     seal: Mapped[str] = mapped_column(Text)
     certified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the web console (``host/accounts.py``): an argon2 password
+    hash, never the password; a marketer belongs to one tenant (purged with it)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie's SHA-256 (the cookie value itself is never stored),
+    who signed in (a user, or the admin token by name when ``user_id`` is null), the session's
+    CSRF token, and a one-shot message shown on the next page."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("console_users.id", ondelete="CASCADE"), nullable=True
+    )
+    admin_token_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    flash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """One change made through the console or the API: who (``actor``), what (``action``,
+    the request's method and path, and its answer's status), when, and from which address.
+    Kept when the tenant it concerns is deleted: the log is about people, not tenants."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(500))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str] = mapped_column(String(64))
