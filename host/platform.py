@@ -25,9 +25,14 @@ from typing import Self
 
 from cryptography.fernet import MultiFernet
 
+from host.accounts import UserAccounts
 from host.admin_tokens import AdminTokens
+from host.audit import AuditLog
 from host.calls import ModuleCall
+from host.certification import CertificationService
+from host.client_address import ClientAddresses
 from host.config import HostSettings
+from host.console_sessions import ConsoleSessions
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
 from host.db.migrate import revisions, upgrade_to_head
@@ -43,6 +48,7 @@ from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
+from host.marketing.shadow_runs import ShadowRunner
 from host.marketing.stats import StatsService
 from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
@@ -52,7 +58,8 @@ from host.metrics.gauges import DatabaseGauges, SandboxGauges
 from host.metrics.instruments import HostMetrics
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
-from host.modules.registry import ModuleRegistry
+from host.modules.packages import ModulePackage
+from host.modules.registry import ModuleRegistry, VersionInfo
 from host.plugin_context import PluginContext
 from host.plugin_manager import make_plugin_manager
 from host.retention import RetentionPolicy, RetentionPurger
@@ -63,6 +70,7 @@ from host.secrets import (
     fernet_from_setting,
     key_file_fernet,
 )
+from host.sign_in_limits import SignInLimits
 from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
 from sandbox.invocation import HostCallback
@@ -151,6 +159,14 @@ class Host:
         self.db = db = Database(settings.database_url)  # connects on first use
         self.box = SecretBox(lambda: _fernet(settings))  # loaded by open()
         self.admin_tokens = AdminTokens(db, settings.admin_token)
+        self.accounts = UserAccounts(db)
+        self.console_sessions = ConsoleSessions(db, timedelta(hours=settings.console_session_hours))
+        self.sign_in_limits = SignInLimits(
+            per_account=settings.console_sign_in_failures,
+            per_address=4 * settings.console_sign_in_failures,
+        )
+        self.client_addresses = ClientAddresses(settings.trusted_proxies)
+        self.audit = AuditLog(db)
         self.module_storage = ModuleStorageStore(db)
         self.contacts = ContactService(db)
         self.metrics = HostMetrics()  # a registry of this host's own (GET /metrics)
@@ -172,8 +188,21 @@ class Host:
             load_entry_points=load_entry_points,
         )
         self.registry = ModuleRegistry(db, self.hooks, max_script_bytes=settings.max_script_bytes)
+        self.certifications = CertificationService(
+            db,
+            self.box,
+            lambda: self.sandbox,
+            max_script_bytes=settings.max_script_bytes,
+            egress_allow=settings.egress_allow,
+            required=settings.require_certified,
+        )
         self.tenants = TenantService(
-            db, self.registry, self.box, self.hooks, settings.webhook_url_base
+            db,
+            self.registry,
+            self.box,
+            self.hooks,
+            settings.webhook_url_base,
+            version_gate=self.certifications.check_enable,
         )
         self.shares = ModuleShares(settings)
         self.invoker = ModuleInvoker(
@@ -209,6 +238,16 @@ class Host:
             on_receipt=self.metrics.count_receipt,
         )
         self.webhook_replay = WebhookReplay(self.webhooks)
+        self.shadow_runs = ShadowRunner(
+            db,
+            self.box,
+            self.tenants,
+            self.module_storage,
+            self.shares,
+            sandbox=lambda: self.sandbox,
+            script_callbacks=self.script_callbacks,
+            egress_allow=settings.egress_allow,
+        )
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
         )
@@ -334,6 +373,15 @@ class Host:
         """The pool if it has been started, without starting it (for a metrics scrape)."""
         with self._sandbox_lock:
             return self._sandbox
+
+    def upload_module(self, package: ModulePackage) -> VersionInfo:
+        """Store a version: certified first when it brings its tests/ (or certification is
+        required, which refuses a failing one), the report kept with the version."""
+        report = self.certifications.check_upload(package)
+        info = self.registry.upload(package)
+        if report is not None:
+            self.certifications.store(info.id, info.version, report)
+        return info
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""

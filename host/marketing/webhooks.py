@@ -42,7 +42,9 @@ Decisions a module author relies on:
 * **Stored requests and replay.** Every request that reached a module (failed ones too) is
   stored sealed with its receipt (:mod:`host.marketing.webhook_store`), so an admin can
   replay it against the pinned or another version, for real or as a dry run
-  (:mod:`host.marketing.webhook_replay`).
+  (:mod:`host.marketing.webhook_replay`). A receipt keeps the actions the module returned
+  (masked), so a shadow run of another version can diff against them
+  (:mod:`host.marketing.shadow_runs`).
 * **Acknowledge-first intake.** A module whose manifest has ``"webhook": {"mode":
   "acknowledge-first"}`` is not called while the service waits: the request is stored and
   answered ``200 {"ok": true}`` at once, then run in the background with retries
@@ -69,6 +71,7 @@ from host.db.engine import Database
 from host.db.models import WebhookReceipt, WebhookRequest
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
+from host.marketing.action_diff import action_records
 from host.marketing.actions import ActionApplier, ApplyOutcome
 from host.marketing.webhook_backlog import WebhookBacklog
 from host.marketing.webhook_store import list_requests, open_request, seal_request, store_request
@@ -411,6 +414,7 @@ class WebhookReceiver:
                     request_id=self._stored(session, target, incoming, origin),
                     replay_of=origin.replay_of,
                     module_version=target.version,
+                    actions=action_records(result.actions, target.secret_values),
                 )
                 session.add(receipt)
                 session.flush()  # a database error is the actions' failure, not the caller's

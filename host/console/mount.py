@@ -1,0 +1,24 @@
+"""Mounting the console on the host's FastAPI app: its routers, its static files and the
+error handlers that render console errors as pages."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from host.console.errors import install_console_errors
+from host.console.pages import audit, auth, home, modules, tenants, users
+
+ROUTERS = (auth.router, home.router, users.router, audit.router, modules.router, tenants.router)
+
+
+def install_console(app: FastAPI) -> None:
+    """Mount the console's pages and static files on the host's app."""
+    app.mount(
+        "/console/static",
+        StaticFiles(packages=[("host.console", "static")]),
+        name="console-static",
+    )
+    for router in ROUTERS:
+        app.include_router(router)
+    install_console_errors(app)
