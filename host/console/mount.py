@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from host.console.errors import install_console_errors
-from host.console.pages import audit, auth, home, users
+from host.console.pages import audit, auth, home, scripts, users
 
-ROUTERS = (auth.router, home.router, users.router, audit.router)
+ROUTERS = (auth.router, home.router, users.router, audit.router, scripts.router)
 
 
 def install_console(app: FastAPI) -> None:
