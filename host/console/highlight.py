@@ -52,7 +52,7 @@ def highlighted_lines(source: str, markers: Iterable[tuple[int, Marker]] = ()) -
     # into whole, well-formed lines
     fragments = highlight(source, PythonLexer(stripnl=False, ensurenl=True), _FORMATTER)
     lines = [
-        CodeLine(number, Markup(html))  # noqa: S704 - Pygments escapes the source it emits
+        CodeLine(number, Markup(html))
         for number, html in enumerate(fragments.split("\n")[: max(len(source.splitlines()), 1)], 1)
     ]
     for number, marker in markers:

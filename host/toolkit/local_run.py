@@ -11,8 +11,8 @@ from typing import Any
 
 from host.calls import ModuleCall, ModuleResult
 from host.contract.enforce import validate_return
-from host.contract.functions import contract_function
 from host.contract.function_model import PREFIX
+from host.contract.functions import contract_function
 from host.errors import InvalidInput, ModuleCallFailed, Problem
 from host.module_program import ModuleProgram
 from host.module_runtime import run_module_function

@@ -5,6 +5,7 @@ one unchanged)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -112,7 +113,7 @@ def test_integrator_fixes_a_syntax_error_runs_a_function_and_saves_a_version(
 
     page.get_by_label("Function").select_option("CRM_Marketing_ImportTemplates")
     page.get_by_label("Arguments (JSON array)").fill("[0, 10]")
-    page.get_by_label("Settings (JSON object)").fill('{"base": "%s"}' % served.url)
+    page.get_by_label("Settings (JSON object)").fill(json.dumps({"base": served.url}))
     page.get_by_role("button", name="Run function").click()
     result = page.get_by_role("region", name="Run of CRM_Marketing_ImportTemplates")
     result.wait_for()

@@ -23,8 +23,8 @@ from host.console.guard import ModulesViewer
 from host.console.highlight import Marker, highlighted_lines, line_of, stylesheet
 from host.console.templating import SECURITY_HEADERS, redirect, render
 from host.console_sessions import SignedIn
-from host.contract.functions import FUNCTIONS_BY_KIND
 from host.contract.enums import ModuleKind
+from host.contract.functions import FUNCTIONS_BY_KIND
 from host.errors import Conflict, InvalidInput, Problem
 from host.json_values import InvalidJson, loads_checked
 from host.modules.packages import ModulePackage
