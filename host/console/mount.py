@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from host.console.errors import install_console_errors
-from host.console.pages import audit, auth, contacts, home, scripts, templates, users
+from host.console.pages import activity, audit, auth, contacts, home, scripts, templates, users
 
-ROUTERS = (auth.router, home.router, users.router, audit.router, scripts.router, contacts.router, templates.router)
+ROUTERS = (auth.router, home.router, users.router, audit.router, scripts.router, contacts.router, templates.router, activity.router)
 
 
 def install_console(app: FastAPI) -> None:
