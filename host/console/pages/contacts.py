@@ -32,7 +32,8 @@ from host.platform import Host
 router = APIRouter(prefix="/console/tenants/{tenant_id}/contacts", include_in_schema=False)
 
 PAGE = 50
-STATUSES = [("", "Any status")] + [(s.value, s.value) for s in SubscriberStatus]
+STATUS_VALUES = [s.value for s in SubscriberStatus]
+STATUSES = [("", "Any status")] + [(s, s) for s in STATUS_VALUES]
 
 
 def _rows(upload: UploadFile, data: bytes) -> list[ContactRow]:
@@ -82,12 +83,16 @@ def contacts(
     tenant_id: str,
     viewer: TenantViewer,
     q: Annotated[str, Query(max_length=320)] = "",
-    status: Annotated[SubscriberStatus | None, Query()] = None,
+    status: Annotated[str, Query(max_length=20)] = "",
     category: Annotated[str, Query(max_length=255)] = "",
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
+    if status and status not in STATUS_VALUES:
+        raise InvalidInput(
+            "unknown status", [Problem("status", "one of " + ", ".join(STATUS_VALUES))]
+        )
     return _page(
-        request, viewer, tenant_id, q=q.strip(), status=status.value if status else "",
+        request, viewer, tenant_id, q=q.strip(), status=status,
         category=category.strip(), after=after,
     )  # fmt: skip
 
