@@ -12,12 +12,25 @@ from starlette.responses import Response
 
 from host.console.guard import TenantViewer
 from host.console.templating import render
+from host.errors import InvalidInput, Problem
 from host.marketing.invocation_log import InvocationFilter
 from host.platform import Host
 
 router = APIRouter(prefix="/console/tenants/{tenant_id}/activity", include_in_schema=False)
 
 PAGE = 50
+
+
+def _time(text: str, field: str) -> datetime | None:
+    """A filter's time as the form sends it (``2024-05-01T10:30``, UTC); empty is none."""
+    if not text.strip():
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(
+            "the time filter is invalid", [Problem(field, "a date and time, e.g. 2024-05-01T10:30")]
+        ) from None
 
 
 @router.get("")
@@ -28,14 +41,18 @@ def activity(
     module: Annotated[str, Query(max_length=64)] = "",
     function: Annotated[str, Query(max_length=100)] = "",
     outcome: Annotated[str, Query(max_length=40)] = "",
-    since: Annotated[datetime | None, Query()] = None,
-    until: Annotated[datetime | None, Query()] = None,
+    since: Annotated[str, Query(max_length=40)] = "",
+    until: Annotated[str, Query(max_length=40)] = "",
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     host: Host = request.app.state.host
     tenant = host.tenants.get(tenant_id)
     where = InvocationFilter(
-        module.strip() or None, function.strip() or None, outcome.strip() or None, since, until
+        module.strip() or None,
+        function.strip() or None,
+        outcome.strip() or None,
+        _time(since, "since"),
+        _time(until, "until"),
     )
     page = host.invocation_log.list_page(tenant_id, where, limit=PAGE, before=before)
     return render(
@@ -48,8 +65,8 @@ def activity(
                 "module": module,
                 "function": function,
                 "outcome": outcome,
-                "since": since.strftime("%Y-%m-%dT%H:%M") if since else "",
-                "until": until.strftime("%Y-%m-%dT%H:%M") if until else "",
+                "since": since,
+                "until": until,
             },
             "receipts": host.webhooks.receipts(tenant_id, limit=PAGE),
         },
