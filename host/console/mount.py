@@ -9,7 +9,16 @@ from starlette.staticfiles import StaticFiles
 from host.console.errors import install_console_errors
 from host.console.pages import activity, audit, auth, contacts, home, scripts, templates, users
 
-ROUTERS = (auth.router, home.router, users.router, audit.router, scripts.router, contacts.router, templates.router, activity.router)
+ROUTERS = (
+    auth.router,
+    home.router,
+    users.router,
+    audit.router,
+    scripts.router,
+    contacts.router,
+    templates.router,
+    activity.router,
+)
 
 
 def install_console(app: FastAPI) -> None:

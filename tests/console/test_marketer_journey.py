@@ -29,7 +29,9 @@ def tenant(served: RunningHost) -> Iterator[str]:
             "/api/v1/modules", json={"manifest": email_manifest(), "script": SCRIPT}
         ).is_success
         for tenant_id in ("acme", "globex"):
-            assert api.post("/api/v1/tenants", json={"id": tenant_id, "name": tenant_id.title()}).is_success
+            assert api.post(
+                "/api/v1/tenants", json={"id": tenant_id, "name": tenant_id.title()}
+            ).is_success
         enabled = api.put(
             "/api/v1/tenants/acme/modules/sendmail", json={"settings": {"api_key": "k-123456789"}}
         )
@@ -104,7 +106,9 @@ def test_marketer_imports_previews_and_publishes_templates(
     assert frame.get_by_role("heading", name="Hello t0").is_visible()
     # the template's script did not run: the sandbox and the preview's CSP stop it
     assert page.title() != "pwned"
-    preview = page.request.get(served.url + (page.locator("iframe.preview").get_attribute("src") or ""))
+    preview = page.request.get(
+        served.url + (page.locator("iframe.preview").get_attribute("src") or "")
+    )
     assert "sandbox" in preview.headers["content-security-policy"]
     marketer.screenshot("template-preview")
 

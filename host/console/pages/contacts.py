@@ -46,7 +46,9 @@ def _rows(upload: UploadFile, data: bytes) -> list[ContactRow]:
     try:
         body = loads_checked(data, root="file")
     except InvalidJson as exc:
-        raise InvalidInput("the file is not CSV or valid JSON", [Problem("file", str(exc))]) from None
+        raise InvalidInput(
+            "the file is not CSV or valid JSON", [Problem("file", str(exc))]
+        ) from None
     return rows_from_json(body)
 
 
@@ -124,6 +126,4 @@ def contact(request: Request, tenant_id: str, contact_id: str, viewer: TenantVie
     host: Host = request.app.state.host
     tenant = host.tenants.get(tenant_id)
     dossier = host.contact_erasure.export(tenant_id, contact_id)
-    return render(
-        request, "contact.html", {"tenant": tenant, "dossier": dossier}, viewer=viewer
-    )
+    return render(request, "contact.html", {"tenant": tenant, "dossier": dossier}, viewer=viewer)

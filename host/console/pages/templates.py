@@ -85,7 +85,9 @@ async def import_templates(
     except HostError as exc:
         return _list_page(request, viewer, tenant_id, errors=FormErrors.of(exc, ["module"]),
                           code=422 if isinstance(exc, InvalidInput) else 502)  # fmt: skip
-    request.state.audit_action = f"imported {report.imported} templates of {tenant_id} from {module}"
+    request.state.audit_action = (
+        f"imported {report.imported} templates of {tenant_id} from {module}"
+    )
     message = (
         f"Imported {report.imported} templates from {module} in {report.pages} page(s): "
         f"{report.created} new, {report.updated} updated."
