@@ -7,9 +7,33 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from host.console.errors import install_console_errors
-from host.console.pages import audit, auth, home, modules, tenants, users
+from host.console.pages import (
+    activity,
+    audit,
+    auth,
+    contacts,
+    home,
+    modules,
+    scripts,
+    templates,
+    tenants,
+    users,
+)
 
-ROUTERS = (auth.router, home.router, users.router, audit.router, modules.router, tenants.router)
+# the more specific pages first: /console/modules/{id}/scripts before the module pages,
+# a tenant's contacts, templates and activity before the tenant pages
+ROUTERS = (
+    auth.router,
+    home.router,
+    users.router,
+    audit.router,
+    scripts.router,
+    modules.router,
+    contacts.router,
+    templates.router,
+    activity.router,
+    tenants.router,
+)
 
 
 def install_console(app: FastAPI) -> None:

@@ -52,7 +52,13 @@ NAV: list[NavItem] = [
 """The main navigation; an item shows only to the roles listed (the routes guard
 themselves as well: hiding a link is not access control)."""
 
-TENANT_NAV: list[tuple[str, str]] = [("Overview", "")]
+TENANT_NAV: list[tuple[str, str]] = [
+    ("Overview", ""),
+    ("Contacts", "/contacts"),
+    ("Templates", "/templates"),
+    ("Campaigns", "/campaigns"),
+    ("Activity", "/activity"),
+]
 """Tabs of a tenant's pages, as (label, path after ``/console/tenants/{id}``)."""
 
 environment = Environment(

@@ -50,3 +50,33 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// an upload form with data-progress="ID" shows its upload in <progress id=ID>; the answer
+// (the next page, or the page's main part with the form's errors) is shown as a plain post's
+document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form[data-progress]")) {
+    const bar = document.getElementById(form.dataset.progress);
+    form.addEventListener("submit", (event) => {
+      if (!window.XMLHttpRequest || !bar) return;
+      event.preventDefault();
+      const request = new XMLHttpRequest();
+      request.open("POST", form.action);
+      bar.hidden = false;
+      request.upload.addEventListener("progress", (e) => {
+        if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
+      });
+      request.addEventListener("load", () => {
+        bar.value = 100;
+        if (request.responseURL && request.responseURL !== form.action) {
+          window.location.assign(request.responseURL);
+        } else {
+          const answer = new DOMParser().parseFromString(request.responseText, "text/html");
+          document.querySelector("main").replaceWith(answer.querySelector("main"));
+          const summary = document.getElementById("form-errors");
+          if (summary) summary.focus();
+        }
+      });
+      request.send(new FormData(form));
+    });
+  }
+});
