@@ -107,7 +107,7 @@ def run(size: int, batch_size: int) -> dict[str, float]:
         settings = HostSettings(
             database_url=f"sqlite:///{db}", secret_key="benchmark secret key", plugins=[]
         )
-        host = Host(settings, load_entry_points=False)
+        host = Host(settings, load_entry_points=False).open()
         try:
             body = {"manifest": MANIFEST, "script": SCRIPT}
             host.registry.upload(from_json_body(body, max_script_bytes=64 * 1024))

@@ -24,6 +24,7 @@ from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.secrets import hash_api_key, new_admin_token
 
 DEFAULT_NAME = "default"
+CONFIGURED_NAME = "configured"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -41,14 +42,16 @@ class AdminTokens:
         self._configured = configured
 
     def is_admin(self, token: str) -> bool:
+        return self.name_of(token) is not None
+
+    def name_of(self, token: str) -> str | None:
+        """The name of the admin token ``token`` is (``CRM_HOST_ADMIN_TOKEN`` is named
+        ``configured``), else None: how the audit log names who used it."""
         if self._configured and hmac.compare_digest(token.encode(), self._configured.encode()):
-            return True
+            return CONFIGURED_NAME
         digest = hash_api_key(token)
         with self.db.transaction() as session:
-            return (
-                session.scalar(select(AdminToken.name).where(AdminToken.token_sha256 == digest))
-                is not None
-            )
+            return session.scalar(select(AdminToken.name).where(AdminToken.token_sha256 == digest))
 
     def list(self) -> list[AdminTokenInfo]:
         with self.db.transaction() as session:

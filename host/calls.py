@@ -33,6 +33,9 @@ class ModuleCall:
     #: what the call is for: ``live`` traffic, or a run outside it (``local`` for
     #: ``crm-host module run``/``module test``; shadow and console test runs name their own)
     purpose: str = "live"
+    #: the HTTP request that caused the call (:mod:`host.request_ids`), None for background
+    #: work; stored on the invocation log row and handed to the sandbox as an opaque label
+    request_id: str | None = None
 
     @property
     def manifest(self) -> Manifest:

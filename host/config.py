@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -85,6 +86,21 @@ class HostSettings(BaseSettings):
         "`/hooks/...` then answers only on this host, and the API, docs and console answer "
         "404 there. Unset: webhooks share the public URL's origin.",
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of reverse proxies whose `X-Forwarded-For` names the "
+        "client (console sign-in limits, audit log); unset: the connection's address is the "
+        "client and `X-Forwarded-For` is ignored.",
+    )
+    console_session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="How long a console sign-in lasts."
+    )
+    console_sign_in_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed console sign-ins one account may have in 15 minutes before "
+        "further attempts are refused (a client address may have four times as many).",
+    )
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts, host:ports or CIDRs trusted although loopback/private.",
@@ -95,7 +111,13 @@ class HostSettings(BaseSettings):
         "empty loads none.",
     )
     log_format: Literal["text", "json"] = Field(
-        "text", description="`serve`'s log lines: text, or one JSON object a line."
+        "text",
+        description="`serve`'s log lines: text, or one JSON object a line (with the request id).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that may scrape `GET /metrics` and nothing else (so the "
+        "Prometheus configuration need not hold the admin token); the admin token works too.",
     )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
     sandbox_require: Annotated[list[str], NoDecode] = Field(
@@ -169,6 +191,12 @@ class HostSettings(BaseSettings):
     )
     max_script_bytes: int = Field(512 * 1024, ge=1024)
     max_archive_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    require_certified: bool = Field(
+        False,
+        description="Refuse to store a module version that fails certification (or comes "
+        "without the tests/ its cases are in), and to enable a version without a valid "
+        "certification (CRM_HOST_REQUIRE_CERTIFIED=1).",
+    )
     webhook_max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest webhook body accepted (413 above)."
     )
@@ -206,6 +234,12 @@ class HostSettings(BaseSettings):
         description="Days stored webhook requests (sealed, for replay) are kept; 0 keeps them "
         "forever (still bounded per tenant by CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT).",
     )
+    retention_outbox_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days the outbox keeps settled mail (sent, or failed for good) after it "
+        "was queued; 0 keeps it forever. Queued mail is never purged.",
+    )
     webhook_requests_max_bytes_per_tenant: int = Field(
         1024**3,
         ge=0,
@@ -239,8 +273,23 @@ class HostSettings(BaseSettings):
     )
 
     _split = field_validator(
-        "egress_allow", "plugins", "sandbox_require", "secret_keys", mode="before"
+        "egress_allow",
+        "plugins",
+        "sandbox_require",
+        "secret_keys",
+        "trusted_proxies",
+        mode="before",
     )(_split_commas)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+        return value
 
     @field_validator("sandbox_require")
     @classmethod

@@ -84,7 +84,8 @@ class ServiceBusy(HostError):
 
 
 class RateLimited(ServiceBusy):
-    """A webhook URL's configured request rate was exceeded (always 429)."""
+    """A configured rate was exceeded (always 429): a webhook URL's request rate, or a
+    console account's or client address's failed sign-ins."""
 
     kind = "rate_limited"
 

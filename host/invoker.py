@@ -26,6 +26,7 @@ from host.contract.functions import HOOK_NAMES, contract_function
 from host.errors import HostError, ModuleCallFailed, ModuleNotImplemented, NotFound
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
+from host.request_ids import current_request_id
 from host.tenants import RuntimeEnablement, TenantService
 
 CallEffects = Callable[[Session, ModuleResult], None]
@@ -105,6 +106,7 @@ class ModuleInvoker:
             program=runtime.program,
             settings=runtime.settings,
             secret_values=runtime.secret_values,
+            request_id=current_request_id(),
         )
         hook = getattr(self.hooks.hook, HOOK_NAMES[function])
         arguments = contract.complete_keywords(arguments)  # omitted optional ones → None

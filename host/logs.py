@@ -4,7 +4,8 @@ The public webhook URL carries its credential in the path (``/hooks/{tenant}/{mo
 and callers sometimes put keys in query strings (``?api_key=…``), so an access log written as
 uvicorn does by default hands whoever reads the log the right to post webhooks for every
 tenant. :class:`CredentialFilter` masks both in every record before any handler formats it;
-``CRM_HOST_LOG_FORMAT=json`` writes one JSON object a line for log shippers.
+``CRM_HOST_LOG_FORMAT=json`` writes one JSON object a line for log shippers, each with the
+``request_id`` of the HTTP request it was logged for (:mod:`host.request_ids`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import logging
 import re
 from typing import Any
+
+from host.request_ids import current_request_id
 
 MASK = "***"
 
@@ -50,7 +53,9 @@ class CredentialFilter(logging.Filter):
 
 
 class JsonLineFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and the exception, if any)."""
+    """One JSON object per record: time, level, logger, message, the request id when the
+    record was logged while serving a request (and the exception, if any). Handlers format
+    in the thread that logs, so the request's context variable is still the current one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -59,6 +64,9 @@ class JsonLineFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = current_request_id()
+        if request_id is not None:
+            entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = mask_credentials(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)

@@ -46,6 +46,7 @@ def module_invocation(
         callbacks=callbacks,
         redact=call.secret_values,
         label=f"{call.tenant_id}/{call.module_ref}",
+        request_id=call.request_id or "",
         isolation_key=call.isolation_key,
     )
 

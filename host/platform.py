@@ -25,9 +25,14 @@ from typing import Self
 
 from cryptography.fernet import MultiFernet
 
+from host.accounts import UserAccounts
 from host.admin_tokens import AdminTokens
+from host.audit import AuditLog
 from host.calls import ModuleCall
+from host.certification import CertificationService
+from host.client_address import ClientAddresses
 from host.config import HostSettings
+from host.console_sessions import ConsoleSessions
 from host.contract.enforce import ContractEnforcer
 from host.db.engine import Database
 from host.db.migrate import revisions, upgrade_to_head
@@ -44,14 +49,18 @@ from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
+from host.marketing.shadow_runs import ShadowRunner
 from host.marketing.stats import StatsService
 from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
 from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
+from host.metrics.gauges import DatabaseGauges, SandboxGauges
+from host.metrics.instruments import HostMetrics
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
-from host.modules.registry import ModuleRegistry
+from host.modules.packages import ModulePackage
+from host.modules.registry import ModuleRegistry, VersionInfo
 from host.plugin_context import PluginContext
 from host.plugin_manager import make_plugin_manager
 from host.retention import RetentionPolicy, RetentionPurger
@@ -62,6 +71,7 @@ from host.secrets import (
     fernet_from_setting,
     key_file_fernet,
 )
+from host.sign_in_limits import SignInLimits
 from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
 from sandbox.invocation import HostCallback
@@ -69,6 +79,7 @@ from sandbox.pool import SandboxPool
 
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("invocation_log", "plugins.invocation_log:InvocationLog"),
+    ("call_metrics", "plugins.metrics:CallMetrics"),
     ("sandbox_bridge", "plugins.sandbox_bridge:SandboxBridge"),
 )
 """Built-in plugins, named ``module:class``; each is built by its ``from_context`` classmethod
@@ -149,14 +160,24 @@ class Host:
         self.db = db = Database(settings.database_url)  # connects on first use
         self.box = SecretBox(lambda: _fernet(settings))  # loaded by open()
         self.admin_tokens = AdminTokens(db, settings.admin_token)
+        self.accounts = UserAccounts(db)
+        self.console_sessions = ConsoleSessions(db, timedelta(hours=settings.console_session_hours))
+        self.sign_in_limits = SignInLimits(
+            per_account=settings.console_sign_in_failures,
+            per_address=4 * settings.console_sign_in_failures,
+        )
+        self.client_addresses = ClientAddresses(settings.trusted_proxies)
+        self.audit = AuditLog(db)
         self.module_storage = ModuleStorageStore(db)
         self.contacts = ContactService(db)
+        self.metrics = HostMetrics()  # a registry of this host's own (GET /metrics)
         plugin_context = PluginContext(
             settings=settings,
             db=db,
             module_storage=self.module_storage,
             sandbox=lambda: self.sandbox,
             script_callbacks=self.script_callbacks,
+            metrics=self.metrics,
         )
         self.hooks = make_plugin_manager(
             [
@@ -168,8 +189,21 @@ class Host:
             load_entry_points=load_entry_points,
         )
         self.registry = ModuleRegistry(db, self.hooks, max_script_bytes=settings.max_script_bytes)
+        self.certifications = CertificationService(
+            db,
+            self.box,
+            lambda: self.sandbox,
+            max_script_bytes=settings.max_script_bytes,
+            egress_allow=settings.egress_allow,
+            required=settings.require_certified,
+        )
         self.tenants = TenantService(
-            db, self.registry, self.box, self.hooks, settings.webhook_url_base
+            db,
+            self.registry,
+            self.box,
+            self.hooks,
+            settings.webhook_url_base,
+            version_gate=self.certifications.check_enable,
         )
         self.shares = ModuleShares(settings)
         self.invoker = ModuleInvoker(
@@ -202,8 +236,19 @@ class Host:
             retry_attempts=settings.webhook_retry_attempts,
             retry_s=settings.webhook_retry_seconds,
             background_workers=settings.webhook_background_workers,
+            on_receipt=self.metrics.count_receipt,
         )
         self.webhook_replay = WebhookReplay(self.webhooks)
+        self.shadow_runs = ShadowRunner(
+            db,
+            self.box,
+            self.tenants,
+            self.module_storage,
+            self.shares,
+            sandbox=lambda: self.sandbox,
+            script_callbacks=self.script_callbacks,
+            egress_allow=settings.egress_allow,
+        )
         self.campaign_stats = StatsService(
             db, self.invoker, ttl_seconds=settings.campaign_stats_ttl_seconds
         )
@@ -231,6 +276,10 @@ class Host:
             db,
             RetentionPolicy.from_settings(settings),
             interval_s=settings.retention_interval_seconds,
+        )
+        # read at scrape time (registering runs no query, nor starts the pool)
+        self.metrics.register(
+            [SandboxGauges(self.started_sandbox, self.shares.admission), DatabaseGauges(db)]
         )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -323,6 +372,20 @@ class Host:
                     acquire_timeout_s=self.settings.sandbox_wait_s,
                 )
             return self._sandbox
+
+    def started_sandbox(self) -> SandboxPool | None:
+        """The pool if it has been started, without starting it (for a metrics scrape)."""
+        with self._sandbox_lock:
+            return self._sandbox
+
+    def upload_module(self, package: ModulePackage) -> VersionInfo:
+        """Store a version: certified first when it brings its tests/ (or certification is
+        required, which refuses a failing one), the report kept with the version."""
+        report = self.certifications.check_upload(package)
+        info = self.registry.upload(package)
+        if report is not None:
+            self.certifications.store(info.id, info.version, report)
+        return info
 
     def script_callbacks(self, call: ModuleCall) -> dict[str, HostCallback]:
         """Host callbacks lent to this call's script (``crm.*``), scoped to its tenant."""

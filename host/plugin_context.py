@@ -10,7 +10,8 @@ construction, the few things it uses:
 * ``module_storage`` — the modules' persistent storage (the sandbox bridge lends it);
 * ``sandbox`` — the worker pool, as a function: the pool starts on first use, not when
   plugins are built;
-* ``script_callbacks`` — the host callbacks (``crm.*``) lent to one call's script.
+* ``script_callbacks`` — the host callbacks (``crm.*``) lent to one call's script;
+* ``metrics`` — the host's Prometheus counters (the metrics plugin counts calls in them).
 
 Deliberately absent: the invoker, the flows and the plugin manager, so that serving a hook
 can never re-enter the code that called it. Entry-point plugins are registered as loaded
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from host.calls import ModuleCall
 from host.config import HostSettings
 from host.db.engine import Database
+from host.metrics.instruments import HostMetrics
 from host.module_storage import ModuleStorageStore
 from sandbox.invocation import HostCallback
 from sandbox.pool import SandboxPool
@@ -39,3 +41,4 @@ class PluginContext:
     module_storage: ModuleStorageStore
     sandbox: Callable[[], SandboxPool]
     script_callbacks: ScriptCallbacks
+    metrics: HostMetrics

@@ -1,9 +1,11 @@
 """Retention: invocation log rows (with their captured logs), webhook receipts, stored
-webhook requests, remembered provider event ids and the deliveries of finished campaigns are
-deleted once older than their configured number of days. Stored webhook requests are also
-bounded per tenant (``CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT``): above it the oldest
-go first. Event ids are kept for exactly their dedupe window
-(``CRM_HOST_WEBHOOK_EVENT_WINDOW_DAYS``): an older one no longer makes a repeat.
+webhook requests, remembered provider event ids, the deliveries of finished campaigns and the
+outbox's settled mail (sent, or failed for good: recipients and bodies are personal data) are
+deleted once older than their configured number of days; queued mail is never purged.
+Stored webhook requests are also bounded per tenant
+(``CRM_HOST_WEBHOOK_REQUESTS_MAX_BYTES_PER_TENANT``): above it the oldest go first. Event
+ids are kept for exactly their dedupe window (``CRM_HOST_WEBHOOK_EVENT_WINDOW_DAYS``): an
+older one no longer makes a repeat.
 
 At 100 webhooks a second these tables gain millions of rows a day. The purge deletes at most
 ``batch_size`` rows per transaction, oldest first, through the timestamp indexes, so a purge
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import ColumnElement, delete, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from host.config import HostSettings
@@ -33,6 +35,7 @@ from host.db.models import (
     Campaign,
     Delivery,
     Invocation,
+    OutboxMessage,
     WebhookEvent,
     WebhookReceipt,
     WebhookRequest,
@@ -40,7 +43,14 @@ from host.db.models import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("invocations", "webhook_receipts", "webhook_requests", "webhook_events", "deliveries")
+KINDS = (
+    "invocations",
+    "webhook_receipts",
+    "webhook_requests",
+    "webhook_events",
+    "deliveries",
+    "outbox",
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class RetentionPolicy:
     webhook_events_days: float = 7.0
     webhook_requests_max_bytes: int = 1024**3
     """Most bytes of stored requests per tenant (0: none are stored, nothing to bound)."""
+    outbox_days: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: HostSettings) -> RetentionPolicy:
@@ -66,6 +77,7 @@ class RetentionPolicy:
             webhook_requests_days=settings.retention_webhook_requests_days,
             webhook_events_days=settings.webhook_event_window_days,
             webhook_requests_max_bytes=settings.webhook_requests_max_bytes_per_tenant,
+            outbox_days=settings.retention_outbox_days,
         )
 
     def days(self, kind: str) -> float:
@@ -91,6 +103,7 @@ class RetentionPurger:
             "webhook_requests": self._purge_requests,
             "webhook_events": self._purge_events,
             "deliveries": self._purge_deliveries,
+            "outbox": self._purge_outbox,
         }
         deleted: dict[str, int] = {}
         for kind, purge in purges.items():
@@ -106,7 +119,12 @@ class RetentionPurger:
         return self._purge_by_id(WebhookReceipt, WebhookReceipt.received_at, cutoff)
 
     def _purge_requests(self, cutoff: datetime) -> int:
-        return self._purge_by_id(WebhookRequest, WebhookRequest.received_at, cutoff)
+        processed = WebhookRequest.pending.is_(False)
+        return self._purge_by_id(WebhookRequest, WebhookRequest.received_at, cutoff, processed)
+
+    def _purge_outbox(self, cutoff: datetime) -> int:
+        settled = OutboxMessage.status.in_(("sent", "failed"))
+        return self._purge_by_id(OutboxMessage, OutboxMessage.created_at, cutoff, settled)
 
     def _purge_events(self, cutoff: datetime) -> int:
         total = 0
@@ -134,7 +152,9 @@ class RetentionPurger:
         return total
 
     def _purge_requests_over_quota(self) -> int:
-        """Per tenant over the byte quota: delete its oldest stored requests until under."""
+        """Per tenant over the byte quota: delete its oldest stored requests until under.
+        A request acknowledged but not processed yet (acknowledge-first intake) is never
+        deleted, by age or by quota: the service was told it arrived, so it is the only copy."""
         quota = self.policy.webhook_requests_max_bytes
         with self.db.transaction() as session:
             over = session.execute(
@@ -149,7 +169,10 @@ class RetentionPurger:
                 with self.db.transaction() as session:
                     rows = session.execute(
                         select(WebhookRequest.id, WebhookRequest.size_bytes)
-                        .where(WebhookRequest.tenant_id == tenant_id)
+                        .where(
+                            WebhookRequest.tenant_id == tenant_id,
+                            WebhookRequest.pending.is_(False),
+                        )
                         .order_by(WebhookRequest.id)
                         .limit(self.policy.batch_size)
                     ).all()
@@ -168,17 +191,19 @@ class RetentionPurger:
 
     def _purge_by_id(
         self,
-        model: type[Invocation] | type[WebhookReceipt] | type[WebhookRequest],
+        model: type[Invocation] | type[WebhookReceipt] | type[WebhookRequest] | type[OutboxMessage],
         stamp: InstrumentedAttribute[datetime],
         cutoff: datetime,
+        *conditions: ColumnElement[bool],
     ) -> int:
-        """Oldest first through the index on ``stamp``, ``batch_size`` rows a transaction."""
+        """Oldest first through the index on ``stamp``, ``batch_size`` rows a transaction;
+        only rows that also meet ``conditions``."""
         total = 0
         while not self._stop.is_set():
             with self.db.transaction() as session:
                 ids = session.scalars(
                     select(model.id)
-                    .where(stamp < cutoff)
+                    .where(stamp < cutoff, *conditions)
                     .order_by(stamp)
                     .limit(self.policy.batch_size)
                 ).all()

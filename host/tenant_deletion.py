@@ -27,6 +27,7 @@ from host.db.engine import Database
 from host.db.models import (
     Campaign,
     CampaignKey,
+    ConsoleUser,
     Contact,
     ContactSuppression,
     ContactUnsubscription,
@@ -68,6 +69,7 @@ TENANT_TABLES: tuple[Any, ...] = (
     ContactSuppression,
     SuppressionPolicySetting,
     CampaignKey,
+    ConsoleUser,
 )
 """Tables with a ``tenant_id``, in purge order (children before parents); deliveries, which
 belong to campaigns, go before all of them."""

@@ -8,6 +8,7 @@ import builtins
 import copy
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -83,12 +84,15 @@ class TenantService:
         box: SecretBox,
         hooks: pluggy.PluginManager,
         webhook_url_base: str,
+        version_gate: Callable[[str, str], None] | None = None,
     ):
         self.db = db
         self.registry = registry
         self.box = box
         self.hooks = hooks
         self.webhook_url_base = webhook_url_base
+        #: raises when a version may not be newly pinned and enabled (certification)
+        self.version_gate = version_gate
 
     # --- tenants --------------------------------------------------------------------------
 
@@ -187,7 +191,11 @@ class TenantService:
             current = session.get(Enablement, (tenant_id, module_id))
             stored = self._full_settings(current) if current else {}
             pinned = current.version if current else None
+            was_on = current.enabled if current else False
         version_row = self.registry.stored(module_id, version or pinned)
+        turning_on = enabled is not False and (pinned != version_row.version or not was_on)
+        if self.version_gate is not None and turning_on:
+            self.version_gate(module_id, version_row.version)
         manifest = version_row.manifest
         merged = (
             merge_settings(manifest, stored, settings, mode=settings_mode)
@@ -274,6 +282,21 @@ class TenantService:
                 .order_by(Enablement.module_id)
             ).all()
         return [self.enablement(tenant_id, r.module_id) for r in rows]
+
+    def module_uses(self) -> dict[str, builtins.list[tuple[str, str, bool]]]:
+        """Which live tenants use each module: ``{module: [(tenant, version, enabled)]}``."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(Enablement.module_id, Enablement.tenant_id, Enablement.version,
+                       Enablement.enabled)
+                .join(Tenant, Tenant.id == Enablement.tenant_id)
+                .where(Tenant.deleted_at.is_(None))
+                .order_by(Enablement.module_id, Enablement.tenant_id)
+            ).all()  # fmt: skip
+        uses: dict[str, builtins.list[tuple[str, str, bool]]] = {}
+        for module_id, tenant_id, version, enabled in rows:
+            uses.setdefault(module_id, []).append((tenant_id, version, enabled))
+        return uses
 
     def runtime(
         self, tenant_id: str, module_id: str, version: str | None = None

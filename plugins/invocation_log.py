@@ -77,6 +77,7 @@ class InvocationLog:
             fetches=trace.fetches if trace else [],
             cpu_ms=trace.cpu_ms if trace else None,
             peak_memory_kb=trace.peak_memory_kb if trace else None,
+            request_id=call.request_id,
         )
         try:
             with self.db.transaction() as session:

@@ -79,6 +79,7 @@ class FairAdmission:
         self._queues: dict[str, deque[_Waiter]] = {}
         self._grants = 0
         self._last_served: dict[str, int] = {}  # group -> grant number, while it is active
+        self._refused: Counter[RefusalReason] = Counter()
 
     @contextmanager
     def admitted(self, group: str, key: Hashable, *, wait_s: float | None = None) -> Iterator[None]:
@@ -96,6 +97,7 @@ class FairAdmission:
         with self._lock:
             queue = self._queues.get(group)
             if queue is not None and len(queue) >= self.max_waiting_per_group:
+                self._refused["queue_full"] += 1
                 raise AdmissionRefused(group, "queue_full", self._retry_after(timeout))
             if queue is None:
                 queue = self._queues[group] = deque()
@@ -107,6 +109,7 @@ class FairAdmission:
             if waiter.granted:  # a grant that raced the timeout still counts
                 return
             self._forget_locked(group, waiter)
+            self._refused["deadline"] += 1
         raise AdmissionRefused(group, "deadline", self._retry_after(timeout))
 
     def release(self, group: str, key: Hashable) -> None:
@@ -129,6 +132,11 @@ class FairAdmission:
                 g: {"running": self._running_group[g], "waiting": len(self._queues.get(g, ()))}
                 for g in sorted(groups)
             }
+
+    def refusals(self) -> dict[RefusalReason, int]:
+        """Calls refused since start, by reason (for metrics)."""
+        with self._lock:
+            return dict(self._refused)
 
     # -- internals (called with the lock held) ---------------------------------------------
 

@@ -152,6 +152,7 @@ class Conversation:
             peak_memory_kb=result.peak_memory_kb,
             storage=result.storage,
             worker_pid=self.worker.pid,
+            request_id=self.invocation.request_id,
         )
 
     def _run_message(self) -> dict[str, Any]:
@@ -163,6 +164,7 @@ class Conversation:
             "hash": inv.source_hash,
             "filename": inv.filename,
             "function": inv.function,
+            "request_id": inv.request_id,
             "args": list(inv.args),
             "kwargs": dict(inv.kwargs),
             "settings": dict(inv.settings),
@@ -248,6 +250,8 @@ class Conversation:
                 return self._kill("protocol")
             try:
                 if op == "done":
+                    if frame.get("request_id", "") != self.invocation.request_id:
+                        return self._kill("protocol")  # an answer to some other request
                     return self._finish(frame)
                 if op == "need" and not asked_again:
                     asked_again = True

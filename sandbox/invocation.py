@@ -78,6 +78,10 @@ class Invocation:
     redact: Sequence[str] = ()
     #: free text for diagnostics, e.g. ``tenant/module@1.0.0``
     label: str = ""
+    #: the caller's correlation id (an HTTP request id, say): an opaque label the sandbox
+    #: never interprets; it travels to the worker in the run frame, comes back in the
+    #: worker's ``done`` frame (which must echo it) and is on the result
+    request_id: str = ""
     #: the trust domain of the code (an opaque, hashable value such as
     #: ``("live", tenant, module, version)``): a worker that ran code of one key never runs
     #: code of another; ``None`` is one domain of its own (callers that mix tenants, modules
@@ -131,6 +135,8 @@ class InvocationResult:
     #: the new storage snapshot when the call succeeded and changed it, else None
     storage: dict[str, Any] | None = None
     worker_pid: int | None = None
+    #: the invocation's ``request_id`` (the parent's own copy, not the worker's word)
+    request_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -39,6 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox.channel import (
@@ -62,6 +63,26 @@ class PoolClosed(RuntimeError):
 
 class WorkerStartError(RuntimeError):
     """Workers cannot be started (the pool is empty and spawning keeps failing)."""
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A consistent snapshot of the pool for monitoring (read under the pool's lock).
+
+    ``busy`` workers are running an invocation; ``waiting`` callers are blocked for an idle
+    worker right now; ``waits`` counts the acquisitions since start that had to wait at all
+    (``wait_timeouts`` of them gave up at the acquire deadline)."""
+
+    size: int
+    alive: int
+    idle: int
+    busy: int
+    spares: int
+    waiting: int
+    waits: int
+    wait_timeouts: int
+    replacements: int
+    evictions: int
 
 
 class SandboxPool:
@@ -145,6 +166,10 @@ class SandboxPool:
         self.replacements = 0
         #: idle workers of another key killed to make room (LRU eviction)
         self.evictions = 0
+        self._busy = 0
+        self._waiting = 0
+        self._waits = 0
+        self._wait_timeouts = 0
         if start:
             self.start()
 
@@ -229,6 +254,22 @@ class SandboxPool:
         with self._cond:
             return len(self._idle)
 
+    def stats(self) -> PoolStats:
+        """Sizes and wait counters, read together (for a metrics scrape; changes nothing)."""
+        with self._cond:
+            return PoolStats(
+                size=self.size,
+                alive=len(self._workers),
+                idle=len(self._idle),
+                busy=self._busy,
+                spares=len(self._spare_pool),
+                waiting=self._waiting,
+                waits=self._waits,
+                wait_timeouts=self._wait_timeouts,
+                replacements=self.replacements,
+                evictions=self.evictions,
+            )
+
     def wait_full(self, timeout: float = 10.0) -> bool:
         """Block until ``size`` workers are alive (after kills/replacements)."""
         deadline = time.monotonic() + timeout
@@ -309,6 +350,7 @@ class SandboxPool:
             None if self.acquire_timeout_s is None else time.monotonic() + self.acquire_timeout_s
         )
         evicted: list[WorkerProcess] = []
+        waited = False
         try:
             with self._cond:
                 while True:
@@ -319,6 +361,7 @@ class SandboxPool:
                         # one poll/waitpid syscall: workers die together when their
                         # template does, more than run()'s retries could skip
                         if worker.alive():
+                            self._busy += 1
                             return worker
                         evicted.append(worker)
                         self._discard_locked(worker)
@@ -338,8 +381,16 @@ class SandboxPool:
                         )
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
+                        self._wait_timeouts += 1
                         raise TimeoutError("no idle sandbox worker")
-                    self._cond.wait(remaining)
+                    if not waited:
+                        waited = True
+                        self._waits += 1
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiting -= 1
         finally:
             for victim in evicted:
                 victim.discard()  # outside the lock; nobody needs its exit status
@@ -365,9 +416,12 @@ class SandboxPool:
         if not healthy:
             worker.discard()  # SIGKILL (+ reap when spawned): cheap, and outside the lock
         with self._cond:
+            self._busy -= 1
             if healthy and not self._closed and worker in self._workers:
                 self._idle.append(worker)
-                self._cond.notify()
+                # all: the supervisor waits on this condition too, and a single notify it
+                # took would leave a caller waiting for a worker that is idle
+                self._cond.notify_all()
             else:
                 healthy = False
                 self._discard_locked(worker)
@@ -494,6 +548,7 @@ class SandboxPool:
 
 __all__ = [
     "PoolClosed",
+    "PoolStats",
     "SandboxPool",
     "WorkerProcess",
     "WorkerStartError",

@@ -297,6 +297,8 @@ def _run(state: _State, message: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {
         "op": "done",
         "inv": invocation_id,
+        # the caller's correlation id, echoed unread: it labels this result, nothing more
+        "request_id": str(message.get("request_id", "")),
         "ok": error is None,
         "log": capabilities.log_text(),
         "log_total_bytes": capabilities.log_total_bytes,

@@ -241,8 +241,8 @@ def test_sandbox_reads_no_host_variable() -> None:
     assert offenders == []
 
 
-ENTRY_LAYERS = ("host/api/", "host/cli/", "host/demo/")
-"""Where a ``Host`` is built or served: the HTTP app, the CLI and the demo."""
+ENTRY_LAYERS = ("host/api/", "host/cli/", "host/demo/", "host/console/")
+"""Where a ``Host`` is built or served: the HTTP app, the CLI, the demo and the console."""
 
 
 def test_no_service_reaches_through_host() -> None:

@@ -8,15 +8,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from host.api.audit_trail import AuditTrail
 from host.api.errors import install_error_handlers
 from host.api.executors import RouteExecutors
+from host.api.request_id import RequestIdMiddleware
 from host.api.routes import (
+    audit,
     campaigns,
     contacts,
     invocations,
     messenger,
     meta,
+    metrics,
     modules,
+    shadow_runs,
     system,
     templates,
     tenants,
@@ -25,6 +30,7 @@ from host.api.routes import (
 from host.api.secret_masking import TenantAnswerMasking
 from host.api.webhook_gate import WebhookGate
 from host.api.webhook_origin import WebhookOriginGate
+from host.console.mount import install_console
 from host.origins import authority_of
 from host.platform import Host
 
@@ -63,6 +69,7 @@ def create_app(host: Host) -> FastAPI:
     app.add_middleware(TenantAnswerMasking, tenants=host.tenants)
     for router in (
         meta.router,
+        metrics.router,
         system.router,
         modules.router,
         tenants.router,
@@ -72,10 +79,16 @@ def create_app(host: Host) -> FastAPI:
         messenger.router,
         invocations.router,
         campaigns.router,
+        shadow_runs.router,
+        audit.router,
     ):
         app.include_router(router)
+    install_console(app)
+    app.add_middleware(AuditTrail, audit=host.audit, addresses=host.client_addresses)
     if host.settings.webhook_base_url:
         app.add_middleware(
             WebhookOriginGate, webhook_origin=authority_of(host.settings.webhook_base_url)
         )
+    # added last, so outermost: every answer, a gate's refusal included, carries the id
+    app.add_middleware(RequestIdMiddleware)
     return app

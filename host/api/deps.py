@@ -34,17 +34,22 @@ class Caller:
 
 
 def get_caller(
+    request: Request,
     host: HostDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
+    """Who is calling; also named for the audit log (``host.api.audit_trail``)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     token = credentials.credentials
-    if host.admin_tokens.is_admin(token):
+    admin_name = host.admin_tokens.name_of(token)
+    if admin_name is not None:
+        request.state.audit_actor = f"admin token {admin_name}"
         return Caller(is_admin=True)
     tenant_id = host.tenants.tenant_for_key(token)
     if tenant_id is None:
         raise Unauthorized("invalid token")
+    request.state.audit_actor = f"tenant {tenant_id} API key"
     return Caller(is_admin=False, tenant_id=tenant_id)
 
 

@@ -128,6 +128,28 @@ class VersionDetail(ApiModel):
     uploaded_at: IsoTime
 
 
+class CertificationCheck(ApiModel):
+    name: str
+    passed: bool
+    details: list[str]
+
+
+class CertificationOut(ApiModel):
+    """A version's certification report; ``valid``: it is bound to this version's content
+    and its sealed digest verifies."""
+
+    format: int
+    module: str
+    version: str
+    content_hash: str
+    passed: bool
+    checks: list[CertificationCheck]
+    certified_at: datetime
+    certified_by: str
+    digest: str
+    valid: bool
+
+
 class VersionRemoved(ApiModel):
     id: str
     version: str
@@ -282,6 +304,7 @@ class ExportedReceiptOut(ApiModel):
     status: int
     skipped: list[Any]
     error: str | None
+    actions: list[Any] | None = Field(None, description="The actions the module returned")
 
 
 class ExportedMailOut(ApiModel):
@@ -381,6 +404,10 @@ class InvocationOut(ApiModel):
     fetches: list[dict[str, Any]] = Field(description="method, host, status, ms of each fetch")
     cpu_ms: float | None
     peak_memory_kb: int | None
+    request_id: str | None = Field(
+        description="`X-Request-ID` of the HTTP request that caused the call; null for "
+        "background work (campaign jobs, acknowledge-first webhooks)"
+    )
 
 
 class InvocationPage(ApiModel):
@@ -505,6 +532,54 @@ class WebhookReplayOut(ApiModel):
     error: str | None = Field(None, description="Why the module call failed, if it did")
 
 
+class ShadowSideOut(ApiModel):
+    """What one version did with a stored request (`source`: `receipt`, or `rerun` for a
+    receipt older than kept actions) or would do (`shadow`); `none` when nothing is known."""
+
+    version: str | None
+    source: str
+    status: int | None = Field(description="The reply status (500/501 when the call failed)")
+    error: str | None = Field(description="`kind: message` when the call failed")
+    actions: list[Any] | None = Field(
+        description="The returned actions (secrets masked; a SendEmail body as its length "
+        "and SHA-256); null when the call failed"
+    )
+    duration_ms: float | None
+    unmatched_fetches: list[str] = Field(
+        description="Fetches refused because no recording answered them (never made)"
+    )
+    storage_writes: list[str] = Field(
+        description="Storage keys the call wrote and host callbacks it was refused "
+        "(none of it stored)"
+    )
+    fetches: list[Any]
+
+
+class ShadowResultOut(ApiModel):
+    request: int = Field(description="The stored webhook request")
+    received_at: IsoTime
+    verdict: str = Field(description="`same`, `differs` or `no_baseline`")
+    current: ShadowSideOut
+    candidate: ShadowSideOut
+    only_current: list[Any] = Field(description="Actions only the current version returned")
+    only_candidate: list[Any] = Field(description="Actions only the shadowed version returned")
+    reordered: bool = Field(description="The same actions, in another order")
+
+
+class ShadowRunOut(ApiModel):
+    tenant: str
+    module: str
+    version: str = Field(description="The shadowed version")
+    current_version: str = Field(description="The version pinned for the tenant")
+    matched: int = Field(description="Stored requests in the window (at most `limit` ran)")
+    stopped: str = Field(description="`complete`, or `time` when the time was up first")
+    elapsed_ms: float
+    same: int
+    differs: int
+    no_baseline: int
+    requests: list[ShadowResultOut]
+
+
 class OutboxMessageOut(ApiModel):
     id: int
     module: str
@@ -515,3 +590,21 @@ class OutboxMessageOut(ApiModel):
     error: str | None
     created_at: IsoTime
     sent_at: IsoTime | None
+
+
+class AuditEntryOut(ApiModel):
+    id: int
+    at: IsoTime
+    actor: str = Field(
+        description="Who: a console user's email, an admin token by name, or a tenant's API key"
+    )
+    action: str = Field(description="What, in words (or the method and path)")
+    method: str
+    path: str
+    status: int
+    client: str = Field(description="The client's address (see CRM_HOST_TRUSTED_PROXIES)")
+
+
+class AuditPage(ApiModel):
+    items: list[AuditEntryOut]
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page")

@@ -17,8 +17,15 @@ from host.cli.contacts import app as contact_app
 from host.cli.demo import demo
 from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
-from host.cli.module_dev import module_new, module_test, module_validate, upload_remote
+from host.cli.module_dev import (
+    module_certify,
+    module_new,
+    module_test,
+    module_validate,
+    upload_remote,
+)
 from host.cli.module_run import module_run
+from host.cli.module_shadow import module_shadow
 from host.cli.operations import backup, purge, restore, secrets_app
 from host.cli.output import err, handles_errors, out, print_json, table
 from host.cli.templates import app as templates_app
@@ -46,6 +53,8 @@ module_app.command("new")(module_new)
 module_app.command("validate")(module_validate)
 module_app.command("run")(module_run)
 module_app.command("test")(module_test)
+module_app.command("shadow")(module_shadow)
+module_app.command("certify")(module_certify)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(templates_app, name="templates")
 app.add_typer(campaign_app, name="campaign")
@@ -165,7 +174,7 @@ def module_upload(
         upload_remote(path, url, token)
         return
     with open_host(database_url, home) as host:
-        info = host.registry.upload(read_package(path, host.settings))
+        info = host.upload_module(read_package(path, host.settings))
         verb = "stored" if info.created else "already stored (identical)"
         out.print(f"{info.id}@{info.version} {verb}: {info.kind} module")
         out.print("functions: " + (", ".join(info.functions) or "none"))
@@ -190,6 +199,17 @@ def module_list(database_url: DatabaseOption = None, home: HomeOption = None) ->
                 for m in host.registry.list()
             ),
         )
+
+
+@module_app.command("certification")
+@handles_errors
+def module_certification(
+    module_id: str, version: str, database_url: DatabaseOption = None, home: HomeOption = None
+) -> None:
+    """The certification report the host keeps with a version, as JSON."""
+    with open_host(database_url, home, read_only=True) as host:
+        report = host.certifications.report(module_id, version)
+    out.print_json(data=report)
 
 
 @module_app.command("show")

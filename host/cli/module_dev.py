@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ from host.contract.enums import ModuleKind
 from host.errors import InvalidInput
 from host.modules.packages import MANIFEST_NAME, from_directory
 from host.toolkit.cases import render, run_module_cases
+from host.toolkit.certify import REPORT_NAME, certify
+from host.toolkit.certify import render as render_certification
 from host.toolkit.lint import validate_module
 from host.toolkit.local_run import load_module
 from host.toolkit.scaffold import create_module
@@ -96,12 +99,52 @@ def module_test(
         raise typer.Exit(1)
 
 
+@handles_errors
+def module_certify(
+    directory: Annotated[Path, typer.Argument(help="Module folder with a tests/ folder.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help=f"Where to write the report (default: DIR/{REPORT_NAME}).",
+            dir_okay=False,
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Host, host:port or CIDR whose recorded private/loopback address replays "
+            "may reach (repeatable).",
+        ),
+    ] = None,
+) -> None:
+    """Run the certification checks and write the report bound to the module's content."""
+    settings = HostSettings()
+    allow = [*settings.egress_allow, *(allow_host or [])]
+    try:
+        EgressPolicy.from_config([], allow)
+    except ValueError as exc:
+        raise fail(f"--allow-host: {exc}") from None
+    package = from_directory(directory, max_script_bytes=settings.max_script_bytes)
+    report = certify(directory, package, max_script_bytes=settings.max_script_bytes, allow=allow)
+    target = output or directory / REPORT_NAME
+    try:
+        target.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"--output: cannot write {target}: {exc.strerror or exc}") from None
+    out.print(render_certification(report), markup=False, highlight=False)
+    out.print(f"report: {target}", markup=False, highlight=False)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 # --- upload to a running host ---------------------------------------------------------------
 
 
 def package_zip(path: Path, max_script_bytes: int) -> bytes:
-    """A zip to upload: a .zip file as it is, or a folder's manifest and script (the only
-    files a host keeps; tests and recordings stay on the integrator's machine)."""
+    """A zip to upload: a .zip file as it is, or a folder's manifest, script and ``tests/``
+    (the host keeps manifest and script; it runs the tests once, to certify the version)."""
     if path.is_file():
         return path.read_bytes()
     package = from_directory(path, max_script_bytes=max_script_bytes)
@@ -110,6 +153,8 @@ def package_zip(path: Path, max_script_bytes: int) -> bytes:
         archive.writestr(MANIFEST_NAME, package.manifest_text)
         if package.script is not None and package.script_name is not None:
             archive.writestr(package.script_name, package.script)
+        for name, data in package.tests.items():  # the host certifies from them
+            archive.writestr(name, data)
     return buffer.getvalue()
 
 

@@ -3,14 +3,17 @@ limits, printing the validated return value as JSON (SPEC §7).
 
 ``--record FILE`` keeps the run's HTTP exchanges (secrets masked), ``--replay FILE`` answers
 fetch() from them offline (see host/toolkit/recording.py for the format and matching rules),
-``--show-log`` prints the captured log and fetch calls on stderr."""
+``--show-log`` prints the captured log and fetch calls on stderr. ``--contacts FILE`` serves
+``crm.contacts(ids)`` from a JSON list of contacts, ``--storage FILE`` keeps the module's
+storage between runs (created if missing; see host/toolkit/offline_state.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -22,10 +25,12 @@ from host.contract.functions import ContractFunction, contract_function
 from host.contract.world import SCRIPT_IMPORTS
 from host.errors import InvalidInput, ModuleCallFailed
 from host.json_values import InvalidJson, loads_checked
+from host.marketing.campaign_keys import offline_callbacks as offline_campaign_keys
 from host.module_runtime import run_module_function
 from host.modules.packages import from_directory
 from host.modules.registry import ValidatedModule, validate_package
 from host.toolkit.local_run import full_name, local_call, plain
+from host.toolkit.offline_state import OfflineContacts, OfflineStorage, offline_callbacks
 from host.toolkit.recorder import Recorder
 from host.toolkit.recording import Recording
 from host.toolkit.replayer import Replayer
@@ -33,6 +38,8 @@ from sandbox.compiler import compile_script
 from sandbox.errors import ScriptCompileError
 from sandbox.invocation import redact_data
 from sandbox.pool import SandboxPool
+
+T = TypeVar("T")
 
 
 def _usage(message: str) -> typer.Exit:
@@ -54,6 +61,22 @@ RecordOption = Annotated[
     typer.Option(
         "--record",
         help="Perform fetch() for real and save the exchanges (secrets masked) to this file.",
+        dir_okay=False,
+    ),
+]
+ContactsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--contacts",
+        help="JSON list of contacts ({id, name, email, phone, status}) crm.contacts(ids) serves.",
+        dir_okay=False,
+    ),
+]
+StorageOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--storage",
+        help="JSON file holding the module's storage; read before and written after the run.",
         dir_okay=False,
     ),
 ]
@@ -85,6 +108,8 @@ def module_run(
     ] = None,
     record: RecordOption = None,
     replay: ReplayOption = None,
+    contacts: ContactsOption = None,
+    storage: StorageOption = None,
     show_log: Annotated[
         bool,
         typer.Option("--show-log", help="Print the captured log and fetch calls on stderr."),
@@ -110,6 +135,9 @@ def module_run(
         raise _usage(f"{name} is not a function of {manifest.kind} modules")
     values = _parse_arguments(args or [], contract)
     call = _local_call(module, name, settings)
+    crm_contacts = _offline(OfflineContacts.load, contacts, "--contacts") or OfflineContacts()
+    kept = _offline(OfflineStorage.load, storage, "--storage") or OfflineStorage()
+    callbacks = {**offline_campaign_keys({}), **offline_callbacks(crm_contacts, kept)}
     replayer = _replayer(replay, call) if replay is not None else None
     recorder = Recorder(call.secret_values) if record is not None else None
     network = recorder.network() if recorder else replayer.network() if replayer else None
@@ -119,8 +147,17 @@ def module_run(
         try:
             result = validate_return(
                 call,
-                run_module_function(pool, call, values, egress_allow=allow, network=network),
+                run_module_function(
+                    pool,
+                    call,
+                    values,
+                    egress_allow=allow,
+                    network=network,
+                    callbacks=callbacks,
+                    storage=kept.snapshot(),
+                ),
             )
+            _keep_storage(kept, result, storage)
         except ModuleCallFailed as exc:
             failure = exc
         except ValueError as exc:  # a malformed egress entry or allow-list value
@@ -155,6 +192,24 @@ def _local_call(module: ValidatedModule, name: str, settings_text: str) -> Modul
         return local_call(module, name, value)
     except InvalidInput as exc:
         raise _usage(f"--settings: {_one_line(exc.problems)}") from None
+
+
+def _offline(load: Callable[[Path], T], path: Path | None, option: str) -> T | None:
+    """A contacts or storage file, or a usage error naming the option and the file."""
+    if path is None:
+        return None
+    try:
+        return load(path)
+    except InvalidInput as exc:
+        raise _usage(f"{option}: {exc.message}: {_one_line(exc.problems)}") from None
+
+
+def _keep_storage(kept: OfflineStorage, result: ModuleResult, path: Path | None) -> None:
+    """The storage writes of a successful, validated call, written to ``--storage``."""
+    try:
+        kept.apply(result.storage_changes)
+    except OSError as exc:
+        raise _usage(f"--storage: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _replayer(path: Path, call: ModuleCall) -> Replayer:

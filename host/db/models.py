@@ -138,6 +138,7 @@ class Invocation(Base):
     __table_args__ = (
         Index("ix_invocations_tenant_started", "tenant_id", "started_at"),
         Index("ix_invocations_started_at", "started_at"),  # retention purge
+        Index("ix_invocations_tenant_request", "tenant_id", "request_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -154,6 +155,8 @@ class Invocation(Base):
     fetches: Mapped[list[Any]] = mapped_column(JSON, default=list)
     cpu_ms: Mapped[float | None] = mapped_column(nullable=True)
     peak_memory_kb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the HTTP request that caused the call (``X-Request-ID``), None for background work
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 # --- CRM Marketing data (tenant-scoped) ------------------------------------------------------
@@ -331,6 +334,9 @@ class WebhookReceipt(Base):
     request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replay_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
     module_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the actions the module returned (host/marketing/action_diff.py), for shadow runs;
+    # None for a failed request and for receipts older than revision 0015
+    actions: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class WebhookRequest(Base):
@@ -445,3 +451,74 @@ class CampaignKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     campaign_external_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ModuleCertification(Base):
+    """The certification report of one stored version (``crm-host module certify``'s
+    checks, run by the host on upload), bound to the version's content hash; ``seal`` is
+    the report's digest sealed with the host's secret key, so an edited row no longer
+    verifies (``host/certification.py``)."""
+
+    __tablename__ = "module_certifications"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("module_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_hash: Mapped[str] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seal: Mapped[str] = mapped_column(Text)
+    certified_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the web console (``host/accounts.py``): an argon2 password
+    hash, never the password; a marketer belongs to one tenant (purged with it)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie's SHA-256 (the cookie value itself is never stored),
+    who signed in (a user, or the admin token by name when ``user_id`` is null), the session's
+    CSRF token, and a one-shot message shown on the next page."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("console_users.id", ondelete="CASCADE"), nullable=True
+    )
+    admin_token_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    flash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """One change made through the console or the API: who (``actor``), what (``action``,
+    the request's method and path, and its answer's status), when, and from which address.
+    Kept when the tenant it concerns is deleted: the log is about people, not tenants."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(500))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str] = mapped_column(String(64))

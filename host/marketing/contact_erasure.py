@@ -6,7 +6,8 @@ else the host stored it:
 
 * **deliveries** stay (a campaign's counts must not change) but are anonymised: their contact
   id becomes an opaque ``erased-…`` id, their email and phone are cleared;
-* **webhook receipts** that mention the email or phone have it replaced by ``[erased]``;
+* **webhook receipts** that mention the email or phone (in their skipped or returned actions,
+  or their error) have it replaced by ``[erased]``;
 * **invocation log** rows whose captured log mentions the email or phone lose the log
   (replaced by a note) and have the address replaced in their error text;
 * **outbox** messages addressed to the email are deleted.
@@ -90,6 +91,7 @@ class ExportedReceipt:
     status: int
     skipped: list[Any]
     error: str | None
+    actions: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class ContactErasure:
                     WebhookReceipt.tenant_id == tenant_id,
                     or_(
                         _mentions(cast(WebhookReceipt.skipped, Text), terms),
+                        _mentions(cast(WebhookReceipt.actions, Text), terms),
                         _mentions(WebhookReceipt.error, terms),
                     ),
                 )
@@ -273,6 +276,7 @@ class ContactErasure:
                         status=r.status_code,
                         skipped=r.skipped,
                         error=r.error,
+                        actions=r.actions,
                     )
                     for r in self._receipts(session, tenant_id, terms)
                 ],
@@ -320,6 +324,8 @@ class ContactErasure:
             receipts = self._receipts(session, tenant_id, terms)
             for receipt in receipts:
                 receipt.skipped = _redact_json(receipt.skipped, pattern)
+                if receipt.actions is not None:
+                    receipt.actions = _redact_json(receipt.actions, pattern)
                 receipt.error = _redact_text(receipt.error, pattern)
             invocations = self._invocations(session, tenant_id, terms)
             for invocation in invocations:

@@ -39,6 +39,19 @@ MAX_SCRIPT_IDS = 1000
 """Ids per ``crm.contacts(ids)`` call; a script asks again for the next chunk."""
 
 
+def requested_ids(ids: Any) -> list[str]:
+    """The ids a script's ``crm.contacts(ids)`` asks for, each once, in the order asked;
+    a script error for anything but a list of at most :data:`MAX_SCRIPT_IDS` strings.
+    Shared with the offline contacts of ``crm-host module run/test``, so both refuse alike."""
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise sandbox_errors.ScriptError("crm.contacts(ids) expects a list of id strings")
+    if len(ids) > MAX_SCRIPT_IDS:
+        raise sandbox_errors.LimitExceeded(
+            f"crm.contacts(ids) takes at most {MAX_SCRIPT_IDS} ids per call; got {len(ids)}"
+        )
+    return list(dict.fromkeys(ids))
+
+
 @dataclass(frozen=True)
 class UpsertResult:
     ids: list[str]
@@ -219,13 +232,7 @@ class ContactService:
     def for_script(self, tenant_id: str, ids: Any) -> list[dict[str, Any]]:
         """``crm.contacts(ids)``: this tenant's contacts among ``ids``, in the order asked,
         unknown ids left out. The tenant comes from the call, never from the script."""
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise sandbox_errors.ScriptError("crm.contacts(ids) expects a list of id strings")
-        if len(ids) > MAX_SCRIPT_IDS:
-            raise sandbox_errors.LimitExceeded(
-                f"crm.contacts(ids) takes at most {MAX_SCRIPT_IDS} ids per call; got {len(ids)}"
-            )
-        wanted = list(dict.fromkeys(ids))
+        wanted = requested_ids(ids)
         found: dict[str, dict[str, Any]] = {}
         with self.db.transaction() as session:
             for chunk in _chunks(wanted):

@@ -33,6 +33,8 @@ class InvocationFilter:
     outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: the ``X-Request-ID`` of the HTTP request that caused the calls
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class InvocationRecord:
     fetches: list[dict[str, Any]]
     cpu_ms: float | None
     peak_memory_kb: int | None
+    request_id: str | None
 
     @classmethod
     def of(cls, row: Invocation) -> InvocationRecord:
@@ -69,6 +72,7 @@ class InvocationRecord:
             fetches=row.fetches or [],
             cpu_ms=row.cpu_ms,
             peak_memory_kb=row.peak_memory_kb,
+            request_id=row.request_id,
         )
 
 
@@ -113,6 +117,8 @@ class InvocationLogReader:
             query = query.where(Invocation.function == function)
         if where.outcome:
             query = query.where(Invocation.outcome == where.outcome)
+        if where.request_id:
+            query = query.where(Invocation.request_id == where.request_id)
         if (since := _utc(where.since)) is not None:
             query = query.where(Invocation.started_at >= since)
         if (until := _utc(where.until)) is not None:

@@ -42,7 +42,9 @@ Decisions a module author relies on:
 * **Stored requests and replay.** Every request that reached a module (failed ones too) is
   stored sealed with its receipt (:mod:`host.marketing.webhook_store`), so an admin can
   replay it against the pinned or another version, for real or as a dry run
-  (:mod:`host.marketing.webhook_replay`).
+  (:mod:`host.marketing.webhook_replay`). A receipt keeps the actions the module returned
+  (masked), so a shadow run of another version can diff against them
+  (:mod:`host.marketing.shadow_runs`).
 * **Acknowledge-first intake.** A module whose manifest has ``"webhook": {"mode":
   "acknowledge-first"}`` is not called while the service waits: the request is stored and
   answered ``200 {"ok": true}`` at once, then run in the background with retries
@@ -54,7 +56,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,6 +71,7 @@ from host.db.engine import Database
 from host.db.models import WebhookReceipt, WebhookRequest
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
+from host.marketing.action_diff import action_records
 from host.marketing.actions import ActionApplier, ApplyOutcome
 from host.marketing.webhook_backlog import WebhookBacklog
 from host.marketing.webhook_store import list_requests, open_request, seal_request, store_request
@@ -286,8 +289,11 @@ class WebhookReceiver:
         retry_attempts: int = 5,
         retry_s: float = 10.0,
         background_workers: int = 2,
+        on_receipt: Callable[[int], None] | None = None,
     ):
         self.db = db
+        #: told the HTTP status of every receipt once it is committed (metrics count them)
+        self.on_receipt = on_receipt
         self.tenants = tenants
         self.invoker = invoker
         self.actions = actions
@@ -408,6 +414,7 @@ class WebhookReceiver:
                     request_id=self._stored(session, target, incoming, origin),
                     replay_of=origin.replay_of,
                     module_version=target.version,
+                    actions=action_records(result.actions, target.secret_values),
                 )
                 session.add(receipt)
                 session.flush()  # a database error is the actions' failure, not the caller's
@@ -436,6 +443,7 @@ class WebhookReceiver:
             raise NotFound("no such webhook") from None
         processed, result = done[0]
         assert processed.outcome is not None
+        self._receipt_recorded(processed.reply.status)
         self.actions.announce(tenant_id, module_id, result.actions, processed.outcome)
         return processed
 
@@ -489,10 +497,16 @@ class WebhookReceiver:
                 )
                 session.add(receipt)
                 session.flush()
-                return receipt.id
+                receipt_id = receipt.id
         except Exception:
             log.exception("could not record a webhook receipt")
             return None
+        self._receipt_recorded(status)
+        return receipt_id
+
+    def _receipt_recorded(self, status: int) -> None:
+        if self.on_receipt is not None:
+            self.on_receipt(status)
 
     # --- stored requests and replay ----------------------------------------------------
 

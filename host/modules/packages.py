@@ -9,7 +9,7 @@ import json
 import stat
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +28,9 @@ class ModulePackage:
     script: str | None
     script_name: str | None
     origin: str  # where it came from, for error messages
+    tests: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """The ``tests/`` folder (case files, recordings, fixtures) by relative path: what
+    certification runs the module's cases from. Never stored as part of the version."""
 
     def manifest_source(self) -> str:
         return MANIFEST_NAME
@@ -75,7 +78,39 @@ def from_directory(path: Path, *, max_script_bytes: int) -> ModulePackage:
                 [Problem(str(script_path), "script file named by the manifest is missing")],
             )
         script = _decode(_read_capped(script_path, max_script_bytes), str(script_path))
-    return ModulePackage(manifest_text, script, script_name, str(path))
+    return ModulePackage(manifest_text, script, script_name, str(path), _test_files(path))
+
+
+TESTS_DIR = "tests"
+MAX_TEST_BYTES = 5 * 1024 * 1024
+"""All of a folder's ``tests/`` files together (a zip's are capped by the archive limit)."""
+
+
+def _test_files(root: Path) -> dict[str, bytes]:
+    """The regular files under ``root/tests`` (links are skipped: a test never reads
+    outside its folder), within :data:`MAX_ZIP_ENTRIES` files and :data:`MAX_TEST_BYTES`."""
+    folder = root / TESTS_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return {}
+    files: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        if any(p.is_symlink() for p in path.relative_to(root).parents if p != Path(".")):
+            continue
+        total += path.stat().st_size
+        if len(files) >= MAX_ZIP_ENTRIES or total > MAX_TEST_BYTES:
+            raise InvalidInput(
+                "module package is too large",
+                [
+                    Problem(
+                        str(folder), f"more than {MAX_ZIP_ENTRIES} files or {MAX_TEST_BYTES} bytes"
+                    )
+                ],
+            )
+        files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return files
 
 
 def _read_capped(path: Path, cap: int) -> bytes:
@@ -135,7 +170,12 @@ def from_zip(data: bytes, *, max_archive_bytes: int, max_script_bytes: int) -> M
                     [Problem(prefix + script_name, "script file named by the manifest is missing")],
                 )
             script = _decode(_read_member(archive, info, max_script_bytes), info.filename)
-    return ModulePackage(manifest_text, script, script_name, "package")
+        tests = {
+            name[len(prefix) :]: _read_member(archive, info, max_archive_bytes)
+            for name, info in files.items()
+            if name.startswith(prefix + TESTS_DIR + "/")
+        }
+    return ModulePackage(manifest_text, script, script_name, "package", tests)
 
 
 def _unsafe_entry(info: zipfile.ZipInfo) -> Problem | None:

@@ -29,22 +29,24 @@ from __future__ import annotations
 import difflib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from host.calls import ModuleCall
 from host.contract.enforce import validate_return
 from host.contract.functions import contract_function
 from host.errors import InvalidInput, ModuleCallFailed, Problem
-from host.marketing.campaign_keys import offline_callbacks
+from host.marketing.campaign_keys import offline_callbacks as offline_campaign_keys
 from host.module_runtime import run_module_function
 from host.modules.registry import ValidatedModule
 from host.toolkit.local_run import full_name, local_call, plain
+from host.toolkit.offline_state import OfflineContacts, OfflineStorage, offline_callbacks
 from host.toolkit.recording import Recording
 from host.toolkit.replayer import Replayer
-from sandbox.invocation import redact_text
+from host.toolkit.webhook_cases import webhook_request
+from sandbox.invocation import redact_data, redact_text
 from sandbox.pool import SandboxPool
 
 CASES_DIR = "tests"
@@ -57,6 +59,9 @@ _KNOWN_KEYS = {
     "settings",
     "replay",
     "campaignKeys",
+    "contacts",
+    "storage",
+    "storageAfter",
     *EXPECTATIONS,
 }
 WEBHOOK = "CRM_Marketing_ParseWebhookRequest"
@@ -77,6 +82,12 @@ class Case:
     expected: Any
     campaign_keys: dict[str, str] = field(default_factory=dict)
     """``campaignKeys``: what ``crm.campaign_for_key`` finds (the host's attribution map)."""
+    contacts: OfflineContacts = field(default_factory=OfflineContacts)
+    """``contacts``: the tenant's contacts ``crm.contacts(ids)`` serves."""
+    storage: dict[str, Any] = field(default_factory=dict)
+    """``storage``: the module's storage when the call starts."""
+    storage_after: dict[str, Any] | None = None
+    """``storageAfter``: the storage the call must leave (what a server would keep)."""
 
 
 @dataclass
@@ -86,6 +97,12 @@ class Outcome:
     detail: str = ""
     log: str = ""
     seconds: float = 0.0
+    error_kind: str | None = None
+    """The kind of the call's failure, expected or not (certification refuses limits hit)."""
+    unrecorded: str | None = None
+    """The first request no recording answered, as "METHOD URL" (a case never goes live)."""
+    value: Any = None
+    """What the call returned, as ``module run`` prints it (None on failure)."""
 
 
 @dataclass
@@ -160,6 +177,13 @@ def _case(
         isinstance(v, str) for v in campaign_keys.values()
     ):
         problems.append(Problem(f"{where}.campaignKeys", "must map keys to campaign ids"))
+    contacts = _collect(problems, lambda: _contacts(item.get("contacts", []), where, folder))
+    storage = _collect(
+        problems, lambda: OfflineStorage.from_data(item.get("storage", {}), f"{where}.storage")
+    )
+    after = item.get("storageAfter")
+    if after is not None and not isinstance(after, dict):
+        problems.append(Problem(f"{where}.storageAfter", "must be a JSON object of stored keys"))
     replay = item.get("replay")
     replay_path = folder / replay if isinstance(replay, str) else None
     if replay is not None and (replay_path is None or not replay_path.is_file()):
@@ -167,33 +191,49 @@ def _case(
     given = [k for k in EXPECTATIONS if k in item]
     if len(given) != 1:
         problems.append(Problem(where, "needs exactly one of returns, actions, error"))
+    if name == WEBHOOK and isinstance(args, list) and args and isinstance(args[0], dict):
+        request = _collect(problems, lambda: webhook_request(args[0], folder, f"{where}.args[0]"))
+        args = [request]
     if problems:
         raise InvalidInput("", problems)
-    if name == WEBHOOK and isinstance(args[0], dict):
-        args = [webhook_request(args[0])]
-    assert contract is not None
+    assert contract is not None and contacts is not None and storage is not None
     args = contract.complete(args)
     case_id = f"{CASES_DIR}/{Path(shown).name}::{item.get('name') or default}"
     return Case(
-        case_id, name, args, settings, replay_path, given[0], item[given[0]], dict(campaign_keys)
+        case_id,
+        name,
+        args,
+        settings,
+        replay_path,
+        given[0],
+        item[given[0]],
+        dict(campaign_keys),
+        contacts,
+        storage.data,
+        after,
     )
 
 
-def webhook_request(partial: dict[str, Any]) -> dict[str, Any]:
-    """A full FetchRequest from a case's shorthand: ``json`` becomes the body, and method,
-    url, headers, query and body get the values a plain POST to the webhook would have."""
-    request: dict[str, Any] = {
-        "method": "POST",
-        "url": "https://crm.example/hooks/local/module/token",
-        "headers": {},
-        "query": {},
-        "body": "",
-    }
-    request.update({k: v for k, v in partial.items() if k != "json"})
-    if "json" in partial:
-        request["body"] = json.dumps(partial["json"])
-        request["headers"] = {"content-type": "application/json", **request["headers"]}
-    return request
+T = TypeVar("T")
+
+
+def _collect(problems: list[Problem], build: Callable[[], T]) -> T | None:
+    """``build()``, or None with its problems added to ``problems``."""
+    try:
+        return build()
+    except InvalidInput as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _contacts(value: Any, where: str, folder: Path) -> OfflineContacts:
+    """A case's ``contacts``: the list itself, or a JSON file of it beside the case."""
+    if isinstance(value, str):
+        path = folder / value
+        if not path.is_file():
+            raise InvalidInput("", [Problem(f"{where}.contacts", f"no contacts file {value!r}")])
+        return OfflineContacts.load(path)
+    return OfflineContacts.from_data(value, f"{where}.contacts")
 
 
 def run_case(
@@ -211,20 +251,29 @@ def _run(pool: SandboxPool, module: ValidatedModule, case: Case, allow: Sequence
         recording = Recording.load(case.replay) if case.replay else Recording()
     except InvalidInput as exc:
         return Outcome(case.id, "ERROR", "\n".join([exc.message, *map(str, exc.problems)]))
-    outcome = _judge(pool, call, case, recording, allow)
+    replayer = Replayer(recording, call.secret_values, source=_source(case))
+    outcome = _judge(pool, call, case, replayer, allow)
+    outcome.unrecorded = replayer.misses[0] if replayer.misses else None
     # The report is script output: a secret the script returned or logged is masked in it.
     outcome.detail = redact_text(outcome.detail, call.secret_values)
     outcome.log = redact_text(outcome.log, call.secret_values)
+    outcome.value = redact_data(outcome.value, call.secret_values)
     return outcome
 
 
+def _source(case: Case) -> str:
+    return str(case.replay.name) if case.replay else "this case (it has no replay)"
+
+
 def _judge(
-    pool: SandboxPool, call: ModuleCall, case: Case, recording: Recording, allow: Sequence[str]
+    pool: SandboxPool, call: ModuleCall, case: Case, replayer: Replayer, allow: Sequence[str]
 ) -> Outcome:
-    source = str(case.replay.name) if case.replay else "this case (it has no replay)"
-    replayer = Replayer(recording, call.secret_values, source=source)
+    storage = OfflineStorage(json.loads(json.dumps(case.storage)))
     try:
-        callbacks = offline_callbacks(dict(case.campaign_keys))
+        callbacks = {
+            **offline_campaign_keys(dict(case.campaign_keys)),
+            **offline_callbacks(case.contacts, storage),
+        }
         ran = run_module_function(
             pool,
             call,
@@ -232,11 +281,15 @@ def _judge(
             egress_allow=allow,
             network=replayer.network(),
             callbacks=callbacks,
+            storage=storage.snapshot(),
         )
         result = validate_return(call, ran)
     except ModuleCallFailed as exc:
         log = getattr(exc.trace, "log", "") or ""
-        return _check_error(case, exc, log)
+        outcome = _check_error(case, exc, log)
+        outcome.error_kind = exc.kind
+        return _check_storage(case, storage, outcome) if outcome.status == "PASSED" else outcome
+    storage.apply(result.storage_changes)
     if replayer.misses:
         detail = f"unmatched request in replay (the script caught it): {replayer.misses[0]}"
         return Outcome(case.id, "FAILED", detail, result.log)
@@ -249,15 +302,30 @@ def _judge(
             result.log,
         )
     actual = plain(result.value)
+    outcome = _compare(case, actual, result.log)
+    outcome.value = actual
+    return _check_storage(case, storage, outcome) if outcome.status == "PASSED" else outcome
+
+
+def _compare(case: Case, actual: Any, log: str) -> Outcome:
     if case.expect == "actions":
         actual = actual.get("actions", []) if isinstance(actual, dict) else actual
     if actual == case.expected:
-        return Outcome(case.id, "PASSED", log=result.log)
+        return Outcome(case.id, "PASSED", log=log)
     what = "actions differ from the expected ones"
     if case.expect == "returns":
         what = "return value differs from the expected one"
     detail = f"{case.function}: the {what}\n" + diff(case.expected, actual)
-    return Outcome(case.id, "FAILED", detail, result.log)
+    return Outcome(case.id, "FAILED", detail, log)
+
+
+def _check_storage(case: Case, storage: OfflineStorage, passed: Outcome) -> Outcome:
+    """A passed case fails when ``storageAfter`` is not what the call left behind (a failed
+    call leaves only its ``durable=True`` writes)."""
+    if case.storage_after is None or storage.data == case.storage_after:
+        return passed
+    detail = f"{case.function}: the storage left behind differs from storageAfter\n"
+    return Outcome(case.id, "FAILED", detail + diff(case.storage_after, storage.data), passed.log)
 
 
 def _check_error(case: Case, exc: ModuleCallFailed, log: str) -> Outcome:

@@ -77,7 +77,7 @@ def lint_script(source: str, script_name: str, manifest: dict[str, Any]) -> list
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []  # the compile error is already reported
     findings = _waiver_findings(manifest.get("egress"))
-    findings += _egress_findings(tree, script_name, manifest.get("egress"))
+    findings += egress_findings(tree, script_name, manifest.get("egress"))
     findings += _settings_findings(tree, script_name, manifest.get("settings"))
     findings += _missing_functions(tree, source, script_name, manifest.get("kind"))
     return findings
@@ -106,7 +106,7 @@ def _waiver_findings(egress: Any, source: str = "manifest.json") -> list[Finding
     return findings
 
 
-def _egress_findings(tree: ast.Module, script_name: str, egress: Any) -> list[Finding]:
+def egress_findings(tree: ast.Module, script_name: str, egress: Any) -> list[Finding]:
     patterns = []
     for entry in egress if isinstance(egress, list) else []:
         try:

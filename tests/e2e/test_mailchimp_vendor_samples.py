@@ -28,6 +28,7 @@ from host.api.app import create_app as host_app
 from host.contract.types import Action
 from host.db.models import Contact
 from host.modules.packages import from_directory
+from tests.e2e.campaign_api import created_in_service
 from tests.host.conftest import ADMIN_TOKEN, make_host, table_dump
 from tests.modules.emulated import declaring
 from tests.vendor_samples import VENDOR_SAMPLES
@@ -135,19 +136,7 @@ def send_campaign(
         "html": "<p>Hi *|FNAME|*</p>",
         "contactIds": ids,
     }
-    reply = world.client.post(f"/api/v1/tenants/{tenant}/campaigns", json=draft, headers=ADMIN)
-    assert reply.status_code == 202, reply.text
-    campaign_id = reply.json()["id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        view = world.client.get(
-            f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}", headers=ADMIN
-        ).json()
-        if view["externalId"] or view["status"] == "Failed":
-            break
-        time.sleep(0.1)
-    assert view["status"] == "Sending", view
-    return campaign_id, view["externalId"]
+    return created_in_service(world.client, tenant, draft, ADMIN)
 
 
 def register_hook(world: World) -> None:

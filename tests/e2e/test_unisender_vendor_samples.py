@@ -22,6 +22,7 @@ from emulators.runner import serve
 from emulators.unisender import UnisenderState, create_app
 from host.api.app import create_app as host_app
 from host.modules.packages import from_directory
+from tests.e2e.campaign_api import created_in_service
 from tests.host.conftest import ADMIN_TOKEN, make_host, table_dump
 from tests.modules.emulated import declaring
 from tests.vendor_samples import VENDOR_SAMPLES
@@ -105,19 +106,7 @@ def send_campaign(world: World, tenant: str, emails: list[str]) -> tuple[str, st
         "html": "<p>Hi</p>",
         "contactIds": "all",
     }
-    reply = world.client.post(f"/api/v1/tenants/{tenant}/campaigns", json=draft, headers=ADMIN)
-    assert reply.status_code == 202, reply.text
-    campaign_id = reply.json()["id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        view = world.client.get(
-            f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}", headers=ADMIN
-        ).json()
-        if view["externalId"] or view["status"] == "Failed":
-            break
-        time.sleep(0.1)
-    assert view["status"] == "Sending", view
-    return campaign_id, view["externalId"]
+    return created_in_service(world.client, tenant, draft, ADMIN)
 
 
 def test_campaign_round_trip_through_the_emulator(world: World) -> None:

@@ -178,8 +178,9 @@ def test_items_of_real_calls(host: Host, client: TestClient, keys: dict[str, str
     assert secret not in answer.text
     assert set(ok) == {
         "id", "module", "version", "function", "startedAt", "durationMs", "outcome", "error",
-        "errorLine", "log", "fetches", "cpuMs", "peakMemoryKb",
+        "errorLine", "log", "fetches", "cpuMs", "peakMemoryKb", "requestId",
     }  # fmt: skip
+    assert ok["requestId"] is None  # called outside any HTTP request
     assert (ok["module"], ok["version"], ok["outcome"]) == ("logger", "1.0.0", "ok")
     assert ok["log"].strip() == "stats for c9 with ***"
     assert ok["fetches"] == []

@@ -1,6 +1,6 @@
 """Retention: expired invocation logs, webhook receipts, stored webhook requests (also
 above a tenant's byte quota), remembered event ids and deliveries of long-finished
-campaigns go, recent ones stay, and every purge transaction deletes a bounded number of rows;
+campaigns and settled outbox mail go, recent ones stay, and every purge transaction deletes a bounded number of rows;
 through ``crm-host purge`` and the background task of a real ``crm-host serve``."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from host.db.models import (
     Campaign,
     Delivery,
     Invocation,
+    OutboxMessage,
     WebhookEvent,
     WebhookReceipt,
     WebhookRequest,
@@ -137,6 +138,7 @@ def test_purge_through_the_cli_deletes_expired_rows_only(tmp_path: Path) -> None
         "webhook_requests: 0 deleted (older than 7 days)",
         "webhook_events: 0 deleted (older than 7 days)",
         "deliveries: 1200 deleted (older than 180 days)",
+        "outbox: 0 deleted (older than 30 days)",
     ]
     again = make_host(tmp_path / "host.db")
     try:
@@ -189,6 +191,7 @@ def test_every_purge_transaction_deletes_at_most_one_batch(host: Host) -> None:
         "webhook_requests": 0,
         "webhook_events": 0,
         "deliveries": 1050,
+        "outbox": 0,
     }
     deletes = [rows for kind, rows in events if kind == "delete"]
     assert sum(deletes) == 3 * 1050
@@ -244,14 +247,16 @@ def test_serve_purges_in_the_background(tmp_path: Path) -> None:
     assert "retention purge failed" not in served.output()
 
 
-def _stored(tenant_id: str, received_at: datetime, size: int) -> dict[str, Any]:
+def _stored(
+    tenant_id: str, received_at: datetime, size: int, *, pending: bool = False
+) -> dict[str, Any]:
     return {
         "tenant_id": tenant_id,
         "module_id": "sendmail",
         "received_at": received_at,
         "size_bytes": size,
         "sealed": "opaque",
-        "pending": False,
+        "pending": pending,
     }
 
 
@@ -290,6 +295,28 @@ def test_stored_requests_go_by_age_and_above_the_tenant_quota_oldest_first(
     ]
 
 
+def test_a_request_acknowledged_but_not_processed_survives_age_and_quota(host: Host) -> None:
+    host.tenants.create("acme", "Acme")
+    with host.db.transaction() as session:
+        session.execute(
+            insert(WebhookRequest),
+            [
+                _stored("acme", OLD, 900, pending=True),
+                _stored("acme", OLD, 10),
+                _stored("acme", RECENT, 900, pending=True),
+                _stored("acme", RECENT, 400),
+            ],
+        )
+    policy = RetentionPolicy(30, 30, 180, batch_size=100, webhook_requests_max_bytes=1000)
+    deleted = RetentionPurger(host.db, policy, interval_s=3600).purge(NOW)
+    assert deleted["webhook_requests"] == 2  # the old processed one by age, 400 by quota
+    with host.db.transaction() as session:
+        kept = session.execute(
+            select(WebhookRequest.received_at, WebhookRequest.pending).order_by(WebhookRequest.id)
+        ).all()
+    assert [tuple(row) for row in kept] == [(OLD, True), (RECENT, True)]
+
+
 def test_an_event_id_past_its_window_is_forgotten_and_applies_again(tmp_path: Path) -> None:
     host = make_host(tmp_path / "host.db")
     host.tenants.create("acme", "Acme")
@@ -317,3 +344,39 @@ def test_an_event_id_past_its_window_is_forgotten_and_applies_again(tmp_path: Pa
     with host.db.transaction() as session:
         assert session.scalars(select(WebhookEvent.event_id)).all() == ["old"]
     host.close()
+
+
+def test_settled_outbox_mail_goes_after_its_days_and_queued_mail_stays(host: Host) -> None:
+    host.tenants.create("acme", "Acme")
+    mail = {"tenant_id": "acme", "module_id": "sendmail", "subject": "s", "html": "<p>x</p>"}
+    with host.db.transaction() as session:
+        session.execute(
+            insert(OutboxMessage),
+            [
+                {
+                    **mail,
+                    "recipient": f"{status}-{age}@example.test",
+                    "status": status,
+                    "created_at": at,
+                }
+                for status in ("sent", "failed", "queued")
+                for age, at in (("old", OLD), ("recent", RECENT))
+            ],
+        )
+    purger = RetentionPurger(
+        host.db, RetentionPolicy(30, 30, 180, batch_size=100, outbox_days=30), interval_s=3600
+    )
+    deleted = purger.purge(NOW)
+    assert deleted["outbox"] == 2
+    with host.db.transaction() as session:
+        left = sorted(session.scalars(select(OutboxMessage.recipient)))
+    assert left == [
+        "failed-recent@example.test",
+        "queued-old@example.test",
+        "queued-recent@example.test",
+        "sent-recent@example.test",
+    ]
+    kept_forever = RetentionPurger(
+        host.db, RetentionPolicy(30, 30, 180, batch_size=100, outbox_days=0), interval_s=3600
+    )
+    assert kept_forever.purge(NOW + timedelta(days=9999))["outbox"] == 0

@@ -47,6 +47,14 @@ def execute(
         write_all(out_fd, encode({"op": "done", "inv": token, "ok": True, "value": "early"}))
         write_all(out_fd, encode({"op": "call", "inv": token, "name": "crm.contacts", "args": []}))
         return "late"
+    if function == "answer_other_request":
+        # a done frame of this invocation that names another caller's request id
+        token = capabilities.invocation_id
+        write_all(
+            capabilities._parent.out_fd,
+            encode({"op": "done", "inv": token, "ok": True, "value": 1, "request_id": "other"}),
+        )
+        return "answered"
     if function == "remember_token":
         _stash["token"] = capabilities.invocation_id
         return "remembered"

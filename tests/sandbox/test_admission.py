@@ -70,6 +70,7 @@ def test_key_cap_refuses_a_second_call_of_the_same_key_but_not_another_key() -> 
             admission.acquire("t1", "m1", wait_s=0)
         assert refused.value.reason == "deadline"
         assert refused.value.retry_after_s >= 1
+        assert admission.refusals() == {"deadline": 1}
         with admission.admitted("t1", "m2"):
             assert admission.snapshot()["t1"] == {"running": 2, "waiting": 0}
     assert admission.snapshot() == {}
@@ -149,6 +150,7 @@ def test_a_full_queue_refuses_at_once() -> None:
         with pytest.raises(AdmissionRefused) as refused:
             admission.acquire("t1", "a", wait_s=LIVENESS_S)  # would wait long; refused now
         assert refused.value.reason == "queue_full"
+        assert admission.refusals() == {"queue_full": 1}
         started.append(Waiter(admission, "t2", "b", order))  # another group still queues
         wait_until(lambda: waiting(admission, "t2") == 1)
 

@@ -161,3 +161,25 @@ def test_leftovers_are_collected_in_their_own_invocation(hostile: SandboxPool) -
     assert a.storage == {"leftover": 1}
     assert [f.get("url") for f in a.fetches] == ["https://api.example.test/leftover"]
     assert b.log == "" and b.fetches == [] and b.storage is None
+
+
+def test_the_request_id_travels_to_the_worker_and_back_unread(hostile: SandboxPool) -> None:
+    calls: list[tuple[str, Any]] = []
+    labelled = hostile.run(invocation("f", calls, "a", request_id="req-7Hq2"))
+    assert labelled.ok and labelled.value == 1, labelled.error
+    assert labelled.request_id == "req-7Hq2"
+    assert labelled.as_dict()["request_id"] == "req-7Hq2"
+    unlabelled = hostile.run(invocation("f", calls, "a"))
+    assert unlabelled.ok and unlabelled.request_id == ""
+
+
+def test_a_result_naming_another_request_id_kills_the_worker(hostile: SandboxPool) -> None:
+    calls: list[tuple[str, Any]] = []
+    forged = hostile.run(invocation("answer_other_request", calls, "a", request_id="req-mine"))
+    assert not forged.ok and forged.value is None
+    assert forged.error is not None and "invalid message" in forged.error.message
+    assert forged.request_id == "req-mine"  # the parent's own copy labels the failure
+    assert hostile.wait_full(30)
+    after = hostile.run(invocation("f", calls, "b", request_id="req-next"))
+    assert after.ok and after.value == 1 and after.request_id == "req-next", after.error
+    assert forged.worker_pid not in hostile.worker_pids()

@@ -258,3 +258,74 @@ def test_worker_hardening_is_reported(sandbox_pool: SandboxPool) -> None:
         assert info["memory_limited"] is True
         if os.geteuid() == 0 and os.path.exists("/proc/self/ns/net"):
             assert info["network_isolated"] is True
+
+
+def _until(condition: Any, what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` (a liveness bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.01)
+
+
+def test_stats_show_busy_workers_and_callers_waiting_for_one() -> None:
+    import threading
+
+    release = threading.Event()
+
+    def blocking(args: list[Any]) -> list[Any]:
+        release.wait(30)
+        return []
+
+    call = Invocation(
+        source="def f():\n    return len(crm.contacts([1]))\n",
+        function="f",
+        world=SPEC,
+        callbacks={"crm.contacts": blocking},
+    )
+    with SandboxPool(size=1, spares=0) as pool:
+        idle = pool.stats()
+        assert (idle.size, idle.alive, idle.idle, idle.busy, idle.waiting) == (1, 1, 1, 0, 0)
+        results: list[Any] = []
+        threads = [threading.Thread(target=lambda: results.append(pool.run(call)))]
+        threads[0].start()
+        _until(lambda: pool.stats().busy == 1, "the first call holding the worker")
+        threads.append(threading.Thread(target=lambda: results.append(pool.run(call))))
+        threads[1].start()
+        _until(lambda: pool.stats().waiting == 1, "the second call waiting")
+        waiting = pool.stats()
+        assert (waiting.busy, waiting.idle, waiting.waits) == (1, 0, 1)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+        assert [r.ok for r in results] == [True, True], [r.error for r in results]
+        done = pool.stats()
+        assert (done.busy, done.waiting, done.waits, done.wait_timeouts) == (0, 0, 1, 0)
+        assert done.idle == 1
+
+
+def test_stats_count_a_wait_that_timed_out() -> None:
+    import threading
+
+    release = threading.Event()
+
+    def blocking(args: list[Any]) -> list[Any]:
+        release.wait(30)
+        return []
+
+    held = Invocation(
+        source="def f():\n    return len(crm.contacts([1]))\n",
+        function="f",
+        world=SPEC,
+        callbacks={"crm.contacts": blocking},
+    )
+    with SandboxPool(size=1, spares=0, acquire_timeout_s=0.05) as pool:
+        holder = threading.Thread(target=pool.run, args=(held,))
+        holder.start()
+        _until(lambda: pool.stats().busy == 1, "the call holding the worker")
+        with pytest.raises(TimeoutError):
+            pool.run(Invocation(source="def f():\n    return 1\n", function="f"))
+        release.set()
+        holder.join(30)
+        stats = pool.stats()
+        assert (stats.waits, stats.wait_timeouts, stats.busy, stats.waiting) == (1, 1, 0, 0)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from host.api.bodies import capped_body, checked_router, parse_json
 from host.api.deps import AdminDep, HostDep
 from host.api.paging import paged_by
-from host.api.schemas import ModuleOut, VersionDetail, VersionOut, VersionRemoved
+from host.api.schemas import CertificationOut, ModuleOut, VersionDetail, VersionOut, VersionRemoved
 from host.errors import InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_json_body, from_zip
 
@@ -29,7 +29,7 @@ async def upload_module(
     request: Request, response: Response, host: HostDep, _admin: AdminDep
 ) -> VersionOut:
     package = await _read_package(request, host.settings.max_archive_bytes)
-    info = await run_in_threadpool(host.registry.upload, package)
+    info = await run_in_threadpool(host.upload_module, package)
     if not info.created:
         response.status_code = 200
     return VersionOut.model_validate(info)
@@ -72,6 +72,14 @@ def show_version(module_id: str, version: str, host: HostDep, _admin: AdminDep) 
     """One version: its manifest (validated, defaults filled in) and its script as
     uploaded."""
     return VersionDetail.model_validate(host.registry.version(module_id, version))
+
+
+@router.get("/{module_id}/versions/{version}/certification")
+def show_certification(
+    module_id: str, version: str, host: HostDep, _admin: AdminDep
+) -> CertificationOut:
+    """The version's certification report (404 when it was uploaded without tests/)."""
+    return CertificationOut.model_validate(host.certifications.report(module_id, version))
 
 
 @router.delete("/{module_id}/versions/{version}")

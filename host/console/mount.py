@@ -1,0 +1,48 @@
+"""Mounting the console on the host's FastAPI app: its routers, its static files and the
+error handlers that render console errors as pages."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from host.console.errors import install_console_errors
+from host.console.pages import (
+    activity,
+    audit,
+    auth,
+    contacts,
+    home,
+    modules,
+    scripts,
+    templates,
+    tenants,
+    users,
+)
+
+# the more specific pages first: /console/modules/{id}/scripts before the module pages,
+# a tenant's contacts, templates and activity before the tenant pages
+ROUTERS = (
+    auth.router,
+    home.router,
+    users.router,
+    audit.router,
+    scripts.router,
+    modules.router,
+    contacts.router,
+    templates.router,
+    activity.router,
+    tenants.router,
+)
+
+
+def install_console(app: FastAPI) -> None:
+    """Mount the console's pages and static files on the host's app."""
+    app.mount(
+        "/console/static",
+        StaticFiles(packages=[("host.console", "static")]),
+        name="console-static",
+    )
+    for router in ROUTERS:
+        app.include_router(router)
+    install_console_errors(app)
