@@ -160,7 +160,7 @@ def test_marketer_sends_a_sendgrid_campaign_and_watches_it(
     external_id = page.locator('[data-field="externalId"]').inner_text()
     assert external_id == _campaigns(served)[0]["externalId"]
 
-    state, server = emulator
+    _, server = emulator
     delivered = httpx.post(
         f"{server.url}/_emulator/singlesends/{external_id}/deliver",
         json={"outcomes": {ANN: "open", BOB: "bounce"}},
@@ -232,3 +232,6 @@ def test_a_marketer_of_another_tenant_cannot_open_the_campaign(
     assert page.get_by_text("No email module is enabled for this tenant").is_visible()
     # and its own tenant's page does not show the campaign of acme
     assert page.get_by_text("Private").count() == 0
+    other.go("/console/tenants/globex/campaigns/new-messenger?module=sendgrid")
+    assert page.get_by_text("No messenger module is enabled for this tenant").is_visible()
+    assert other.unlabelled_fields() == []

@@ -170,9 +170,7 @@ def _messenger_page(
             "modules": messenger_modules(host, tenant_id),
             "messenger": messenger,
             "type_options": [(t, t) for t in messenger.types],
-            "bot_options": [
-                (str(b["id"]), f"{b['name']} ({b['type']})") for b in messenger.bots
-            ],
+            "bot_options": [(str(b["id"]), f"{b['name']} ({b['type']})") for b in messenger.bots],
             "form": form or {},
             "errors": errors or FormErrors(),
         },
