@@ -116,7 +116,7 @@ document.addEventListener("DOMContentLoaded", () => {
     show("exported", p.exported);
     show("prepared", p.prepared);
     show("skipped", p.skipped);
-    show("batches", `${p.batches} of ${p.batchSize} recipients`);
+    show("batches", `${p.batches} (up to ${p.batchSize} recipients each)`);
     show("finishedAt", campaign.finishedAt ? campaign.finishedAt.replace("T", " ").slice(0, 19) : "—");
     show("percent", `${Math.round(p.percent)}%`);
     const bar = document.getElementById("campaign-progress");
