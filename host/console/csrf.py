@@ -20,6 +20,7 @@ from host.api.bodies import too_large
 from host.console.guard import AnyViewer
 from host.console_sessions import SignedIn
 from host.errors import Forbidden, InvalidInput, Problem
+from host.json_values import text_problem
 
 FIELD = "csrf_token"
 MAX_FORM_BYTES = 64 * 1024
@@ -39,9 +40,19 @@ async def read_form(request: Request, *, max_bytes: int = MAX_FORM_BYTES) -> For
     if int(declared) > max_bytes:
         raise too_large("form", max_bytes)
     try:
-        return await request.form(max_files=200, max_fields=1000)
+        form = await request.form(max_files=200, max_fields=1000)
     except HTTPException as exc:
         raise InvalidInput("form is invalid", [Problem("body", str(exc.detail))]) from None
+    problems = [
+        Problem(f"form.{name}", reason)
+        for name, value in form.multi_items()
+        if isinstance(value, str)
+        for reason in [text_problem(name) or text_problem(value)]
+        if reason is not None
+    ]
+    if problems:  # NUL or lone surrogates: no lookup or storage may see them (as in the API)
+        raise InvalidInput("form is invalid; nothing was stored", problems)
+    return form
 
 
 def check_token(viewer: SignedIn, form: FormData) -> None:

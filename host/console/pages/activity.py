@@ -7,16 +7,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.console.guard import TenantViewer
 from host.console.templating import render
 from host.errors import InvalidInput, Problem
 from host.marketing.invocation_log import InvocationFilter
 from host.platform import Host
 
-router = APIRouter(prefix="/console/tenants/{tenant_id}/activity", include_in_schema=False)
+router = checked_router(prefix="/console/tenants/{tenant_id}/activity", include_in_schema=False)
 
 PAGE = 50
 

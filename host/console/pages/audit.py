@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.console.guard import AdminViewer
 from host.console.templating import render
 from host.platform import Host
 
-router = APIRouter(prefix="/console/audit", include_in_schema=False)
+router = checked_router(prefix="/console/audit", include_in_schema=False)
 
 PAGE = 100
 

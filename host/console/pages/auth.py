@@ -17,11 +17,12 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.console.csrf import CheckedForm, CsrfRefused, read_form
 from host.console.forms import FormErrors
 from host.console.guard import SESSION_COOKIE, AnyViewer, SignInRequired, signed_in
@@ -29,7 +30,7 @@ from host.console.templating import redirect, render
 from host.errors import Problem, RateLimited
 from host.platform import Host
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = checked_router(prefix="/console", include_in_schema=False)
 
 SIGN_IN_COOKIE = "crm_console_sign_in"
 ADMIN_TOKEN_ACCOUNT = "(admin token)"

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.console.csrf import check_token, read_form
 from host.console.flash import flash
 from host.console.forms import FormErrors
@@ -29,7 +30,7 @@ from host.marketing.contact_rows import (
 from host.marketing.contact_search import ContactFilter
 from host.platform import Host
 
-router = APIRouter(prefix="/console/tenants/{tenant_id}/contacts", include_in_schema=False)
+router = checked_router(prefix="/console/tenants/{tenant_id}/contacts", include_in_schema=False)
 
 PAGE = 50
 STATUS_VALUES = [s.value for s in SubscriberStatus]

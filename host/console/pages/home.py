@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from host.accounts import Role
+from host.api.bodies import checked_router
 from host.console.guard import AnyViewer
 from host.console.templating import redirect, render
 from host.platform import Host
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = checked_router(prefix="/console", include_in_schema=False)
 
 
 @router.get("")

@@ -11,11 +11,12 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.console.csrf import check_token, read_form
 from host.console.flash import flash
 from host.console.forms import FormErrors
@@ -26,7 +27,7 @@ from host.errors import Conflict, InvalidInput, Problem
 from host.modules.packages import ModulePackage, from_directory, from_zip
 from host.platform import Host
 
-router = APIRouter(prefix="/console/modules", include_in_schema=False)
+router = checked_router(prefix="/console/modules", include_in_schema=False)
 
 
 def _host(request: Request) -> Host:

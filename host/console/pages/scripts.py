@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, Response
 
+from host.api.bodies import checked_router
 from host.console.csrf import check_token, read_form
 from host.console.flash import flash
 from host.console.forms import FormErrors
@@ -33,7 +34,7 @@ from host.platform import Host
 from host.toolkit.lint import Finding, validate_module
 from host.toolkit.local_run import LocalRun, run_function
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = checked_router(prefix="/console", include_in_schema=False)
 
 FIELDS = ("script", "version", "function", "arguments", "settings")
 MAX_EDITOR_FORM_BYTES = 2 * 1024 * 1024

@@ -8,10 +8,11 @@ styles), so the HTML can run nothing and reach nothing, even opened on its own."
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
+from host.api.bodies import checked_router
 from host.console.csrf import CheckedForm
 from host.console.flash import flash
 from host.console.forms import FormErrors
@@ -21,7 +22,7 @@ from host.console_sessions import SignedIn
 from host.errors import HostError, InvalidInput, Problem
 from host.platform import Host
 
-router = APIRouter(prefix="/console/tenants/{tenant_id}/templates", include_in_schema=False)
+router = checked_router(prefix="/console/tenants/{tenant_id}/templates", include_in_schema=False)
 
 PREVIEW_HEADERS = {
     **SECURITY_HEADERS,

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
 from host.accounts import Role
+from host.api.bodies import checked_router
 from host.console.csrf import CheckedForm
 from host.console.flash import flash
 from host.console.forms import FormErrors
@@ -21,7 +22,7 @@ from host.console_sessions import SignedIn
 from host.errors import Conflict, InvalidInput, NotFound
 from host.platform import Host
 
-router = APIRouter(prefix="/console/tenants", include_in_schema=False)
+router = checked_router(prefix="/console/tenants", include_in_schema=False)
 
 
 def _host(request: Request) -> Host:

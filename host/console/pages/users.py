@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.console.csrf import CheckedForm
 from host.console.flash import flash
 from host.console.forms import FormErrors
@@ -14,7 +15,7 @@ from host.console_sessions import SignedIn
 from host.errors import Conflict, InvalidInput
 from host.platform import Host
 
-router = APIRouter(prefix="/console/users", include_in_schema=False)
+router = checked_router(prefix="/console/users", include_in_schema=False)
 
 FIELDS = ("email", "password", "role", "tenant")
 
