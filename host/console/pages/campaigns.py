@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
+from host.api.bodies import checked_router
 from host.api.schemas import CampaignOut
 from host.console.csrf import CheckedForm
 from host.console.flash import flash
@@ -36,7 +37,7 @@ from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
 from host.marketing.stats import StatsView
 from host.platform import Host
 
-router = APIRouter(prefix="/console/tenants/{tenant_id}/campaigns", include_in_schema=False)
+router = checked_router(prefix="/console/tenants/{tenant_id}/campaigns", include_in_schema=False)
 
 LIST_PAGE = 50
 DELIVERY_PAGE = 50

@@ -61,6 +61,8 @@ document.addEventListener("DOMContentLoaded", () => {
       event.preventDefault();
       const request = new XMLHttpRequest();
       request.open("POST", form.action);
+      // the redirected page this request fetches leaves the flash for the page opened next
+      request.setRequestHeader("X-Console-Upload", "1");
       bar.hidden = false;
       request.upload.addEventListener("progress", (e) => {
         if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
