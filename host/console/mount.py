@@ -11,6 +11,7 @@ from host.console.pages import (
     activity,
     audit,
     auth,
+    campaigns,
     contacts,
     home,
     modules,
@@ -21,7 +22,7 @@ from host.console.pages import (
 )
 
 # the more specific pages first: /console/modules/{id}/scripts before the module pages,
-# a tenant's contacts, templates and activity before the tenant pages
+# a tenant's contacts, templates, campaigns and activity before the tenant pages
 ROUTERS = (
     auth.router,
     home.router,
@@ -31,6 +32,7 @@ ROUTERS = (
     modules.router,
     contacts.router,
     templates.router,
+    campaigns.router,
     activity.router,
     tenants.router,
 )

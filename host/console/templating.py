@@ -52,6 +52,11 @@ NAV: list[NavItem] = [
 """The main navigation; an item shows only to the roles listed (the routes guard
 themselves as well: hiding a link is not access control)."""
 
+UPLOAD_HEADER = "x-console-upload"
+"""Sent by ``console.js`` on an upload it posts itself. The request follows the answer's
+redirect, so the page it fetches must leave the one-shot message for the page the browser
+opens next."""
+
 TENANT_NAV: list[tuple[str, str]] = [
     ("Overview", ""),
     ("Contacts", "/contacts"),
@@ -81,7 +86,9 @@ def render(
 ) -> HTMLResponse:
     """The page ``template`` for ``viewer``; the flash left in the session (or ``flash``)
     is shown once."""
-    if viewer is not None and flash is None:
+    if viewer is not None and flash is None and UPLOAD_HEADER in request.headers:
+        flash = ""  # the upload script's own request: the page it then opens shows the flash
+    elif viewer is not None and flash is None:
         flash = request.app.state.host.console_sessions.take_flash(viewer.token_sha256)
     token = viewer.csrf_token if viewer else ""
     page = environment.get_template(template).render(

@@ -61,6 +61,8 @@ document.addEventListener("DOMContentLoaded", () => {
       event.preventDefault();
       const request = new XMLHttpRequest();
       request.open("POST", form.action);
+      // the redirected page this request fetches leaves the flash for the page opened next
+      request.setRequestHeader("X-Console-Upload", "1");
       bar.hidden = false;
       request.upload.addEventListener("progress", (e) => {
         if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
@@ -79,4 +81,61 @@ document.addEventListener("DOMContentLoaded", () => {
       request.send(new FormData(form));
     });
   }
+});
+
+// a campaign's live progress: <section data-poll="URL"> fetches the campaign (JSON) every
+// second and fills its [data-field] elements, until the send is over and the service has
+// reported the campaign finished ("live": false); without script the page shows the state
+// at load
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("[data-poll]");
+  if (!section || !window.fetch) return;
+  const show = (name, text) => {
+    const element = section.querySelector(`[data-field="${name}"]`);
+    if (element) element.textContent = text;
+  };
+  const poll = async () => {
+    let campaign;
+    try {
+      const answer = await fetch(section.dataset.poll, { headers: { Accept: "application/json" } });
+      if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
+      campaign = await answer.json();
+    } catch (error) {
+      show("live-note", `Could not update (${error.message}); retrying.`);
+      window.setTimeout(poll, 3000);
+      return;
+    }
+    const p = campaign.progress;
+    const badge = section.querySelector('[data-field="status"] .badge');
+    if (badge) {
+      badge.textContent = campaign.status;
+      badge.className = "badge " + (["Sent", "Sending", "Scheduled"].includes(campaign.status) ? "on"
+        : ["Failed", "Cancelled"].includes(campaign.status) ? "off" : "");
+    }
+    show("stage", p.stage);
+    show("externalId", campaign.externalId || "—");
+    show("total", p.total);
+    show("exported", p.exported);
+    show("prepared", p.prepared);
+    show("skipped", p.skipped);
+    show("batches", `${p.batches} (up to ${p.batchSize} recipients each)`);
+    show("finishedAt", campaign.finishedAt ? campaign.finishedAt.replace("T", " ").slice(0, 19) : "—");
+    show("percent", `${Math.round(p.percent)}%`);
+    const bar = document.getElementById("campaign-progress");
+    if (bar) bar.value = p.percent;
+    const error = section.querySelector('[data-field="error"]');
+    if (error) {
+      error.textContent = campaign.error || "";
+      error.hidden = !campaign.error;
+    }
+    if (["done", "failed", "cancelled", "creating"].includes(p.stage)) {
+      for (const form of document.querySelectorAll("form[data-hide-when-done]")) form.hidden = true;
+    }
+    if (campaign.live) {
+      window.setTimeout(poll, 1000);
+    } else {
+      show("live-note", "Finished: reload the page for its stats and deliveries.");
+    }
+  };
+  window.setTimeout(poll, 1000);
 });
