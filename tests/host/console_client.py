@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -27,6 +28,9 @@ from tests.host.conftest import ADMIN_TOKEN
 
 PASSWORD = "a long console passphrase 42"
 DEFAULT_ADDRESS = "203.0.113.10"
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+"""Still argon2id, cheap enough that a test may sign in a dozen times (give it to
+``host.accounts.hasher`` before creating users)."""
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -40,9 +44,7 @@ def csrf_in(page: str) -> str:
 class ConsoleVisitor:
     """One browser: a cookie jar, an address, and the steps a person takes."""
 
-    def __init__(
-        self, app: FastAPI, *, address: str = DEFAULT_ADDRESS, https: bool = True
-    ) -> None:
+    def __init__(self, app: FastAPI, *, address: str = DEFAULT_ADDRESS, https: bool = True) -> None:
         self.http = TestClient(
             app,
             base_url=("https" if https else "http") + "://testserver",
@@ -66,7 +68,9 @@ class ConsoleVisitor:
     ) -> httpx.Response:
         page = self.http.get("/console/sign-in")
         assert page.status_code == 200, page.text
-        return self.http.post(path, data={**form, "csrf_token": csrf_in(page.text)}, headers=headers)
+        return self.http.post(
+            path, data={**form, "csrf_token": csrf_in(page.text)}, headers=headers
+        )
 
     @property
     def session_cookie(self) -> str | None:
@@ -81,9 +85,7 @@ class ConsoleVisitor:
     def is_signed_in(self) -> bool:
         """Whether the console opens for this visitor (rather than sending it to sign in)."""
         answer = self.http.get("/console")
-        if answer.status_code == 303 and answer.headers["location"].startswith(
-            "/console/sign-in"
-        ):
+        if answer.status_code == 303 and answer.headers["location"].startswith("/console/sign-in"):
             return False
         assert answer.status_code in (200, 303), answer.text
         return True
@@ -121,9 +123,7 @@ class ConsoleRoute:
     def url(self, values: dict[str, str]) -> str:
         """The path with its parameters filled from ``values``; a parameter not named there
         gets ``1`` (a valid string and a valid integer: the guard must answer first)."""
-        return re.sub(
-            r"{(\w+)(?::\w+)?}", lambda m: values.get(m.group(1), "1"), self.path
-        )
+        return re.sub(r"{(\w+)(?::\w+)?}", lambda m: values.get(m.group(1), "1"), self.path)
 
 
 SIGN_IN_PATHS = frozenset({"/console/sign-in", "/console/sign-in/admin-token"})

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from host.api.app import create_app
 from host.db.models import ConsoleSession
@@ -23,7 +23,7 @@ from host.platform import Host
 from host.sign_in_limits import WINDOW_S, SignInLimits
 from tests.cli_runner import Cli
 from tests.host.conftest import ADMIN_TOKEN, make_host
-from tests.host.console_client import ConsoleVisitor, make_user
+from tests.host.console_client import FAST_HASHER, ConsoleVisitor, make_user
 
 PER_ACCOUNT = 2
 PER_ADDRESS = 4 * PER_ACCOUNT
@@ -40,20 +40,36 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def host(db_path: Path) -> Iterator[Host]:
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     instance = make_host(
-        db_path, console_sign_in_failures=PER_ACCOUNT, trusted_proxies=["10.0.0.0/8"]
+        tmp_path_factory.mktemp("limits") / "host.db",
+        console_sign_in_failures=PER_ACCOUNT,
+        trusted_proxies=["10.0.0.0/8"],
     )
+    instance.accounts.hasher = FAST_HASHER
     make_user(instance, "ann@example.com", "admin")
     make_user(instance, "bob@example.com", "integrator")
     yield instance
     instance.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def app(host: Host) -> FastAPI:
     return create_app(host)
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits(host: Host) -> Iterator[None]:
+    """Each test starts with no failures counted, under the limits the host built from its
+    settings; sessions of earlier tests are ended."""
+    configured = host.sign_in_limits
+    assert (configured.per_account, configured.per_address) == (PER_ACCOUNT, PER_ADDRESS)
+    host.sign_in_limits = SignInLimits(per_account=PER_ACCOUNT, per_address=PER_ADDRESS)
+    with host.db.transaction() as session:
+        session.execute(delete(ConsoleSession))
+    yield
+    host.sign_in_limits = configured
 
 
 def _sessions(host: Host) -> int:
@@ -144,9 +160,7 @@ def test_wrong_admin_tokens_lock_the_admin_token_sign_in(host: Host, app: FastAP
     assert visitor.sign_in("ann@example.com").status_code == 303
 
 
-def test_a_forged_forwarded_for_from_an_untrusted_peer_is_ignored(
-    host: Host, app: FastAPI
-) -> None:
+def test_a_forged_forwarded_for_from_an_untrusted_peer_is_ignored(host: Host, app: FastAPI) -> None:
     """Not a trusted proxy: each attempt claims another client, all count for the peer."""
     guesser = ConsoleVisitor(app, address="198.51.100.7")
     for n in range(PER_ADDRESS):
@@ -183,16 +197,13 @@ def test_a_trusted_proxy_names_the_client(host: Host, app: FastAPI) -> None:
 
 @pytest.mark.parametrize(
     ("value", "entry"),
-    [("proxy.internal", "proxy.internal"), ("10.0.0.1, nope", "nope"), ("10.0.0.0/33", None)],
+    [("proxy.internal", "proxy.internal"), ("10.0.0.1, 10.0.0.0/33", "10.0.0.0/33")],
 )
-def test_a_bad_trusted_proxies_value_is_one_line(
-    tmp_path: Path, value: str, entry: str | None
-) -> None:
+def test_a_bad_trusted_proxies_value_is_one_line(tmp_path: Path, value: str, entry: str) -> None:
     result = Cli.in_dir(tmp_path, CRM_HOST_TRUSTED_PROXIES=value).run("serve", "--port", "1")
     assert result.returncode == 1
-    named = entry if entry is not None else value
     assert result.stderr.splitlines() == [
-        f"error: invalid configuration: CRM_HOST_TRUSTED_PROXIES: {named!r} is not an IP "
+        f"error: invalid configuration: CRM_HOST_TRUSTED_PROXIES: {entry!r} is not an IP "
         "address or CIDR"
     ]
     assert not (tmp_path / "host.db").exists()
