@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from host.accounts import UserInfo
 from host.console.guard import SESSION_COOKIE
 from host.platform import Host
 from tests.host.conftest import ADMIN_TOKEN
+from tests.host.test_bad_input import api_routes
 
 PASSWORD = "a long console passphrase 42"
 DEFAULT_ADDRESS = "203.0.113.10"
@@ -133,8 +133,8 @@ def console_routes(app: FastAPI) -> list[ConsoleRoute]:
     """Every (path, method) the console answers, read from the app's routes."""
     routes = [
         ConsoleRoute(route.path, method)
-        for route in app.routes
-        if isinstance(route, APIRoute) and route.path.startswith("/console")
+        for route in api_routes(app.routes)
+        if route.path.startswith("/console")
         for method in sorted(route.methods)
         if method != "HEAD"
     ]
