@@ -76,28 +76,61 @@ def test_api_and_console_changes_are_recorded_with_who_what_when_and_where(
     contacts = api.post("/api/v1/tenants/acme/contacts", headers=tenant_key, json=[{"name": "A"}])
     assert contacts.status_code < 300, contacts.text
 
-    admin = signed_in_admin(api.app, address="198.51.100.30")  # type: ignore[arg-type]
+    admin = signed_in_admin(api.app, address="198.51.100.30")
     form = {"csrf_token": admin.csrf(), "email": "Mia@Example.com", "password": PASSWORD,
             "role": "marketer", "tenant": "acme"}  # fmt: skip
     assert admin.post("/console/users", form).status_code == 303
-    marketer = ConsoleVisitor(api.app, address="198.51.100.31")  # type: ignore[arg-type]
+    marketer = ConsoleVisitor(api.app, address="198.51.100.31")
     assert marketer.sign_in("mia@example.com").status_code == 303
     finished = _now() + timedelta(seconds=1)
 
     entries = _audit(api)["items"][:5]
-    assert [(e["actor"], e["action"], e["method"], e["path"], e["status"], e["client"])
-            for e in reversed(entries)] == [  # fmt: skip
-        ("admin token configured", "POST /api/v1/tenants", "POST", "/api/v1/tenants", 201,
-         DEFAULT_ADDRESS),
-        ("tenant acme API key", "POST /api/v1/tenants/acme/contacts", "POST",
-         "/api/v1/tenants/acme/contacts", contacts.status_code, DEFAULT_ADDRESS),
-        ("admin token configured", "signed in to the console with the admin token", "POST",
-         "/console/sign-in/admin-token", 303, "198.51.100.30"),
-        ("admin token configured", "created user mia@example.com (marketer of tenant acme)",
-         "POST", "/console/users", 303, "198.51.100.30"),
-        ("mia@example.com", "signed in to the console", "POST", "/console/sign-in", 303,
-         "198.51.100.31"),
-    ]  # fmt: skip
+    oldest_first = [
+        (e["actor"], e["action"], e["method"], e["path"], e["status"], e["client"])
+        for e in reversed(entries)
+    ]
+    assert oldest_first == [
+        (
+            "admin token configured",
+            "POST /api/v1/tenants",
+            "POST",
+            "/api/v1/tenants",
+            201,
+            DEFAULT_ADDRESS,
+        ),
+        (
+            "tenant acme API key",
+            "POST /api/v1/tenants/acme/contacts",
+            "POST",
+            "/api/v1/tenants/acme/contacts",
+            contacts.status_code,
+            DEFAULT_ADDRESS,
+        ),
+        (
+            "admin token configured",
+            "signed in to the console with the admin token",
+            "POST",
+            "/console/sign-in/admin-token",
+            303,
+            "198.51.100.30",
+        ),
+        (
+            "admin token configured",
+            "created user mia@example.com (marketer of tenant acme)",
+            "POST",
+            "/console/users",
+            303,
+            "198.51.100.30",
+        ),
+        (
+            "mia@example.com",
+            "signed in to the console",
+            "POST",
+            "/console/sign-in",
+            303,
+            "198.51.100.31",
+        ),
+    ]
     assert all(started <= _at(e) <= finished for e in entries)
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, reverse=True), "newest first"
@@ -107,9 +140,9 @@ def test_refused_changes_leave_no_entry(host: Host, api: TestClient) -> None:
     before = _audit(api, limit=500)["items"]
     assert api.post("/api/v1/tenants", headers=ADMIN, json={"id": "Bad Id!"}).status_code == 422
     assert api.post("/api/v1/tenants", json={"id": "x", "name": "x"}).status_code == 401
-    visitor = ConsoleVisitor(api.app)  # type: ignore[arg-type]
+    visitor = ConsoleVisitor(api.app)
     assert visitor.sign_in("nobody@example.com", "wrong passphrase!!").status_code == 401
-    admin = signed_in_admin(api.app)  # type: ignore[arg-type]
+    admin = signed_in_admin(api.app)
     assert admin.post("/console/tenants", {"id": "x", "name": "x"}).status_code == 403
     after = _audit(api, limit=500)["items"]
     assert [e for e in after if e not in before] == [after[0]]  # only the admin's sign-in
@@ -121,7 +154,7 @@ def test_the_audit_api_is_the_admins(host: Host, api: TestClient) -> None:
     assert api.get("/api/v1/audit").status_code == 401
     refused = api.get("/api/v1/audit", headers={"Authorization": f"Bearer {tenant_key}"})
     assert refused.status_code == 403
-    assert "audit" not in refused.text.lower() or "items" not in refused.json()
+    assert "items" not in refused.json()
 
 
 def test_the_audit_api_pages_back_with_before(host: Host, api: TestClient) -> None:
@@ -168,7 +201,7 @@ def test_bad_paging_of_the_audit_api_is_a_422_naming_the_parameter(
 
 
 def test_the_audit_page_pages_and_refuses_bad_paging(api: TestClient) -> None:
-    admin = signed_in_admin(api.app)  # type: ignore[arg-type]
+    admin = signed_in_admin(api.app)
     page = admin.http.get("/console/audit")
     assert page.status_code == 200 and "signed in to the console with the admin token" in page.text
     bad = admin.http.get("/console/audit?before=zero")
@@ -201,7 +234,7 @@ def test_a_password_is_stored_only_as_an_argon2id_hash(
         assert email == "ivy@example.com" and stored.startswith("$argon2id$")
         checkpoint(tmp_path / "host.db")
         assert passphrase.encode() not in database_bytes(tmp_path / "host.db")
-        ivy = ConsoleVisitor(admin.http.app)  # type: ignore[arg-type]
+        ivy = ConsoleVisitor(admin.http.app)
         assert ivy.sign_in("ivy@example.com", passphrase).status_code == 303
     finally:
         host.close()
@@ -210,7 +243,7 @@ def test_a_password_is_stored_only_as_an_argon2id_hash(
 def test_a_short_password_is_refused_by_field_and_nothing_is_stored(
     host: Host, api: TestClient
 ) -> None:
-    admin = signed_in_admin(api.app)  # type: ignore[arg-type]
+    admin = signed_in_admin(api.app)
     before = table_dump(host)
     refused = _create(admin, "shorty@example.com", "elevenchars")
     assert refused.status_code == 422
@@ -221,7 +254,7 @@ def test_a_short_password_is_refused_by_field_and_nothing_is_stored(
 
 
 def test_a_taken_email_is_refused_in_any_case(host: Host, api: TestClient) -> None:
-    admin = signed_in_admin(api.app)  # type: ignore[arg-type]
+    admin = signed_in_admin(api.app)
     assert _create(admin, "dup@example.com", PASSWORD).status_code == 303
     admin.csrf()  # the page after the redirect shows (and clears) the "created" message
     before = table_dump(host)

@@ -15,7 +15,6 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import update
 
 from host.accounts import UserInfo
@@ -24,7 +23,6 @@ from host.console.guard import SESSION_COOKIE
 from host.console.pages.auth import SIGN_IN_COOKIE
 from host.db.models import ConsoleSession, utcnow
 from host.modules.packages import from_json_body
-from host.platform import Host
 from host.secrets import hash_api_key
 from tests.host.conftest import checkpoint, database_bytes, json_body, make_host, table_dump
 from tests.host.console_client import (
@@ -116,9 +114,7 @@ def test_the_session_cookie_is_not_secure_when_the_public_url_is_http(db_path: P
         visitor = ConsoleVisitor(create_app(host), https=False)
         answer = visitor.sign_in("ann@example.com")
         assert answer.status_code == 303
-        morsel = _set_cookie(answer.headers.get_list("set-cookie"), SESSION_COOKIE)[
-            SESSION_COOKIE
-        ]
+        morsel = _set_cookie(answer.headers.get_list("set-cookie"), SESSION_COOKIE)[SESSION_COOKIE]
         assert morsel["secure"] == "" and morsel["httponly"] is True
         assert morsel["samesite"] == "strict" and morsel["path"] == "/console"
         assert visitor.is_signed_in()
@@ -190,9 +186,7 @@ def test_only_the_hash_of_a_session_cookie_is_stored(world: World) -> None:
 
 def _form_routes(world: World) -> list[ConsoleRoute]:
     return [
-        r
-        for r in console_routes(world.app)
-        if r.method != "GET" and r.path not in SIGN_IN_PATHS
+        r for r in console_routes(world.app) if r.method != "GET" and r.path not in SIGN_IN_PATHS
     ]
 
 
@@ -236,9 +230,7 @@ def test_an_upload_without_its_csrf_token_stores_nothing(world: World) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(SIGN_IN_PATHS))
-def test_a_sign_in_post_needs_the_token_of_its_own_sign_in_cookie(
-    world: World, path: str
-) -> None:
+def test_a_sign_in_post_needs_the_token_of_its_own_sign_in_cookie(world: World, path: str) -> None:
     """Login CSRF: a page elsewhere posting the right credentials signs no one in."""
     form = (
         {"email": world.admin.email, "password": PASSWORD}
