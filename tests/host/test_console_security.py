@@ -24,7 +24,15 @@ from host.console.pages.auth import SIGN_IN_COOKIE
 from host.db.models import ConsoleSession, utcnow
 from host.modules.packages import from_json_body
 from host.secrets import hash_api_key
-from tests.host.conftest import checkpoint, database_bytes, json_body, make_host, table_dump
+from tests.cli_runner import Cli
+from tests.host.conftest import (
+    SECRET_KEY,
+    checkpoint,
+    database_bytes,
+    json_body,
+    make_host,
+    table_dump,
+)
 from tests.host.console_client import (
     FAST_HASHER,
     PASSWORD,
@@ -313,3 +321,29 @@ def test_a_signed_out_visitor_is_sent_to_sign_in_from_every_page(world: World) -
         assert answer.status_code == 303, (route, answer.status_code, answer.text)
         assert answer.headers["location"].startswith("/console/sign-in?next=/console"), route
     assert table_dump(world.host) == before
+
+
+@pytest.mark.parametrize("command", ["revoke", "rotate"])
+def test_revoking_or_rotating_an_admin_token_ends_its_console_sessions(
+    tmp_path: Path, command: str
+) -> None:
+    """A leaked admin token is revoked or rotated with the CLI: whoever signed in to the
+    console with it is signed out at once, not when the session would have expired."""
+    host = make_host(tmp_path / "host.db")
+    try:
+        app = create_app(host)
+        ops_token = host.admin_tokens.create("ops")
+        holder = ConsoleVisitor(app)
+        assert holder.sign_in_with_admin_token(ops_token).status_code == 303
+        bystander = signed_in_admin(app)  # the configured token's session
+        assert holder.is_signed_in() and bystander.is_signed_in()
+
+        cli = Cli.in_dir(tmp_path, CRM_HOST_SECRET_KEY=SECRET_KEY)
+        result = cli.run("admin", "token", command, "ops")
+        assert result.returncode == 0, result.stderr
+
+        assert not holder.is_signed_in()
+        assert holder.http.get("/console/tenants").status_code == 303
+        assert bystander.is_signed_in()
+    finally:
+        host.close()
