@@ -23,7 +23,7 @@ from host.platform import Host
 from host.sign_in_limits import WINDOW_S, SignInLimits
 from tests.cli_runner import Cli
 from tests.host.conftest import ADMIN_TOKEN, make_host
-from tests.host.console_client import FAST_HASHER, ConsoleVisitor, make_user
+from tests.host.console_client import FAST_HASHER, PASSWORD, ConsoleVisitor, csrf_in, make_user
 
 PER_ACCOUNT = 2
 PER_ADDRESS = 4 * PER_ACCOUNT
@@ -207,3 +207,31 @@ def test_a_bad_trusted_proxies_value_is_one_line(tmp_path: Path, value: str, ent
         "address or CIDR"
     ]
     assert not (tmp_path / "host.db").exists()
+
+
+def test_a_forged_header_line_before_the_proxys_own_does_not_name_the_client(
+    host: Host, app: FastAPI
+) -> None:
+    """A proxy may add its own ``X-Forwarded-For`` line (HAProxy does) instead of appending
+    to the client's: the lines are one list in order, the proxy's entry last."""
+    proxy = ConsoleVisitor(app, address=PROXY)
+    for n in range(PER_ADDRESS):
+        lines = [("X-Forwarded-For", f"192.0.2.{n + 1}"), ("X-Forwarded-For", "203.0.113.7")]
+        email = f"line{n}@example.com"
+        page = proxy.http.get("/console/sign-in")
+        form = {"email": email, "password": "wrong passphrase!!", "csrf_token": csrf_in(page.text)}
+        answer = proxy.http.post("/console/sign-in", data=form, headers=httpx.Headers(lines))
+        assert answer.status_code == 401
+    refused = proxy.sign_in("ann@example.com", headers={"X-Forwarded-For": "203.0.113.7"})
+    _assert_locked_out(refused)
+
+    # the audit log names the client the same way
+    other = ConsoleVisitor(app, address=PROXY)
+    page = other.http.get("/console/sign-in")
+    form = {"email": "ann@example.com", "password": PASSWORD, "csrf_token": csrf_in(page.text)}
+    lines = [("X-Forwarded-For", "192.0.2.99"), ("X-Forwarded-For", "203.0.113.8")]
+    assert (
+        other.http.post("/console/sign-in", data=form, headers=httpx.Headers(lines)).status_code
+        == 303
+    )
+    assert host.audit.list(limit=1)[0].client == "203.0.113.8"
