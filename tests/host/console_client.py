@@ -120,6 +120,11 @@ class ConsoleRoute:
     def params(self) -> list[str]:
         return re.findall(r"{(\w+)(?::\w+)?}", self.path)
 
+    @property
+    def is_asset(self) -> bool:
+        """A stylesheet or script the pages link to (the sign-in page too): public."""
+        return self.method == "GET" and self.path.endswith((".css", ".js"))
+
     def url(self, values: dict[str, str]) -> str:
         """The path with its parameters filled from ``values``; a parameter not named there
         gets ``1`` (a valid string and a valid integer: the guard must answer first)."""
