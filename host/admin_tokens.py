@@ -4,7 +4,8 @@ On the first start with no ``CRM_HOST_ADMIN_TOKEN`` and no stored token, ``serve
 named ``default`` and prints it once; later starts print nothing and the same token keeps
 working. Operators add one token per person or system (``crm-host admin token create NAME``),
 rotate one (``rotate NAME``: a new value under the same name, the old one stops working at
-once) and revoke one. ``CRM_HOST_ADMIN_TOKEN``, when set, is accepted as well: deployments that
+once) and revoke one; either ends the console sessions signed in with it, as a leaked token
+is what they are for. ``CRM_HOST_ADMIN_TOKEN``, when set, is accepted as well: deployments that
 keep the credential in a secret store keep working.
 """
 
@@ -15,11 +16,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from host.db.engine import Database
-from host.db.models import AdminToken
+from host.db.models import AdminToken, ConsoleSession
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.secrets import hash_api_key, new_admin_token
 
@@ -77,6 +79,7 @@ class AdminTokens:
             if row is None:
                 raise NotFound(f"admin token {name} does not exist")
             row.token_sha256 = hash_api_key(token)
+            _end_console_sessions(session, name)
         return token
 
     def revoke(self, name: str) -> None:
@@ -85,6 +88,7 @@ class AdminTokens:
             if row is None:
                 raise NotFound(f"admin token {name} does not exist")
             session.delete(row)
+            _end_console_sessions(session, name)
 
     def first_start_token(self) -> str | None:
         """A ``default`` token when no admin credential exists at all, else None."""
@@ -97,6 +101,11 @@ class AdminTokens:
             return self.create(DEFAULT_NAME)
         except Conflict:  # another node created it at the same moment: it prints it
             return None
+
+
+def _end_console_sessions(session: Session, name: str) -> None:
+    """Sign out, in the same transaction, whoever signed in to the console with ``name``."""
+    session.execute(delete(ConsoleSession).where(ConsoleSession.admin_token_name == name))
 
 
 def _check_name(name: str) -> None:

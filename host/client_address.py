@@ -4,13 +4,14 @@ The connection's peer is the client, unless the peer is one of ``CRM_HOST_TRUSTE
 then ``X-Forwarded-For`` is read from the right, skipping trusted proxies, and the first
 address that is not one is the client. A client cannot forge its way past this by sending
 its own ``X-Forwarded-For``: the entries it wrote are to the left of the one the trusted
-proxy appended.
+proxy appended — also when the proxy adds a header line of its own rather than appending to
+the client's (HAProxy does): the lines are one list, in order (RFC 9110, 5.3).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -28,12 +29,13 @@ class ClientAddresses:
             return False
         return any(ip in network for network in self.trusted)
 
-    def client_of(self, peer: str | None, forwarded_for: str | None) -> str:
-        """The client's address: ``peer`` (the connection) unless a trusted proxy forwarded."""
+    def client_of(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
+        """The client's address: ``peer`` (the connection) unless a trusted proxy forwarded;
+        ``forwarded_for``: every ``X-Forwarded-For`` line of the request, in order."""
         address = peer or "unknown"
         if not self.trusted or not self._is_trusted(address) or not forwarded_for:
             return address
-        for hop in reversed(forwarded_for.split(",")):
+        for hop in reversed(",".join(forwarded_for).split(",")):
             hop = hop.strip()
             try:
                 ipaddress.ip_address(hop)

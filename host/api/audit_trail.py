@@ -62,8 +62,9 @@ class AuditTrail:
 
     def client(self, scope: Scope) -> str:
         peer = scope.get("client")
-        forwarded = None
-        for name, value in scope.get("headers", []):
-            if name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+            if name == b"x-forwarded-for"
+        ]
         return self.addresses.client_of(peer[0] if peer else None, forwarded)

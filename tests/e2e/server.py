@@ -40,11 +40,16 @@ class RunningHost:
 
 @contextmanager
 def running_host(
-    workdir: Path, *, configured: bool = True, port: int | None = None, **extra_env: str
+    workdir: Path,
+    *,
+    configured: bool = True,
+    port: int | None = None,
+    crm_host: Path = CRM_HOST,
+    **extra_env: str,
 ) -> Iterator[RunningHost]:
     """``configured=False`` leaves the database and the admin token to their defaults (the
     data directory, a stored token): ``admin_token`` is then "" and the test reads what
-    ``serve`` printed."""
+    ``serve`` printed. ``crm_host``: another installation's ``crm-host`` (a wheel's venv)."""
     port = port or free_port()
     token = "e2e-admin-token-" + os.urandom(8).hex() if configured else ""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
@@ -55,7 +60,7 @@ def running_host(
     env.update(extra_env)
     log = (workdir / "serve.log").open("wb")
     process = subprocess.Popen(
-        [str(CRM_HOST), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(crm_host), "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=workdir,
         env=env,
         stdout=log,

@@ -1,16 +1,22 @@
 """The host as a user installs it from a wheel: built from this checkout, installed into a fresh
 venv outside it, and used from a folder that has no source tree — the schema, the example
-modules, the migrations and the docs assets must all come from the installed package."""
+modules, the migrations, the docs assets and the console's templates and static files must
+all come from the installed package."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.e2e.server import running_host
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +98,46 @@ def test_the_wheel_runs_the_demo_and_the_toolkit_without_the_source_tree(
     assert "sendgrid@1.0.0 stored" in uploaded
     assert (base / "xdg" / "crm-host" / "crm-host.db").is_file()
     assert sorted(p.name for p in work.iterdir()) == ["acme-mail"]
+
+
+def _console_files(folder: str) -> dict[str, bytes]:
+    """The checkout's console ``folder`` (templates, static), by path inside the wheel."""
+    source = ROOT / "host" / "console" / folder
+    return {
+        f"host/console/{folder}/{path.relative_to(source).as_posix()}": path.read_bytes()
+        for path in source.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+@pytest.mark.timeout(900)
+def test_the_wheel_serves_the_console_with_its_templates_css_and_js(
+    installed: tuple[Path, dict[str, str]],
+) -> None:
+    base, _env = installed
+    wheel = next((base / "dist").glob("crm_module_host-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        packed = set(archive.namelist())
+    for folder in ("templates", "static"):
+        expected = _console_files(folder)
+        assert expected, folder
+        assert sorted(set(expected) - packed) == [], f"console {folder} missing from the wheel"
+
+    work = base / "console"
+    work.mkdir()
+    static = _console_files("static")
+    with running_host(work, crm_host=base / "venv" / "bin" / "crm-host") as served:
+        page = httpx.get(served.url + "/console/sign-in", timeout=30)
+        assert page.status_code == 200 and "<h1>Sign in</h1>" in page.text
+        assets = re.findall(r'<(?:link rel="stylesheet" href|script src)="([^"?]+)', page.text)
+        assert any(a.endswith(".css") for a in assets) and any(a.endswith(".js") for a in assets)
+        for asset in assets:
+            answer = httpx.get(served.url + asset, timeout=30)
+            assert answer.status_code == 200, asset
+            kind = "text/css" if asset.endswith(".css") else "javascript"
+            assert kind in answer.headers["content-type"], asset
+            assert (
+                answer.content
+                == static["host/console/static/" + asset.removeprefix("/console/static/")]
+            )
+    assert "Traceback" not in served.output()

@@ -100,7 +100,7 @@ def _check_sign_in_token(request: Request, form: FormData) -> None:
 def _client(request: Request) -> str:
     host: Host = request.app.state.host
     peer = request.client.host if request.client else None
-    return host.client_addresses.client_of(peer, request.headers.get("x-forwarded-for"))
+    return host.client_addresses.client_of(peer, request.headers.getlist("x-forwarded-for"))
 
 
 def _signed_in_response(request: Request, token: str, next_path: str) -> Response:
