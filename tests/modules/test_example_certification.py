@@ -1,12 +1,12 @@
 """Every example module integrators copy passes ``crm-host module certify``: its cases cover
 every function it implements, its recordings answer every fetch, and its webhook answers
 malformed bodies with a 4xx. Certified in-process over one shared sandbox pool (the same
-``certify`` the command and the upload path call), and once through the real command."""
+``certify`` the command and the upload path call: the suite's ``pool``), and once through
+the real command."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,12 +31,6 @@ CHECKS = [
     "webhook-malformed",
 ]
 MAX_SCRIPT_BYTES = HostSettings().max_script_bytes
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[SandboxPool]:
-    with SandboxPool(size=1) as shared:
-        yield shared
 
 
 def test_every_example_module_is_listed() -> None:
