@@ -8,8 +8,10 @@ of; certification asks what every module owes the host whatever it integrates:
 ``settings-schema``  every secret-looking setting is ``writeOnly`` (so it is encrypted and
                      masked), every required setting has a description (an admin fills it in);
 ``egress``           every ``fetch`` whose host is known statically goes to a declared host;
-``cases``            each implemented function has cases, and they all pass offline — the
-                     values they return are contract-valid (validated as on a server);
+``cases``            each implemented function has cases, at least one of them expecting a
+                     value (an error case alone checks no return value), and they all pass
+                     offline — the values they return are contract-valid (validated as on
+                     a server);
 ``recorded-fetch``   no case fetches anything its recording does not answer;
 ``limits``           no case hits a limit of the manifest (time, memory, fetches, storage);
 ``webhook-stable``   ParseWebhookRequest gives the same result for the same request twice;
@@ -179,7 +181,7 @@ def _dynamic(
         try:
             cases.extend(load_cases(path, module, directory))
         except InvalidInput as exc:
-            broken += [f"tests/{path.name}: {p}" for p in exc.problems]
+            broken += [str(p) for p in exc.problems]  # located in tests/<file> already
     outcomes = [(case, run_case(pool, module, case, allow)) for case in cases]
     checks = [
         _cases(module, cases, outcomes, broken),
@@ -217,11 +219,15 @@ def _cases(
 ) -> Check:
     details = list(broken)
     covered = {c.function for c in cases}
-    details += [
-        f"{function} is implemented but no case in tests/ calls it"
-        for function in module.functions
-        if function not in covered
-    ]
+    returning = {c.function for c in cases if c.expect != "error"}
+    for function in module.functions:
+        if function not in covered:
+            details.append(f"{function} is implemented but no case in tests/ calls it")
+        elif function not in returning:
+            details.append(
+                f"{function}: every case in tests/ expects an error, so none checks that "
+                "it returns a contract-valid value (add a case with returns or actions)"
+            )
     for _, outcome in outcomes:
         if outcome.status != "PASSED":
             first = outcome.detail.splitlines()[0] if outcome.detail else ""

@@ -378,9 +378,12 @@ def event_actions(event):
 
 
 def CRM_Marketing_ParseWebhookRequest(request):
-    # Unisender may check the URL with a GET (or an empty POST) when the hook is set.
-    if request.method != "POST" or not request.body.strip():
+    # Unisender may check the URL with a GET when the hook is set. An empty POST carries no
+    # event and no auth: a 400 (not 200) so a misconfigured sender sees its request is wrong.
+    if request.method != "POST":
         return {"response": reply(200, "OK")}
+    if not request.body.strip():
+        return {"response": reply(400, "empty body")}
     try:
         payload = json.loads(request.body)
     except ValueError:

@@ -8,8 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from host.toolkit.certify import digest
+import pytest
+
+from host.config import HostSettings
+from host.modules.packages import from_directory
+from host.toolkit.certify import certify, digest, render
+from sandbox.pool import SandboxPool
 from tests.cli_runner import Cli
+
+MAX_SCRIPT_BYTES = HostSettings().max_script_bytes
 
 MANIFEST = {
     "id": "certified-mail",
@@ -196,3 +203,96 @@ def test_a_requiring_host_refuses_uncertified_uploads_and_enabling(tmp_path: Pat
         "tenant", "enable", "acme", "certified-mail", "--version", "1.0.0", "--set", "api_key=k"
     )
     assert enabled.returncode == 0, enabled.stderr
+
+
+# --- each check fails on its own (an invalid case file takes its cases with it), naming
+# the file, function or case that failed -------------------------
+
+WEBHOOK_CASE = CASES[1]
+EXPORT_CASE = CASES[0]
+EXPORT_CALL = {k: v for k, v in EXPORT_CASE.items() if k not in ("returns", "storageAfter")}
+
+
+def _variant(old: str, new: str) -> str:
+    assert old in SCRIPT
+    return SCRIPT.replace(old, new)
+
+
+BROKEN_MODULES = {
+    "a fetch no recording answers": (
+        _variant(
+            'storage.set("seen"',
+            'if "c9" in contactIds:\n        fetch("https://api.acme.test/contacts")\n'
+            '    storage.set("seen"',
+        ),
+        [*CASES, {**EXPORT_CALL, "name": "live", "args": [["c9"]], "error": "script_error"}],
+        {},
+        ["recorded-fetch"],
+        "tests/cases.json::live: GET https://api.acme.test/contacts has no recorded answer",
+    ),
+    "a case that hits the time limit": (
+        _variant(
+            'storage.set("seen"', 'while "c9" in contactIds:\n        pass\n    storage.set("seen"'
+        ),
+        [*CASES, {**EXPORT_CALL, "name": "spin", "args": [["c9"]], "error": "timeout"}],
+        {"limits": {"timeout_s": 1}},
+        ["limits"],
+        "tests/cases.json::spin: timeout under the manifest's limits",
+    ),
+    "a webhook that answers differently each time": (
+        _variant(
+            'for e in events if isinstance(e, dict) and e.get("event") == "unsubscribe"\n    ]}',
+            'for e in events if isinstance(e, dict) and e.get("event") == "unsubscribe"\n'
+            '    ], "response": {"status": 200, "body": str(random.random())}}',
+        ).replace("import json\n", "import json\nimport random\n"),
+        CASES,
+        {},
+        ["webhook-stable"],
+        "tests/cases.json::unsubscribe: a second run of the same request gave another result",
+    ),
+    "a webhook that accepts a malformed body": (
+        _variant(
+            'return {"response": {"status": 400, "body": "not JSON"}}', 'return {"actions": []}'
+        ),
+        CASES,
+        {},
+        ["webhook-malformed"],
+        "an empty body: answered 200, expected a 4xx response",
+    ),
+    "a case whose expectation is not met": (
+        SCRIPT,
+        [EXPORT_CASE, {**WEBHOOK_CASE, "actions": []}],
+        {},
+        ["cases"],
+        "tests/cases.json::unsubscribe FAILED: CRM_Marketing_ParseWebhookRequest: the actions "
+        "differ from the expected ones",
+    ),
+    "a function with error cases only": (
+        SCRIPT,
+        [{**EXPORT_CALL, "args": [[1]], "error": "script_error"}, WEBHOOK_CASE],
+        {},
+        ["cases"],
+        "CRM_Marketing_ExportContacts: every case in tests/ expects an error",
+    ),
+    "an invalid case file": (
+        SCRIPT,
+        [{**EXPORT_CASE, "expected": None}, WEBHOOK_CASE],
+        {},
+        ["cases", "webhook-malformed"],  # the file is refused whole: no webhook case left
+        "tests/cases.json: $[0].expected: unknown key",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(BROKEN_MODULES))
+def test_each_check_fails_alone_and_names_what_failed(
+    what: str, tmp_path: Path, pool: SandboxPool
+) -> None:
+    script, cases, manifest_changes, failed, detail = BROKEN_MODULES[what]
+    folder = write_module(tmp_path / "m", {**MANIFEST, **manifest_changes}, script, cases)
+    package = from_directory(folder, max_script_bytes=MAX_SCRIPT_BYTES)
+    report = certify(folder, package, max_script_bytes=MAX_SCRIPT_BYTES, pool=pool)
+    assert [c.name for c in report.checks if not c.passed] == failed, render(report)
+    details = [d for c in report.checks for d in c.details]
+    assert any(detail in d for d in details), details
+    assert report.passed is False and "NOT certified: failed " + ", ".join(failed) in render(report)
