@@ -32,6 +32,7 @@ LISTINGS: dict[str, tuple[str, ...]] = {
     "/api/v1/tenants/{tenant_id}/outbox": ("limit",),
     "/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger/types": (),
     "/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger/bots": (),
+    "/api/v1/audit": ("before", "limit"),
 }
 
 
@@ -64,8 +65,13 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
 
 
 def test_every_listing_declares_how_it_pages(host: Host) -> None:
-    """Found from the app itself, so a new listing without the guard fails here."""
-    routes = [r for r in _api_routes(create_app(host).routes) if "GET" in r.methods]
+    """Found from the app itself, so a new listing without the guard fails here. The
+    console's pages are HTML for people, not API listings: left out."""
+    routes = [
+        r
+        for r in _api_routes(create_app(host).routes)
+        if "GET" in r.methods and not r.path.startswith("/console")
+    ]
     assert len(routes) > 15
     listings = {
         r.path: _paging_guard(r) for r in routes if _is_listing(r) or _paging_guard(r) is not None
