@@ -63,6 +63,7 @@ from host.secrets import (
 )
 from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
+from host.webhook_targets import WebhookTargets
 from sandbox.invocation import HostCallback
 from sandbox.pool import SandboxPool
 
@@ -168,7 +169,12 @@ class Host:
         )
         self.registry = ModuleRegistry(db, self.hooks, max_script_bytes=settings.max_script_bytes)
         self.tenants = TenantService(
-            db, self.registry, self.box, self.hooks, settings.webhook_url_base
+            db,
+            self.registry,
+            self.box,
+            self.hooks,
+            settings.webhook_url_base,
+            WebhookTargets(settings.webhook_target_cache_seconds),
         )
         self.shares = ModuleShares(settings)
         self.invoker = ModuleInvoker(
@@ -330,4 +336,5 @@ class Host:
     def delete_tenant(self, tenant_id: str) -> None:
         """Tombstone the tenant (gone from every surface at once) and wake the purge."""
         self.tenant_deletion.tombstone(tenant_id)
+        self.tenants.forget_webhook_targets(tenant_id)
         self.tenant_purger.wake()
