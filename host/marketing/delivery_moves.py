@@ -23,14 +23,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from host.db.models import Delivery
 from host.marketing.lifecycle import DELIVERY_RANK
 
-STATUS_RANK: ColumnElement[int] = case(DELIVERY_RANK, value=Delivery.status, else_=-1)
-"""``deliveries.status`` as its rank, in SQL."""
+DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+STATUS_RANK: ColumnElement[int] = literal_column(
+    "CASE status "
+    + " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in DELIVERY_RANK.items())
+    + " ELSE -1 END"
+)
+"""``deliveries.status`` as its rank, in SQL (built from the fixed rank table, no input)."""
+
+
+def _forward_update(status: str) -> Update:
+    return (
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.campaign_id == bindparam("row_campaign"),
+            DELIVERIES.c.contact_id == bindparam("row_contact"),
+            literal_column(str(DELIVERY_RANK[status])) > STATUS_RANK,
+        )
+        .values(status=status, history=bindparam("new_history"), updated_at=bindparam("at"))
+    )
+
+
+FORWARD_UPDATES = {status: _forward_update(status) for status in DELIVERY_RANK}
+"""One statement per target status, so each compiles once (plain Core, no ORM bookkeeping)."""
 
 
 @dataclass
@@ -49,16 +70,11 @@ def locked_deliveries(
 ) -> list[DeliveryRow]:
     """The deliveries of ``campaign_ids`` to ``email_keys``, locked for this transaction in
     primary-key order (concurrent batches lock in the same order: no deadlock)."""
+    c = DELIVERIES.c
     rows = session.execute(
-        select(
-            Delivery.campaign_id,
-            Delivery.contact_id,
-            Delivery.email_key,
-            Delivery.status,
-            Delivery.history,
-        )
-        .where(Delivery.campaign_id.in_(campaign_ids), Delivery.email_key.in_(email_keys))
-        .order_by(Delivery.campaign_id, Delivery.contact_id)
+        select(c.campaign_id, c.contact_id, c.email_key, c.status, c.history)
+        .where(c.campaign_id.in_(campaign_ids), c.email_key.in_(email_keys))
+        .order_by(c.campaign_id, c.contact_id)
         .with_for_update()
     )
     return [
