@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,12 @@ class ModuleResult:
     invoker does, once the value is validated and the caller's own effects succeed, in one
     transaction with them (:meth:`host.invoker.ModuleInvoker.call_resolved`).
 
+    ``records`` build the rows a wrapping plugin (the invocation log) wants stored about the
+    call (each builds one row, so it can be built again): the invoker adds them to that same
+    transaction, so a successful webhook costs one commit
+    rather than one per plugin, and stores them on their own when the transaction fails (the
+    call still happened).
+
     Hook implementations return this envelope rather than the bare value, because ``None`` is
     a legitimate return of some functions and means "not served here" to pluggy.
     """
@@ -76,6 +83,7 @@ class ModuleResult:
     cpu_ms: float | None = None
     peak_memory_kb: int | None = None
     storage_changes: StorageChanges | None = None
+    records: list[Callable[[], Any]] = field(default_factory=list)
 
 
 def mask_secrets(text: str | None, secrets: tuple[str, ...]) -> str | None:

@@ -166,6 +166,14 @@ class HostSettings(BaseSettings):
     webhook_rate_burst: int = Field(
         10, ge=1, description="Bucket size of the webhook rate limit (requests at once)."
     )
+    webhook_target_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long a node serves a webhook URL's target (token, version, "
+        "settings) from memory before reading it again: a change made on another node is "
+        "seen within this time (on this node at once); 0 reads it on every request.",
+    )
     campaign_batch_size: int = Field(
         1000, ge=1, le=MAX_CAMPAIGN_BATCH_SIZE, description="Default recipients per batch."
     )

@@ -14,6 +14,7 @@ caller's effects — therefore keeps no storage writes; only a script's explicit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -28,6 +29,8 @@ from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
 from host.request_ids import current_request_id
 from host.tenants import RuntimeEnablement, TenantService
+
+log = logging.getLogger(__name__)
 
 CallEffects = Callable[[Session, ModuleResult], None]
 """A caller's own effects of a successful call, run inside the transaction that commits the
@@ -140,11 +143,43 @@ class ModuleInvoker:
         return result
 
     def _commit(self, call: ModuleCall, result: ModuleResult, effects: CallEffects | None) -> None:
+        """One write transaction for everything the call changes: its storage writes, the
+        caller's effects and the plugins' records. When it fails, the records (the call did
+        run) are stored on their own and the failure reaches the caller."""
         changes = result.storage_changes
-        if changes is None and effects is None:
+        if changes is None and effects is None and not result.records:
             return
-        with self.storage.db.transaction() as session:
-            if changes is not None:  # first: a new row is created outside this transaction
-                self.storage.apply(session, call.tenant_id, call.module_id, changes)
-            if effects is not None:
-                effects(session, result)
+        if changes is not None:  # a missing row is created first, in its own transaction
+            self.storage.ensure_row(call.tenant_id, call.module_id)
+        try:
+            with self.storage.db.write_transaction() as session:
+                if changes is not None:
+                    self.storage.apply(session, call.tenant_id, call.module_id, changes)
+                if effects is not None:
+                    effects(session, result)
+                self._add_records(session, call, result)
+        except BaseException:
+            self._store_records(result)
+            raise
+
+    @staticmethod
+    def _add_records(session: Session, call: ModuleCall, result: ModuleResult) -> None:
+        """The plugins' records in a savepoint: one that cannot be written is logged and
+        left out, it never undoes the call's effects (its outcome matters more)."""
+        if not result.records:
+            return
+        session.flush()  # the effects' own failures are theirs, raised here
+        try:
+            with session.begin_nested():
+                session.add_all(build() for build in result.records)
+        except Exception:
+            log.exception("could not write the invocation log for %s", call.module_ref)
+
+    def _store_records(self, result: ModuleResult) -> None:
+        if not result.records:
+            return
+        try:
+            with self.storage.db.transaction() as session:
+                session.add_all(build() for build in result.records)
+        except Exception:
+            log.exception("could not write the invocation log of a call whose commit failed")

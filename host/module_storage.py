@@ -77,7 +77,8 @@ class ModuleStorageStore:
         the worker is not trusted)."""
         if not isinstance(key, str) or not key:
             raise ScriptError("storage keys must be non-empty strings")
-        with self.db.transaction() as session:
+        self.ensure_row(tenant_id, module_id)
+        with self.db.write_transaction() as session:
             row = self._locked_row(session, tenant_id, module_id)
             data = {**row.data, key: value}
             size = encoded_size(data)
@@ -87,18 +88,25 @@ class ModuleStorageStore:
                 )
             row.data = data
 
-    def _locked_row(self, session: Session, tenant_id: str, module_id: str) -> ModuleStorage:
-        """The (tenant, module) row, locked for this transaction. A missing row is created
-        first in a transaction of its own, so a concurrent first write (a unique-key race)
-        never aborts the caller's transaction."""
-        row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
-        if row is not None:
-            return row
+    def ensure_row(self, tenant_id: str, module_id: str) -> None:
+        """Create the (tenant, module) row if it is missing, in a transaction of its own, so
+        that a concurrent first write (a unique-key race) never aborts a caller's
+        transaction. Called before the caller's write transaction starts: inside one, on
+        SQLite, it would wait for that transaction's own lock."""
+        with self.db.transaction() as session:
+            if session.get(ModuleStorage, (tenant_id, module_id)) is not None:
+                return
         try:
             with self.db.transaction() as own:
                 own.add(ModuleStorage(tenant_id=tenant_id, module_id=module_id, data={}))
         except IntegrityError:
             pass  # the concurrent call created it
+
+    def _locked_row(self, session: Session, tenant_id: str, module_id: str) -> ModuleStorage:
+        """The (tenant, module) row, locked for this transaction (see :meth:`ensure_row`);
+        a row deleted meanwhile (the tenant purged) is created again."""
         row = session.get(ModuleStorage, (tenant_id, module_id), with_for_update=True)
-        assert row is not None
+        if row is None:
+            row = ModuleStorage(tenant_id=tenant_id, module_id=module_id, data={})
+            session.add(row)
         return row

@@ -74,6 +74,7 @@ from host.secrets import (
 from host.sign_in_limits import SignInLimits
 from host.tenant_deletion import TenantDeletion, TenantPurger
 from host.tenants import TenantService
+from host.webhook_targets import WebhookTargets
 from sandbox.invocation import HostCallback
 from sandbox.pool import SandboxPool
 
@@ -203,6 +204,7 @@ class Host:
             self.box,
             self.hooks,
             settings.webhook_url_base,
+            webhook_targets=WebhookTargets(settings.webhook_target_cache_seconds),
             version_gate=self.certifications.check_enable,
         )
         self.shares = ModuleShares(settings)
@@ -397,4 +399,5 @@ class Host:
     def delete_tenant(self, tenant_id: str) -> None:
         """Tombstone the tenant (gone from every surface at once) and wake the purge."""
         self.tenant_deletion.tombstone(tenant_id)
+        self.tenants.forget_webhook_targets(tenant_id)
         self.tenant_purger.wake()

@@ -33,6 +33,7 @@ from host.settings_schema import (
     secret_values,
     validate_settings,
 )
+from host.webhook_targets import CachedTarget, WebhookTargets
 
 TENANT_ID = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 """Tenant id slug; used with ``fullmatch`` (``$`` would also accept a trailing newline)."""
@@ -84,6 +85,7 @@ class TenantService:
         box: SecretBox,
         hooks: pluggy.PluginManager,
         webhook_url_base: str,
+        webhook_targets: WebhookTargets | None = None,
         version_gate: Callable[[str, str], None] | None = None,
     ):
         self.db = db
@@ -91,6 +93,7 @@ class TenantService:
         self.box = box
         self.hooks = hooks
         self.webhook_url_base = webhook_url_base
+        self.webhook_targets = webhook_targets or WebhookTargets(0)
         #: raises when a version may not be newly pinned and enabled (certification)
         self.version_gate = version_gate
 
@@ -228,6 +231,7 @@ class TenantService:
             row.secrets_encrypted = self.box.seal(secret)
             session.flush()
             info = self._info(row, manifest)
+        self.webhook_targets.forget(tenant_id, module_id)
         if info.enabled and (not was_enabled or version is not None):
             notify(
                 self.hooks,
@@ -307,13 +311,16 @@ class TenantService:
         row = self._require(tenant_id, module_id)
         if not row.enabled:
             raise Conflict(f"module {module_id} is disabled for tenant {tenant_id}")
-        version_row = self.registry.stored(module_id, version or row.version)
+        return self._runtime_of(row, version)
+
+    def _runtime_of(self, row: Enablement, version: str | None) -> RuntimeEnablement:
+        version_row = self.registry.stored(row.module_id, version or row.version)
         manifest = version_row.manifest
         settings = self._full_settings(row)
         secrets = secret_values(manifest, settings)
         return RuntimeEnablement(
-            tenant_id,
-            module_id,
+            row.tenant_id,
+            row.module_id,
             version_row.version,
             version_row.program,
             settings,
@@ -337,16 +344,38 @@ class TenantService:
 
     def webhook_target(self, tenant_id: str, module_id: str, token: str) -> RuntimeEnablement:
         """The enablement a webhook URL points to; any mismatch is "not found", so a probe
-        learns nothing about which part was wrong."""
+        learns nothing about which part was wrong. Served from :attr:`webhook_targets`
+        while fresh (see :mod:`host.webhook_targets`)."""
+        key = (tenant_id, module_id)
+        entry = self.webhook_targets.fresh(key)
+        if entry is None:
+            generation = self.webhook_targets.generation()
+            entry = self._read_webhook_target(tenant_id, module_id)
+            if entry is None:
+                raise NotFound("no such webhook")
+            self.webhook_targets.keep(key, entry, generation)
+        if not hmac.compare_digest(entry.token.encode(), token.encode()):
+            raise NotFound("no such webhook")
+        if entry.runtime is None:
+            raise NotFound("no such webhook")
+        return entry.runtime
+
+    def forget_webhook_targets(self, tenant_id: str) -> None:
+        """The tenant changed outside this service (deleted): its URLs are read again."""
+        self.webhook_targets.forget(tenant_id)
+
+    def _read_webhook_target(self, tenant_id: str, module_id: str) -> CachedTarget | None:
+        """What the database says about the URL now, in one read; None for a tenant or
+        module that has no URL."""
+        read_at = self.webhook_targets.now()  # before the read: never fresher than it
         with self.db.transaction() as session:
             row = session.get(Enablement, (tenant_id, module_id))
-            stored = row.webhook_token if row else ""
             tenant = session.get(Tenant, tenant_id)
-        if tenant is None or tenant.deleted_at is not None:
-            row = None
-        if row is None or not hmac.compare_digest(stored.encode(), token.encode()):
-            raise NotFound("no such webhook")
-        return self.runtime(tenant_id, module_id)
+        if row is None or tenant is None or tenant.deleted_at is not None:
+            return None
+        if not row.enabled:
+            return CachedTarget(row.webhook_token, None, read_at)
+        return CachedTarget(row.webhook_token, self._runtime_of(row, None), read_at)
 
     def verify_secret_key(self) -> None:
         """Fail at start-up, not at the first webhook, when the configured key cannot open

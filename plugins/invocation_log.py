@@ -1,6 +1,11 @@
 """Writes every CRM_Marketing_* call into the invocation log table: who called what, when,
 for how long, how it ended, and what the run captured. The outermost wrapper, so it sees the
-final outcome (including a contract violation found by the host's enforcer)."""
+final outcome (including a contract violation found by the host's enforcer).
+
+A failed call's row is written at once. A successful call's row rides on its result
+(``ModuleResult.records``): the invoker stores it in the transaction that commits the call's
+effects (a webhook's actions and receipt), or on its own if that transaction fails, so a
+webhook is one commit instead of two."""
 
 from __future__ import annotations
 
@@ -47,8 +52,11 @@ class InvocationLog:
             raise
         if result is None:
             self._record(call, started, clock, "not_implemented", None)
-        else:
-            self._record(call, started, clock, "ok", None, None, result)
+        elif isinstance(result, ModuleResult):
+            row = self._row(call, started, clock, "ok", None, None, result)
+            result.records.append(lambda: Invocation(**row))
+        else:  # not the documented shape: the invoker refuses it, the log says it ran
+            self._record(call, started, clock, "ok", None)
         return result
 
     def _record(
@@ -61,8 +69,27 @@ class InvocationLog:
         line: int | None = None,
         trace: ModuleResult | None = None,
     ) -> None:
+        columns = self._row(call, started, clock, outcome, error, line, trace)
+        try:
+            with self.db.transaction() as session:
+                session.add(Invocation(**columns))
+        except Exception:
+            # The call's own outcome matters more than its log line.
+            log.exception("could not write the invocation log for %s", call.module_ref)
+
+    @staticmethod
+    def _row(
+        call: ModuleCall,
+        started: datetime,
+        clock: float,
+        outcome: str,
+        error: str | None,
+        line: int | None = None,
+        trace: ModuleResult | None = None,
+    ) -> dict[str, Any]:
+        """The log row's columns, secrets masked."""
         secrets = call.secret_values
-        row = Invocation(
+        return dict(
             tenant_id=call.tenant_id,
             module_id=call.module_id,
             version=call.version,
@@ -79,9 +106,3 @@ class InvocationLog:
             peak_memory_kb=trace.peak_memory_kb if trace else None,
             request_id=call.request_id,
         )
-        try:
-            with self.db.transaction() as session:
-                session.add(row)
-        except Exception:
-            # The call's own outcome matters more than its log line.
-            log.exception("could not write the invocation log for %s", call.module_ref)

@@ -117,6 +117,7 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         self._lock = threading.Lock()
+        self._sqlite_writer = threading.Lock()  # see write_transaction()
         self._engine: Engine | None = None
         self._made: tuple[Engine, sessionmaker[Session]] | None = None
 
@@ -141,6 +142,29 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error,
         so a failure never leaves anything half-written."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """A transaction that reads what it is about to change and writes it, safe against a
+        concurrent one doing the same (two webhooks naming the same delivery, two nodes).
+
+        On SQLite it holds the write lock from its first statement (``BEGIN IMMEDIATE``), so
+        its reads are current and concurrent ones serialise, where a deferred transaction
+        reading first would fail with "database is locked" when its snapshot went stale.
+        Inside one process the writers also queue on a lock of their own first: SQLite's busy
+        handler sleeps in steps of up to 100 ms while it waits, a lock wakes the next writer
+        at once. Another process on the same file waits through the busy timeout.
+
+        On PostgreSQL it is a plain transaction; its writers take row locks
+        (``SELECT ... FOR UPDATE``) on what they read. Do not open another transaction that
+        writes while inside one: on SQLite it would wait for this one's lock."""
+        if self.engine.dialect.name != "sqlite":
+            with self.transaction() as session:
+                yield session
+            return
+        with self._sqlite_writer, self.sessions() as session, session.begin():
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     def dispose(self) -> None:

@@ -58,8 +58,9 @@ from host.contract.types import (
     UpdateDeliveryStatusAction,
 )
 from host.db.engine import Database
-from host.db.models import Campaign, Contact, ContactUnsubscription, Delivery, OutboxMessage
+from host.db.models import Campaign, Contact, ContactUnsubscription, OutboxMessage
 from host.marketing.contact_rows import is_email
+from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward
 from host.marketing.event_dedupe import DUPLICATE_EVENT, remember_events, repeated_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
@@ -129,6 +130,7 @@ def email_key(email: str) -> str:
 LOOKUPS = "crm_host.action_lookups"
 IN_CHUNK = 500
 CAMPAIGN_ACTIONS = (UpdateDeliveryStatusAction, UpdateCampaignAction, UpdateCampaignStatsAction)
+CAMPAIGN_ROW_ACTIONS = (UpdateCampaignAction, UpdateCampaignStatsAction)
 CONTACT_ACTIONS = (UnsubscribeAction, ResubscribeAction, UpdateContactAction)
 
 
@@ -140,7 +142,7 @@ class Lookups:
     here, so a miss means "unknown"."""
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
-    deliveries: dict[tuple[str, str], list[Delivery]] = field(default_factory=dict)
+    deliveries: dict[tuple[str, str], list[DeliveryRow]] = field(default_factory=dict)
     contacts: dict[str, Contact] = field(default_factory=dict)
     policy: SuppressionPolicy = field(default_factory=SuppressionPolicy)
 
@@ -158,8 +160,12 @@ def prefetch(
     reused one), their deliveries by email key, and this tenant's contacts by email key."""
     found = Lookups()
     external_ids = {a.externalId for a in actions if isinstance(a, CAMPAIGN_ACTIONS)}
+    # Rows this batch changes are read locked, campaigns, deliveries, contacts in that order
+    # (see host.marketing.delivery_moves); a campaign only when the batch changes it, so
+    # delivery events of one campaign do not queue behind each other on PostgreSQL.
+    changes_campaigns = any(isinstance(a, CAMPAIGN_ROW_ACTIONS) for a in actions)
     for part in chunks(external_ids):
-        for campaign in session.scalars(
+        campaigns = (
             select(Campaign)
             .where(
                 Campaign.tenant_id == tenant_id,
@@ -167,7 +173,10 @@ def prefetch(
                 Campaign.external_id.in_(part),
             )
             .order_by(Campaign.created_at.desc(), Campaign.id)
-        ):
+        )
+        if changes_campaigns:
+            campaigns = campaigns.with_for_update()
+        for campaign in session.scalars(campaigns):
             found.campaigns.setdefault(str(campaign.external_id), campaign)
     wanted = [
         (found.campaigns[a.externalId].id, email_key(a.email))
@@ -176,14 +185,9 @@ def prefetch(
     ]
     campaign_ids = {cid for cid, _ in wanted}
     for part in chunks({key for _, key in wanted}):
-        for delivery in session.scalars(
-            select(Delivery).where(
-                Delivery.campaign_id.in_(campaign_ids), Delivery.email_key.in_(part)
-            )
-        ):
-            found.deliveries.setdefault((delivery.campaign_id, str(delivery.email_key)), []).append(
-                delivery
-            )
+        for delivery in locked_deliveries(session, campaign_ids, part):
+            key = (delivery.campaign_id, delivery.email_key)
+            found.deliveries.setdefault(key, []).append(delivery)
     found.policy = policy_in(session, tenant_id)
     emails = {
         email_key(a.email)
@@ -197,7 +201,10 @@ def prefetch(
     }
     for part in chunks(emails):
         for contact in session.scalars(
-            select(Contact).where(Contact.tenant_id == tenant_id, Contact.email_key.in_(part))
+            select(Contact)
+            .where(Contact.tenant_id == tenant_id, Contact.email_key.in_(part))
+            .order_by(Contact.id)
+            .with_for_update()
         ):
             found.contacts[str(contact.email_key)] = contact
     return found
@@ -329,15 +336,13 @@ class ActionApplier:
         deliveries = session.info[LOOKUPS].deliveries.get((campaign.id, email_key(action.email)))
         if not deliveries:
             raise Skip(UNKNOWN_RECIPIENT, f"{action.email!r} is not a recipient of the campaign")
-        moved = [d for d in deliveries if delivery_moves_forward(d.status, action.status)]
-        if not moved:
+        forward = [d for d in deliveries if delivery_moves_forward(d.status, action.status)]
+        at = datetime.now(UTC)
+        # conditional: a row a concurrent batch moved past this status stays where it is
+        if not [d for d in forward if move_forward(session, d, action.status, at)]:
             raise Skip(
                 NO_CHANGE, f"delivery is {deliveries[0].status}; {action.status} is not forward"
             )
-        at = datetime.now(UTC).isoformat()
-        for delivery in moved:
-            delivery.status = action.status
-            delivery.history = [*(delivery.history or []), {"status": action.status, "at": at}]
         contact = session.info[LOOKUPS].contacts.get(email_key(action.email))
         if contact is not None:
             self._suppress(contact, action.status, session.info[LOOKUPS].policy)

@@ -331,14 +331,7 @@ class WebhookReceiver:
     def _acknowledge(self, target: RuntimeEnablement, incoming: IncomingRequest) -> WebhookReply:
         """Store the request as pending and answer 200 at once; the backlog runs it. Stored
         even with storing turned off (0 bytes per tenant): it is the only copy."""
-        sealed = seal_request(
-            self.box,
-            incoming.method,
-            incoming.url,
-            incoming.headers,
-            incoming.query_string,
-            incoming.body,
-        )
+        sealed = self._sealed(incoming)
         try:
             with self.db.transaction() as session:
                 request_id = store_request(
@@ -399,6 +392,9 @@ class WebhookReceiver:
         none of them (its request and a failure receipt are then stored on their own)."""
         tenant_id, module_id = target.tenant_id, target.module_id
         done: list[tuple[Processed, WebhookResult]] = []
+        # sealed now, outside the write transaction: it holds the database's write lock
+        keep = origin.request_id is None and self.store_requests
+        sealed = self._sealed(incoming) if keep else None
 
         def commit_with(session: Session, called: ModuleResult) -> None:
             result: WebhookResult = called.value
@@ -411,7 +407,7 @@ class WebhookReceiver:
                     status_code=reply.status,
                     applied=len(outcome.applied),
                     skipped=outcome.skipped,
-                    request_id=self._stored(session, target, incoming, origin),
+                    request_id=self._stored(session, target, incoming, origin, sealed),
                     replay_of=origin.replay_of,
                     module_version=target.version,
                     actions=action_records(result.actions, target.secret_values),
@@ -429,14 +425,14 @@ class WebhookReceiver:
         except ModuleCallFailed as exc:
             status = 501 if exc.kind == "not_implemented" else 500
             receipt_id = self._record_failure(
-                target, status, f"{exc.kind}: {exc.message}", incoming, origin
+                target, status, f"{exc.kind}: {exc.message}", incoming, origin, sealed
             )
             return Processed(failure_reply(status, exc.kind), receipt_id, None)
         except ApplyFailed as failed:
             cause = failed.cause
             log.exception("applying webhook actions of %s/%s failed", tenant_id, module_id)
             error = f"apply_failed: {type(cause).__name__}: {cause}"
-            receipt_id = self._record_failure(target, 500, error, incoming, origin)
+            receipt_id = self._record_failure(target, 500, error, incoming, origin, sealed)
             return Processed(failure_reply(500, "apply_failed"), receipt_id, None)
         except (NotFound, Conflict):
             # disabled or removed between the lookup and the call
@@ -453,24 +449,28 @@ class WebhookReceiver:
         target: RuntimeEnablement,
         incoming: IncomingRequest | None,
         origin: Provenance,
+        sealed: str | None = None,
     ) -> int | None:
         """The id of the request's stored copy, storing it now unless it already is (a
         replay, a background run), it is not to be kept (no ``incoming``: an oversized
-        body) or storing is turned off."""
+        body) or storing is turned off. ``sealed``: the request sealed beforehand."""
         if origin.request_id is not None:
             return origin.request_id
         if incoming is None or not self.store_requests:
             return None
-        sealed = seal_request(
+        sealed = sealed or self._sealed(incoming)
+        return store_request(
+            session, target.tenant_id, target.module_id, sealed, request_size(incoming)
+        )
+
+    def _sealed(self, incoming: IncomingRequest) -> str:
+        return seal_request(
             self.box,
             incoming.method,
             incoming.url,
             incoming.headers,
             incoming.query_string,
             incoming.body,
-        )
-        return store_request(
-            session, target.tenant_id, target.module_id, sealed, request_size(incoming)
         )
 
     def _record_failure(
@@ -480,6 +480,7 @@ class WebhookReceiver:
         error: str,
         incoming: IncomingRequest | None,
         origin: Provenance,
+        sealed: str | None = None,
     ) -> int | None:
         masked = mask_secrets(error, target.secret_values) or error
         try:
@@ -491,7 +492,7 @@ class WebhookReceiver:
                     applied=0,
                     skipped=[],
                     error=masked[:MAX_ERROR_CHARS],
-                    request_id=self._stored(session, target, incoming, origin),
+                    request_id=self._stored(session, target, incoming, origin, sealed),
                     replay_of=origin.replay_of,
                     module_version=target.version,
                 )

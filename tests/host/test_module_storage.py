@@ -14,7 +14,8 @@ def commit(store: ModuleStorageStore, before: dict[str, Any], after: dict[str, A
     """What the invoker does with a successful call's snapshot."""
     changes = StorageChanges.between(before, after)
     if changes is not None:
-        with store.db.transaction() as session:
+        store.ensure_row("acme", "sendmail")
+        with store.db.write_transaction() as session:
             store.apply(session, "acme", "sendmail", changes)
 
 

@@ -228,9 +228,19 @@ def test_log_write_failure_does_not_change_the_outcome(host, monkeypatch, caplog
         def transaction(self):
             raise RuntimeError("disk full")
 
+    def broken_row(**_columns):
+        raise RuntimeError("disk full")
+
+    # a failed call's row is written by the plugin, a successful call's with its effects
     monkeypatch.setattr(host.hooks.get_plugin("invocation_log"), "db", BrokenDatabase())
+    monkeypatch.setattr("plugins.invocation_log.Invocation", broken_row)
     assert len(host.invoker.call("acme", "sendmail", IMPORT, offset=0, limit=10)) == 3
     assert "could not write the invocation log" in caplog.text
+    with pytest.raises(ModuleCallFailed):
+        host.invoker.call(
+            "acme", "sendmail", "CRM_Marketing_GetTemplateHTML", templateExternalId="x"
+        )
+    assert caplog.text.count("could not write the invocation log") == 2
 
 
 # ------------------------------------------------- with the sandbox bridge behind the plugin
