@@ -12,6 +12,7 @@ from host.calls import ModuleCall, ModuleResult
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
 from host.module_storage import StorageChanges
+from sandbox.capabilities import DURABLE_STORAGE_CALLBACK
 from sandbox.invocation import FetchNetwork, HostCallback, Invocation, InvocationResult
 from sandbox.pool import SandboxPool
 
@@ -97,12 +98,32 @@ def run_module_function(
     storage: Mapping[str, Any] | None = None,
     network: FetchNetwork | None = None,
 ) -> ModuleResult:
+    baseline = dict(storage or {})
     invocation = module_invocation(
         call,
         args,
         egress_allow=egress_allow,
-        callbacks=callbacks or {},
+        callbacks=_baseline_tracking(callbacks or {}, baseline),
         storage=storage,
         network=network,
     )
-    return as_module_result(call, pool.run(invocation), storage)
+    return as_module_result(call, pool.run(invocation), baseline)
+
+
+def _baseline_tracking(
+    callbacks: Mapping[str, HostCallback], baseline: dict[str, Any]
+) -> Mapping[str, HostCallback]:
+    """``callbacks`` with the durable write also noted in ``baseline``, the state the call's
+    changes are computed from. Why: a durable write is already stored when the call ends, so
+    diffing against the start snapshot alone would miss the script's later delete of that key
+    (or its setting it back to the old value), and the durable value would stay behind."""
+    durable = callbacks.get(DURABLE_STORAGE_CALLBACK)
+    if durable is None:
+        return callbacks
+
+    def write(args: list[Any]) -> Any:
+        result = durable(args)
+        baseline[args[0]] = args[1]  # only once the host accepted (and stored) the write
+        return result
+
+    return {**callbacks, DURABLE_STORAGE_CALLBACK: write}
