@@ -5,7 +5,7 @@ server's policy, limits and error kinds."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from host.calls import ModuleCall, ModuleResult
@@ -53,7 +53,10 @@ def module_invocation(
 
 
 def as_module_result(
-    call: ModuleCall, result: InvocationResult, storage: Mapping[str, Any] | None = None
+    call: ModuleCall,
+    result: InvocationResult,
+    storage: Mapping[str, Any] | None = None,
+    durable_keys: Collection[str] = (),
 ) -> ModuleResult:
     """The envelope of a successful run; a failure raises ModuleCallFailed with its SPEC
     kind, line and the run's trace (captured log, fetches) for the invocation log. The new
@@ -66,7 +69,7 @@ def as_module_result(
         cpu_ms=result.cpu_ms,
         peak_memory_kb=result.peak_memory_kb,
         storage_changes=(
-            StorageChanges.between(storage or {}, result.storage)
+            StorageChanges.between(storage or {}, result.storage, durable_keys)
             if result.ok and result.storage is not None
             else None
         ),
@@ -98,32 +101,31 @@ def run_module_function(
     storage: Mapping[str, Any] | None = None,
     network: FetchNetwork | None = None,
 ) -> ModuleResult:
-    baseline = dict(storage or {})
+    durable_keys: set[str] = set()
     invocation = module_invocation(
         call,
         args,
         egress_allow=egress_allow,
-        callbacks=_baseline_tracking(callbacks or {}, baseline),
+        callbacks=_noting_durable_keys(callbacks or {}, durable_keys),
         storage=storage,
         network=network,
     )
-    return as_module_result(call, pool.run(invocation), baseline)
+    return as_module_result(call, pool.run(invocation), storage, durable_keys)
 
 
-def _baseline_tracking(
-    callbacks: Mapping[str, HostCallback], baseline: dict[str, Any]
+def _noting_durable_keys(
+    callbacks: Mapping[str, HostCallback], durable_keys: set[str]
 ) -> Mapping[str, HostCallback]:
-    """``callbacks`` with the durable write also noted in ``baseline``, the state the call's
-    changes are computed from. Why: a durable write is already stored when the call ends, so
-    diffing against the start snapshot alone would miss the script's later delete of that key
-    (or its setting it back to the old value), and the durable value would stay behind."""
+    """``callbacks`` with each accepted durable write's key noted in ``durable_keys``. Why: a
+    durable value is stored during the call, so the call's changes must carry that key's
+    final state even when it ends as it began (deleted again, or set back)."""
     durable = callbacks.get(DURABLE_STORAGE_CALLBACK)
     if durable is None:
         return callbacks
 
     def write(args: list[Any]) -> Any:
         result = durable(args)
-        baseline[args[0]] = args[1]  # only once the host accepted (and stored) the write
+        durable_keys.add(str(args[0]))  # only once the host accepted the write
         return result
 
     return {**callbacks, DURABLE_STORAGE_CALLBACK: write}
