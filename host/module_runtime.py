@@ -5,13 +5,14 @@ server's policy, limits and error kinds."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from host.calls import ModuleCall, ModuleResult
 from host.contract.world import script_world
 from host.errors import ModuleCallFailed, ModuleNotImplemented
 from host.module_storage import StorageChanges
+from sandbox.capabilities import DURABLE_STORAGE_CALLBACK
 from sandbox.invocation import FetchNetwork, HostCallback, Invocation, InvocationResult
 from sandbox.pool import SandboxPool
 
@@ -52,7 +53,10 @@ def module_invocation(
 
 
 def as_module_result(
-    call: ModuleCall, result: InvocationResult, storage: Mapping[str, Any] | None = None
+    call: ModuleCall,
+    result: InvocationResult,
+    storage: Mapping[str, Any] | None = None,
+    durable_keys: Collection[str] = (),
 ) -> ModuleResult:
     """The envelope of a successful run; a failure raises ModuleCallFailed with its SPEC
     kind, line and the run's trace (captured log, fetches) for the invocation log. The new
@@ -65,7 +69,7 @@ def as_module_result(
         cpu_ms=result.cpu_ms,
         peak_memory_kb=result.peak_memory_kb,
         storage_changes=(
-            StorageChanges.between(storage or {}, result.storage)
+            StorageChanges.between(storage or {}, result.storage, durable_keys)
             if result.ok and result.storage is not None
             else None
         ),
@@ -97,12 +101,31 @@ def run_module_function(
     storage: Mapping[str, Any] | None = None,
     network: FetchNetwork | None = None,
 ) -> ModuleResult:
+    durable_keys: set[str] = set()
     invocation = module_invocation(
         call,
         args,
         egress_allow=egress_allow,
-        callbacks=callbacks or {},
+        callbacks=_noting_durable_keys(callbacks or {}, durable_keys),
         storage=storage,
         network=network,
     )
-    return as_module_result(call, pool.run(invocation), storage)
+    return as_module_result(call, pool.run(invocation), storage, durable_keys)
+
+
+def _noting_durable_keys(
+    callbacks: Mapping[str, HostCallback], durable_keys: set[str]
+) -> Mapping[str, HostCallback]:
+    """``callbacks`` with each accepted durable write's key noted in ``durable_keys``. Why: a
+    durable value is stored during the call, so the call's changes must carry that key's
+    final state even when it ends as it began (deleted again, or set back)."""
+    durable = callbacks.get(DURABLE_STORAGE_CALLBACK)
+    if durable is None:
+        return callbacks
+
+    def write(args: list[Any]) -> Any:
+        result = durable(args)
+        durable_keys.add(str(args[0]))  # only once the host accepted the write
+        return result
+
+    return {**callbacks, DURABLE_STORAGE_CALLBACK: write}

@@ -17,7 +17,7 @@ commits at once, for a side effect that must not be forgotten if the call fails 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,20 @@ class StorageChanges:
     removed: tuple[str, ...]
 
     @classmethod
-    def between(cls, before: Mapping[str, Any], after: Mapping[str, Any]) -> StorageChanges | None:
-        """What turns ``before`` into ``after``; None when nothing changed."""
-        changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
-        removed = tuple(k for k in before if k not in after)
+    def between(
+        cls, before: Mapping[str, Any], after: Mapping[str, Any], written: Collection[str] = ()
+    ) -> StorageChanges | None:
+        """What turns ``before`` into ``after``; None when nothing changed. ``written`` are
+        keys the call wrote durably: what is stored for them is no longer ``before``, so their
+        final state (set, or removed) is always part of the changes — a durable write the
+        call later deleted or set back to its old value must not stay behind."""
+        changed = {
+            k: v for k, v in after.items() if k in written or k not in before or before[k] != v
+        }
+        removed = tuple(
+            [k for k in before if k not in after]
+            + [k for k in written if k not in before and k not in after]
+        )
         return cls(changed, removed) if changed or removed else None
 
 

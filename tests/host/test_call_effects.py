@@ -44,6 +44,13 @@ def CRM_Marketing_ParseWebhookRequest(request):
     if mode == "durable":
         storage.set("remote", "r-" + str(storage.get("seen")), durable=True)
         raise ValueError("the service failed after creating r-1")
+    if mode == "durable_then_deleted":
+        storage.set("remote", "r-tmp", durable=True)
+        storage.delete("remote")
+    if mode == "durable_then_restored":
+        before = storage.get("remote")
+        storage.set("remote", "r-tmp", durable=True)
+        storage.set("remote", before)
     if mode == "too_big":
         storage.set("big", "x" * 5000, durable=True)
     if mode == "stats":
@@ -154,6 +161,19 @@ def test_a_durable_write_survives_a_later_failure_of_the_call(
     assert hook(host, client, "ok").status_code == 200
     # a later successful call's snapshot includes the durable key and keeps it
     assert stored(host, client) == {"seen": 1, "remote": "r-1", "big": False}
+
+
+def test_a_successful_call_that_undoes_its_durable_write_leaves_it_undone(
+    host: Host, client: TestClient
+) -> None:
+    """The durable value is stored during the call: the call's later delete (or its setting
+    the old value back) must still reach the store, not be lost as "no change"."""
+    assert hook(host, client, "durable_then_deleted").status_code == 200
+    assert stored(host, client) == {"seen": 1, "remote": None, "big": False}
+    assert hook(host, client, "durable").status_code == 500  # stores remote = "r-2"
+    assert stored(host, client)["remote"] == "r-2"
+    assert hook(host, client, "durable_then_restored").status_code == 200
+    assert stored(host, client) == {"seen": 2, "remote": "r-2", "big": False}
 
 
 def test_a_durable_write_over_the_quota_is_refused_and_stores_nothing(
