@@ -185,12 +185,12 @@ class Backend:
         self.cluster: Cluster | None = None
         self._urls: dict[Path, str] = {}
 
-    def url(self, path: Path) -> str:
+    def url(self, path: Path, *, migrated: bool = True) -> str:
         if self.cluster is None:
             return f"sqlite:///{path}"
         key = Path(path).absolute()
         if key not in self._urls:
-            self._urls[key] = self.cluster.database()
+            self._urls[key] = self.cluster.database(migrated=migrated)
         return self._urls[key]
 
     def use(self, cluster: Cluster) -> None:
@@ -208,7 +208,8 @@ class Backend:
 backend = Backend()
 
 
-def database_url(path: Path) -> str:
+def database_url(path: Path, *, migrated: bool = True) -> str:
     """The URL a test host gets for ``path``: that SQLite file, or on the PostgreSQL
-    parametrisation the database standing for it."""
-    return backend.url(path)
+    parametrisation the database standing for it (a copy of the migrated template, or with
+    ``migrated=False`` an empty database, as a new file is)."""
+    return backend.url(path, migrated=migrated)

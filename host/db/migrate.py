@@ -1,5 +1,14 @@
 """Apply the Alembic migrations when a host opens its database (``Host.open()``), so a new or
-old database file is at head before anything writes to it; a read-only open only checks."""
+old database file is at head before anything writes to it; a read-only open only checks.
+
+Several nodes may start at the same instant on one database. The upgrade is serialised, so
+exactly one of them migrates and the others find the schema at head: on PostgreSQL a
+transaction-level advisory lock is taken before Alembic reads the schema's revision (and is
+released when the upgrade commits or rolls back); on SQLite the upgrade's transaction begins
+``IMMEDIATE``, taking the file's write lock before that read (the others wait for it within
+the connection's busy timeout). Without that, both read "no revision" and the second one's
+``CREATE TABLE alembic_version`` fails.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from host.db.engine import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_LOCK_KEY = int.from_bytes(b"crm-host", "big")
+"""The PostgreSQL advisory lock (one bigint) that upgrades of this database take."""
 
 
 def alembic_config(url: str) -> Config:
@@ -35,8 +46,21 @@ def upgrade_to_head(engine: Engine) -> None:
         location = engine.url.render_as_string(hide_password=True)
         raise DatabaseUnavailable(f"cannot connect to the database {location}: {reason}") from None
     with connection, connection.begin():
+        _lock_for_migrations(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _lock_for_migrations(connection: Connection) -> None:
+    """The first statement of the upgrade's transaction: wait until no other process is
+    migrating this database, and keep the others waiting until this transaction ends."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+    elif dialect == "sqlite":
+        # pysqlite begins transactions lazily (before DML only); this one begins now, as the
+        # writer, and pysqlite's COMMIT/ROLLBACK at the end of ``begin()`` ends it.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def revisions(engine: Engine) -> tuple[str | None, str | None]:
