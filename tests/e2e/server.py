@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,30 +60,42 @@ def running_host(
 
 @contextmanager
 def running_hosts(
-    workdirs: list[Path], *, database_url: str, **extra_env: str
+    workdirs: list[Path],
+    *,
+    database_url: str,
+    command: Sequence[str] = (str(CRM_HOST),),
+    **extra_env: str,
 ) -> Iterator[list[RunningHost]]:
     """Several ``crm-host serve`` nodes on one database, all started at the same instant
     (each process is spawned before any is waited for), sharing one admin token; each node
     logs to ``serve.log`` in its own ``workdirs`` entry. They start (import, migrate) on the
-    same cores at once, so each gets a generous time to become ready."""
+    same cores at once, so each gets a generous time to become ready. ``command`` runs
+    ``crm-host`` (a test may wrap it)."""
     token = "e2e-admin-token-" + os.urandom(8).hex()
     env = {"CRM_HOST_DATABASE_URL": database_url, "CRM_HOST_ADMIN_TOKEN": token, **extra_env}
     with ExitStack() as stack:
-        hosts = [_spawn(stack, workdir, token, free_port(), env) for workdir in workdirs]
+        hosts = [
+            _spawn(stack, workdir, token, free_port(), env, command) for workdir in workdirs
+        ]
         for host in hosts:
             _wait_ready(host, timeout=30.0 * len(hosts))
         yield hosts
 
 
 def _spawn(
-    stack: ExitStack, workdir: Path, token: str, port: int, extra_env: dict[str, str]
+    stack: ExitStack,
+    workdir: Path,
+    token: str,
+    port: int,
+    extra_env: dict[str, str],
+    command: Sequence[str] = (str(CRM_HOST),),
 ) -> RunningHost:
     """Start ``serve`` (not waiting for it); ``stack`` stops it and closes its log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
     env.update(extra_env)
     log = stack.enter_context((workdir / "serve.log").open("wb"))
     process = subprocess.Popen(
-        [str(CRM_HOST), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=workdir,
         env=env,
         stdout=log,

@@ -2,10 +2,18 @@
 or at an old schema revision, on SQLite and on PostgreSQL: the upgrade is serialised (an
 advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so every node comes up healthy
 and the schema is migrated once, to head. Before, one node died with ``UniqueViolation ...
-CREATE TABLE alembic_version`` (issue 17)."""
+CREATE TABLE alembic_version`` (issue 17).
+
+The nodes run ``crm-host`` through ``migration_barrier.py``, which holds each one right
+before its upgrade until all are there, then releases them together: the race is then
+reproduced on every run instead of depending on how the machine's load spreads the imports.
+"""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,8 +28,24 @@ from host.secrets import hash_api_key
 from tests.e2e.server import running_hosts
 from tests.postgres import database_url
 
+BARRIER_LAUNCHER = Path(__file__).with_name("migration_barrier.py")
 OLD_REVISION = "0004"
 SECRET_KEY = "a passphrase of the migration race test, long enough"
+
+
+def _release_when_all_wait(barrier: Path, nodes: int, limit_s: float) -> threading.Thread:
+    """Create ``barrier/go`` once ``nodes`` processes wait at the barrier (or at the limit,
+    so a node that died early fails the test through its readiness check, not a hang)."""
+
+    def release() -> None:
+        deadline = time.monotonic() + limit_s
+        while len(list(barrier.glob("ready-*"))) < nodes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (barrier / "go").touch()
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    return thread
 
 
 def _old_schema_with_a_tenant(url: str) -> None:
@@ -54,7 +78,18 @@ def test_nodes_started_together_migrate_once(
     # On SQLite no key is configured: the nodes also race to create the key file beside it.
     keys = {} if database_backend == "sqlite" else {"CRM_HOST_SECRET_KEY": SECRET_KEY}
 
-    with running_hosts(workdirs, database_url=url, **keys) as hosts:
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    releaser = _release_when_all_wait(barrier, nodes, limit_s=30.0 * nodes)
+    with running_hosts(
+        workdirs,
+        database_url=url,
+        command=[sys.executable, str(BARRIER_LAUNCHER)],
+        CRM_TEST_MIGRATION_BARRIER=str(barrier),
+        **keys,
+    ) as hosts:
+        releaser.join()
+        assert len(list(barrier.glob("ready-*"))) == nodes  # all were held, then released
         for host in hosts:
             assert host.process.poll() is None, host.output()
         with hosts[0].client() as first:
