@@ -95,9 +95,7 @@ class Cluster:
         name = f"crm_test_{next(self._names)}"
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if migrated:
-            statement += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(TEMPLATE)
-            )
+            statement += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(TEMPLATE))
         with self.admin() as connection:
             connection.execute(statement)
         return self.url(name)
@@ -112,8 +110,16 @@ class Cluster:
 
     def stop(self) -> None:
         subprocess.run(
-            [*self.run_as, str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m",
-             "immediate", "-w", "stop"],
+            [
+                *self.run_as,
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.base / "data"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
             capture_output=True,
             check=False,
         )
@@ -131,7 +137,9 @@ def start_cluster() -> Cluster:
             server = pwd.getpwnam(SERVER_USER)
         except KeyError:
             shutil.rmtree(base)
-            raise PostgresUnavailable(f"running as root and there is no {SERVER_USER} user")
+            raise PostgresUnavailable(
+                f"running as root and there is no {SERVER_USER} user"
+            ) from None
         os.chown(base, server.pw_uid, server.pw_gid)
         run_as = ["runuser", "-u", SERVER_USER, "--"]
     base.chmod(0o700)
@@ -149,10 +157,30 @@ def start_cluster() -> Cluster:
         ]
     )
     steps = [
-        [str(binaries / "initdb"), "-D", str(data), "-U", SERVER_USER, "--auth=trust",
-         "--encoding=UTF8", "--no-locale", "--no-sync"],
-        [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
-         "-t", "60", "-o", options, "start"],
+        [
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SERVER_USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        ],
+        [
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        ],
     ]
     for step in steps:
         result = subprocess.run([*run_as, *step], capture_output=True, text=True, check=False)
@@ -192,6 +220,12 @@ class Backend:
         if key not in self._urls:
             self._urls[key] = self.cluster.database(migrated=migrated)
         return self._urls[key]
+
+    def postgres_url(self, path: Path) -> str | None:
+        """The PostgreSQL database standing for ``path`` in this test, if there is one."""
+        if self.cluster is None:
+            return None
+        return self._urls.get(Path(path).absolute())
 
     def use(self, cluster: Cluster) -> None:
         self.cluster = cluster

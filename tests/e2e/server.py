@@ -74,9 +74,7 @@ def running_hosts(
     token = "e2e-admin-token-" + os.urandom(8).hex()
     env = {"CRM_HOST_DATABASE_URL": database_url, "CRM_HOST_ADMIN_TOKEN": token, **extra_env}
     with ExitStack() as stack:
-        hosts = [
-            _spawn(stack, workdir, token, free_port(), env, command) for workdir in workdirs
-        ]
+        hosts = [_spawn(stack, workdir, token, free_port(), env, command) for workdir in workdirs]
         for host in hosts:
             _wait_ready(host, timeout=30.0 * len(hosts))
         yield hosts

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 
 from host.api.app import create_app
 from host.config import HostSettings
 from host.platform import Host
-from tests.postgres import database_url
+from tests.postgres import backend, database_url
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 SECRET_KEY = "a passphrase of the test suite, long enough"
@@ -187,8 +187,21 @@ def table_dump(host: Host) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def database_bytes(db_path: Path) -> bytes:
-    """The bytes of the SQLite file and its -wal/-shm companions, read without checkpointing
-    (whatever is on disk, wherever it is)."""
+    """What the database holds, for "this value is nowhere in it" assertions: on SQLite the
+    bytes of the file and its -wal/-shm companions, read without checkpointing (whatever is
+    on disk, wherever it is); on PostgreSQL every row of every table, as text."""
+    url = backend.postgres_url(db_path)
+    if url is not None:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                rows = {
+                    table: connection.exec_driver_sql(f'SELECT * FROM "{table}"').all()
+                    for table in inspect(connection).get_table_names()
+                }
+        finally:
+            engine.dispose()
+        return repr(rows).encode()
     data = b""
     for suffix in ("", "-wal", "-shm"):
         path = Path(str(db_path) + suffix)
@@ -198,6 +211,9 @@ def database_bytes(db_path: Path) -> bytes:
 
 
 def checkpoint(db_path: Path) -> None:
+    """Move SQLite's WAL into the main file (PostgreSQL: nothing to do)."""
+    if backend.postgres_url(db_path) is not None:
+        return
     with sqlite3.connect(db_path) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 

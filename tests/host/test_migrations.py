@@ -105,8 +105,18 @@ def test_an_old_schema_with_data_is_upgraded_keeping_the_data(db_path) -> None:
                     "VALUES (:id, :name, :hash, :at)"
                 ),
                 [
-                    {"id": "acme", "name": "Acme Corp", "hash": hash_api_key("key-a"), "at": created},
-                    {"id": "beta", "name": "Beta Ltd", "hash": hash_api_key("key-b"), "at": created},
+                    {
+                        "id": "acme",
+                        "name": "Acme Corp",
+                        "hash": hash_api_key("key-a"),
+                        "at": created,
+                    },
+                    {
+                        "id": "beta",
+                        "name": "Beta Ltd",
+                        "hash": hash_api_key("key-b"),
+                        "at": created,
+                    },
                 ],
             )
             connection.execute(
@@ -135,7 +145,11 @@ def test_an_old_schema_with_data_is_upgraded_keeping_the_data(db_path) -> None:
         assert host.tenants.tenant_for_key("key-b") == "beta"  # not deleted (deleted_at NULL)
         assert host.tenants.get("acme").created_at == created
         contact = host.contacts.get("acme", "c1")
-        assert (contact.name, contact.email, contact.status) == ("Ann", "Ann@Example.test", "Subscribed")
+        assert (contact.name, contact.email, contact.status) == (
+            "Ann",
+            "Ann@Example.test",
+            "Subscribed",
+        )
         assert soft_bounces == 0  # the column 0007 added, filled for the old row
         host.tenants.create("gamma", "Gamma")  # and the upgraded schema takes new writes
         assert [t.id for t in host.tenants.list()] == ["acme", "beta", "gamma"]
