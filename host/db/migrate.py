@@ -36,19 +36,25 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Migrate; the first connection of a host, so an unreachable database is reported here
-    in one line (where, without its password, and the driver's first line of why)."""
+    """Migrate, serialised against other processes doing the same (see the module's
+    docstring)."""
     config = alembic_config(str(engine.url))
+    with _connect(engine) as connection, connection.begin():
+        _lock_for_migrations(connection)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _connect(engine: Engine) -> Connection:
+    """The first connection of a host (migrating, or a read-only command checking the
+    revision): an unreachable database is one line (where, without its password, and the
+    driver's first line of why), not a traceback."""
     try:
-        connection = engine.connect()
+        return engine.connect()
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
         location = engine.url.render_as_string(hide_password=True)
         raise DatabaseUnavailable(f"cannot connect to the database {location}: {reason}") from None
-    with connection, connection.begin():
-        _lock_for_migrations(connection)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
 
 
 def _lock_for_migrations(connection: Connection) -> None:
@@ -66,7 +72,7 @@ def _lock_for_migrations(connection: Connection) -> None:
 def revisions(engine: Engine) -> tuple[str | None, str | None]:
     """(the database's revision, the newest revision of this release) — equal when the
     database is at head."""
-    with engine.connect() as connection:
+    with _connect(engine) as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
     return current, head
