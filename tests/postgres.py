@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import make_url
 
 REQUIRED_ENV = "CRM_HOST_TEST_POSTGRES"
 TEMPLATE = "crm_template"
@@ -105,10 +106,11 @@ class Cluster:
 
     def drop(self, url: str) -> None:
         """Drop a database handed out by ``database()``, closing what still uses it."""
-        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        name = make_url(url).database
+        assert name and name.startswith("crm_test_"), url
         with self.admin() as connection:
             connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
     def stop(self) -> None:
@@ -126,7 +128,16 @@ class Cluster:
             capture_output=True,
             check=False,
         )
-        shutil.rmtree(self.base, ignore_errors=True)
+        # The directory holds every database the run made; on a busy disk deleting it can
+        # take longer than the last test's timeout, so a detached ``rm`` finishes the job
+        # while pytest exits.
+        subprocess.Popen(
+            ["rm", "-rf", "--", str(self.base)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def start_cluster() -> Cluster:

@@ -83,7 +83,9 @@ def sendgrid_world(tmp_path: Path, **settings: Any) -> Iterator[SendGridWorld]:
 
 @pytest.fixture
 def world(db_path: Path) -> Iterator[SendGridWorld]:
-    with sendgrid_world(db_path.parent, sender_id=SENDER_ID, suppression_group_id=GROUP_ID) as instance:
+    with sendgrid_world(
+        db_path.parent, sender_id=SENDER_ID, suppression_group_id=GROUP_ID
+    ) as instance:
         yield instance
 
 
