@@ -64,14 +64,24 @@ def fernet_from_keys(values: Sequence[str]) -> MultiFernet:
 
 
 def key_file_fernet(path: Path) -> Fernet:
-    """The Fernet kept in ``path``, created (0600) on first use."""
-    if path.exists():
-        return Fernet(path.read_bytes().strip())
-    key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
-    return Fernet(key)
+    """The Fernet kept in ``path``, created (0600) on first use.
+
+    Two hosts starting at once on a new database both find no key file: the key is written
+    to a private temporary file and linked into place, so the file appears complete or not
+    at all, and the host whose link loses reads the winner's key instead of making its own."""
+    if not path.exists():
+        key = Fernet.generate_key()
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key + b"\n")
+            os.link(partial, path)
+        except FileExistsError:
+            pass  # another host created it first: its key is the one
+        finally:
+            partial.unlink(missing_ok=True)
+    return Fernet(path.read_bytes().strip())
 
 
 class SecretBox:

@@ -331,7 +331,12 @@ class TenantService:
         """Every secret value of every module enabled (or disabled) for the tenant, longest
         first: what the tenant API masks in its answers, since what modules returned (template
         names, ids, HTML, campaign errors, contacts changed by a webhook...) is stored raw and
-        shown there."""
+        shown there.
+
+        An id no tenant can have (a NUL or a capital in the path: the route answers 422 or
+        404) has none, and is not looked up: PostgreSQL rejects NUL in text parameters."""
+        if not TENANT_ID.fullmatch(tenant_id):
+            return ()
         with self.db.transaction() as session:
             rows = session.scalars(
                 select(Enablement).where(Enablement.tenant_id == tenant_id)

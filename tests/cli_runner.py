@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.postgres import database_url
+
 CRM_HOST = Path(sys.executable).with_name("crm-host")
 
 
@@ -19,7 +21,7 @@ class Cli:
     @classmethod
     def in_dir(cls, workdir: Path, **extra_env: str) -> Cli:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
-        env["CRM_HOST_DATABASE_URL"] = f"sqlite:///{workdir / 'host.db'}"
+        env["CRM_HOST_DATABASE_URL"] = database_url(workdir / "host.db")
         env["COLUMNS"] = "200"
         env.update(extra_env)
         return cls(workdir, env)

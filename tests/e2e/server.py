@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,34 +50,71 @@ def running_host(
     """``configured=False`` leaves the database and the admin token to their defaults (the
     data directory, a stored token): ``admin_token`` is then "" and the test reads what
     ``serve`` printed. ``crm_host``: another installation's ``crm-host`` (a wheel's venv)."""
-    port = port or free_port()
     token = "e2e-admin-token-" + os.urandom(8).hex() if configured else ""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
+    env: dict[str, str] = {}
     if configured:
         env.update(
             CRM_HOST_DATABASE_URL=f"sqlite:///{workdir / 'host.db'}", CRM_HOST_ADMIN_TOKEN=token
         )
     env.update(extra_env)
-    log = (workdir / "serve.log").open("wb")
+    with ExitStack() as stack:
+        host = _spawn(stack, workdir, token, port or free_port(), env, (str(crm_host),))
+        _wait_ready(host)
+        yield host
+
+
+@contextmanager
+def running_hosts(
+    workdirs: list[Path],
+    *,
+    database_url: str,
+    command: Sequence[str] = (str(CRM_HOST),),
+    **extra_env: str,
+) -> Iterator[list[RunningHost]]:
+    """Several ``crm-host serve`` nodes on one database, all started at the same instant
+    (each process is spawned before any is waited for), sharing one admin token; each node
+    logs to ``serve.log`` in its own ``workdirs`` entry. They start (import, migrate) on the
+    same cores at once, so each gets a generous time to become ready. ``command`` runs
+    ``crm-host`` (a test may wrap it)."""
+    token = "e2e-admin-token-" + os.urandom(8).hex()
+    env = {"CRM_HOST_DATABASE_URL": database_url, "CRM_HOST_ADMIN_TOKEN": token, **extra_env}
+    with ExitStack() as stack:
+        hosts = [_spawn(stack, workdir, token, free_port(), env, command) for workdir in workdirs]
+        for host in hosts:
+            _wait_ready(host, timeout=30.0 * len(hosts))
+        yield hosts
+
+
+def _spawn(
+    stack: ExitStack,
+    workdir: Path,
+    token: str,
+    port: int,
+    extra_env: dict[str, str],
+    command: Sequence[str] = (str(CRM_HOST),),
+) -> RunningHost:
+    """Start ``serve`` (not waiting for it); ``stack`` stops it and closes its log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
+    env.update(extra_env)
+    log = stack.enter_context((workdir / "serve.log").open("wb"))
     process = subprocess.Popen(
-        [str(crm_host), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=workdir,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    host = RunningHost(f"http://127.0.0.1:{port}", token, workdir, process)
+    stack.callback(_stop, process)
+    return RunningHost(f"http://127.0.0.1:{port}", token, workdir, process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        _wait_ready(host)
-        yield host
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_ready(host: RunningHost, timeout: float = 30.0) -> None:

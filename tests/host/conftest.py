@@ -1,5 +1,6 @@
-"""Shared fixtures of the host tests: a Host on a temporary SQLite file, a TestClient of its
-HTTP app, and builders for sample module packages (directory, zip, JSON body).
+"""Shared fixtures of the host tests: a Host on a temporary database (a SQLite file, and on
+the PostgreSQL parametrisation a fresh PostgreSQL database: ``tests/conftest.py``), a
+TestClient of its HTTP app, and builders for sample module packages (directory, zip, JSON body).
 
 The builders are plain functions so other test folders can reuse them; ``tests/plugins``
 loads this file by path (see ``load_host_support`` there)."""
@@ -17,10 +18,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect
 
 from host.api.app import create_app
 from host.config import HostSettings
 from host.platform import Host
+from tests.postgres import backend, database_url
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 SECRET_KEY = "a passphrase of the test suite, long enough"
@@ -148,13 +151,14 @@ def json_body(manifest: dict[str, Any] | None = None, script: str = EMAIL_SCRIPT
 
 def make_settings(db_path: Path, **overrides: Any) -> HostSettings:
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{db_path}",
         "admin_token": ADMIN_TOKEN,
         "secret_key": SECRET_KEY,
         "public_url": "https://crm.example.test/",
         "plugins": [],
     }
     values.update(overrides)
+    if "database_url" not in values:
+        values["database_url"] = database_url(db_path)
     return HostSettings(**values)
 
 
@@ -173,24 +177,31 @@ def make_host(
 
 
 def table_dump(host: Host) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every host table, for "nothing was written" assertions."""
+    """Every row of every host table, for "nothing was written" assertions (either backend)."""
     with host.db.engine.connect() as connection:
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        tables = [
-            row[0]
-            for row in cursor.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-                "ORDER BY name"
-            )
-        ]
-        return {t: sorted(map(tuple, cursor.execute(f'SELECT * FROM "{t}"'))) for t in tables}
+        tables = sorted(inspect(connection).get_table_names())
+        return {
+            t: sorted(map(tuple, connection.exec_driver_sql(f'SELECT * FROM "{t}"')), key=repr)
+            for t in tables
+        }
 
 
 def database_bytes(db_path: Path) -> bytes:
-    """The bytes of the SQLite file and its -wal/-shm companions, read without checkpointing
-    (whatever is on disk, wherever it is)."""
+    """What the database holds, for "this value is nowhere in it" assertions: on SQLite the
+    bytes of the file and its -wal/-shm companions, read without checkpointing (whatever is
+    on disk, wherever it is); on PostgreSQL every row of every table, as text."""
+    url = backend.postgres_url(db_path)
+    if url is not None:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                rows = {
+                    table: connection.exec_driver_sql(f'SELECT * FROM "{table}"').all()
+                    for table in inspect(connection).get_table_names()
+                }
+        finally:
+            engine.dispose()
+        return repr(rows).encode()
     data = b""
     for suffix in ("", "-wal", "-shm"):
         path = Path(str(db_path) + suffix)
@@ -200,16 +211,14 @@ def database_bytes(db_path: Path) -> bytes:
 
 
 def checkpoint(db_path: Path) -> None:
+    """Move SQLite's WAL into the main file (PostgreSQL: nothing to do)."""
+    if backend.postgres_url(db_path) is not None:
+        return
     with sqlite3.connect(db_path) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 # --------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "host.db"
 
 
 @pytest.fixture

@@ -1,17 +1,22 @@
-"""Schema migrations: a new database is at head, a restart is harmless, and the SQLAlchemy
-models match what the migrations create (no autogenerate diff)."""
+"""Schema migrations, on SQLite and on PostgreSQL: a new database is at head, a restart is
+harmless, an old schema holding data is upgraded keeping it, and the SQLAlchemy models match
+what the migrations create (no autogenerate diff)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from host.db.migrate import alembic_config
 from host.db.models import Base
+from host.secrets import hash_api_key
 from tests.host.conftest import make_host
+from tests.postgres import database_url
 
 
 def head_revision(url: str) -> str:
@@ -64,8 +69,8 @@ def test_models_match_the_migrations(host) -> None:
     assert diff == []
 
 
-def test_downgrade_and_upgrade_round_trip(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+def test_downgrade_and_upgrade_round_trip(db_path) -> None:
+    url = database_url(db_path, migrated=False)
     config = alembic_config(url)
     command.upgrade(config, "head")
     command.downgrade(config, "base")
@@ -80,3 +85,73 @@ def test_downgrade_and_upgrade_round_trip(tmp_path) -> None:
         assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+OLD_REVISION = "0004"
+"""Before the admin API (0005: tenants.deleted_at), the suppression policy (0007:
+contacts.soft_bounces) and the webhook intake (0008)."""
+
+
+def test_an_old_schema_with_data_is_upgraded_keeping_the_data(db_path) -> None:
+    url = database_url(db_path, migrated=False)
+    command.upgrade(alembic_config(url), OLD_REVISION)
+    created = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO tenants (id, name, api_key_hash, created_at) "
+                    "VALUES (:id, :name, :hash, :at)"
+                ),
+                [
+                    {
+                        "id": "acme",
+                        "name": "Acme Corp",
+                        "hash": hash_api_key("key-a"),
+                        "at": created,
+                    },
+                    {
+                        "id": "beta",
+                        "name": "Beta Ltd",
+                        "hash": hash_api_key("key-b"),
+                        "at": created,
+                    },
+                ],
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO contacts (tenant_id, id, name, email, email_key, phone, status, "
+                    "created_at, updated_at) VALUES ('acme', 'c1', 'Ann', 'Ann@Example.test', "
+                    "'ann@example.test', NULL, 'Subscribed', :at, :at)"
+                ),
+                {"at": created},
+            )
+    finally:
+        engine.dispose()
+
+    host = make_host(db_path)  # opening migrates the old schema to head
+    try:
+        with host.db.engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+            soft_bounces = connection.execute(
+                text("SELECT soft_bounces FROM contacts WHERE id = 'c1'")
+            ).scalar_one()
+        assert revision == head_revision(url)
+        assert [(t.id, t.name) for t in host.tenants.list()] == [
+            ("acme", "Acme Corp"),
+            ("beta", "Beta Ltd"),
+        ]
+        assert host.tenants.tenant_for_key("key-b") == "beta"  # not deleted (deleted_at NULL)
+        assert host.tenants.get("acme").created_at == created
+        contact = host.contacts.get("acme", "c1")
+        assert (contact.name, contact.email, contact.status) == (
+            "Ann",
+            "Ann@Example.test",
+            "Subscribed",
+        )
+        assert soft_bounces == 0  # the column 0007 added, filled for the old row
+        host.tenants.create("gamma", "Gamma")  # and the upgraded schema takes new writes
+        assert [t.id for t in host.tenants.list()] == ["acme", "beta", "gamma"]
+    finally:
+        host.close()

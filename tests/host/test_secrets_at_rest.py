@@ -23,6 +23,7 @@ from tests.host.conftest import (
     json_body,
     make_host,
 )
+from tests.postgres import database_url
 
 NESTED_SECRET = "nested-token-4d2b8e61a0"
 
@@ -66,6 +67,7 @@ def test_secret_never_in_api_responses(enabled) -> None:
     assert enabled[4].json()["settings"]["api_key"] == SECRET_MARKER
 
 
+@pytest.mark.sqlite_only  # the file and its WAL
 def test_secret_never_in_the_database_files(enabled, db_path: Path) -> None:
     raw = database_bytes(db_path)  # main file + WAL as they are on disk, not checkpointed
     assert Path(str(db_path) + "-wal").exists()
@@ -130,7 +132,7 @@ def test_serve_with_a_wrong_key_exits_with_one_line(enabled, host, db_path) -> N
     host.close()
     env = {
         "PATH": "/usr/bin:/bin",
-        "CRM_HOST_DATABASE_URL": f"sqlite:///{db_path}",
+        "CRM_HOST_DATABASE_URL": database_url(db_path),
         "CRM_HOST_SECRET_KEY": "another passphrase, also long enough",
         "CRM_HOST_ADMIN_TOKEN": "t" * 32,
     }
@@ -194,6 +196,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.sqlite_only  # file modes
 def test_database_wal_and_shm_are_private_to_the_host_user(enabled, db_path: Path) -> None:
     """They hold webhook tokens, API key hashes and contacts: 0600 like the key file."""
     companions = [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
@@ -201,6 +204,7 @@ def test_database_wal_and_shm_are_private_to_the_host_user(enabled, db_path: Pat
     assert {p.name: _mode(p) for p in companions} == {p.name: 0o600 for p in companions}
 
 
+@pytest.mark.sqlite_only  # file modes
 def test_an_existing_readable_database_is_narrowed_at_start(enabled, host, db_path) -> None:
     host.close()
     for suffix in ("", "-wal", "-shm"):

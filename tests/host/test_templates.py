@@ -20,6 +20,7 @@ from host.platform import Host
 from sandbox.pool import SandboxPool
 from tests.cli_runner import Cli
 from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, email_manifest, make_host
+from tests.postgres import database_url
 
 TEMPLATES_SCRIPT = '''\
 """Serves `total` templates; settings steer how it misbehaves."""
@@ -415,7 +416,7 @@ def test_http_preview_not_implemented_is_501(host: Host, client: TestClient) -> 
 def test_cli_templates_import(host: Host, db_path: Path) -> None:
     configure(host, total=7)
     cli = Cli.in_dir(db_path.parent, CRM_HOST_SECRET_KEY=SECRET_KEY)
-    cli.env["CRM_HOST_DATABASE_URL"] = f"sqlite:///{db_path}"
+    cli.env["CRM_HOST_DATABASE_URL"] = database_url(db_path)
     done = cli.run("templates", "import", "acme", MODULE, "--page-size", "3")
     assert done.returncode == 0, done.stderr
     assert "imported 7 templates from 3 pages (7 new, 0 updated)" in done.stdout

@@ -82,8 +82,10 @@ def sendgrid_world(tmp_path: Path, **settings: Any) -> Iterator[SendGridWorld]:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[SendGridWorld]:
-    with sendgrid_world(tmp_path, sender_id=SENDER_ID, suppression_group_id=GROUP_ID) as instance:
+def world(db_path: Path) -> Iterator[SendGridWorld]:
+    with sendgrid_world(
+        db_path.parent, sender_id=SENDER_ID, suppression_group_id=GROUP_ID
+    ) as instance:
         yield instance
 
 

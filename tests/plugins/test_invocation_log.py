@@ -71,8 +71,8 @@ def started_host(tmp_path: Path, plugin: TemplatesPlugin, *, bridge: bool) -> Ho
 
 
 @pytest.fixture
-def host(tmp_path: Path, plugin: TemplatesPlugin) -> Iterator[Host]:
-    instance = started_host(tmp_path, plugin, bridge=False)
+def host(db_path: Path, plugin: TemplatesPlugin) -> Iterator[Host]:
+    instance = started_host(db_path.parent, plugin, bridge=False)
     yield instance
     instance.close()
 
