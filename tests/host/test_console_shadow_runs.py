@@ -72,8 +72,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, pool: SandboxPool) -> Iterat
     host.accounts.hasher = FAST_HASHER
     app = create_app(host)
     with TestClient(app) as client:
-        changed = (MODULE_DIR / "module.py").read_text().replace(
-            GROUP_UNSUBSCRIBE, GLOBAL_UNSUBSCRIBE
+        changed = (
+            (MODULE_DIR / "module.py").read_text().replace(GROUP_UNSUBSCRIBE, GLOBAL_UNSUBSCRIBE)
         )
         for body in (sendgrid("1.0.0"), sendgrid("1.1.0", changed), hostile("6.6.8", LEAKING)):
             assert client.post("/api/v1/modules", json=body, headers=ADMIN).status_code == 201
@@ -223,3 +223,19 @@ def test_an_unknown_module_page_is_a_404_page(admin: ConsoleVisitor) -> None:
     assert admin.post("/console/tenants/acme/modules/nosuch/shadow", {
         "csrf_token": admin.csrf(), "version": "1.0.0"
     }).status_code == 404  # fmt: skip
+
+
+def test_a_disabled_module_is_refused_on_the_form(world: World, admin: ConsoleVisitor) -> None:
+    """Runs last: it disables acme's SendGrid (its settings are the enabled ones) and
+    enables it again."""
+    world.host.tenants.configure("acme", "sendgrid", enabled=False, settings_mode="patch")
+    try:
+        before = data_tables(world.host)
+        status, page = run(admin, version="1.1.0")
+        assert status == 409, page
+        assert '<div class="errors" role="alert"' in page
+        assert "module sendgrid is disabled for tenant acme" in page
+        assert "Shadowed version" not in page
+        assert data_tables(world.host) == before
+    finally:
+        world.host.tenants.configure("acme", "sendgrid", enabled=True, settings_mode="patch")
