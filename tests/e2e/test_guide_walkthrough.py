@@ -222,9 +222,19 @@ def campaign_offline(
     assert lost.stderr.strip() == error
     assert error in GUIDE.read_text()
     assert json.loads(state.read_text()) == json.loads(guide_output("state.json"))
-    for tape in ("export", "prepare", "create"):
-        recorded = (cli.workdir / f"acme-mail/tests/recordings/{tape}.json").read_text()
-        assert "demo-key" not in recorded
+    tapes = {
+        tape: (cli.workdir / f"acme-mail/tests/recordings/{tape}.json").read_text()
+        for tape in ("export", "prepare", "create")
+    }
+    assert not [tape for tape, text in tapes.items() if "demo-key" in text]
+    # the contacts the fixture serves reached the service: the ones with an email, in order
+    upserts = [json.loads(e["request"]["body"]) for e in json.loads(tapes["export"])["exchanges"]]
+    assert upserts == [
+        {"email": contact["email"], "name": contact["name"]}
+        for contact in json.loads(files["acme-mail/tests/fixtures/contacts.json"])
+        if contact.get("email")
+    ]
+    assert len(upserts) == 2
 
     # the fake is gone: the guide's campaign cases replay what was just recorded
     put("acme-mail/tests/campaign.json")
