@@ -94,7 +94,9 @@ class _Storage:
     def get(self, key: str, default: Any = None) -> Any:
         _outside()
 
-    def set(self, key: str, value: Any) -> None:
+    def set(self, key: str, value: Any, durable: bool = False) -> None:
+        """Kept when the call succeeds; ``durable=True`` commits this write at once, so it
+        survives a later failure of the call (the id of something the service created)."""
         _outside()
 
     def delete(self, key: str) -> None:

@@ -16,13 +16,14 @@ from host.console.pages import (
     home,
     modules,
     scripts,
+    shadow_runs,
     templates,
     tenants,
     users,
 )
 
 # the more specific pages first: /console/modules/{id}/scripts before the module pages,
-# a tenant's contacts, templates, campaigns and activity before the tenant pages
+# a tenant's contacts, templates, campaigns, activity and shadow runs before the tenant pages
 ROUTERS = (
     auth.router,
     home.router,
@@ -34,6 +35,7 @@ ROUTERS = (
     templates.router,
     campaigns.router,
     activity.router,
+    shadow_runs.router,
     tenants.router,
 )
 
