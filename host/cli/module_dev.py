@@ -73,25 +73,34 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-@handles_errors
-def module_test(
-    directory: Annotated[Path, typer.Argument(help="Module folder with a tests/ folder.")],
-    allow_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-host",
-            help="Host, host:port or CIDR whose recorded private/loopback address replays "
-            "may reach (repeatable).",
-        ),
-    ] = None,
-) -> None:
-    """Run the module's test cases (tests/*.json) offline in the sandbox."""
-    settings = HostSettings()
+AllowHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-host",
+        help="Host, host:port or CIDR whose recorded private/loopback address replays "
+        "may reach (repeatable).",
+    ),
+]
+
+
+def replay_allow_list(settings: HostSettings, allow_host: list[str] | None) -> list[str]:
+    """The admin's egress waivers plus ``--allow-host``, refused with one line if invalid."""
     allow = [*settings.egress_allow, *(allow_host or [])]
     try:
         EgressPolicy.from_config([], allow)
     except ValueError as exc:
         raise fail(f"--allow-host: {exc}") from None
+    return allow
+
+
+@handles_errors
+def module_test(
+    directory: Annotated[Path, typer.Argument(help="Module folder with a tests/ folder.")],
+    allow_host: AllowHostOption = None,
+) -> None:
+    """Run the module's test cases (tests/*.json) offline in the sandbox."""
+    settings = HostSettings()
+    allow = replay_allow_list(settings, allow_host)
     module = load_module(directory, max_script_bytes=settings.max_script_bytes)
     report = run_module_cases(directory, module, allow)
     out.print(render(report), markup=False, highlight=False)
@@ -110,22 +119,11 @@ def module_certify(
             dir_okay=False,
         ),
     ] = None,
-    allow_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-host",
-            help="Host, host:port or CIDR whose recorded private/loopback address replays "
-            "may reach (repeatable).",
-        ),
-    ] = None,
+    allow_host: AllowHostOption = None,
 ) -> None:
     """Run the certification checks and write the report bound to the module's content."""
     settings = HostSettings()
-    allow = [*settings.egress_allow, *(allow_host or [])]
-    try:
-        EgressPolicy.from_config([], allow)
-    except ValueError as exc:
-        raise fail(f"--allow-host: {exc}") from None
+    allow = replay_allow_list(settings, allow_host)
     package = from_directory(directory, max_script_bytes=settings.max_script_bytes)
     report = certify(directory, package, max_script_bytes=settings.max_script_bytes, allow=allow)
     target = output or directory / REPORT_NAME
