@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,9 +45,10 @@ class Nodes:
     hook_path: str
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory, pool: SandboxPool) -> Iterator[Nodes]:
-    db_path = tmp_path_factory.mktemp("two-nodes") / "host.db"
+@pytest.fixture
+def nodes(db_path: Path, pool: SandboxPool) -> Iterator[Nodes]:
+    """Per test, on each database backend (``db_path`` is parametrised: SQLite and
+    PostgreSQL), so the row locks and conditional updates are exercised on both."""
     first = make_host(db_path, sandbox=pool)
     first.registry.upload(
         from_json_body(json_body(email_manifest(), WEBHOOK_SCRIPT), max_script_bytes=64 * 1024)
