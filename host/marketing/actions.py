@@ -61,7 +61,7 @@ from host.db.engine import Database
 from host.db.models import Campaign, Contact, ContactUnsubscription, OutboxMessage
 from host.marketing.contact_rows import is_email
 from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward
-from host.marketing.event_dedupe import DUPLICATE_EVENT, remember_events, repeated_events
+from host.marketing.event_dedupe import DUPLICATE_EVENT, claim_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
     SUBSCRIBER_RANK,
@@ -253,7 +253,8 @@ class ActionApplier:
         outcome = ApplyOutcome()
         session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
         event_ids = [a.eventId for a in actions if a.eventId is not None]
-        repeats = repeated_events(session, tenant_id, module_id, event_ids, self.event_window)
+        fresh = claim_events(session, tenant_id, module_id, event_ids, self.event_window)
+        repeats = set(event_ids) - fresh
         for index, action in enumerate(actions):
             try:
                 if action.eventId in repeats:
@@ -265,7 +266,6 @@ class ActionApplier:
                 )
             else:
                 outcome.applied.append(describe(index, action))
-        remember_events(session, tenant_id, module_id, [e for e in event_ids if e not in repeats])
         return outcome
 
     def announce(

@@ -12,10 +12,11 @@ whose request failed is not remembered and its retry applies it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from host.db.models import WebhookEvent, utcnow
@@ -24,7 +25,7 @@ DUPLICATE_EVENT = "duplicate_event"
 IN_CHUNK = 500
 
 
-def repeated_events(
+def claim_events(
     session: Session,
     tenant_id: str,
     module_id: str,
@@ -32,30 +33,35 @@ def repeated_events(
     window: timedelta,
     now: datetime | None = None,
 ) -> set[str]:
-    """The ids among ``event_ids`` already applied within the window."""
-    cutoff = (now or utcnow()) - window
+    """Record the ids among ``event_ids`` not applied within the window as applied now (an
+    expired row of the same id is renewed), and return them: the events this webhook may
+    apply; the others are repeats.
+
+    One upsert per chunk rather than a read then a write, so two webhooks bringing the same
+    id at the same moment cannot both take it: on PostgreSQL the second insert waits for the
+    first one's transaction and, once it committed, finds the row (and claims the id if it
+    rolled back); on SQLite the webhook's write transaction serialises them. Before this, the
+    second webhook failed with a unique violation (a 500) and only the provider's retry was
+    deduped."""
+    now = now or utcnow()
+    cutoff = now - window
     wanted = sorted(set(event_ids))
-    seen: set[str] = set()
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    claimed: set[str] = set()
     for start in range(0, len(wanted), IN_CHUNK):
-        seen.update(
-            session.scalars(
-                select(WebhookEvent.event_id).where(
-                    WebhookEvent.tenant_id == tenant_id,
-                    WebhookEvent.module_id == module_id,
-                    WebhookEvent.event_id.in_(wanted[start : start + IN_CHUNK]),
-                    WebhookEvent.seen_at >= cutoff,
-                )
+        rows = [
+            {"tenant_id": tenant_id, "module_id": module_id, "event_id": e, "seen_at": now}
+            for e in wanted[start : start + IN_CHUNK]
+        ]
+        statement = (
+            upsert(WebhookEvent)
+            .values(rows)
+            .on_conflict_do_update(
+                index_elements=["tenant_id", "module_id", "event_id"],
+                set_={"seen_at": now},
+                where=WebhookEvent.seen_at < cutoff,
             )
+            .returning(WebhookEvent.event_id)
         )
-    return seen
-
-
-def remember_events(
-    session: Session, tenant_id: str, module_id: str, event_ids: Sequence[str]
-) -> None:
-    """Record ``event_ids`` as applied now (an expired row of the same id is renewed)."""
-    now = utcnow()
-    for event_id in dict.fromkeys(event_ids):
-        session.merge(
-            WebhookEvent(tenant_id=tenant_id, module_id=module_id, event_id=event_id, seen_at=now)
-        )
+        claimed.update(session.scalars(statement))
+    return claimed

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from emulators.runner import serve
 from host.api.app import create_app
-from host.db.models import Campaign, Contact, Delivery, WebhookReceipt
+from host.db.models import Campaign, Contact, Delivery, OutboxMessage, WebhookReceipt
 from host.marketing.lifecycle import DELIVERY_RANK
 from host.modules.packages import from_json_body
 from host.platform import Host
@@ -103,11 +103,19 @@ def seed_campaign(host: Host, name: str) -> list[str]:
     return emails
 
 
-def batch(name: str, emails: list[str], status: str) -> dict[str, Any]:
+def batch(name: str, emails: list[str], status: str, *, event_ids: bool = False) -> dict[str, Any]:
+    """One action per recipient; with ``event_ids`` each carries the provider's event id
+    (the same ids in every copy of the batch, as a provider's retry brings them)."""
     return {
         "actions": [
-            {"type": "UpdateDeliveryStatus", "email": e, "externalId": f"ext-{name}", "status": s}
-            for e, s in ((email, status) for email in emails)
+            {
+                "type": "UpdateDeliveryStatus",
+                "email": email,
+                "externalId": f"ext-{name}",
+                "status": status,
+                **({"eventId": f"{name}-{status}-{i}"} if event_ids else {}),
+            }
+            for i, email in enumerate(emails)
         ]
     }
 
@@ -169,6 +177,26 @@ def test_the_same_batch_posted_to_both_nodes_at_once_is_applied_once(nodes: Node
         assert {s["reason"] for s in receipt.skipped} <= {"no_change"}
 
 
+def test_the_same_events_arriving_together_are_applied_once_and_nothing_fails(
+    nodes: Nodes,
+) -> None:
+    """A provider's retry overtaking the first delivery: one batch claims the event ids, the
+    others see them as repeats; no answer is a 500 from the two inserts meeting."""
+    host = nodes.hosts[0]
+    emails = seed_campaign(host, "events")
+    before = last_receipt_id(host)
+    answers = post_at_once(nodes, [batch("events", emails, "Opened", event_ids=True)] * 6)
+
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    for row in deliveries(host, "events").values():
+        assert [h["status"] for h in row.history] == ["Sent", "Opened"]
+    receipts = receipts_since(host, before)
+    assert all(r.status_code == 200 and r.error is None for r in receipts)
+    assert sum(r.applied for r in receipts) == RECIPIENTS
+    duplicates = [s for r in receipts for s in r.skipped if s["reason"] == "duplicate_event"]
+    assert len(duplicates) == 5 * RECIPIENTS  # every other copy skipped each event as seen
+
+
 def test_different_events_for_the_same_recipients_together_keep_the_highest(
     nodes: Nodes,
 ) -> None:
@@ -197,3 +225,27 @@ def test_both_nodes_keep_serving_and_agree_afterwards(nodes: Nodes) -> None:
     first, second = (deliveries(h, "after") for h in nodes.hosts)
     assert {k: r.status for k, r in first.items()} == {k: r.status for k, r in second.items()}
     assert set(r.status for r in first.values()) == {"Delivered"}
+
+
+def test_the_same_mail_event_arriving_together_is_queued_once(nodes: Nodes) -> None:
+    """An action that locks no existing row (SendEmail): the event id itself must decide
+    which of the concurrent copies applies it."""
+    host = nodes.hosts[0]
+    mail = {
+        "actions": [
+            {
+                "type": "SendEmail",
+                "email": "welcome@example.test",
+                "subject": "Welcome",
+                "html": "<p>Hi</p>",
+                "eventId": "mail-1",
+            }
+        ]
+    }
+    answers = post_at_once(nodes, [mail] * 6)
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    with host.db.transaction() as session:
+        queued = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.recipient == "welcome@example.test")
+        ).all()
+    assert len(queued) == 1
