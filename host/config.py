@@ -119,6 +119,11 @@ class HostSettings(BaseSettings):
         description="Bearer token that may scrape `GET /metrics` and nothing else (so the "
         "Prometheus configuration need not hold the admin token); the admin token works too.",
     )
+    metrics_public: bool = Field(
+        False,
+        description='Serve `GET /metrics` to anyone, without a token (SPEC §7: "open when '
+        'configured so"), for a host whose metrics port only the scraper can reach.',
+    )
     sandbox_workers: int = Field(2, ge=1, le=64, description="Warm sandbox worker processes.")
     sandbox_require: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -129,3 +129,19 @@ def test_request_ids_are_accepted_replaced_and_echoed(host: Host) -> None:
     assert [c["requestId"] for c in calls] == ["lb-3f2a:77.x_y-z"]
     assert filtered == calls
     assert too_long.status_code == 422 and "requestId" in too_long.text
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_the_metrics_are_open_without_a_token_only_when_configured_so(
+    db_path: Path, pool: SandboxPool, public: bool
+) -> None:
+    host = make_host(db_path, sandbox=pool, metrics_public=public)
+    try:
+        client = TestClient(create_app(host))
+        answer = client.get("/metrics")
+        assert answer.status_code == (200 if public else 401), answer.text
+        assert ("crm_host_database_up" in answer.text) is public
+        # opening the metrics opens nothing else
+        assert client.get("/api/v1/modules").status_code == 401
+    finally:
+        host.close()

@@ -3,7 +3,8 @@
 Who may scrape: the admin token, or ``CRM_HOST_METRICS_TOKEN``, a credential that opens this
 one route and nothing else, for the Prometheus configuration. The answer names modules,
 functions, egress hosts and counts, never a tenant, but it still tells who runs what, so it
-is never open to anyone without a token."""
+is open to anyone without a token only when the admin says so (``CRM_HOST_METRICS_PUBLIC``,
+for a deployment where only the scraper reaches the host)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def require_scraper(
     host: HostDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
+    if host.settings.metrics_public:
+        return
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     if not _may_scrape(host, credentials.credentials):
