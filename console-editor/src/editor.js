@@ -6,7 +6,9 @@
 // and passes its per-response CSP nonce on the <script> element: CodeMirror mounts its styles
 // in a <style> element, which the console's policy admits only with that nonce.
 import { basicSetup } from "codemirror";
+import { autocompletion } from "@codemirror/autocomplete";
 import { python } from "@codemirror/lang-python";
+import { indentUnit } from "@codemirror/language";
 import { indentWithTab } from "@codemirror/commands";
 import { lintGutter, setDiagnostics } from "@codemirror/lint";
 import { EditorState, StateField, Text } from "@codemirror/state";
@@ -104,9 +106,13 @@ function mount(textarea) {
       extensions: [
         basicSetup,
         python(),
+        indentUnit.of("    "), // PEP 8's four spaces, as the module scripts are written
         // Tab indents; Escape then Tab leaves the editor (CodeMirror's tab focus mode), so the
         // keyboard is never trapped
         keymap.of([indentWithTab]),
+        // completions on Ctrl-Space only: a completion still pending from typing would take
+        // the Escape meant to release Tab, so the way out must not depend on typing speed
+        autocompletion({ activateOnTyping: false }),
         lintGutter(),
         notesField(markers),
         EditorView.cspNonce.of(nonce),
