@@ -79,7 +79,7 @@ def test_with_the_build_the_page_loads_it_with_a_fresh_style_nonce(
         assert directives["style-src"] == f"'self' 'nonce-{nonce}'"
         assert directives["script-src"] == "'self'"
         assert "unsafe" not in policy
-        assert 'data-rich-editor' in page.text and "data-replaced-by-rich-editor" in page.text
+        assert "data-rich-editor" in page.text and "data-replaced-by-rich-editor" in page.text
         assert f"{PAGE}?version=1.0.0&amp;editor=plain" in page.text
         nonces.append(nonce)
     assert nonces[0] != nonces[1], "a nonce is per response"
