@@ -50,7 +50,6 @@ function serverMarkers(doc) {
     found.push({
       from: line.from,
       to: line.to,
-      lineEnd: line.to,
       severity: element.dataset.severity === "error" ? "error" : "warning",
       message: element.dataset.message || element.textContent,
       note: element.textContent,
@@ -64,7 +63,7 @@ function notesField(markers) {
     Decoration.set(
       markers.map((m) =>
         Decoration.widget({ widget: new ProblemNote(m.severity, m.note), block: true, side: 1 }).range(
-          m.lineEnd,
+          m.to,
         ),
       ),
       true,
@@ -98,9 +97,9 @@ function mount(textarea) {
   }
   const describedBy = [help ? help.id : "", textarea.getAttribute("aria-describedby") || ""];
   if (describedBy.join("").trim()) contentAttributes["aria-describedby"] = describedBy.join(" ").trim();
+  if (textarea.getAttribute("aria-invalid")) contentAttributes["aria-invalid"] = textarea.getAttribute("aria-invalid");
 
   const view = new EditorView({
-    parent: textarea.parentElement,
     state: EditorState.create({
       doc,
       extensions: [
@@ -129,14 +128,9 @@ function mount(textarea) {
   textarea.hidden = true;
   if (help) help.hidden = false;
   label?.addEventListener("click", () => view.focus());
-  textarea.form?.addEventListener("submit", () => {
-    textarea.value = view.state.doc.toString();
-  });
-  view.dom.classList.add("rich-editor");
   textarea.parentElement.insertBefore(view.dom, textarea);
   // the highlighted copy of the script is now the editor itself
   for (const table of document.querySelectorAll("[data-replaced-by-rich-editor]")) table.hidden = true;
-  return view;
 }
 
 for (const textarea of document.querySelectorAll("textarea[data-rich-editor]")) mount(textarea);

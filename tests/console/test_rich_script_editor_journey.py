@@ -1,6 +1,6 @@
 """The rich script editor (CodeMirror, the optional build of ``console-editor/``) in a real
 browser: typed into with the keyboard, Validate shows the syntax error at its line inside the
-editor, the fix is typed, and Save stores a version with exactly the typed text; Tab indents
+editor, the fix is typed (and a line the lint warns of, shown at its line), and Save stores a version with exactly the typed text; Tab indents
 and Escape-then-Tab leaves the editor; the page's CSP holds (nothing refused) and nothing
 scrolls sideways at 390 px.
 
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 BROKEN_LINE = 10
 """``def CRM_Marketing_ExportContacts(contactIds):``, whose colon the journey deletes."""
-ADDED = "    # typed in the browser"
+ADDED = '    return settings.get("colour")'
+"""Typed (after a Tab) on the script's last, empty line: valid, but reading an undeclared
+setting, which the lint warns of at that line."""
+ADDED_LINE = len(SCRIPT.splitlines()) + 1
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,7 +116,8 @@ def test_typing_validating_fixing_and_saving_in_the_rich_editor(
     assert console.unlabelled_fields() == []
     console.screenshot("script-editor-rich-error")
 
-    # the fix, and a line indented with Tab, typed in
+    # the fix, and a line indented with Tab, typed in (brackets and quotes close themselves,
+    # and typing the closing ones steps over them)
     page.get_by_role("textbox", name="Script (module.py)").click()
     _go_to_line_end(page, BROKEN_LINE)
     page.keyboard.type(":")
@@ -128,6 +132,12 @@ def test_typing_validating_fixing_and_saving_in_the_rich_editor(
     page.keyboard.press("Enter")
     page.get_by_role("status").filter(has_text="Validation passed").wait_for()
     assert page.locator(".marker.error").count() == 0
+    warning = page.locator(".cm-content .marker.warning")
+    assert warning.count() == 1
+    assert "settings.get('colour')" in warning.inner_text()
+    assert f"warning at line {ADDED_LINE}" in warning.inner_text()
+    assert warning.evaluate("n => n.previousElementSibling.textContent") == ADDED
+    assert page.locator(".cm-lint-marker-warning").count() == 1
 
     page.get_by_label(label("New version")).fill("1.0.1")
     page.get_by_role("button", name="Save as new version").click()

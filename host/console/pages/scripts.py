@@ -51,7 +51,7 @@ EDITOR_BUNDLE = files("host.console").joinpath("static", "editor", "editor.js")
 """The rich editor's build output; a plain ``pip install -e .`` has none, and the page then
 offers the textarea alone (it never links a file that is not there)."""
 
-EditorView = Annotated[Literal["plain"] | None, Query(alias="editor")]
+EditorChoice = Annotated[Literal["plain"] | None, Query(alias="editor")]
 """``?editor=plain``: the textarea even when the rich editor is built."""
 
 
@@ -186,7 +186,7 @@ def script_editor(
     module_id: str,
     viewer: ModulesViewer,
     version: Annotated[str | None, Query(max_length=64)] = None,
-    view: EditorView = None,
+    view: EditorChoice = None,
 ) -> Response:
     host: Host = request.app.state.host
     return _page(request, viewer, _editor(host, module_id, version, {}), view)
@@ -198,7 +198,7 @@ async def script_action(
     module_id: str,
     viewer: ModulesViewer,
     version: Annotated[str | None, Query(max_length=64)] = None,
-    view: EditorView = None,
+    view: EditorChoice = None,
 ) -> Response:
     host: Host = request.app.state.host
     form = await read_form(request, max_bytes=MAX_EDITOR_FORM_BYTES)
