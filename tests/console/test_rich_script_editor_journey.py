@@ -99,6 +99,7 @@ def test_typing_validating_fixing_and_saving_in_the_rich_editor(
     colour = "e => getComputedStyle(e).color"
     assert keyword.evaluate(colour) != page.locator(".cm-content").evaluate(colour)
     assert "Escape, then Tab" in page.get_by_text("Tab indents").inner_text()
+    assert "f-script-keys" in (editor.get_attribute("aria-describedby") or "").split()
 
     editor.click()
     _go_to_line_end(page, BROKEN_LINE)
