@@ -55,12 +55,6 @@ EditorChoice = Annotated[Literal["plain"] | None, Query(alias="editor")]
 """``?editor=plain``: the textarea even when the rich editor is built."""
 
 
-def _rich_editor(view: str | None) -> bool:
-    """Whether the page loads the rich editor: built, and not declined. Checked per page, so
-    a build made while the host runs is picked up."""
-    return view != "plain" and EDITOR_BUNDLE.is_file()
-
-
 def _with_style_nonce(policy: str, nonce: str) -> str:
     """The console's policy with ``nonce`` admitted in ``style-src``: CodeMirror mounts its
     styles in a ``<style>`` element it gives the nonce (``EditorView.cspNonce``), so nothing
@@ -146,7 +140,9 @@ def _page(
     failure = editor.run.failure if editor.run else None
     if failure is not None and failure.line:
         markers.append((failure.line, Marker("error", f"{failure.kind}: {failure.message}")))
-    rich = _rich_editor(view)
+    # checked per page, so a build made while the host runs is picked up
+    built = EDITOR_BUNDLE.is_file()
+    rich = built and view != "plain"
     nonce = secrets.token_urlsafe(18) if rich else ""
     response = render(
         request,
@@ -160,7 +156,7 @@ def _page(
             "errors": editor.errors,
             "json": lambda value: json.dumps(value, indent=2, ensure_ascii=False),
             "rich_editor": rich,
-            "editor_built": EDITOR_BUNDLE.is_file(),
+            "editor_built": built,
             "plain": view == "plain",
             "style_nonce": nonce,
         },
