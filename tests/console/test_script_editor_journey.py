@@ -1,7 +1,10 @@
 """The script editor in a real browser: an integrator opens a module's *Scripts* tab, breaks
 the script and sees the syntax error at its line, fixes it, runs a function on scratch
 storage and sees its result, log and fetches, and saves the edit as a new version (the old
-one unchanged)."""
+one unchanged).
+
+This is the textarea editor, the default of a plain install: ``?editor=plain`` keeps it when
+the optional rich editor is built too (that one: ``test_rich_script_editor_journey.py``)."""
 
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def CRM_Marketing_GetTemplateHTML(templateExternalId):
 def CRM_Marketing_SetTemplateHTML(html, name, templateExternalId=None):
     return "x"
 """
+PLAIN = "/console/modules/healthmail/scripts?editor=plain"
 SETTINGS = {
     "type": "object",
     "properties": {"base": {"type": "string", "format": "uri"}},
@@ -87,7 +91,7 @@ def test_integrator_fixes_a_syntax_error_runs_a_function_and_saves_a_version(
     console.sign_out()
     console.sign_in("ivy@example.com")
     page = console.page
-    console.go("/console/modules/healthmail/scripts")
+    console.go(PLAIN)
     assert page.get_by_role("heading", name="healthmail scripts").is_visible()
     editor = page.get_by_label("Script (module.py)")
     broken = SCRIPT.replace(
@@ -140,7 +144,7 @@ def test_bad_run_input_and_a_used_version_are_refused_and_change_nothing(
 ) -> None:
     console.sign_in_with_admin_token()
     page = console.page
-    console.go("/console/modules/healthmail/scripts?version=1.0.0")
+    console.go(PLAIN + "&version=1.0.0")
     page.get_by_label("Arguments (JSON array)").fill("[0,")
     with page.expect_response(re.compile(r"/scripts")) as answer:
         page.get_by_role("button", name="Run function").click()

@@ -140,4 +140,11 @@ def test_the_wheel_serves_the_console_with_its_templates_css_and_js(
                 answer.content
                 == static["host/console/static/" + asset.removeprefix("/console/static/")]
             )
+        # the optional rich script editor, when built, ships in the wheel and is served as built
+        editor = {k: v for k, v in static.items() if k.startswith("host/console/static/editor/")}
+        if os.environ.get("CRM_HOST_TEST_EDITOR") == "required":
+            assert "host/console/static/editor/editor.js" in editor, "the editor is not built"
+        for path, content in editor.items():
+            answer = httpx.get(served.url + "/" + path.removeprefix("host/"), timeout=30)
+            assert answer.status_code == 200 and answer.content == content, path
     assert "Traceback" not in served.output()

@@ -4,13 +4,20 @@ validate``: upload errors and lint warnings, each at its line); *Run function* (
 function with typed-in JSON arguments and settings, in a throwaway worker on scratch
 storage, as ``crm-host module run`` does); *Save as new version* (an upload: versions stay
 immutable). The page holds no logic of its own: it calls ``host.toolkit`` and the registry.
+
+The textarea is the default. When the optional rich editor is built (``console-editor/``,
+into ``static/editor/editor.js``), the page loads it and CodeMirror takes the textarea's place,
+copying every edit back into it, so the posted form is the same either way; ``?editor=plain``
+keeps the textarea for whoever prefers it.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from importlib.resources import files
+from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +46,24 @@ router = checked_router(prefix="/console", include_in_schema=False)
 FIELDS = ("script", "version", "function", "arguments", "settings")
 MAX_EDITOR_FORM_BYTES = 2 * 1024 * 1024
 """A script (``CRM_HOST_MAX_SCRIPT_BYTES``, 1 MiB by default) plus the other fields."""
+
+EDITOR_BUNDLE = files("host.console").joinpath("static", "editor", "editor.js")
+"""The rich editor's build output; a plain ``pip install -e .`` has none, and the page then
+offers the textarea alone (it never links a file that is not there)."""
+
+EditorChoice = Annotated[Literal["plain"] | None, Query(alias="editor")]
+"""``?editor=plain``: the textarea even when the rich editor is built."""
+
+
+def _with_style_nonce(policy: str, nonce: str) -> str:
+    """The console's policy with ``nonce`` admitted in ``style-src``: CodeMirror mounts its
+    styles in a ``<style>`` element it gives the nonce (``EditorView.cspNonce``), so nothing
+    else inline is allowed and scripts stay ``'self'`` only."""
+    directives = [
+        f"{d} 'nonce-{nonce}'" if d.split(" ", 1)[0] == "style-src" else d
+        for d in policy.split("; ")
+    ]
+    return "; ".join(directives)
 
 
 @dataclass
@@ -100,7 +125,13 @@ def _editor(host: Host, module_id: str, version: str | None, values: dict[str, s
     )
 
 
-def _page(request: Request, viewer: SignedIn, editor: Editor, status: int = 200) -> Response:
+def _page(
+    request: Request,
+    viewer: SignedIn,
+    editor: Editor,
+    view: str | None,
+    status: int = 200,
+) -> Response:
     markers: list[tuple[int, Marker]] = []
     for finding in editor.findings:
         line = line_of(finding.location, editor.script_name)
@@ -109,7 +140,11 @@ def _page(request: Request, viewer: SignedIn, editor: Editor, status: int = 200)
     failure = editor.run.failure if editor.run else None
     if failure is not None and failure.line:
         markers.append((failure.line, Marker("error", f"{failure.kind}: {failure.message}")))
-    return render(
+    # checked per page, so a build made while the host runs is picked up
+    built = EDITOR_BUNDLE.is_file()
+    rich = built and view != "plain"
+    nonce = secrets.token_urlsafe(18) if rich else ""
+    response = render(
         request,
         "scripts.html",
         {
@@ -120,10 +155,18 @@ def _page(request: Request, viewer: SignedIn, editor: Editor, status: int = 200)
             ],
             "errors": editor.errors,
             "json": lambda value: json.dumps(value, indent=2, ensure_ascii=False),
+            "rich_editor": rich,
+            "editor_built": built,
+            "plain": view == "plain",
+            "style_nonce": nonce,
         },
         viewer=viewer,
         status_code=status,
     )
+    if rich:
+        policy = response.headers["Content-Security-Policy"]
+        response.headers["Content-Security-Policy"] = _with_style_nonce(policy, nonce)
+    return response
 
 
 @router.get("/highlight.css")
@@ -139,9 +182,10 @@ def script_editor(
     module_id: str,
     viewer: ModulesViewer,
     version: Annotated[str | None, Query(max_length=64)] = None,
+    view: EditorChoice = None,
 ) -> Response:
     host: Host = request.app.state.host
-    return _page(request, viewer, _editor(host, module_id, version, {}))
+    return _page(request, viewer, _editor(host, module_id, version, {}), view)
 
 
 @router.post("/modules/{module_id}/scripts")
@@ -150,6 +194,7 @@ async def script_action(
     module_id: str,
     viewer: ModulesViewer,
     version: Annotated[str | None, Query(max_length=64)] = None,
+    view: EditorChoice = None,
 ) -> Response:
     host: Host = request.app.state.host
     form = await read_form(request, max_bytes=MAX_EDITOR_FORM_BYTES)
@@ -160,7 +205,7 @@ async def script_action(
     action = str(form.get("action") or "validate")
     limit = host.settings.max_script_bytes
     if action == "save":
-        return await _save(request, viewer, editor, host)
+        return await _save(request, viewer, editor, host, view)
     editor.findings = await run_in_threadpool(
         validate_module, editor.package(), max_script_bytes=limit
     )
@@ -170,8 +215,8 @@ async def script_action(
             editor.run = await run_in_threadpool(_run, host, editor)
         except InvalidInput as exc:
             editor.errors = FormErrors.of(exc, FIELDS)
-            return _page(request, viewer, editor, status=422)
-    return _page(request, viewer, editor, status=422 if editor.failed else 200)
+            return _page(request, viewer, editor, view, status=422)
+    return _page(request, viewer, editor, view, status=422 if editor.failed else 200)
 
 
 def _json_field(text: str, name: str) -> Any:
@@ -199,7 +244,9 @@ def _run(host: Host, editor: Editor) -> LocalRun:
     )
 
 
-async def _save(request: Request, viewer: SignedIn, editor: Editor, host: Host) -> Response:
+async def _save(
+    request: Request, viewer: SignedIn, editor: Editor, host: Host, view: str | None
+) -> Response:
     try:
         info = await run_in_threadpool(host.registry.upload, editor.package())
     except (InvalidInput, Conflict) as exc:
@@ -212,12 +259,14 @@ async def _save(request: Request, viewer: SignedIn, editor: Editor, host: Host) 
             for p in exc.problems
             if line_of(p.location, editor.script_name) is not None
         ]
-        return _page(request, viewer, editor, status=409 if isinstance(exc, Conflict) else 422)
+        status = 409 if isinstance(exc, Conflict) else 422
+        return _page(request, viewer, editor, view, status=status)
     if not info.created:
         editor.errors = FormErrors(
             f"{info.id}@{info.version} already exists with this very content; nothing was saved"
         )
-        return _page(request, viewer, editor, status=409)
+        return _page(request, viewer, editor, view, status=409)
     request.state.audit_action = f"saved module {info.id}@{info.version} from the script editor"
     flash(request, viewer, f"Saved {info.id}@{info.version} as a new version.")
-    return redirect(f"/console/modules/{info.id}/scripts?version={info.version}")
+    plain = "&editor=plain" if view == "plain" else ""
+    return redirect(f"/console/modules/{info.id}/scripts?version={info.version}{plain}")
