@@ -5,23 +5,29 @@ then offers its account types and bots (GetMessengerTypes / GetMessengerBots, wh
 registers the tenant's webhook with the bot), the marketer picks Telegram and the bot, and
 the campaign runs to Sent with no reload: the two linked chats get the message, the contact
 who never started the bot is reported Failed by the module with the next update, and the
-stats show it. A form the service refuses is shown again at its field, nothing stored."""
+stats show it. A form the service refuses is shown again at its field, nothing stored.
+Then an admin resolves a campaign needing attention on the console's page for them."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, update
 
 from emulators.runner import RunningServer, serve
 from emulators.telegram import TelegramState, create_app
+from host.db.models import Campaign
 from tests.console.conftest import Console, label
 from tests.e2e.server import RunningHost, free_port, running_host
 
+ATTENTION = "interrupted during CRM_Marketing_CreateMessengerCampaign"
 MODULES = Path(__file__).resolve().parents[2] / "module_manifests"
 WEBHOOK_SECRET = "console-journey-secret-0123"
 LINKED = {"c1": 5001, "c2": 5002}  # contact id -> the chat that started the bot for it
@@ -163,3 +169,58 @@ def test_marketer_sends_a_telegram_campaign_and_watches_it(
                       strict=True))  # fmt: skip
     assert values["sent"] == "2" and values["failed"] == "1"
     assert console.unlabelled_fields() == []
+
+
+def _flag_as_interrupted(served: RunningHost, campaign_id: str) -> None:
+    """Put a finished campaign back in the state the send job leaves when the host died
+    during CreateMessengerCampaign (Telegram does not declare it idempotent): stage
+    creating, no id in the service, flagged. Done once the job is over, so nothing races."""
+    engine = create_engine(f"sqlite:///{served.workdir / 'host.db'}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id)
+                .values(stage="creating", status="Draft", external_id=None, finished_at=None,
+                        attention_reason=ATTENTION, attention_at=datetime.now(UTC))
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_an_admin_resolves_a_campaign_needing_attention(
+    console: Console, served: RunningHost, tenant: str
+) -> None:
+    with served.client() as api:
+        draft = {"module": "telegram", "name": "Interrupted", "type": "Messenger",
+                 "campaignType": "Telegram", "botId": "123456789", "text": "Hello",
+                 "contactIds": ["c1"]}  # fmt: skip
+        queued = api.post(f"/api/v1/tenants/{tenant}/campaigns", json=draft)
+        assert queued.status_code == 202, queued.text
+        campaign_id = queued.json()["id"]
+        path = f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}"
+        for _ in range(600):
+            if api.get(path).json()["progress"]["stage"] == "done":
+                break
+            time.sleep(0.1)
+    _flag_as_interrupted(served, campaign_id)
+
+    console.sign_in_with_admin_token()
+    page = console.page
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Needs attention").click()
+    row = page.get_by_role("row").filter(has_text="Interrupted")
+    assert row.filter(has_text=ATTENTION).filter(has_text="telegram@1.0.0").count() == 1
+    assert not console.scrolls_sideways()
+    console.screenshot("attention")
+    row.get_by_role("link", name="Interrupted").click()
+    page.get_by_label(label("Campaign id in the service")).fill(f"tg-{campaign_id}")
+    page.get_by_role("button", name="Record the id").click()
+    page.get_by_role("status").filter(has_text="recorded as tg-").wait_for()
+    assert page.get_by_role("row").filter(has_text="Interrupted").count() == 0
+    with served.client() as api:
+        shown = api.get(f"/api/v1/tenants/{tenant}/campaigns/{campaign_id}").json()
+    assert (shown["status"], shown["externalId"], shown["attention"]) == (
+        "Sending",
+        f"tg-{campaign_id}",
+        None,
+    )
