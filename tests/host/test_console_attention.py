@@ -202,6 +202,9 @@ def test_a_marketer_sees_the_flag_read_only_and_cannot_resolve(
     assert "Needs attention since" in page.text and REASON in page.text
     assert "An admin looks it up in the service" in page.text
     assert "/console/attention" not in page.text  # no link they could not follow
+    listed = marketer.http.get("/console/tenants/acme/campaigns").text
+    row = listed[listed.index(f"/campaigns/{flagged}") :].split("</tr>")[0]
+    assert "Needs attention since 2026-11-30 09:15 UTC: an admin resolves it" in row
     own_admin_view = admin.http.get(f"/console/tenants/acme/campaigns/{flagged}").text
     assert f'href="/console/attention/acme/{flagged}"' in own_admin_view
 
