@@ -222,7 +222,8 @@ def test_sessions_end_on_both_databases_when_a_password_or_the_admin_token_chang
 ) -> None:
     """The same endings on SQLite and PostgreSQL: a password change ends the user's other
     sessions (not the one it was made from), and a host reopened on the database with
-    another configured admin token no longer honours the old token's session."""
+    another configured admin token, or with none, no longer honours the old token's
+    session."""
     first = make_host(db_path, admin_token="first-admin-token-" + "1" * 20)
     try:
         first.accounts.hasher = FAST_HASHER
@@ -242,8 +243,16 @@ def test_sessions_end_on_both_databases_when_a_password_or_the_admin_token_chang
             visitor.http = _rebound(visitor, app)
         assert here.is_signed_in(), "a user's session does not depend on the admin token"
         assert not admin.is_signed_in(), "the old admin token's session outlived it"
+        admin = ConsoleVisitor(app, address="192.0.2.11")
+        assert admin.sign_in_with_admin_token("second-admin-token-" + "2" * 20).status_code == 303
     finally:
         second.close()
+    unset = make_host(db_path, admin_token=None)  # the variable removed from the environment
+    try:
+        admin.http = _rebound(admin, create_app(unset))
+        assert not admin.is_signed_in(), "the removed admin token's session outlived it"
+    finally:
+        unset.close()
 
 
 def _rebound(visitor: ConsoleVisitor, app: FastAPI):
