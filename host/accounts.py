@@ -18,11 +18,11 @@ from functools import cached_property
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from host.db.engine import Database
-from host.db.models import ConsoleUser, Tenant
+from host.db.models import ConsoleSession, ConsoleUser, Tenant
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 
 MIN_PASSWORD = 12
@@ -53,6 +53,10 @@ def _info(row: ConsoleUser) -> UserInfo:
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
+
+
+class WrongCurrentPassword(InvalidInput):
+    """A password change whose current password was wrong: counted like a failed sign-in."""
 
 
 class UserAccounts:
@@ -148,15 +152,53 @@ class UserAccounts:
                 row.password_hash = self.hasher.hash(password)
             return _info(row)
 
-    def set_password(self, user_id: int, password: str) -> None:
+    def set_password(
+        self, user_id: int, password: str, *, keep_session: str | None = None
+    ) -> UserInfo:
+        """A new password (an admin's reset, or :meth:`change_password` once the current one
+        was checked). Every console session of the user ends in the same transaction but
+        ``keep_session`` (the SHA-256 of the one the change was made from): whoever knew the
+        old password is signed out at once."""
         problems = _password_problems(password)
         if problems:
             raise InvalidInput("password is invalid", problems)
+        hashed = self.hasher.hash(password)
         with self.db.transaction() as session:
             row = session.get(ConsoleUser, user_id)
             if row is None:
                 raise NotFound(f"user {user_id} does not exist")
-            row.password_hash = self.hasher.hash(password)
+            row.password_hash = hashed
+            ended = delete(ConsoleSession).where(ConsoleSession.user_id == user_id)
+            if keep_session is not None:
+                ended = ended.where(ConsoleSession.token_sha256 != keep_session)
+            session.execute(ended)
+            return _info(row)
+
+    def change_password(
+        self, user_id: int, current: str, new: str, *, keep_session: str | None = None
+    ) -> UserInfo:
+        """The signed-in user's own change: ``current`` must be their password. Every problem
+        is reported at once; a wrong ``current`` raises :class:`WrongCurrentPassword`."""
+        problems = [Problem("new_password", p.message) for p in _password_problems(new)]
+        with self.db.transaction() as session:
+            row = session.get(ConsoleUser, user_id)
+            if row is None:
+                raise NotFound(f"user {user_id} does not exist")
+            stored = row.password_hash
+        if len(current) > MAX_PASSWORD or not self._verifies(stored, current):
+            raise WrongCurrentPassword(
+                "the password was not changed",
+                [Problem("current_password", "is not your current password"), *problems],
+            )
+        if problems:
+            raise InvalidInput("the password was not changed", problems)
+        return self.set_password(user_id, new, keep_session=keep_session)
+
+    def _verifies(self, stored: str, password: str) -> bool:
+        try:
+            return bool(self.hasher.verify(stored, password))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
     def delete(self, user_id: int) -> UserInfo:
         """Remove the user; their console sessions end with them (foreign key cascade)."""

@@ -6,7 +6,9 @@ working. Operators add one token per person or system (``crm-host admin token cr
 rotate one (``rotate NAME``: a new value under the same name, the old one stops working at
 once) and revoke one; either ends the console sessions signed in with it, as a leaked token
 is what they are for. ``CRM_HOST_ADMIN_TOKEN``, when set, is accepted as well: deployments that
-keep the credential in a secret store keep working.
+keep the credential in a secret store keep working. A console session remembers the SHA-256 of
+the value it began with and lives only while :meth:`AdminTokens.still_holds` it, so changing or
+removing ``CRM_HOST_ADMIN_TOKEN`` between restarts ends that token's sessions too.
 """
 
 from __future__ import annotations
@@ -54,6 +56,25 @@ class AdminTokens:
         digest = hash_api_key(token)
         with self.db.transaction() as session:
             return session.scalar(select(AdminToken.name).where(AdminToken.token_sha256 == digest))
+
+    def still_holds(self, session: Session, name: str, token_sha256: str | None) -> bool:
+        """Whether ``token_sha256`` is still the value of the admin token ``name``: a stored
+        token not rotated or revoked since, or the configured one, unchanged since."""
+        if token_sha256 is None:
+            return False
+        configured = self._configured
+        if (
+            name == CONFIGURED_NAME
+            and configured
+            and hmac.compare_digest(hash_api_key(configured), token_sha256)
+        ):
+            return True
+        stored = session.scalar(
+            select(AdminToken.name).where(
+                AdminToken.name == name, AdminToken.token_sha256 == token_sha256
+            )
+        )
+        return stored is not None
 
     def list(self) -> list[AdminTokenInfo]:
         with self.db.transaction() as session:

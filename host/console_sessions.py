@@ -3,8 +3,10 @@
 The cookie carries a random token; the database keeps only its SHA-256, so a copy of the
 database opens no session. Each session has its own CSRF token (the synchronizer pattern:
 every console form carries it, every post is checked against it) and a one-shot flash
-message for the page after a redirect. A session ends at sign-out, at its expiry, or when
-its user is deleted.
+message for the page after a redirect. A session ends at sign-out, at its expiry, when its
+user is deleted or changes their password (the other sessions), or — begun with an admin
+token — when that token's value is no longer the one it began with (rotated, revoked, or
+``CRM_HOST_ADMIN_TOKEN`` changed between restarts).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 
 from host.accounts import Role, UserInfo
+from host.admin_tokens import AdminTokens
 from host.db.engine import Database
 from host.db.models import ConsoleSession, ConsoleUser, utcnow
 from host.secrets import hash_api_key
@@ -49,17 +52,23 @@ class SignedIn:
 
 
 class ConsoleSessions:
-    def __init__(self, db: Database, lifetime: timedelta):
+    def __init__(self, db: Database, lifetime: timedelta, admin_tokens: AdminTokens):
         self.db = db
         self.lifetime = lifetime
+        self.admin_tokens = admin_tokens
 
     def start_for_user(self, user: UserInfo) -> str:
-        return self._start(user_id=user.id, admin_token_name=None)
+        return self._start(user_id=user.id, admin_token_name=None, admin_token_sha256=None)
 
-    def start_for_admin_token(self, token_name: str | None) -> str:
-        return self._start(user_id=None, admin_token_name=token_name or "")
+    def start_for_admin_token(self, token_name: str, token: str) -> str:
+        """A session of the admin token ``token_name`` whose value ``token`` was presented."""
+        return self._start(
+            user_id=None, admin_token_name=token_name, admin_token_sha256=hash_api_key(token)
+        )
 
-    def _start(self, *, user_id: int | None, admin_token_name: str | None) -> str:
+    def _start(
+        self, *, user_id: int | None, admin_token_name: str | None, admin_token_sha256: str | None
+    ) -> str:
         """A new session; the returned cookie value is not stored anywhere."""
         token = secrets.token_urlsafe(32)
         now = utcnow()
@@ -70,6 +79,7 @@ class ConsoleSessions:
                     token_sha256=hash_api_key(token),
                     user_id=user_id,
                     admin_token_name=admin_token_name,
+                    admin_token_sha256=admin_token_sha256,
                     csrf_token=secrets.token_urlsafe(32),
                     created_at=now,
                     expires_at=now + self.lifetime,
@@ -87,6 +97,11 @@ class ConsoleSessions:
             if row is None or row.expires_at <= utcnow():
                 return None
             if row.user_id is None:
+                if not self.admin_tokens.still_holds(
+                    session, row.admin_token_name or "", row.admin_token_sha256
+                ):
+                    session.delete(row)  # its token changed: the session is over for good
+                    return None
                 return SignedIn(
                     digest, row.csrf_token, Role.ADMIN, None, None, None,
                     row.admin_token_name, row.expires_at,

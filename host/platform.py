@@ -162,7 +162,9 @@ class Host:
         self.box = SecretBox(lambda: _fernet(settings))  # loaded by open()
         self.admin_tokens = AdminTokens(db, settings.admin_token)
         self.accounts = UserAccounts(db)
-        self.console_sessions = ConsoleSessions(db, timedelta(hours=settings.console_session_hours))
+        self.console_sessions = ConsoleSessions(
+            db, timedelta(hours=settings.console_session_hours), self.admin_tokens
+        )
         self.sign_in_limits = SignInLimits(
             per_account=settings.console_sign_in_failures,
             per_address=4 * settings.console_sign_in_failures,

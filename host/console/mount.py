@@ -8,7 +8,9 @@ from starlette.staticfiles import StaticFiles
 
 from host.console.errors import install_console_errors
 from host.console.pages import (
+    account,
     activity,
+    attention,
     audit,
     auth,
     campaigns,
@@ -27,7 +29,9 @@ from host.console.pages import (
 ROUTERS = (
     auth.router,
     home.router,
+    account.router,
     users.router,
+    attention.router,
     audit.router,
     scripts.router,
     modules.router,

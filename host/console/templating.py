@@ -47,6 +47,7 @@ NAV: list[NavItem] = [
     NavItem("Modules", "/console/modules", frozenset({Role.ADMIN, Role.INTEGRATOR})),
     NavItem("Tenants", "/console/tenants", frozenset({Role.ADMIN})),
     NavItem("Users", "/console/users", frozenset({Role.ADMIN})),
+    NavItem("Needs attention", "/console/attention", frozenset({Role.ADMIN})),
     NavItem("Audit log", "/console/audit", frozenset({Role.ADMIN})),
 ]
 """The main navigation; an item shows only to the roles listed (the routes guard

@@ -500,6 +500,9 @@ class ConsoleSession(Base):
         ForeignKey("console_users.id", ondelete="CASCADE"), nullable=True
     )
     admin_token_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    admin_token_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The SHA-256 of the admin token value the session began with: it lives only while
+    that is still the named token's value (rotated, revoked or reconfigured: it ends)."""
     csrf_token: Mapped[str] = mapped_column(String(64))
     flash: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

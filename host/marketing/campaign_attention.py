@@ -17,6 +17,9 @@ An admin resolves it in one of two ways (API ``POST …/campaigns/{id}/resolve``
 * **it was not created** — the host may create it: the campaign goes back to the end of its
   prepare pass (every batch is kept, nothing is prepared again) and the next job calls the
   create function once more.
+
+:meth:`CampaignAttentionService.flagged` lists the flagged campaigns of every tenant (the
+console's *Needs attention* page).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from host.contract.enums import CampaignStatus
 from host.db.engine import Database
-from host.db.models import Campaign
+from host.db.models import Campaign, Tenant
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.marketing.campaign_job import mark_sent, utcnow
 from host.marketing.lifecycle import CampaignStage
@@ -47,6 +50,19 @@ class CampaignAttention:
 
     reason: str
     at: datetime
+
+
+@dataclass(frozen=True)
+class FlaggedCampaign:
+    """A campaign waiting for an admin, with what they need to look it up in the service."""
+
+    tenant_id: str
+    campaign_id: str
+    name: str
+    module_id: str
+    module_version: str
+    status: str
+    attention: CampaignAttention
 
 
 class AttentionResolution(BaseModel):
@@ -85,6 +101,31 @@ class CampaignAttentionService:
         self.db = db
         self.hooks = hooks
         self.on_queued = on_queued
+
+    def flagged(self, *, limit: int = 500) -> list[FlaggedCampaign]:
+        """The campaigns needing attention across live tenants, longest-waiting first."""
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(Campaign)
+                .join(Tenant, Tenant.id == Campaign.tenant_id)
+                .where(Campaign.attention_reason.is_not(None), Tenant.deleted_at.is_(None))
+                .order_by(Campaign.attention_at, Campaign.id)
+                .limit(limit)
+            ).all()
+            return [
+                FlaggedCampaign(
+                    row.tenant_id,
+                    row.id,
+                    row.name,
+                    row.module_id,
+                    row.module_version,
+                    row.status,
+                    CampaignAttention(
+                        row.attention_reason or "", row.attention_at or row.updated_at
+                    ),
+                )
+                for row in rows
+            ]
 
     def resolve(self, tenant_id: str, campaign_id: str, resolution: AttentionResolution) -> None:
         """Apply the admin's answer; 409 when the campaign does not need attention (any more:

@@ -116,3 +116,34 @@ def test_the_audit_log_shows_who_changed_what(
         "signed out of the console",
         "signed in to the console",
     ]
+
+
+def test_a_user_changes_their_password_on_their_account_page(console: Console, tenant: str) -> None:
+    new_password = "a changed console passphrase 73"
+    console.sign_in_with_admin_token()
+    console.create_user("pat@example.com", "integrator")
+    console.sign_out()
+    console.sign_in("pat@example.com")
+    page = console.page
+    page.get_by_role("link", name="pat@example.com · integrator").click()
+    page.get_by_role("heading", name="Change your password").wait_for()
+    assert console.unlabelled_fields() == []
+    page.get_by_label(label("Current password")).fill("not the password at all")
+    page.get_by_label(label("New password")).fill(new_password)
+    page.get_by_label(label("New password again")).fill(new_password)
+    page.get_by_role("button", name="Change password").click()
+    assert page.locator("#f-current_password-error").inner_text() == "is not your current password"
+    assert page.get_by_label(label("Current password")).get_attribute("aria-invalid") == "true"
+
+    page.get_by_label(label("Current password")).fill(PASSWORD)
+    page.get_by_label(label("New password")).fill(new_password)
+    page.get_by_label(label("New password again")).fill(new_password)
+    page.get_by_role("button", name="Change password").click()
+    page.get_by_role("status").filter(has_text="Password changed").wait_for()
+    assert not console.scrolls_sideways()
+    console.screenshot("account")
+    console.sign_out()
+    console.sign_in("pat@example.com")
+    assert page.get_by_role("alert").filter(has_text="wrong email or password").is_visible()
+    console.sign_in("pat@example.com", new_password)
+    assert page.get_by_role("heading", name="Welcome, pat@example.com").is_visible()

@@ -139,7 +139,8 @@ def test_keyboard_only_sign_in_open_a_tenant_change_a_setting_and_save(
 
 
 PAGES = (
-    "/console", "/console/users", "/console/audit", "/console/modules",
+    "/console", "/console/users", "/console/audit", "/console/account", "/console/attention",
+    "/console/modules",
     "/console/modules/sendgrid/versions/{v}", "/console/modules/sendgrid/diff",
     "/console/tenants", "/console/tenants/acme", "/console/tenants/acme/modules/sendgrid",
 )  # fmt: skip

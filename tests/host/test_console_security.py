@@ -261,9 +261,13 @@ def test_a_sign_in_post_needs_the_token_of_its_own_sign_in_cookie(world: World, 
 # ------------------------------------------------------------------------ roles, tenants
 
 
-PUBLIC = frozenset({"/console", "/console/sign-out", *SIGN_IN_PATHS})
-"""Routes every signed-in viewer may use (home sends a marketer to their tenant)."""
-ADMIN_ONLY_PREFIXES = ("/console/tenants", "/console/users", "/console/audit")
+PUBLIC = frozenset(
+    {"/console", "/console/sign-out", "/console/account", "/console/account/password",
+     *SIGN_IN_PATHS}
+)  # fmt: skip
+"""Routes every signed-in viewer may use (home sends a marketer to their tenant; the account
+page is their own)."""
+ADMIN_ONLY_PREFIXES = ("/console/tenants", "/console/users", "/console/audit", "/console/attention")
 
 
 def _refused(visitor: ConsoleVisitor, route: ConsoleRoute, url: str) -> None:

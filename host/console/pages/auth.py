@@ -97,7 +97,9 @@ def _check_sign_in_token(request: Request, form: FormData) -> None:
         )
 
 
-def _client(request: Request) -> str:
+def client_address(request: Request) -> str:
+    """The client address the sign-in limits count by (``X-Forwarded-For`` only from a
+    trusted proxy)."""
     host: Host = request.app.state.host
     peer = request.client.host if request.client else None
     return host.client_addresses.client_of(peer, request.headers.getlist("x-forwarded-for"))
@@ -124,7 +126,7 @@ async def _attempt(
 ) -> Response:
     """Run ``check`` (the posted form → a session token, or None) under the limits."""
     host: Host = request.app.state.host
-    client = _client(request)
+    client = client_address(request)
     form = await read_form(request)
     next_path = str(form.get("next") or "/console")
     _check_sign_in_token(request, form)
@@ -169,12 +171,13 @@ async def sign_in_with_admin_token(request: Request) -> Response:
     host: Host = request.app.state.host
 
     def check(posted: FormData) -> str | None:
-        name = host.admin_tokens.name_of(str(posted.get("token") or "")[:500])
+        token = str(posted.get("token") or "")[:500]
+        name = host.admin_tokens.name_of(token)
         if name is None:
             return None
         request.state.audit_actor = f"admin token {name}"
         request.state.audit_action = "signed in to the console with the admin token"
-        return host.console_sessions.start_for_admin_token(name)
+        return host.console_sessions.start_for_admin_token(name, token)
 
     return await _attempt(
         request, ADMIN_TOKEN_ACCOUNT, check, what="not an admin token", field="token"
