@@ -59,7 +59,7 @@ from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
 from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
-from host.metrics.gauges import DatabaseGauges, SandboxGauges
+from host.metrics.gauges import DatabaseGauges, JobQueueGauges, SandboxGauges
 from host.metrics.instruments import HostMetrics
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
@@ -307,6 +307,8 @@ class Host:
         self.metrics.register(
             [SandboxGauges(self.started_sandbox, self.shares.admission), DatabaseGauges(db)]
         )
+        if self.uses_job_engine:
+            self.metrics.register([JobQueueGauges(self.campaign_jobs.depth)])
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class ProcrastinateQueue:
         if waiting.rowcount:  # type: ignore[attr-defined]
             return  # its waiting job runs the campaign as it is by then
         locks = tenant_locks(tenant_id, self.tenant_slots)
-        load: dict[str, int] = dict(session.execute(_SLOT_LOAD, {"locks": locks}).tuples().all())
+        load: dict[str, int] = dict(session.execute(_SLOT_LOAD, {"locks": locks}).all())
         values = {
             "queue": QUEUE,
             "task": TASK,
@@ -112,7 +112,7 @@ def reconcile(db: Database, queue: ProcrastinateQueue) -> list[str]:
             text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RECONCILE_LOCK_KEY}
         ):
             return []
-        found = session.execute(orphans, {"stages": stages}).tuples().all()
+        found = session.execute(orphans, {"stages": stages}).all()
         for campaign_id, tenant_id in found:
             queue.defer(session, campaign_id, tenant_id, resumed=True)
     return [campaign_id for campaign_id, _ in found]
@@ -166,7 +166,7 @@ class CampaignJobs:
             rows = session.execute(
                 _LIST,
                 {"queue": QUEUE, "statuses": statuses, "before": before, "limit": limit},
-            ).tuples()
+            )
             return [JobView(*row) for row in rows]
 
     def retry(self, job_id: int) -> None:
@@ -203,5 +203,5 @@ class CampaignJobs:
                     "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
                     "WHERE status IN ('todo', 'doing', 'failed') GROUP BY queue_name, status"
                 )
-            ).tuples()
+            )
             return {(str(q), str(s)): int(n) for q, s, n in rows}
