@@ -615,9 +615,7 @@ class JobOut(ApiModel):
     status: str = Field(description="todo, doing or failed (finished jobs are deleted)")
     campaign_id: str
     tenant_id: str | None
-    attempts: int = Field(
-        description="Runs that ended in a retry: crashes, a lease held elsewhere, a shutdown"
-    )
+    attempts: int = Field(description="Runs so far: crashes, a lease held elsewhere, shutdowns")
     crashes: int = Field(description="Runs that crashed (the retry limit counts these)")
     error: str | None = Field(description="The last crash, masked; null if it never crashed")
     error_at: IsoTime | None

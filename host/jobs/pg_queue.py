@@ -127,7 +127,7 @@ class JobView:
     campaign_id: str
     tenant_id: str | None
     attempts: int
-    """runs so far that ended in a retry (crashes, a held lease, a shutdown)"""
+    """runs so far (procrastinate's count: crashes, held leases, shutdowns)"""
     crashes: int
     error: str | None
     """the last crash, masked (None if it never crashed)"""
