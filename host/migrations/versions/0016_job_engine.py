@@ -73,10 +73,12 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         bind.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(PROCRASTINATE_TABLES)} CASCADE")
-        routines = bind.exec_driver_sql(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = current_schema() AND p.proname LIKE 'procrastinate\\_%'"
+        routines = bind.execute(
+            sa.text(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p "
+                "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = current_schema() AND starts_with(p.proname, 'procrastinate_')"
+            )
         ).scalars()
         for routine in list(routines):
             bind.exec_driver_sql(f"DROP ROUTINE IF EXISTS {routine} CASCADE")
