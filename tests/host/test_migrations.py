@@ -68,8 +68,8 @@ def test_models_match_the_migrations(host) -> None:
                 "compare_type": True,
                 "compare_server_default": True,
                 # procrastinate's own tables (revision 0016, PostgreSQL): not host models
-                "include_name": lambda name, kind, _parent: not (
-                    kind == "table" and str(name).startswith("procrastinate_")
+                "include_name": lambda name, kind, _parent: (
+                    not (kind == "table" and str(name).startswith("procrastinate_"))
                 ),
             },
         )
