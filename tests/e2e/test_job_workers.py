@@ -1,10 +1,11 @@
-"""``crm-host worker`` processes on one PostgreSQL database: a worker runs a campaign to
-Sent, a SIGKILLed worker's campaign is finished by another one with every recipient
+"""``crm-host worker`` processes on one PostgreSQL database: a worker sends a campaign
+through the SendGrid example module to the emulator, a SIGKILLed worker's campaign is finished by another one with every recipient
 prepared, SIGTERM stops a worker after its batch leaving the campaign requeued, and on
 SQLite the command refuses with one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,12 +19,16 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from emulators.runner import serve
+from emulators.sendgrid import SendGridState, create_app
+from host.modules.packages import from_json_body
 from host.platform import Host
 from tests.host.conftest import SECRET_KEY, make_host
 from tests.host.test_campaign_job import add_contacts, draft, setup_tenant, storage
 from tests.postgres import Cluster
 
 CRM_HOST = Path(sys.executable).with_name("crm-host")
+SENDGRID_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 FAST_JOBS = {
     "CRM_HOST_JOB_HEARTBEAT_SECONDS": "0.5",
     "CRM_HOST_JOB_STALLED_SECONDS": "2",
@@ -48,9 +53,10 @@ def pg_host(postgres_cluster: Cluster, tmp_path: Path) -> Iterator[Host]:
 
 
 @contextmanager
-def worker(host: Host, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker(host: Host, log: Path, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``crm-host worker`` process on ``host``'s database, killed if the test left it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
-    env.update(FAST_JOBS, CRM_HOST_DATABASE_URL=host.settings.database_url)
+    env.update(FAST_JOBS, CRM_HOST_DATABASE_URL=host.settings.database_url, **extra_env)
     env["CRM_HOST_SECRET_KEY"] = SECRET_KEY
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -98,17 +104,35 @@ def deliveries(host: Host, campaign_id: str) -> list[str]:
         )
 
 
-def test_a_worker_process_runs_a_campaign_to_sent(pg_host: Host, tmp_path: Path) -> None:
-    contacts = add_contacts(pg_host, 12)
-    created = pg_host.campaigns.create("acme", draft(batchSize=5))
-    assert [status for status, _ in jobs_of(pg_host, created.id)] == ["todo"]
-    with worker(pg_host, tmp_path / "worker.log"):
-        wait_until(lambda: campaign(pg_host, created.id).progress.stage == "done", "done")
-        wait_until(lambda: jobs_of(pg_host, created.id) == [], "the finished job deleted")
+def test_a_worker_process_sends_a_campaign_through_sendgrid(pg_host: Host, tmp_path: Path) -> None:
+    state = SendGridState()
+    with serve(create_app(state)) as emulator:
+        manifest = json.loads((SENDGRID_DIR / "manifest.json").read_text())
+        manifest["egress"] = [*manifest["egress"], emulator.netloc]
+        body = {"manifest": manifest, "script": (SENDGRID_DIR / "module.py").read_text()}
+        pg_host.registry.upload(from_json_body(body, max_script_bytes=512 * 1024))
+        pg_host.tenants.configure(
+            "acme",
+            "sendgrid",
+            settings={
+                "api_key": "SG.emulator-api-key",
+                "api_base_url": emulator.url,
+                "sender_id": 1,
+                "suppression_group_id": 7,
+            },
+        )
+        contacts = add_contacts(pg_host, 12)
+        created = pg_host.campaigns.create("acme", draft(module="sendgrid", batchSize=5))
+        assert [status for status, _ in jobs_of(pg_host, created.id)] == ["todo"]
+        with worker(pg_host, tmp_path / "worker.log", CRM_HOST_EGRESS_ALLOW=emulator.netloc):
+            wait_until(lambda: campaign(pg_host, created.id).progress.stage == "done", "done")
+            wait_until(lambda: jobs_of(pg_host, created.id) == [], "the finished job deleted")
     shown = campaign(pg_host, created.id)
-    assert shown.status == "Sending" and shown.external_id == "ext-" + created.id[:8]
+    assert shown.status == "Sending" and shown.external_id in state.single_sends
     assert sorted(deliveries(pg_host, created.id)) == contacts
-    assert storage(pg_host)["prepare"] == [5, 5, 2]
+    (list_id,) = [i for i, item in state.lists.items() if created.id in item["name"]]
+    members = sorted(c["email"] for c in state.contacts.values() if list_id in c["list_ids"])
+    assert members == sorted(f"user{i}@example.test" for i in range(12))
 
 
 def test_a_killed_workers_campaign_is_finished_by_another(pg_host: Host, tmp_path: Path) -> None:
