@@ -1,6 +1,7 @@
 """``crm-host worker`` processes on one PostgreSQL database: a worker sends a campaign
 through the SendGrid example module to the emulator, a SIGKILLed worker's campaign is finished by another one with every recipient
-prepared, SIGTERM stops a worker after its batch leaving the campaign requeued, and on
+prepared, SIGTERM stops a worker (and ``serve``'s in-process one) after its batch leaving the
+campaign requeued, and on
 SQLite the command refuses with one line."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from emulators.runner import serve
 from emulators.sendgrid import SendGridState, create_app
 from host.modules.packages import from_json_body
 from host.platform import Host
+from tests.e2e.server import running_host
 from tests.host.conftest import SECRET_KEY, make_host
 from tests.host.test_campaign_job import add_contacts, draft, setup_tenant, storage
 from tests.postgres import Cluster
@@ -188,3 +190,19 @@ def test_worker_on_sqlite_refuses_with_one_line(tmp_path: Path) -> None:
         "campaign jobs itself"
     ]
     assert not (tmp_path / "home").exists()  # nothing was created
+
+
+def test_sigterm_to_serve_requeues_its_in_process_job(pg_host: Host, tmp_path: Path) -> None:
+    add_contacts(pg_host, 120)
+    env = {**FAST_JOBS, "CRM_HOST_SECRET_KEY": SECRET_KEY}
+    with running_host(
+        tmp_path, CRM_HOST_DATABASE_URL=pg_host.settings.database_url, **env
+    ) as server:
+        created = pg_host.campaigns.create("acme", draft(batchSize=4))
+        wait_until(lambda: campaign(pg_host, created.id).progress.batches >= 2, "2 batches")
+        server.process.send_signal(signal.SIGTERM)
+        # uvicorn ends a clean shutdown by re-raising the signal it caught (its convention)
+        assert server.process.wait(timeout=60) == -signal.SIGTERM, server.output()
+        assert "Application shutdown complete" in server.output()
+    assert campaign(pg_host, created.id).progress.stage == "preparing"
+    assert jobs_of(pg_host, created.id) == [("todo", 1)]
