@@ -627,3 +627,8 @@ class JobOut(ApiModel):
 class JobPage(ApiModel):
     items: list[JobOut]
     next_before: int | None = Field(description="Pass as `before` for the next (older) page")
+
+
+class JobRetried(ApiModel):
+    id: int
+    status: str = Field(description="todo: the job waits for a worker again")

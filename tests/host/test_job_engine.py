@@ -1,10 +1,12 @@
 """The campaign job engine (procrastinate on PostgreSQL) inside one host: the enqueue is
 atomic with the campaign row, crashes are retried with backoff then failed and shown by the
 jobs API and CLI (masked) until retried, the per-tenant limit and the priority rule hold;
-on SQLite the jobs view says the jobs run in-process."""
+on SQLite the jobs view says the jobs run in-process; without procrastinate, PostgreSQL is
+refused with one line."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,9 +14,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import create_engine, inspect, select, text, update
 
 from host.api.app import create_app
+from host.db.engine import DatabaseUnavailable
 from host.db.models import Campaign, Delivery
 from host.platform import Host
 from tests.cli_runner import Cli
@@ -224,3 +227,24 @@ def test_on_sqlite_the_jobs_view_says_jobs_run_in_process(client: TestClient, ad
     assert answer.status_code == 409
     assert "crm-host serve runs the campaign jobs in-process" in answer.json()["message"]
     assert client.get("/healthz").status_code == 200
+
+
+def test_postgresql_without_procrastinate_is_one_clear_line(
+    postgres_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres_cluster.database(migrated=False)
+    monkeypatch.setitem(sys.modules, "procrastinate", None)  # as if not installed
+    try:
+        with pytest.raises(DatabaseUnavailable) as refused:
+            make_host(tmp_path / "unused.db", database_url=url)
+        assert str(refused.value.message) == (
+            "CRM_HOST_DATABASE_URL: PostgreSQL runs campaign jobs on procrastinate, which is "
+            'not installed; pip install "crm-module-host[postgres]"'
+        )
+        engine = create_engine(url)
+        try:
+            assert inspect(engine).get_table_names() == []  # refused before migrating
+        finally:
+            engine.dispose()
+    finally:
+        postgres_cluster.drop(url)

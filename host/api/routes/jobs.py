@@ -12,7 +12,7 @@ from fastapi import Path, Query
 from host.api.bodies import checked_router
 from host.api.deps import AdminDep, HostDep
 from host.api.paging import paged_by
-from host.api.schemas import JobOut, JobPage
+from host.api.schemas import JobOut, JobPage, JobRetried
 
 router = checked_router(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -40,10 +40,8 @@ def list_jobs(
 
 
 @router.post("/{job_id}/retry", status_code=202)
-def retry_job(
-    host: HostDep, _admin: AdminDep, job_id: Annotated[int, Path(ge=1)]
-) -> dict[str, int]:
+def retry_job(host: HostDep, _admin: AdminDep, job_id: Annotated[int, Path(ge=1)]) -> JobRetried:
     """Put a failed job back in the queue now (its crash count and backoff start again);
     404 for an unknown job, 409 for one that has not failed."""
     host.require_job_engine().retry(job_id)
-    return {"id": job_id}
+    return JobRetried(id=job_id, status="todo")
