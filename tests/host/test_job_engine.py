@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,47 @@ def test_postgresql_without_procrastinate_is_one_clear_line(
             engine.dispose()
     finally:
         postgres_cluster.drop(url)
+
+
+def test_a_runnable_campaign_left_without_a_job_gets_one(pg: Callable[..., Host]) -> None:
+    host = pg(**FAST)
+    setup_tenant(host)
+    add_contacts(host, 4)
+    created = host.campaigns.create("acme", draft())
+    with host.db.transaction() as session:  # lost, e.g. deleted by hand
+        session.execute(text("DELETE FROM procrastinate_jobs"))
+    host.start()
+    wait_until(lambda: stage(host, created.id) == "done", "the reconciled job ran")
+
+
+def test_retry_rule_backs_off_exponentially_and_never_fails_a_held_lease() -> None:
+    from procrastinate.jobs import Job
+
+    from host.jobs.worker import CampaignRetry, Crashed, Interrupted, JobSettings, LeaseHeld
+
+    rule = CampaignRetry(
+        JobSettings(
+            concurrency=1,
+            max_attempts=4,
+            backoff_seconds=2.0,
+            backoff_max_seconds=5.0,
+            heartbeat_seconds=1,
+            stalled_seconds=3,
+            maintenance_seconds=1,
+            poll_seconds=1,
+        )
+    )
+    job = Job(id=1, queue="campaigns", lock=None, queueing_lock=None, task_name="t", attempts=50)
+
+    def wait(exception: BaseException) -> float | None:
+        decision = rule.get_retry_decision(exception=exception, job=job)
+        if decision is None:
+            return None
+        assert decision.retry_at is not None
+        return round((decision.retry_at - datetime.now(UTC)).total_seconds())
+
+    assert [wait(Crashed("x", n)) for n in (1, 2, 3, 4)] == [2, 4, 5, None]
+    assert wait(LeaseHeld("c", 30.0)) == 30  # however many attempts the job had
+    interrupted = rule.get_retry_decision(exception=Interrupted("stop"), job=job)
+    assert interrupted is not None and interrupted.priority == 10
+    assert wait(RuntimeError("not wrapped")) is None
