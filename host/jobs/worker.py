@@ -35,14 +35,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from procrastinate import App, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy
 from procrastinate.worker import Worker
-from sqlalchemy import make_url, select, text
+from sqlalchemy import make_url, select, text, update
 
+from host.config import HostSettings
 from host.db.engine import Database
 from host.db.models import Campaign
 from host.jobs.pg_queue import QUEUE, TASK, ProcrastinateQueue, reconcile
@@ -186,11 +186,9 @@ class CampaignTask:
         """Give up the crashed job's lease, so its retry claims the campaign at once."""
         with contextlib.suppress(Exception), self.db.transaction() as session:
             session.execute(
-                text(
-                    "UPDATE campaigns SET lease_owner = NULL, lease_until = NULL "
-                    "WHERE id = :id AND lease_owner = :owner"
-                ),
-                {"id": campaign_id, "owner": owner},
+                update(Campaign)
+                .where(Campaign.id == campaign_id, Campaign.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
             )
 
     def _record(self, job_id: int, campaign_id: str, exc: Exception, attempts: int) -> int:
@@ -333,7 +331,7 @@ class JobWorker:
             log.warning("campaign %s had no job: one is queued", campaign_id)
 
 
-def job_settings(settings: Any) -> JobSettings:
+def job_settings(settings: HostSettings) -> JobSettings:
     """The :class:`JobSettings` of a :class:`host.config.HostSettings`."""
     return JobSettings(
         concurrency=settings.campaign_workers,

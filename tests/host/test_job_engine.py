@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, inspect, select, text, update
 from host.api.app import create_app
 from host.db.engine import DatabaseUnavailable
 from host.db.models import Campaign, Delivery
+from host.marketing.job_runner import new_owner
 from host.platform import Host
 from tests.cli_runner import Cli
 from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, make_host
@@ -104,6 +105,9 @@ def test_a_rolled_back_campaign_leaves_no_job_and_a_committed_one_has_one(
     host.campaigns.jobs = real
     created = host.campaigns.create("acme", draft())
     assert jobs(host) == [(created.id, "todo", 0, "tenant:acme:0")]
+    # `crm-host campaign send` runs the job itself, leased; its job resumes it if interrupted
+    sent = host.campaigns.create("acme", draft(), claim_for=new_owner())
+    assert jobs(host)[1] == (sent.id, "todo", 0, "tenant:acme:0")
 
 
 def test_a_crashing_job_is_retried_then_failed_listed_masked_and_retried(
