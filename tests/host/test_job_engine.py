@@ -157,14 +157,16 @@ def test_a_crashing_job_is_retried_then_failed_listed_masked_and_retried(
         not_failed = client.post(f"/api/v1/jobs/{job_id + 1000}/retry", headers=ADMIN)
         assert not_failed.status_code == 404
 
+        failed_gauge = 'crm_host_job_queue_depth{queue="campaigns",status="failed"}'
+        assert f"{failed_gauge} 1.0" in client.get("/metrics", headers=ADMIN).text
+
         host.campaign_runner.run = real_run  # type: ignore[method-assign]
         retried = cli.run("jobs", "retry", str(job_id))
         assert retried.returncode == 0, retried.stderr
         wait_until(lambda: stage(host, created.id) == "done", "the retried job ran")
         again = client.post(f"/api/v1/jobs/{job_id}/retry", headers=ADMIN)
         assert again.status_code in (404, 409)  # done and deleted, or not failed
-        metrics = client.get("/metrics", headers=ADMIN).text
-        assert 'crm_host_job_queue_depth{queue="campaigns",status="failed"} 0.0' in metrics
+        assert f"{failed_gauge} 0.0" in client.get("/metrics", headers=ADMIN).text
 
 
 def test_a_tenants_second_campaign_waits_while_another_tenant_runs(
