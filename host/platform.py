@@ -341,9 +341,10 @@ class Host:
     def start(self) -> Self:
         """Open, then start the background work: campaign jobs (which first resume what a
         crash interrupted; the lease loop's threads on SQLite, an in-process procrastinate
-        worker on PostgreSQL unless ``serve_runs_jobs`` is off), the mail outbox (only with an SMTP relay), the purge of
-        deleted tenants, the retention purge of expired rows, and the acknowledge-first
-        webhook requests (first those a restart left pending). Idempotent."""
+        worker on PostgreSQL unless ``serve_runs_jobs`` is off), the mail outbox (only with
+        an SMTP relay), the purge of deleted tenants, the retention purge of expired rows,
+        and the acknowledge-first webhook requests (first those a restart left pending).
+        Idempotent."""
         self.open()
         self.outbox.start()
         if not self.uses_job_engine:
