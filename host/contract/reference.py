@@ -119,7 +119,10 @@ def appendix() -> str:
         "The host records each step of a campaign once, in its database, and never loses one; "
         "toward a module it is at-least-once, because exactly-once across a crash toward an "
         "external service cannot be had. PrepareCampaign and ExportContacts may be called "
-        "again with the same batch after a crash; make them idempotent. CreateCampaign and "
+        "again with the same batch after a crash; make them idempotent. The same holds "
+        "however often a job is retried: on PostgreSQL the job engine retries a crashed or "
+        "interrupted job (with backoff, a bounded number of times, then it waits as failed "
+        "for an admin) and each run resumes after the last recorded batch. CreateCampaign and "
         "CreateMessengerCampaign are called again with the same campaignId only when the "
         'manifest declares them idempotent (`"idempotent": {"CRM_Marketing_CreateCampaign": '
         "true}`, default false): the module guarantees a repeated call creates nothing new. "
