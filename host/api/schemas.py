@@ -437,6 +437,11 @@ class CampaignProgressOut(ApiModel):
     batches: int
     batch_size: int
     percent: float
+    rate_limited_until: IsoTime | None = Field(
+        None,
+        description="Set while the job waits because the service rate-limited a batch "
+        "call (HTTP 429): when it calls that batch again. The status stays as it was",
+    )
 
 
 class CampaignStatsOut(ApiModel):
