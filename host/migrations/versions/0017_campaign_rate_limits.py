@@ -26,7 +26,7 @@ def upgrade() -> None:
     with op.batch_alter_table("campaigns") as batch:
         batch.add_column(sa.Column("rate_limited_until", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(
-            sa.Column("rate_limit_waited_s", sa.Float(), nullable=False, server_default="0")
+            sa.Column("rate_limit_waited_s", sa.Double(), nullable=False, server_default="0")
         )
 
 
