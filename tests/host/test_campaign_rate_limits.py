@@ -23,7 +23,8 @@ from host.marketing.job_runner import new_owner
 from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
-from tests.host.conftest import email_manifest, make_host
+from tests.cli_runner import Cli
+from tests.host.conftest import SECRET_KEY, email_manifest, make_host
 from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 SCRIPT = """\
@@ -265,7 +266,7 @@ def test_a_cancel_request_ends_the_wait(host: Host, provider: Service) -> None:
 
 
 def test_a_stop_request_ends_the_wait_and_the_campaign_resumes(
-    host: Host, provider: Service
+    host: Host, provider: Service, db_path: Path
 ) -> None:
     provider.throttle("/batch", 1, **{"Retry-After": "120"})
     campaign_id = queue(host)
@@ -280,6 +281,11 @@ def test_a_stop_request_ends_the_wait_and_the_campaign_resumes(
     assert shown.lease_owner is None and shown.rate_limit_waited_s == 120
     view = host.campaigns.get("acme", campaign_id, with_stats=False)
     assert view.progress.rate_limited_until is not None  # the service's limit still holds
+    # the CLI says so too (stats are not fetched for a campaign not in the service yet)
+    cli = Cli.in_dir(db_path.parent, CRM_HOST_SECRET_KEY=SECRET_KEY)
+    status = cli.run("campaign", "status", "acme", campaign_id)
+    assert status.returncode == 0, status.stderr
+    assert "stage preparing (rate limited by the service until " in status.stdout
     assert run(host, campaign_id) == "done"  # the service has nothing queued any more
     assert sorted(e for batch in provider.accepted for e in batch) == EVERYONE
 
