@@ -401,7 +401,10 @@ class InvocationOut(ApiModel):
     error: str | None
     error_line: int | None
     log: str | None = Field(description="Captured output, secrets masked")
-    fetches: list[dict[str, Any]] = Field(description="method, host, status, ms of each fetch")
+    fetches: list[dict[str, Any]] = Field(
+        description="method, url, host, status, bytes, ms, error of each fetch; a 429's also "
+        "`rate_limit`: its Retry-After / X-RateLimit-* / RateLimit-* headers"
+    )
     cpu_ms: float | None
     peak_memory_kb: int | None
     request_id: str | None = Field(

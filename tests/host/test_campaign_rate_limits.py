@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from host.api.app import create_app
 from host.db.models import Campaign, Delivery, Invocation
 from host.marketing.campaign_job import CampaignProgress
 from host.marketing.campaigns import CampaignDraft
@@ -24,7 +26,8 @@ from host.modules.packages import from_json_body
 from host.platform import Host
 from sandbox.pool import SandboxPool
 from tests.cli_runner import Cli
-from tests.host.conftest import SECRET_KEY, email_manifest, make_host
+from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, email_manifest, make_host
+from tests.host.console_client import signed_in_admin
 from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 SCRIPT = """\
@@ -79,6 +82,7 @@ SETTINGS_SCHEMA = {
 }
 CONTACTS = 30
 BATCH = 10
+ADMIN = f"Bearer {ADMIN_TOKEN}"
 
 
 @dataclass
@@ -281,7 +285,20 @@ def test_a_stop_request_ends_the_wait_and_the_campaign_resumes(
     assert shown.lease_owner is None and shown.rate_limit_waited_s == 120
     view = host.campaigns.get("acme", campaign_id, with_stats=False)
     assert view.progress.rate_limited_until is not None  # the service's limit still holds
-    # the CLI says so too (stats are not fetched for a campaign not in the service yet)
+    # the API, the console and the CLI say so (no lifespan: no job thread resumes it here)
+    app = create_app(host)
+    answer = TestClient(app).get(
+        f"/api/v1/tenants/acme/campaigns/{campaign_id}", headers={"Authorization": ADMIN}
+    )
+    assert answer.status_code == 200, answer.text
+    until = answer.json()["progress"]["rateLimitedUntil"]
+    assert until == view.progress.rate_limited_until.isoformat()
+    console = signed_in_admin(app)
+    base = f"/console/tenants/acme/campaigns/{campaign_id}"
+    page = console.http.get(base)
+    assert page.status_code == 200, page.text
+    assert f"next batch at {view.progress.rate_limited_until:%Y-%m-%d %H:%M:%S} UTC" in page.text
+    assert console.http.get(base + "/progress").json()["progress"]["rateLimitedUntil"] == until
     cli = Cli.in_dir(db_path.parent, CRM_HOST_SECRET_KEY=SECRET_KEY)
     status = cli.run("campaign", "status", "acme", campaign_id)
     assert status.returncode == 0, status.stderr
