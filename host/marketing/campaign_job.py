@@ -422,7 +422,8 @@ class CampaignJob:
             retry = self._declares_idempotent(function)
             response = self._call(function, retry_rate_limited=retry, request=self.request)
         except _StoppedWhileWaiting:
-            # CreateCampaign was never called, so the campaign may safely resume from here
+            # CreateCampaign was never called (a busy sandbox), or called and rate-limited
+            # by a module that declares it idempotent: the campaign may resume from here
             with self.db.transaction() as session:
                 self._commit(session, stage=CampaignStage.Preparing)
             return self._stopped()
