@@ -5,7 +5,7 @@ API shows ``rateLimitedUntil`` while it waits — and still reaches Sent with ev
 prepared once, while tenant ``beta``'s campaign on the same host, started at the same
 moment, finishes first without a single 429. A key whose limit resets later than the
 campaign may wait in all (tenant ``gamma``) fails the campaign with a rate_limited reason,
-and the host keeps serving."""
+and the host keeps serving. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from emulators.runner import RunningServer, serve
 from emulators.sendgrid import SendGridState, create_app
 from tests.e2e.server import RunningHost, running_host
 from tests.e2e.test_campaign_e2e import wait_until
+from tests.host.conftest import SECRET_KEY
+from tests.postgres import Cluster
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 CONTACTS = 20
@@ -67,8 +69,24 @@ def campaign_body() -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The served host's database: a SQLite file, or a fresh database of the test cluster."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('ratelimits-db') / 'host.db'}"
+        return
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.database()
+    try:
+        yield url
+    finally:
+        cluster.drop(url)
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[World]:
     states = {t: SendGridState(api_keys={f"SG.{t}-key"}) for t in TENANTS}
     with (
         serve(create_app(states["alpha"])) as alpha,
@@ -81,6 +99,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         manifest["egress"] = [*manifest["egress"], *(e.netloc for e in emulators.values())]
         with running_host(
             tmp_path_factory.mktemp("ratelimits"),
+            CRM_HOST_DATABASE_URL=database,
+            CRM_HOST_SECRET_KEY=SECRET_KEY,
             CRM_HOST_EGRESS_ALLOW=",".join(e.netloc for e in emulators.values()),
             CRM_HOST_CAMPAIGN_POLL_SECONDS="0.2",
             CRM_HOST_CAMPAIGN_RATE_LIMIT_MAX_WAIT_SECONDS=str(MAX_WAIT_S),
