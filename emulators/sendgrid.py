@@ -24,6 +24,13 @@ follows from the published API (https://www.twilio.com/docs/sendgrid/api-referen
 * Event webhook settings: ``GET/PATCH /v3/user/webhooks/event/settings`` and
   ``…/settings/signed`` (``{"enabled": true}`` → ``{"public_key"}``).
 
+Rate limits (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/
+rate-limits), off unless switched on per API key: ``state.limit_rate(key, requests,
+per_seconds)`` or ``PUT /_emulator/rate-limits`` with ``{"apiKey", "requests", "perSeconds"}``
+(``"requests": null`` switches it off). A limited key's responses carry ``X-RateLimit-Limit``,
+``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (epoch seconds); past its budget it gets
+429 ``too many requests`` until the reset (:class:`~emulators.sendgrid_state.RateLimit`).
+
 Emulator controls (not SendGrid API, no API key): ``POST /_emulator/singlesends/{id}/deliver``
 with ``{"outcomes": {email: outcome}, "default": "delivered"}`` sends a scheduled single send
 and posts its events to the configured webhook; the same is ``state.deliver(...)`` in Python.
@@ -388,6 +395,19 @@ async def signed_settings(request: Request, state: SendGridState) -> Any:
     return {"public_key": state.public_key() if state.signed else ""}
 
 
+async def control_rate_limit(request: Request, state: SendGridState) -> Any:
+    body = await json_body(request)
+    key, requests, per_seconds = body.get("apiKey"), body.get("requests"), body.get("perSeconds", 1)
+    if not isinstance(key, str) or not key:
+        raise EmulatorError(400, "apiKey is required", "apiKey")
+    if requests is not None and (type(requests) is not int or requests < 0):
+        raise EmulatorError(400, "requests must be a whole number >= 0, or null", "requests")
+    if type(per_seconds) not in (int, float) or per_seconds <= 0:
+        raise EmulatorError(400, "perSeconds must be a number > 0", "perSeconds")
+    state.limit_rate(key, requests, per_seconds)
+    return {"apiKey": key, "requests": requests, "perSeconds": per_seconds}
+
+
 async def control_deliver(request: Request, state: SendGridState) -> Any:
     body = await json_body(request)
     outcomes, default = body.get("outcomes") or {}, body.get("default", "delivered")
@@ -406,11 +426,25 @@ async def control_deliver(request: Request, state: SendGridState) -> Any:
 def route(path: str, handler: Handler, methods: list[str], state: SendGridState) -> Route:
     async def endpoint(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
-        state.requests.append(f"{request.method} {request.url.path}{query}")
-        if path.startswith("/v3") and not state.authorized(request.headers.get("authorization")):
+        line = f"{request.method} {request.url.path}{query}"
+        state.requests.append(line)
+        authorization = request.headers.get("authorization")
+        if path.startswith("/v3") and not state.authorized(authorization):
             return error_response(
                 401, "The provided authorization grant is invalid, expired, or revoked"
             )
+        allowed, limit_headers = (
+            state.rate_check(authorization) if path.startswith("/v3") else (True, {})
+        )
+        if not allowed:
+            state.throttled.append(line)
+            response: Response = error_response(429, "too many requests")
+        else:
+            response = await respond(request, handler)
+        response.headers.update(limit_headers)
+        return response
+
+    async def respond(request: Request, handler: Handler) -> Response:
         try:
             result = await handler(request, state)
         except EmulatorError as exc:
@@ -450,6 +484,7 @@ def create_app(state: SendGridState | None = None) -> Starlette:
         ("/v3/user/webhooks/event/settings", webhook_settings, ["GET", "PATCH"]),
         ("/v3/user/webhooks/event/settings/signed", signed_settings, ["GET", "PATCH"]),
         ("/_emulator/singlesends/{ss_id}/deliver", control_deliver, ["POST"]),
+        ("/_emulator/rate-limits", control_rate_limit, ["PUT"]),
     ]
     app = Starlette(routes=[route(p, h, m, state) for p, h, m in table])
     app.state.sendgrid = state

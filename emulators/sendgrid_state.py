@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import threading
 import time
 import uuid
@@ -115,6 +116,36 @@ def event_body(events: Iterable[Mapping[str, Any]]) -> bytes:
     return ("[" + ",\r\n".join(parts) + "]\r\n").encode()
 
 
+@dataclass
+class RateLimit:
+    """SendGrid's per-key request budget: ``requests`` per refresh period of ``period_s``
+    seconds (a fixed window). SendGrid publishes no numbers (they vary by endpoint and
+    plan), only the behaviour: every response carries ``X-RateLimit-Limit``,
+    ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (the epoch second the period ends),
+    and a request past the budget gets ``429`` with ``{"errors": [{"field": null,
+    "message": "too many requests"}]}`` until then. The emulator counts every ``/v3`` call
+    of the key against one budget (SendGrid keeps one per endpoint)."""
+
+    requests: int
+    period_s: float
+    window_start: float = 0.0
+    used: int = 0
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        """Count one request at ``now``: whether it is allowed, and the headers to send."""
+        if now >= self.window_start + self.period_s:
+            self.window_start, self.used = now, 0
+        allowed = self.used < self.requests
+        if allowed:
+            self.used += 1
+        reset = math.ceil(self.window_start + self.period_s)
+        return allowed, {
+            "X-RateLimit-Limit": str(self.requests),
+            "X-RateLimit-Remaining": str(max(self.requests - self.used, 0)),
+            "X-RateLimit-Reset": str(reset),
+        }
+
+
 class EmulatorError(Exception):
     """A request SendGrid would refuse: ``status`` plus the ``errors`` envelope entries."""
 
@@ -151,6 +182,11 @@ class SendGridState:
     """Every webhook POST made: url, status (or error), event count, body bytes."""
     requests: list[str] = field(default_factory=list)
     """Every API request received, as ``"METHOD /path?query"``."""
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    """Per API key: its request budget (see :meth:`limit_rate`); keys not here are not
+    limited."""
+    throttled: list[str] = field(default_factory=list)
+    """Every request answered 429, as ``"METHOD /path?query"``."""
 
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _key: ec.EllipticCurvePrivateKey = field(
@@ -163,6 +199,25 @@ class SendGridState:
     def authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
         return scheme.lower() == "bearer" and token.strip() in self.api_keys
+
+    def limit_rate(self, api_key: str, requests: int | None, per_seconds: float = 1.0) -> None:
+        """Allow ``api_key`` ``requests`` calls per ``per_seconds`` from now on; ``None``
+        switches its limit off."""
+        with self.lock:
+            if requests is None:
+                self.rate_limits.pop(api_key, None)
+            elif requests < 0 or per_seconds <= 0:
+                raise EmulatorError(400, "requests must be >= 0 and perSeconds > 0", "requests")
+            else:
+                self.rate_limits[api_key] = RateLimit(int(requests), float(per_seconds))
+
+    def rate_check(self, header: str | None) -> tuple[bool, dict[str, str]]:
+        """Count a request of the key in ``header`` against its budget: allowed or not, and
+        the rate-limit headers of the answer (none for a key without a limit)."""
+        token = (header or "").partition(" ")[2].strip()
+        with self.lock:
+            limit = self.rate_limits.get(token)
+            return limit.take(self.clock()) if limit else (True, {})
 
     def public_key(self) -> str:
         """Base64 DER SubjectPublicKeyInfo, as the dashboard and the API show it."""

@@ -227,6 +227,27 @@ class HostSettings(BaseSettings):
         description="PostgreSQL: how often a worker looks for stalled jobs and for runnable "
         "campaigns left without a job.",
     )
+    campaign_rate_limit_max_wait_seconds: float = Field(
+        300.0,
+        ge=1,
+        le=86_400,
+        description="Longest single wait of a campaign job whose batch call ran into the "
+        "provider's rate limit (HTTP 429): the service's Retry-After (or reset time) is "
+        "capped at this.",
+    )
+    campaign_rate_limit_max_total_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="How long one campaign may wait for provider rate limits in all; past "
+        "it the campaign fails with a rate_limited error. 0: never wait (fail at once).",
+    )
+    campaign_rate_limit_default_wait_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=86_400,
+        description="The wait after a 429 that says neither Retry-After nor a reset time.",
+    )
     campaign_stats_ttl_seconds: float = Field(
         60.0, ge=0, description="How long GetCampaignStats results are served from cache."
     )

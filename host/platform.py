@@ -53,6 +53,7 @@ from host.marketing.contacts import ContactService
 from host.marketing.invocation_log import InvocationLogReader
 from host.marketing.job_runner import CampaignJobRunner
 from host.marketing.outbox import OutboxWorker
+from host.marketing.provider_rate_limits import RateLimitPolicy
 from host.marketing.shadow_runs import ShadowRunner
 from host.marketing.stats import StatsService
 from host.marketing.suppression_policy import SuppressionPolicyService
@@ -281,6 +282,7 @@ class Host:
             workers=settings.campaign_workers,
             lease_seconds=settings.campaign_lease_seconds,
             poll_seconds=settings.campaign_poll_seconds,
+            rate_limits=RateLimitPolicy.from_settings(settings),
         )
         self.job_queue: CampaignQueue
         if self.uses_job_engine:

@@ -60,6 +60,19 @@ CROSS_ORIGIN_HEADERS = frozenset(
 )
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _REPLAYING_STATUSES = frozenset({307, 308})
+TOO_MANY_REQUESTS = 429
+#: Response headers a 429's record keeps: the standard hint, the widespread ``X-RateLimit-*``
+#: family (SendGrid, GitHub, ...) and the IETF draft's ``RateLimit-*`` fields.
+RATE_LIMIT_HEADERS = (
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+)
+_MAX_RATE_LIMIT_VALUE = 100  # characters of one kept header value
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,12 @@ def _lower(current: Any, asked: Any) -> Any:
     return current if asked is None else min(current, asked)
 
 
+def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The rate-limit headers of a 429 response, lower-cased names, values cut short."""
+    kept = (name for name in RATE_LIMIT_HEADERS if name in headers)
+    return {name: headers[name][:_MAX_RATE_LIMIT_VALUE] for name in kept}
+
+
 @dataclass
 class FetchRecord:
     """One HTTP request (each redirect hop is its own record) for the fetch log: the
@@ -104,9 +123,15 @@ class FetchRecord:
     bytes: int = 0
     ms: float = 0.0
     error: str | None = None
+    rate_limit: dict[str, str] | None = None
+    """On a 429 only: the response's rate-limit headers (:data:`RATE_LIMIT_HEADERS`), so
+    whoever runs the invocation can honour ``Retry-After`` without seeing the response."""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.rate_limit is None:  # the usual case: keep the log's rows as they were
+            del values["rate_limit"]
+        return values
 
 
 # --------------------------------------------------------------------------- the fetcher
@@ -257,6 +282,8 @@ class Fetcher:
         for hop in range(MAX_REDIRECTS + 1):
             response, record, started = self._send(method, url, headers, body, params, call)
             record.status = response.status_code
+            if response.status_code == TOO_MANY_REQUESTS:
+                record.rate_limit = _rate_limit_headers(response.headers)
             location = response.headers.get("location")
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return self._finish(response, record, started, call)

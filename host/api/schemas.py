@@ -401,7 +401,10 @@ class InvocationOut(ApiModel):
     error: str | None
     error_line: int | None
     log: str | None = Field(description="Captured output, secrets masked")
-    fetches: list[dict[str, Any]] = Field(description="method, host, status, ms of each fetch")
+    fetches: list[dict[str, Any]] = Field(
+        description="method, url, host, status, bytes, ms, error of each fetch; a 429's also "
+        "`rate_limit`: its Retry-After / X-RateLimit-* / RateLimit-* headers"
+    )
     cpu_ms: float | None
     peak_memory_kb: int | None
     request_id: str | None = Field(
@@ -437,6 +440,11 @@ class CampaignProgressOut(ApiModel):
     batches: int
     batch_size: int
     percent: float
+    rate_limited_until: IsoTime | None = Field(
+        None,
+        description="Set while the job waits because the service rate-limited a batch "
+        "call (HTTP 429): when it calls that batch again. The status stays as it was",
+    )
 
 
 class CampaignStatsOut(ApiModel):

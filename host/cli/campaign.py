@@ -128,7 +128,7 @@ def campaign_status(
     progress = shown.progress
     out.print(
         f"{shown.name} ({shown.type}, {shown.module}): {shown.status}, "
-        f"stage {progress.stage} {progress.percent}%",
+        f"stage {_stage_line(progress)} {progress.percent}%",
         markup=False,
         highlight=False,
     )
@@ -290,10 +290,18 @@ def _run(host: Host, tenant_id: str, campaign_id: str, owner: str) -> None:
         raise fail(f"campaign failed: {shown.error}")
 
 
+def _stage_line(progress: CampaignProgress) -> str:
+    """The stage, and while the job waits for the service's rate limit until when."""
+    until = progress.rate_limited_until
+    if until is None:
+        return progress.stage
+    return f"{progress.stage} (rate limited by the service until {until:%H:%M:%S} UTC)"
+
+
 def _update(bar: Progress, task: TaskID, progress: CampaignProgress, rate: str) -> None:
     bar.update(
         task,
-        description=progress.stage,
+        description=_stage_line(progress),
         completed=progress.percent,
         batches=progress.batches,
         rate=rate,

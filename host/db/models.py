@@ -274,6 +274,11 @@ class Campaign(Base):
     """Why the campaign needs an admin (``host.marketing.campaign_attention``); None: it
     does not. A flagged campaign keeps its status and stage, and no job claims it."""
     attention_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    rate_limited_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """While the job waits for the provider's rate limit (a batch call met a 429): when it
+    calls the batch again (``host.marketing.provider_rate_limits``)."""
+    rate_limit_waited_s: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    """The campaign's rate-limit waits so far (bounded by the total-wait setting)."""
 
 
 class Delivery(Base):

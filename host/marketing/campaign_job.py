@@ -17,6 +17,13 @@ Stages (``Campaign.stage``, :class:`~host.marketing.lifecycle.CampaignStage`)::
   otherwise it creates nothing, keeps the campaign's status and flags it *needs attention*
   (:mod:`host.marketing.campaign_attention`) for an admin, who knows whether it exists.
 
+A batch call that fails because the service rate-limited it (its own fetch records show a
+429) is not a failed campaign: the job waits what the service asked, bounded per wait and in
+total (:mod:`host.marketing.provider_rate_limits`), and calls the same batch again; meanwhile
+it holds no sandbox slot and no transaction, and the progress shows ``rateLimitedUntil``.
+CreateCampaign is called again after a 429 only when the module declares it idempotent (a
+failed create may have made something), else the campaign fails as before.
+
 Every write is guarded by the lease (``lease_owner`` = this job's owner) and renews it; a job
 whose lease was taken over (it stalled past its expiry and another process resumed it) gets
 :class:`LeaseLost` at its next commit and stops without writing anything.
@@ -33,6 +40,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,9 +59,18 @@ from host.invoker import ModuleInvoker
 from host.manifest import Manifest
 from host.marketing.audience import Audience, Recipient
 from host.marketing.lifecycle import FINAL_STAGES, CampaignStage
+from host.marketing.provider_rate_limits import (
+    ProviderRateLimitExceeded,
+    RateLimitPolicy,
+    decide,
+    provider_rate_limit,
+)
 from host.plugin_manager import notify
 
 log = logging.getLogger(__name__)
+
+RATE_LIMIT_CHECK_S = 1.0
+"""How often a job waiting for a provider's rate limit looks for a cancel request."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,8 @@ class CampaignProgress:
     batches: int
     batch_size: int
     percent: float
+    rate_limited_until: datetime | None = None
+    """Set while the job waits for the service's rate limit: when it calls the batch again."""
 
 
 ProgressCallback = Callable[[CampaignProgress], None]
@@ -105,6 +124,8 @@ class Progress(Protocol):
     def batches_done(self) -> int: ...
     @property
     def batch_size(self) -> int: ...
+    @property
+    def rate_limited_until(self) -> datetime | None: ...
 
 
 @dataclasses.dataclass
@@ -129,12 +150,15 @@ class JobState:
     skipped_by: dict[str, Any] | None
     batches_done: int
     cursor: str | None
+    rate_limited_until: datetime | None
+    rate_limit_waited_s: float
 
     @classmethod
     def of(cls, row: Campaign) -> JobState:
         values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}
         values["stage"] = CampaignStage(row.stage)
         values["request"] = dict(row.request)
+        values["rate_limit_waited_s"] = row.rate_limit_waited_s or 0.0
         return cls(**values)
 
     def update(self, values: dict[str, Any]) -> None:
@@ -158,6 +182,8 @@ def progress_of(row: Progress) -> CampaignProgress:
         percent = min(99.9, round(50.0 * (row.exported + row.prepared) / eligible, 1))
     else:
         percent = 0.0
+    until = row.rate_limited_until
+    waiting = until is not None and row.stage not in FINAL_STAGES and until > utcnow()
     return CampaignProgress(
         stage=str(row.stage),
         total=row.total,
@@ -168,6 +194,7 @@ def progress_of(row: Progress) -> CampaignProgress:
         batches=row.batches_done,
         batch_size=row.batch_size,
         percent=percent,
+        rate_limited_until=until if waiting else None,
     )
 
 
@@ -218,7 +245,8 @@ def interrupted_create_reason(function: str) -> str:
 class CampaignJob:
     """Runs (or resumes) one campaign whose lease ``owner`` holds. ``stop`` asks it to stop
     before the next batch and leave the campaign resumable; ``on_progress`` sees the
-    progress view after every committed step (the CLI's progress bar)."""
+    progress view after every committed step (the CLI's progress bar); ``rate_limits``
+    bounds its waits for the provider's rate limit."""
 
     def __init__(
         self,
@@ -231,6 +259,7 @@ class CampaignJob:
         lease_seconds: float,
         stop: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
+        rate_limits: RateLimitPolicy | None = None,
     ):
         self.db = db
         self.invoker = invoker
@@ -240,6 +269,7 @@ class CampaignJob:
         self.lease = timedelta(seconds=lease_seconds)
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
+        self.rate_limits = rate_limits or RateLimitPolicy()
         with self.db.transaction() as session:
             row = session.get(Campaign, campaign_id)
             if row is None:
@@ -387,9 +417,13 @@ class CampaignJob:
             self._report()
         function = self._create_function
         try:
-            response = self._call(function, request=self.request)
+            # a failed create may have made something: call it again only if the module
+            # says a repeated call creates nothing new
+            retry = self._declares_idempotent(function)
+            response = self._call(function, retry_rate_limited=retry, request=self.request)
         except _StoppedWhileWaiting:
-            # CreateCampaign was never called, so the campaign may safely resume from here
+            # CreateCampaign was never called (a busy sandbox), or called and rate-limited
+            # by a module that declares it idempotent: the campaign may resume from here
             with self.db.transaction() as session:
                 self._commit(session, stage=CampaignStage.Preparing)
             return self._stopped()
@@ -416,13 +450,14 @@ class CampaignJob:
 
     # --- steps --------------------------------------------------------------------------
 
-    def _call(self, function: str, **arguments: Any) -> Any:
+    def _call(self, function: str, *, retry_rate_limited: bool = True, **arguments: Any) -> Any:
         """Call the module's function; while the tenant's sandbox share is busy, wait and
         retry (a background job waits its turn, it does not fail), renewing the lease so a
-        long wait is not taken for a dead job. A stop request ends the wait."""
+        long wait is not taken for a dead job. A stop request ends the wait. A call the
+        service rate-limited is waited for and made again too (``retry_rate_limited``)."""
         while True:
             try:
-                return self.invoker.call(
+                value = self.invoker.call(
                     self.tenant_id,
                     self.module_id,
                     function,
@@ -435,6 +470,50 @@ class CampaignJob:
                     raise _StoppedWhileWaiting from None
                 with self.db.transaction() as session:
                     self._commit(session)  # renews the lease
+                continue
+            except HostError as failure:
+                if not retry_rate_limited:
+                    raise
+                self._wait_for_rate_limit(failure)
+                continue
+            if self.state.rate_limited_until is not None:
+                with self.db.transaction() as session:
+                    self._commit(session, rate_limited_until=None)
+            return value
+
+    def _wait_for_rate_limit(self, failure: HostError) -> None:
+        """Wait what the service asked when ``failure`` is a rate-limited call (else raise
+        it again), or raise :class:`ProviderRateLimitExceeded` once the campaign's waits
+        would pass their total bound. The wait and its end are committed (the progress
+        shows them; the total survives a restart); a stop or cancel request ends it."""
+        now = utcnow()
+        limit = provider_rate_limit(failure, now)
+        if limit is None:
+            raise failure
+        decision = decide(limit, self.state.rate_limit_waited_s, self.rate_limits)
+        if decision.wait_s is None:
+            raise ProviderRateLimitExceeded(f"{decision.reason}; the module: {failure.message}")
+        log.info("campaign %s: %s", self.id, decision.reason)
+        with self.db.transaction() as session:
+            self._commit(
+                session,
+                rate_limited_until=now + timedelta(seconds=decision.wait_s),
+                rate_limit_waited_s=self.state.rate_limit_waited_s + decision.wait_s,
+            )
+        self._report()
+        deadline = time.monotonic() + decision.wait_s
+        renew_every = self.lease.total_seconds() / 3
+        renewed = time.monotonic()
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(left, RATE_LIMIT_CHECK_S)):
+                raise _StoppedWhileWaiting
+            # a campaign being created cannot be cancelled (the API refuses it)
+            if self.state.stage != CampaignStage.Creating and not self._may_continue():
+                raise _StoppedWhileWaiting
+            if time.monotonic() - renewed >= renew_every:
+                with self.db.transaction() as session:
+                    self._commit(session)  # renews the lease
+                renewed = time.monotonic()
 
     def _next_batch(self) -> list[Recipient]:
         with self.db.transaction() as session:
@@ -492,6 +571,7 @@ class CampaignJob:
                 status=status,
                 error=error,
                 finished_at=utcnow(),
+                rate_limited_until=None,
                 lease_owner=None,
                 lease_until=None,
             )

@@ -26,6 +26,7 @@ from host.db.models import Campaign
 from host.invoker import ModuleInvoker
 from host.marketing.campaign_job import CampaignJob, LeaseLost, ProgressCallback, utcnow
 from host.marketing.lifecycle import ACTIVE_STAGES, CampaignStage
+from host.marketing.provider_rate_limits import RateLimitPolicy
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class CampaignJobRunner:
         workers: int,
         lease_seconds: float,
         poll_seconds: float,
+        rate_limits: RateLimitPolicy | None = None,
     ):
         self.db = db
         self.invoker = invoker
@@ -74,6 +76,7 @@ class CampaignJobRunner:
         self.workers = workers
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.rate_limits = rate_limits or RateLimitPolicy()
         self.owner = new_owner()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -171,6 +174,7 @@ class CampaignJobRunner:
             lease_seconds=self.lease_seconds,
             stop=stop or self._stop,
             on_progress=on_progress,
+            rate_limits=self.rate_limits,
         )
         return job.run()
 

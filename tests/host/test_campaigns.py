@@ -119,6 +119,7 @@ def test_send_in_the_background_and_watch_progress(host: Host, client: TestClien
         },
         "batches": 3,
         "batchSize": 10,
+        "rateLimitedUntil": None,
         "percent": 100.0,
     }
     assert shown["stats"]["values"]["total"] == 1

@@ -245,3 +245,43 @@ def test_unknown_outcomes_are_refused(api: httpx.Client) -> None:
     send_id = scheduled_send(api, ["a@x.test"])
     answer = api.post(f"/_emulator/singlesends/{send_id}/deliver", json={"default": "lost"})
     assert answer.status_code == 400 and "lost" in answer.json()["errors"][0]["message"]
+
+
+def test_a_rate_limited_key_gets_429_with_sendgrids_headers_until_the_reset(
+    api: httpx.Client, state: SendGridState
+) -> None:
+    clock = [1_700_000_000.5]
+    state.clock = lambda: clock[0]
+    state.api_keys.add("SG.other")
+    switched = api.put(
+        "/_emulator/rate-limits", json={"apiKey": KEY, "requests": 2, "perSeconds": 10}
+    )
+    assert switched.status_code == 200, switched.text
+    first, second, third = (api.get("/v3/marketing/lists") for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+    assert first.headers["x-ratelimit-limit"] == "2"
+    assert first.headers["x-ratelimit-remaining"] == "1"
+    assert third.headers["x-ratelimit-remaining"] == "0"
+    assert third.headers["x-ratelimit-reset"] == "1700000011"  # the period's end, epoch s
+    assert third.json() == {"errors": [{"field": None, "message": "too many requests"}]}
+    assert state.throttled == ["GET /v3/marketing/lists"]
+    # another key is not limited, and its answers carry no rate-limit headers
+    other = api.get("/v3/marketing/lists", headers={"Authorization": "Bearer SG.other"})
+    assert other.status_code == 200 and "x-ratelimit-limit" not in other.headers
+    clock[0] += 10  # the refresh period is over
+    assert api.get("/v3/marketing/lists").status_code == 200
+    # switched off: no budget, no headers
+    assert api.put("/_emulator/rate-limits", json={"apiKey": KEY, "requests": None}).is_success
+    assert all(api.get("/v3/marketing/lists").status_code == 200 for _ in range(3))
+
+
+def test_rate_limit_controls_refuse_bad_values(api: httpx.Client) -> None:
+    for body, field in (
+        ({"requests": 1}, "apiKey"),
+        ({"apiKey": KEY, "requests": -1}, "requests"),
+        ({"apiKey": KEY, "requests": "5"}, "requests"),
+        ({"apiKey": KEY, "requests": 1, "perSeconds": 0}, "perSeconds"),
+    ):
+        answer = api.put("/_emulator/rate-limits", json=body)
+        assert answer.status_code == 400, body
+        assert answer.json()["errors"][0]["field"] == field

@@ -128,6 +128,35 @@ def test_allowed_get_returns_status_headers_body_and_final_url(
     json.dumps([r.as_dict() for r in fetcher.records])  # JSON-serialisable
 
 
+def test_a_429_record_keeps_the_rate_limit_headers_and_only_those(
+    server: LocalHTTPServer, fetcher: Fetcher
+) -> None:
+    @server.route("/busy")
+    def busy(req: RequestHandler) -> None:
+        headers = {
+            "Retry-After": "12",
+            "X-RateLimit-Limit": "150",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": "1392815263",
+            "X-Request-Id": "r-1",
+            "Set-Cookie": "session=1",
+        }
+        req.reply(429, b'{"errors": [{"message": "too many requests"}]}', headers)
+
+    response = fetcher.fetch({"method": "GET", "url": url(server, "/busy")})
+    hello = fetcher.fetch({"method": "GET", "url": url(server, "/hello")})
+    assert (response["status"], hello["status"]) == (429, 200)
+    assert response["headers"]["x-request-id"] == "r-1"  # the script still sees them all
+    throttled, fine = (r.as_dict() for r in fetcher.records)
+    assert throttled["rate_limit"] == {
+        "retry-after": "12",
+        "x-ratelimit-limit": "150",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": "1392815263",
+    }
+    assert "rate_limit" not in fine  # any other status: the record is as it always was
+
+
 def test_post_with_body_json_and_query(server: LocalHTTPServer, fetcher: Fetcher) -> None:
     response = fetcher.fetch(
         {

@@ -61,9 +61,10 @@ def list_campaigns(
 @tenant_work
 def show_campaign(tenant_id: TenantDep, campaign_id: str, host: HostDep) -> CampaignOut:
     """`{id, status, externalId, error, progress: {stage, total, exported, prepared, skipped,
-    skippedBy, batches, percent}, stats: {values, fetchedAt, stale, error} | null}`;
-    ``skippedBy`` counts why recipients were left out (unsubscribed, bounced, complained,
-    noAddress, category)."""
+    skippedBy, batches, percent, rateLimitedUntil}, stats: {values, fetchedAt, stale, error}
+    | null}`; ``skippedBy`` counts why recipients were left out (unsubscribed, bounced,
+    complained, noAddress, category); ``rateLimitedUntil`` is set while the job waits for
+    the service's rate limit."""
     return CampaignOut.model_validate(host.campaigns.get(tenant_id, campaign_id))
 
 

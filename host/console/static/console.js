@@ -119,6 +119,9 @@ document.addEventListener("DOMContentLoaded", () => {
     show("prepared", p.prepared);
     show("skipped", p.skipped);
     show("batches", `${p.batches} (up to ${p.batchSize} recipients each)`);
+    show("rateLimitedUntil", p.rateLimitedUntil
+      ? `the service asked to slow down: next batch at ${p.rateLimitedUntil.replace("T", " ").slice(0, 19)} UTC`
+      : "no");
     show("finishedAt", campaign.finishedAt ? campaign.finishedAt.replace("T", " ").slice(0, 19) : "—");
     show("percent", `${Math.round(p.percent)}%`);
     const bar = document.getElementById("campaign-progress");
