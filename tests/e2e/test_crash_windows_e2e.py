@@ -1,22 +1,23 @@
-"""Crash windows of a campaign, through real processes: the real ``crm-host serve`` sends a
-campaign with the SendGrid example module to the SendGrid emulator, and is SIGKILLed while
-one chosen request is held at the emulator; a second ``serve`` on the same database takes
-the job over.
+"""Crash windows of a campaign on two nodes sharing one PostgreSQL database (issue 17): two
+real ``crm-host serve`` processes send a campaign with the SendGrid example module to the
+SendGrid emulator; while one chosen request is held at the emulator, the node whose job
+holds the campaign's lease is SIGKILLed, and the other, still running node takes the job
+over.
 
 * mid-batch: a PrepareCampaign batch the service already applied, but the host never
-  recorded, is prepared again on restart (at-least-once, the documented contract), and the
-  emulator still holds every recipient once in the campaign's list;
+  recorded, is prepared again by the other node (at-least-once, the documented contract),
+  and the emulator still holds every recipient once in the campaign's list;
 * CreateCampaign: killed before, during (the request lost, or applied with the answer lost)
   and after the creating call. The module as shipped declares CreateCampaign idempotent, so
-  the restarted host calls it again and exactly one single send exists and is scheduled.
+  the other node calls it again and exactly one single send exists and is scheduled.
   The same script without the declaration leaves the campaign Draft, flagged *needs
   attention*, with nothing created again, until an admin resolves it (API and CLI).
 
-Host start-ups dominate the cost, so the tests share one database, emulator and running
-host (module-scoped): each test queues its own campaign on the host that is running, kills
-it at its window and leaves the restarted host running for the next. Tenant ``acme`` runs
-the module as shipped (1.0.0); tenant ``beta`` the same script as 1.0.1 without the
-declaration.
+Node start-ups dominate the cost, so the tests share one database, emulator and pair of
+nodes (module-scoped): each test queues its own campaign, kills the node holding it at its
+window, and starts a replacement once the other node has taken over, so the next test again
+runs on two. Tenant ``acme`` runs the module as shipped (1.0.0); tenant ``beta`` the same
+script as 1.0.1 without the declaration.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,9 @@ import pytest
 
 from emulators.runner import RunningServer, serve
 from emulators.sendgrid import SendGridState, create_app
-from tests.cli_runner import Cli
-from tests.e2e.server import RunningHost, running_host
-from tests.e2e.test_campaign_e2e import query, wait_until
+from tests.e2e.cluster import HostCluster, host_cluster
+from tests.e2e.test_campaign_e2e import wait_until
+from tests.postgres import Cluster as Postgres
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 API_KEY = "SG.emulator-api-key"
@@ -97,48 +97,55 @@ class Gate:
             await send(message)
 
 
+@dataclass(frozen=True)
+class AtTheKill:
+    """What the database and the service held when the node was killed: the job cannot move
+    while its request is held, so this is read just before the kill."""
+
+    row: tuple[Any, ...]
+    """The campaign's (stage, status, batches_done)."""
+    single_sends: int
+    listed: int
+    """Recipients in the campaign's list at the service."""
+
+
 @dataclass
 class Fleet:
-    """The shared emulator and the ``serve`` process currently running on the database."""
+    """The shared emulator and the two ``serve`` nodes on the shared database."""
 
-    workdir: Path
+    cluster: HostCluster
     state: SendGridState
     gate: Gate
     emulator: RunningServer
-    server: RunningHost | None = None
     gamma_key: str = ""
     """The API key of tenant ``gamma``, which has nothing: a tenant, not an admin."""
-    _running: AbstractContextManager[RunningHost] | None = None
 
-    def start(self) -> RunningHost:
-        self._running = running_host(
-            self.workdir,
-            CRM_HOST_EGRESS_ALLOW=self.emulator.netloc,
-            CRM_HOST_CAMPAIGN_POLL_SECONDS="0.2",
-        )
-        self.server = self._running.__enter__()
-        return self.server
-
-    def stop(self) -> None:
-        if self._running is not None:
-            self._running.__exit__(None, None, None)
-        self._running = self.server = None
-
-    def kill_at(self, hold: Hold) -> None:
-        """SIGKILL ``serve`` while ``hold`` is held at the emulator (no shutdown: its lease
-        stays, as after a crash) and let the emulator go on; the test looks at what the
-        crash left, then starts the next ``serve`` (:meth:`start`)."""
-        assert self.server is not None
+    def kill_at(self, hold: Hold, campaign_id: str) -> AtTheKill:
+        """SIGKILL the node holding ``campaign_id``'s job while ``hold`` is held at the
+        emulator, let the emulator go on, and wait until the other node has taken the job
+        over (its log names the dead holder); then start a replacement node for the next
+        test. Returns what the kill left."""
         assert hold.arrived.wait(60), f"{hold.method} {hold.path} never arrived"
-        self.server.process.kill()
-        self.server.process.wait()
+        holder = self.cluster.holder(campaign_id)
+        assert holder is not None, "no node of the cluster holds the job"
+        (owner,) = self.cluster.query(
+            "SELECT lease_owner FROM campaigns WHERE id = :id", id=campaign_id
+        )[0]
+        left = AtTheKill(
+            self.row(campaign_id), len(self.single_sends(campaign_id)), self.listed(campaign_id)
+        )
+        self.cluster.kill(holder)
         hold.release.set()
         self.gate.hold = None
-        self.stop()
+        (survivor,) = self.cluster.nodes
+        wait_until(
+            lambda: f"campaign {campaign_id}: resuming the job of {owner}" in survivor.output()
+        )
+        self.cluster.serve(wait=False)
+        return left
 
     def admin(self) -> httpx.Client:
-        assert self.server is not None
-        return self.server.client()
+        return self.cluster.nodes[0].client()
 
     def campaign(self, tenant: str, campaign_id: str) -> dict[str, Any]:
         with self.admin() as admin:
@@ -147,7 +154,9 @@ class Fleet:
             return dict(shown.json())
 
     def queue(self, tenant: str, hold: Hold) -> str:
-        """Hold ``hold`` at the emulator and queue a campaign to everyone; its id."""
+        """Hold ``hold`` at the emulator and queue a campaign to everyone on two running
+        nodes; its id."""
+        assert len(self.cluster.ready()) == 2
         self.gate.hold = hold
         with self.admin() as admin:
             created = admin.post(
@@ -179,13 +188,15 @@ class Fleet:
         contacts = self.state.contacts.values()
         return sorted(c["email"] for c in contacts if list_id in c["list_ids"])
 
+    def listed(self, campaign_id: str) -> int:
+        lists = [i for i, item in self.state.lists.items() if campaign_id in item["name"]]
+        return sum(len(self.members(list_id)) for list_id in lists)
+
     def row(self, campaign_id: str) -> tuple[Any, ...]:
-        rows = query(
-            self.workdir / "host.db",
-            "SELECT stage, status, batches_done FROM campaigns WHERE id = ?",
-            campaign_id,
+        rows = self.cluster.query(
+            "SELECT stage, status, batches_done FROM campaigns WHERE id = :id", id=campaign_id
         )
-        return rows[0]
+        return tuple(rows[0])
 
 
 def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
@@ -202,12 +213,21 @@ def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: Postgres) -> Iterator[Fleet]:
     state = SendGridState()
     gate = Gate(create_app(state))
-    with serve(gate) as emulator:
-        fleet = Fleet(tmp_path_factory.mktemp("crash"), state, gate, emulator)
-        fleet.start()
+    with (
+        serve(gate) as emulator,
+        host_cluster(
+            tmp_path_factory.mktemp("crash"),
+            postgres_cluster,
+            CRM_HOST_EGRESS_ALLOW=emulator.netloc,
+        ) as cluster,
+    ):
+        fleet = Fleet(cluster, state, gate, emulator)
+        cluster.serve(wait=False)
+        cluster.serve(wait=False)
+        cluster.ready()
         try:
             with fleet.admin() as admin:
                 for idempotent in (True, False):
@@ -241,7 +261,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         finally:
             if gate.hold is not None:
                 gate.hold.release.set()
-            fleet.stop()
 
 
 EVERYONE = sorted(f"u{i}@example.test" for i in range(CONTACTS))
@@ -258,11 +277,10 @@ def test_batch_in_flight_is_prepared_again_and_each_recipient_is_in_the_list_onc
     hold = Hold("PUT", "/v3/marketing/contacts", nth=5, applied=True)
     puts_before = fleet.state.requests.count(PREPARE_PUT)
     campaign_id = fleet.queue("acme", hold)
-    fleet.kill_at(hold)
-    assert fleet.row(campaign_id) == ("preparing", "Draft", 1)
+    left = fleet.kill_at(hold, campaign_id)
+    assert left.row == ("preparing", "Draft", 1)
+    assert left.listed == 2 * BATCH  # the service has batch 2 already
     list_id = fleet.campaign_list(campaign_id)
-    assert len(fleet.members(list_id)) == 2 * BATCH  # the service has batch 2 already
-    fleet.start()
 
     wait_until(lambda: fleet.campaign("acme", campaign_id)["status"] == "Sending")
     shown = fleet.campaign("acme", campaign_id)
@@ -273,12 +291,11 @@ def test_batch_in_flight_is_prepared_again_and_each_recipient_is_in_the_list_onc
     assert len(fleet.state.contacts) == CONTACTS
     (single,) = fleet.single_sends(campaign_id)
     assert single["send_to"]["list_ids"] == [list_id] and single["status"] == "scheduled"
-    deliveries = query(
-        fleet.workdir / "host.db",
-        "SELECT COUNT(*), MIN(status), MAX(status) FROM deliveries WHERE campaign_id = ?",
-        campaign_id,
+    deliveries = fleet.cluster.query(
+        "SELECT COUNT(*), MIN(status), MAX(status) FROM deliveries WHERE campaign_id = :id",
+        id=campaign_id,
     )
-    assert deliveries == [(CONTACTS, "Sent", "Sent")]
+    assert [tuple(row) for row in deliveries] == [(CONTACTS, "Sent", "Sent")]
 
 
 PREPARE_PUT = "PUT /v3/marketing/contacts"
@@ -302,10 +319,9 @@ def interrupt_create(fleet: Fleet, tenant: str, window: str) -> str:
     (method, path), applied, existing = WINDOWS[window]
     hold = Hold(method, path, applied=applied)
     campaign_id = fleet.queue(tenant, hold)
-    fleet.kill_at(hold)
-    assert fleet.row(campaign_id) == ("creating", "Draft", CONTACTS // BATCH)
-    assert len(fleet.single_sends(campaign_id)) == existing
-    fleet.start()
+    left = fleet.kill_at(hold, campaign_id)
+    assert left.row == ("creating", "Draft", CONTACTS // BATCH)
+    assert left.single_sends == existing
     return campaign_id
 
 
@@ -327,7 +343,7 @@ def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     fleet: Fleet,
 ) -> None:
     campaign_id = interrupt_create(fleet, "beta", "before")
-    cli = Cli.in_dir(fleet.workdir)
+    cli = fleet.cluster.cli()
     wait_until(lambda: fleet.campaign("beta", campaign_id)["attention"] is not None)
     shown = fleet.campaign("beta", campaign_id)
     assert (shown["status"], shown["progress"]["stage"]) == ("Draft", "creating")
@@ -372,8 +388,7 @@ def test_undeclared_module_needs_attention_and_the_admin_enters_the_service_id(
     with fleet.admin() as admin:
         wait_until(lambda: admin.get(url).json()["attention"] is not None)
         assert admin.get(url).json()["status"] == "Draft"
-        assert fleet.server is not None
-        with fleet.server.client(fleet.gamma_key) as as_tenant:
+        with fleet.cluster.nodes[0].client(fleet.gamma_key) as as_tenant:
             refused = as_tenant.post(
                 url.replace("/beta/", "/gamma/") + "/resolve", json={"notCreated": True}
             )

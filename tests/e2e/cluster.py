@@ -1,0 +1,121 @@
+"""Several real ``crm-host`` processes on one throwaway PostgreSQL database: what a
+multi-node deployment is, for the tests that kill one node and watch another take over.
+
+A :class:`HostCluster` owns one database of the test run's PostgreSQL cluster
+(:mod:`tests.postgres`) and the ``crm-host serve`` nodes started on it, each on a free port
+of 127.0.0.1 with its own working directory and log, all sharing one admin token, secret key
+and environment. :meth:`HostCluster.holder` tells which node holds a campaign's job lease
+(``campaigns.lease_owner`` is ``hostname:pid:nonce``), :meth:`HostCluster.kill` SIGKILLs a
+node as a crash would (no shutdown: its lease stays), and closing the cluster stops every
+node still running and drops the database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, create_engine, text
+
+from tests.cli_runner import Cli
+from tests.e2e.server import RunningHost, _spawn, _wait_ready, free_port
+from tests.postgres import Cluster as Postgres
+
+SECRET_KEY = "a passphrase of the multi-node tests, long enough to be accepted"
+FAST_JOBS = {
+    # idle job threads look every 0.2 s, so a take-over is seen within a test's patience
+    "CRM_HOST_CAMPAIGN_POLL_SECONDS": "0.2",
+}
+
+
+class HostCluster:
+    """``crm-host serve`` nodes on one PostgreSQL database (see the module docstring)."""
+
+    def __init__(self, base: Path, database_url: str, **env: str):
+        self.base = base
+        self.database_url = database_url
+        self.token = "e2e-admin-token-" + os.urandom(8).hex()
+        self.env = {
+            "CRM_HOST_DATABASE_URL": database_url,
+            "CRM_HOST_ADMIN_TOKEN": self.token,
+            "CRM_HOST_SECRET_KEY": SECRET_KEY,
+            **FAST_JOBS,
+            **env,
+        }
+        self.nodes: list[RunningHost] = []
+        """The nodes started and not killed, oldest first."""
+        self._names = itertools.count(1)
+        self._stack = ExitStack()
+        self._engine = create_engine(database_url, pool_size=1)
+
+    # --- nodes ----------------------------------------------------------------------------
+
+    def serve(self, *, wait: bool = True) -> RunningHost:
+        """Start one more ``serve`` node; ``wait=False`` returns at once (:meth:`ready`
+        waits later), so its start-up overlaps with what the test does meanwhile."""
+        workdir = self.base / f"node{next(self._names)}"
+        workdir.mkdir()
+        node = _spawn(self._stack, workdir, self.token, free_port(), self.env)
+        self.nodes.append(node)
+        if wait:
+            _wait_ready(node, timeout=60)
+        return node
+
+    def ready(self) -> list[RunningHost]:
+        """Every node, once each answers ``/healthz``."""
+        for node in self.nodes:
+            _wait_ready(node, timeout=60)
+        return list(self.nodes)
+
+    def holder(self, campaign_id: str) -> RunningHost | None:
+        """The node whose job holds ``campaign_id``'s lease now, if any of ours does."""
+        rows = self.query("SELECT lease_owner FROM campaigns WHERE id = :id", id=campaign_id)
+        owner = rows[0][0] if rows else None
+        if owner is None:
+            return None
+        pid = int(str(owner).split(":")[1])
+        return next((node for node in self.nodes if node.process.pid == pid), None)
+
+    def kill(self, node: RunningHost) -> None:
+        """SIGKILL ``node`` (a crash: nothing is shut down, its leases stay) and reap it."""
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait()
+        self.nodes.remove(node)
+
+    def cli(self) -> Cli:
+        """The ``crm-host`` CLI on this cluster's database, as an operator runs it."""
+        env = {k: v for k, v in self.env.items() if k != "CRM_HOST_ADMIN_TOKEN"}
+        return Cli.in_dir(self.base, **env)
+
+    # --- the database ---------------------------------------------------------------------
+
+    def query(self, sql: str, **params: Any) -> list[Row[Any]]:
+        with self._engine.connect() as connection:
+            return list(connection.execute(text(sql), params))
+
+    def close(self) -> None:
+        """Stop every node still running (SIGTERM, then SIGKILL) and close the connection."""
+        try:
+            self._stack.close()
+        finally:
+            self._engine.dispose()
+
+
+@contextmanager
+def host_cluster(base: Path, postgres: Postgres, **env: str) -> Iterator[HostCluster]:
+    """A :class:`HostCluster` on a new database (a copy of the migrated template) of
+    ``postgres``; its nodes are stopped and the database dropped at the end."""
+    url = postgres.database()
+    cluster = HostCluster(base, url, **env)
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.close()
+        finally:
+            postgres.drop(url)
