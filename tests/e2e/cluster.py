@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -72,14 +73,30 @@ class HostCluster:
             _wait_ready(node, timeout=60)
         return list(self.nodes)
 
+    def lease_owner(self, campaign_id: str) -> str | None:
+        """``hostname:pid:nonce`` of the job holding ``campaign_id``'s lease, if one does."""
+        rows = self.query("SELECT lease_owner FROM campaigns WHERE id = :id", id=campaign_id)
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def holder(self, campaign_id: str) -> RunningHost | None:
         """The node whose job holds ``campaign_id``'s lease now, if any of ours does."""
-        rows = self.query("SELECT lease_owner FROM campaigns WHERE id = :id", id=campaign_id)
-        owner = rows[0][0] if rows else None
+        owner = self.lease_owner(campaign_id)
         if owner is None:
             return None
-        pid = int(str(owner).split(":")[1])
+        pid = int(owner.split(":")[1])
         return next((node for node in self.nodes if node.process.pid == pid), None)
+
+    def taken_over(self, campaign_id: str, owner: str, timeout: float = 60.0) -> RunningHost:
+        """Wait until a running node resumed ``campaign_id`` from the job of ``owner`` (a
+        killed node's: the node logs whose job it took over); that node."""
+        line = f"campaign {campaign_id}: resuming the job of {owner}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if line in node.output():
+                    return node
+            time.sleep(0.1)
+        raise AssertionError(f"no node took over campaign {campaign_id} from {owner}")
 
     def kill(self, node: RunningHost) -> None:
         """SIGKILL ``node`` (a crash: nothing is shut down, its leases stay) and reap it."""

@@ -22,12 +22,9 @@ script as 1.0.1 without the declaration.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ import pytest
 from emulators.runner import RunningServer, serve
 from emulators.sendgrid import SendGridState, create_app
 from tests.e2e.cluster import HostCluster, host_cluster
+from tests.e2e.emulator_gate import Gate, Hold
 from tests.e2e.test_campaign_e2e import wait_until
 from tests.postgres import Cluster as Postgres
 
@@ -44,57 +42,6 @@ MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgri
 API_KEY = "SG.emulator-api-key"
 CONTACTS = 30
 BATCH = 10
-
-
-@dataclass
-class Hold:
-    """Hold the ``nth`` request matching ``method`` and ``path`` at the emulator: before the
-    service sees it (``applied=False``: it never acts on it) or after it acted and before
-    its answer leaves (``applied=True``)."""
-
-    method: str
-    path: str
-    nth: int = 1
-    applied: bool = False
-    seen: int = 0
-    arrived: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def matches(self, scope: dict[str, Any]) -> bool:
-        if scope["method"] != self.method or not re.fullmatch(self.path, scope["path"]):
-            return False
-        self.seen += 1
-        return self.seen == self.nth
-
-
-class Gate:
-    """ASGI middleware in front of the emulator that holds one request (see :class:`Hold`)."""
-
-    def __init__(self, app: Any):
-        self.app = app
-        self.hold: Hold | None = None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        hold = self.hold
-        if scope["type"] != "http" or hold is None or not hold.matches(scope):
-            await self.app(scope, receive, send)
-            return
-        if not hold.applied:
-            hold.arrived.set()
-            await asyncio.to_thread(hold.release.wait)
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        messages: list[dict[str, Any]] = []
-
-        async def keep(message: dict[str, Any]) -> None:
-            messages.append(message)
-
-        await self.app(scope, receive, keep)
-        hold.arrived.set()
-        await asyncio.to_thread(hold.release.wait)
-        for message in messages:
-            await send(message)
 
 
 @dataclass(frozen=True)
@@ -126,11 +73,8 @@ class Fleet:
         over (its log names the dead holder); then start a replacement node for the next
         test. Returns what the kill left."""
         assert hold.arrived.wait(60), f"{hold.method} {hold.path} never arrived"
-        holder = self.cluster.holder(campaign_id)
-        assert holder is not None, "no node of the cluster holds the job"
-        (owner,) = self.cluster.query(
-            "SELECT lease_owner FROM campaigns WHERE id = :id", id=campaign_id
-        )[0]
+        holder, owner = self.cluster.holder(campaign_id), self.cluster.lease_owner(campaign_id)
+        assert holder is not None and owner is not None, "no node of the cluster holds the job"
         left = AtTheKill(
             self.row(campaign_id), len(self.single_sends(campaign_id)), self.listed(campaign_id)
         )
@@ -138,9 +82,7 @@ class Fleet:
         hold.release.set()
         self.gate.hold = None
         (survivor,) = self.cluster.nodes
-        wait_until(
-            lambda: f"campaign {campaign_id}: resuming the job of {owner}" in survivor.output()
-        )
+        assert self.cluster.taken_over(campaign_id, owner) is survivor
         self.cluster.serve(wait=False)
         return left
 
