@@ -182,6 +182,46 @@ class HostSettings(BaseSettings):
         60.0, gt=0, description="Campaign job lease; must exceed the longest module call."
     )
     campaign_poll_seconds: float = Field(2.0, gt=0, description="How often idle job threads look.")
+    serve_runs_jobs: bool = Field(
+        True,
+        description="On PostgreSQL, `crm-host serve` also runs campaign jobs (an in-process "
+        "worker); false makes it a web node only, for `crm-host worker` processes to run "
+        "them. SQLite has no worker process: there serve always runs the jobs.",
+    )
+    job_tenant_concurrency: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="PostgreSQL: campaigns of one tenant whose jobs run at the same time, "
+        "across every worker (procrastinate locks, one per slot).",
+    )
+    job_max_attempts: int = Field(
+        5, ge=1, le=100, description="PostgreSQL: runs of a crashing job before it is failed."
+    )
+    job_backoff_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="PostgreSQL: wait before the first retry of a crashed job "
+        "(doubled at each further crash).",
+    )
+    job_backoff_max_seconds: float = Field(
+        300.0, gt=0, description="PostgreSQL: the longest wait between retries of a job."
+    )
+    job_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="PostgreSQL: how often a worker records that it is alive."
+    )
+    job_stalled_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="PostgreSQL: a worker silent this long is taken for dead and its "
+        "running jobs are retried by another one (keep it above the heartbeat).",
+    )
+    job_maintenance_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="PostgreSQL: how often a worker looks for stalled jobs and for runnable "
+        "campaigns left without a job.",
+    )
     campaign_stats_ttl_seconds: float = Field(
         60.0, ge=0, description="How long GetCampaignStats results are served from cache."
     )

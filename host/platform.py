@@ -21,14 +21,15 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from cryptography.fernet import MultiFernet
+from sqlalchemy import make_url
 
 from host.accounts import UserAccounts
 from host.admin_tokens import AdminTokens
 from host.audit import AuditLog
-from host.calls import ModuleCall
+from host.calls import ModuleCall, mask_secrets
 from host.certification import CertificationService
 from host.client_address import ClientAddresses
 from host.config import HostSettings
@@ -39,6 +40,9 @@ from host.db.migrate import revisions, upgrade_to_head
 from host.errors import Conflict
 from host.idempotency import IdempotencyKeys
 from host.invoker import ModuleInvoker
+from host.jobs.engine_schema import require_procrastinate
+from host.jobs.pg_queue import CampaignJobs, ProcrastinateQueue
+from host.jobs.queue import CampaignQueue, InProcessQueue
 from host.marketing.actions import ActionApplier
 from host.marketing.campaign_attention import CampaignAttentionService
 from host.marketing.campaign_keys import CampaignKeys
@@ -55,7 +59,7 @@ from host.marketing.suppression_policy import SuppressionPolicyService
 from host.marketing.templates import TemplateService
 from host.marketing.webhook_replay import WebhookReplay
 from host.marketing.webhooks import WebhookReceiver
-from host.metrics.gauges import DatabaseGauges, SandboxGauges
+from host.metrics.gauges import DatabaseGauges, JobQueueGauges, SandboxGauges
 from host.metrics.instruments import HostMetrics
 from host.module_shares import ModuleShares
 from host.module_storage import ModuleStorageStore
@@ -87,6 +91,20 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
 from a :class:`~host.plugin_context.PluginContext` (what a plugin may receive is decided and
 documented there). Named rather than imported so that ``host`` never depends on ``plugins``
 (plugins extend the host, not the other way round), like pytest's list of default plugins."""
+
+
+JOB_WORKER_STOP_SECONDS = 120.0
+"""How long stopping ``serve`` waits for its running jobs to finish their batch."""
+
+
+class JobWorkerLike(Protocol):
+    """What the host does with its job worker (:class:`host.jobs.worker.JobWorker`, imported
+    only on PostgreSQL, where procrastinate is installed)."""
+
+    def start_thread(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float) -> None: ...
+    def run(self, *, handle_signals: bool) -> None: ...
 
 
 class StaleDatabase(Conflict):
@@ -262,6 +280,13 @@ class Host:
             lease_seconds=settings.campaign_lease_seconds,
             poll_seconds=settings.campaign_poll_seconds,
         )
+        self.job_queue: CampaignQueue
+        if self.uses_job_engine:
+            # procrastinate notifies its workers itself when the deferring transaction commits
+            self.job_queue = ProcrastinateQueue(tenant_slots=settings.job_tenant_concurrency)
+        else:
+            self.job_queue = InProcessQueue(self.campaign_runner.wake)
+        self.campaign_jobs = CampaignJobs(db)
         self.campaigns = CampaignService(
             db,
             self.tenants,
@@ -269,11 +294,10 @@ class Host:
             self.hooks,
             default_batch_size=settings.campaign_batch_size,
             lease_seconds=settings.campaign_lease_seconds,
-            on_queued=self.campaign_runner.wake,
+            jobs=self.job_queue,
         )
-        self.campaign_attention = CampaignAttentionService(
-            db, self.hooks, on_queued=self.campaign_runner.wake
-        )
+        self.campaign_attention = CampaignAttentionService(db, self.hooks, jobs=self.job_queue)
+        self._job_worker: JobWorkerLike | None = None
         self.retention = RetentionPurger(
             db,
             RetentionPolicy.from_settings(settings),
@@ -283,6 +307,8 @@ class Host:
         self.metrics.register(
             [SandboxGauges(self.started_sandbox, self.shares.admission), DatabaseGauges(db)]
         )
+        if self.uses_job_engine:
+            self.metrics.register([JobQueueGauges(self.campaign_jobs.depth)])
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -294,6 +320,8 @@ class Host:
         with self._state_lock:
             if self._opened:
                 return self
+            if self.uses_job_engine:
+                require_procrastinate()
             if migrate:
                 prepare_home(self.settings)
                 upgrade_to_head(self.db.engine)
@@ -317,7 +345,11 @@ class Host:
         webhook requests (first those a restart left pending). Idempotent."""
         self.open()
         self.outbox.start()
-        self.campaign_runner.start()
+        if not self.uses_job_engine:
+            self.campaign_runner.start()
+        elif self.settings.serve_runs_jobs and self._job_worker is None:
+            self._job_worker = self.job_worker()
+            self._job_worker.start_thread()
         self.tenant_purger.start()
         self.retention.start()
         self.webhooks.backlog.start(self.webhooks.pending_requests())
@@ -330,6 +362,10 @@ class Host:
         self.retention.stop()
         self.tenant_purger.stop()
         self.campaign_runner.stop()
+        if self._job_worker is not None:
+            self._job_worker.stop()
+            self._job_worker.join(JOB_WORKER_STOP_SECONDS)
+            self._job_worker = None
         self.outbox.stop()
 
     def close(self) -> None:
@@ -358,6 +394,44 @@ class Host:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    # --- campaign jobs ----------------------------------------------------------------------
+
+    @property
+    def uses_job_engine(self) -> bool:
+        """PostgreSQL: campaign jobs run on procrastinate (``host/jobs``); SQLite: in the
+        server's own threads (the lease loop)."""
+        return make_url(self.settings.database_url).get_backend_name() == "postgresql"
+
+    def require_job_engine(self) -> CampaignJobs:
+        """The jobs view; on SQLite a 409 saying the jobs run in-process there."""
+        if not self.uses_job_engine:
+            raise Conflict(
+                "there is no job queue on SQLite: crm-host serve runs the campaign jobs "
+                "in-process (the queue and its failed jobs exist on PostgreSQL)"
+            )
+        return self.campaign_jobs
+
+    def job_worker(self) -> JobWorkerLike:
+        """A procrastinate worker for this host's campaign jobs (``crm-host worker``, or
+        ``serve``'s in-process one). PostgreSQL only."""
+        from host.jobs.worker import JobWorker, job_settings  # imports procrastinate
+
+        assert isinstance(self.job_queue, ProcrastinateQueue)
+        return JobWorker(
+            self.db,
+            self.campaign_runner,
+            self.job_queue,
+            job_settings(self.settings),
+            mask=self.mask_job_error,
+        )
+
+    def mask_job_error(self, tenant_id: str | None, text: str | None) -> str | None:
+        """A job's error with the secret settings of the tenant's modules masked: when it is
+        stored, and again when it is shown (a secret set since is masked too)."""
+        if not text or not tenant_id:
+            return text
+        return mask_secrets(text, self.tenants.secret_values_of(tenant_id))
 
     # --- shared resources -----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from host.api.routes import (
     campaigns,
     contacts,
     invocations,
+    jobs,
     messenger,
     meta,
     metrics,
@@ -81,6 +82,7 @@ def create_app(host: Host) -> FastAPI:
         campaigns.router,
         shadow_runs.router,
         audit.router,
+        jobs.router,
     ):
         app.include_router(router)
     install_console(app)

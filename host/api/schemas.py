@@ -608,3 +608,24 @@ class AuditEntryOut(ApiModel):
 class AuditPage(ApiModel):
     items: list[AuditEntryOut]
     next_before: int | None = Field(description="Pass as `before` for the next (older) page")
+
+
+class JobOut(ApiModel):
+    id: int
+    status: str = Field(description="todo, doing or failed (finished jobs are deleted)")
+    campaign_id: str
+    tenant_id: str | None
+    attempts: int = Field(
+        description="Runs that ended in a retry: crashes, a lease held elsewhere, a shutdown"
+    )
+    crashes: int = Field(description="Runs that crashed (the retry limit counts these)")
+    error: str | None = Field(description="The last crash, masked; null if it never crashed")
+    error_at: IsoTime | None
+    deferred_at: IsoTime | None
+    updated_at: IsoTime | None = Field(description="The job's last status change")
+    scheduled_at: IsoTime | None = Field(description="When a retried job may run again")
+
+
+class JobPage(ApiModel):
+    items: list[JobOut]
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page")

@@ -17,6 +17,8 @@ from host.cli.contacts import app as contact_app
 from host.cli.demo import demo
 from host.cli.doctor import doctor
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
+from host.cli.jobs import app as jobs_app
+from host.cli.jobs import worker
 from host.cli.module_dev import (
     module_certify,
     module_new,
@@ -67,6 +69,8 @@ app.command("restore")(restore)
 app.command("purge")(purge)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(webhooks_app, name="webhooks")
+app.command("worker")(worker)
+app.add_typer(jobs_app, name="jobs")
 
 
 # --- serve ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -522,3 +523,19 @@ class AuditEntry(Base):
     path: Mapped[str] = mapped_column(String(1000))
     status: Mapped[int] = mapped_column(Integer)
     client: Mapped[str] = mapped_column(String(64))
+
+
+class CampaignJobError(Base):
+    """The last crash of a campaign's job on the PostgreSQL job engine (``host/jobs``): the
+    engine keeps a job's status and attempts but not why it failed, and the failed-jobs view
+    must say why. One row per job, replaced at each crash; the message is stored masked."""
+
+    __tablename__ = "campaign_job_errors"
+
+    job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    campaign_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    crashes: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -21,7 +21,6 @@ An admin resolves it in one of two ways (API ``POST …/campaigns/{id}/resolve``
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,6 +33,7 @@ from host.contract.enums import CampaignStatus
 from host.db.engine import Database
 from host.db.models import Campaign
 from host.errors import Conflict, InvalidInput, NotFound, Problem
+from host.jobs.queue import CampaignQueue, InProcessQueue
 from host.marketing.campaign_job import mark_sent, utcnow
 from host.marketing.lifecycle import CampaignStage
 from host.plugin_manager import notify
@@ -72,19 +72,19 @@ class AttentionResolution(BaseModel):
 
 
 class CampaignAttentionService:
-    """Resolves flagged campaigns. ``on_queued`` wakes the job runner when a campaign may be
-    created again."""
+    """Resolves flagged campaigns. ``jobs`` queues the job of a campaign that may be created
+    again (in the resolving transaction) and wakes the runner."""
 
     def __init__(
         self,
         db: Database,
         hooks: pluggy.PluginManager,
         *,
-        on_queued: Callable[[], None] = lambda: None,
+        jobs: CampaignQueue | None = None,
     ):
         self.db = db
         self.hooks = hooks
-        self.on_queued = on_queued
+        self.jobs = jobs or InProcessQueue()
 
     def resolve(self, tenant_id: str, campaign_id: str, resolution: AttentionResolution) -> None:
         """Apply the admin's answer; 409 when the campaign does not need attention (any more:
@@ -129,9 +129,11 @@ class CampaignAttentionService:
                     CampaignStatus.Scheduled if scheduled else CampaignStatus.Sending
                 ).value
                 mark_sent(session, campaign_id, now)
+            else:
+                self.jobs.defer(session, campaign_id, tenant_id, resumed=True)
             new_status = row.status
         if not external:
-            self.on_queued()
+            self.jobs.wake()
             return
         notify(
             self.hooks,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from host.db.engine import Database
 from host.db.models import Campaign, Delivery, Enablement, Module, Template
 from host.errors import Conflict, InvalidInput, NotFound, Problem
 from host.idempotency import IdempotentRequest
+from host.jobs.queue import CampaignQueue, InProcessQueue
 from host.marketing.audience import MAX_EXPLICIT_IDS, tenant_has_contacts, unknown_contact_ids
 from host.marketing.campaign_attention import CampaignAttention
 from host.marketing.campaign_job import CampaignProgress, progress_of, utcnow
@@ -120,7 +120,8 @@ def _when(value: str | None, problems: list[Problem]) -> datetime | None:
 
 class CampaignService:
     """Campaigns of a tenant: create (queued for the job runner), read, list, cancel.
-    ``on_queued`` is told when a campaign waits for a job (the runner's ``wake``)."""
+    ``jobs`` queues each campaign's job in the transaction that stores it and wakes the
+    runners once it committed."""
 
     def __init__(
         self,
@@ -131,7 +132,7 @@ class CampaignService:
         *,
         default_batch_size: int,
         lease_seconds: float,
-        on_queued: Callable[[], None] = lambda: None,
+        jobs: CampaignQueue | None = None,
     ):
         self.db = db
         self.tenants = tenants
@@ -139,7 +140,7 @@ class CampaignService:
         self.hooks = hooks
         self.default_batch_size = default_batch_size
         self.lease_seconds = lease_seconds
-        self.on_queued = on_queued
+        self.jobs = jobs or InProcessQueue()
 
     # --- create -------------------------------------------------------------------------
 
@@ -151,9 +152,10 @@ class CampaignService:
         claim_for: str | None = None,
         idempotency: IdempotentRequest | None = None,
     ) -> QueuedCampaign:
-        """Validate ``draft`` (every problem at once), store the campaign queued and wake the
-        job runner. ``claim_for`` stores it already leased to that owner (the CLI runs the
-        job itself, and a server on the same database must not take it meanwhile).
+        """Validate ``draft`` (every problem at once), store the campaign queued with its job
+        and wake the job runner. ``claim_for`` stores it already leased to that owner (the CLI
+        runs the job itself, and a server on the same database must not take it meanwhile;
+        its job waits for the lease, and resumes the campaign if the CLI is interrupted).
         ``idempotency`` stores the answer under its key in the campaign's own transaction."""
         self.tenants.get(tenant_id)
         problems: list[Problem] = []
@@ -189,10 +191,12 @@ class CampaignService:
                 row.lease_owner = claim_for
                 row.lease_until = now + timedelta(seconds=self.lease_seconds)
             session.add(row)
+            session.flush()  # the row before its job (the job names it)
+            self.jobs.defer(session, campaign_id, tenant_id, resumed=False)
             if idempotency is not None:
                 idempotency.complete(session, 202, asdict(answer))
         if claim_for is None:
-            self.on_queued()
+            self.jobs.wake()
         return answer
 
     def _check_module(

@@ -35,6 +35,8 @@ ADMIN_SHARE = "admin"
 group is a tenant's, summed into ``share="tenants"`` (no per-tenant series)."""
 
 OUTBOX_BACKLOG = ("queued", "failed")
+JOB_QUEUE = "campaigns"
+JOB_STATUSES = ("todo", "doing", "failed")
 
 
 class SandboxGauges(Collector):
@@ -199,3 +201,28 @@ class DatabaseGauges(Collector):
             ]
             outbox = {str(r[0]): int(r[1]) for r in session.execute(outbox_query)}
         return campaigns, outbox
+
+
+class JobQueueGauges(Collector):
+    """The campaign job queue on PostgreSQL (procrastinate): jobs todo, doing and failed by
+    queue. Cluster-wide, like :class:`DatabaseGauges`; one grouped query."""
+
+    def __init__(self, depth: Callable[[], dict[tuple[str, str], int]]):
+        self.depth = depth
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self.depth()
+        except Exception:
+            log.exception("metrics: could not read the job queue")
+            return
+        family = GaugeMetricFamily(
+            "crm_host_job_queue_depth",
+            "Campaign jobs of the job engine by queue and status (todo, doing, failed).",
+            labels=["queue", "status"],
+        )
+        queues = {queue for queue, _ in counts} | {JOB_QUEUE}
+        for queue in sorted(queues):
+            for status in JOB_STATUSES:
+                family.add_metric([queue, status], counts.get((queue, status), 0))
+        yield family

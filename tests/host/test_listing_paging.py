@@ -33,6 +33,7 @@ LISTINGS: dict[str, tuple[str, ...]] = {
     "/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger/types": (),
     "/api/v1/tenants/{tenant_id}/modules/{module_id}/messenger/bots": (),
     "/api/v1/audit": ("before", "limit"),
+    "/api/v1/jobs": ("before", "limit"),
 }
 
 
