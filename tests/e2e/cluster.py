@@ -29,8 +29,12 @@ from tests.postgres import Cluster as Postgres
 
 SECRET_KEY = "a passphrase of the multi-node tests, long enough to be accepted"
 FAST_JOBS = {
-    # idle job threads look every 0.2 s, so a take-over is seen within a test's patience
+    # a SIGKILLed node's job is seen stalled within about 2 s and taken over, so a test's
+    # patience suffices (the defaults are minutes apart for production)
     "CRM_HOST_CAMPAIGN_POLL_SECONDS": "0.2",
+    "CRM_HOST_JOB_HEARTBEAT_SECONDS": "0.5",
+    "CRM_HOST_JOB_STALLED_SECONDS": "2",
+    "CRM_HOST_JOB_MAINTENANCE_SECONDS": "0.5",
 }
 
 
