@@ -2,9 +2,9 @@
 multi-node deployment is, for the tests that kill one node and watch another take over.
 
 A :class:`HostCluster` owns one database of the test run's PostgreSQL cluster
-(:mod:`tests.postgres`) and the ``crm-host serve`` nodes started on it, each on a free port
-of 127.0.0.1 with its own working directory and log, all sharing one admin token, secret key
-and environment. :meth:`HostCluster.holder` tells which node holds a campaign's job lease
+(:mod:`tests.postgres`) and the ``crm-host serve`` nodes (each on a free port of 127.0.0.1)
+and ``crm-host worker`` processes started on it, each with its own working directory and
+log, all sharing one admin token, secret key and environment. :meth:`HostCluster.holder` tells which node holds a campaign's job lease
 (``campaigns.lease_owner`` is ``hostname:pid:nonce``), :meth:`HostCluster.kill` SIGKILLs a
 node as a crash would (no shutdown: its lease stays), and closing the cluster stops every
 node still running and drops the database.
@@ -15,16 +15,18 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, create_engine, text
 
 from tests.cli_runner import Cli
-from tests.e2e.server import RunningHost, _spawn, _wait_ready, free_port
+from tests.e2e.server import CRM_HOST, RunningHost, _spawn, _stop, _wait_ready, free_port
 from tests.postgres import Cluster as Postgres
 
 SECRET_KEY = "a passphrase of the multi-node tests, long enough to be accepted"
@@ -36,6 +38,20 @@ FAST_JOBS = {
     "CRM_HOST_JOB_STALLED_SECONDS": "2",
     "CRM_HOST_JOB_MAINTENANCE_SECONDS": "0.5",
 }
+
+
+@dataclass
+class Worker:
+    """A ``crm-host worker`` process of the cluster (it logs to ``worker.log``)."""
+
+    workdir: Path
+    process: subprocess.Popen[bytes]
+
+    def output(self) -> str:
+        return (self.workdir / "worker.log").read_text(errors="replace")
+
+
+Node = RunningHost | Worker
 
 
 class HostCluster:
@@ -53,7 +69,9 @@ class HostCluster:
             **env,
         }
         self.nodes: list[RunningHost] = []
-        """The nodes started and not killed, oldest first."""
+        """The ``serve`` nodes started and not killed, oldest first."""
+        self.workers: list[Worker] = []
+        """The ``crm-host worker`` processes started and not killed."""
         self._names = itertools.count(1)
         self._stack = ExitStack()
         self._engine = create_engine(database_url, pool_size=1)
@@ -71,6 +89,21 @@ class HostCluster:
             _wait_ready(node, timeout=60)
         return node
 
+    def worker(self) -> Worker:
+        """Start one ``crm-host worker`` process on the database."""
+        workdir = self.base / f"worker{next(self._names)}"
+        workdir.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
+        env.update(self.env)
+        log = self._stack.enter_context((workdir / "worker.log").open("wb"))
+        process = subprocess.Popen(
+            [str(CRM_HOST), "worker"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self._stack.callback(_stop, process)
+        started = Worker(workdir, process)
+        self.workers.append(started)
+        return started
+
     def ready(self) -> list[RunningHost]:
         """Every node, once each answers ``/healthz``."""
         for node in self.nodes:
@@ -82,31 +115,38 @@ class HostCluster:
         rows = self.query("SELECT lease_owner FROM campaigns WHERE id = :id", id=campaign_id)
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def holder(self, campaign_id: str) -> RunningHost | None:
+    def holder(self, campaign_id: str) -> Node | None:
         """The node whose job holds ``campaign_id``'s lease now, if any of ours does."""
         owner = self.lease_owner(campaign_id)
         if owner is None:
             return None
         pid = int(owner.split(":")[1])
-        return next((node for node in self.nodes if node.process.pid == pid), None)
+        return next((node for node in self.running() if node.process.pid == pid), None)
 
-    def taken_over(self, campaign_id: str, owner: str, timeout: float = 60.0) -> RunningHost:
+    def running(self) -> list[Node]:
+        """Every process of the cluster not killed: the serve nodes, then the workers."""
+        return [*self.nodes, *self.workers]
+
+    def taken_over(self, campaign_id: str, owner: str, timeout: float = 60.0) -> Node:
         """Wait until a running node resumed ``campaign_id`` from the job of ``owner`` (a
         killed node's: the node logs whose job it took over); that node."""
         line = f"campaign {campaign_id}: resuming the job of {owner}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for node in self.nodes:
+            for node in self.running():
                 if line in node.output():
                     return node
             time.sleep(0.1)
         raise AssertionError(f"no node took over campaign {campaign_id} from {owner}")
 
-    def kill(self, node: RunningHost) -> None:
+    def kill(self, node: Node) -> None:
         """SIGKILL ``node`` (a crash: nothing is shut down, its leases stay) and reap it."""
         node.process.send_signal(signal.SIGKILL)
         node.process.wait()
-        self.nodes.remove(node)
+        if isinstance(node, Worker):
+            self.workers.remove(node)
+        else:
+            self.nodes.remove(node)
 
     def cli(self) -> Cli:
         """The ``crm-host`` CLI on this cluster's database, as an operator runs it."""

@@ -281,6 +281,7 @@ def test_declared_module_is_asked_again_and_one_single_send_exists(
     assert shown["error"] is None and shown["progress"]["stage"] == "done"
 
 
+@pytest.mark.timeout(300)  # five CLI processes besides the two nodes and a take-over
 def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     fleet: Fleet,
 ) -> None:
