@@ -1,8 +1,8 @@
-"""Several real ``crm-host`` processes on one throwaway PostgreSQL database: what a
-multi-node deployment is, for the tests that kill one node and watch another take over.
+"""Several real ``crm-host`` processes on one throwaway database: what a multi-node
+deployment is, for the tests that kill one node and watch another take over.
 
-A :class:`HostCluster` owns one database of the test run's PostgreSQL cluster
-(:mod:`tests.postgres`) and the ``crm-host serve`` nodes (each on a free port of 127.0.0.1)
+A :class:`HostCluster` owns one database (of the test run's PostgreSQL cluster,
+:mod:`tests.postgres`, or a SQLite file the nodes of one machine share) and the ``crm-host serve`` nodes (each on a free port of 127.0.0.1)
 and ``crm-host worker`` processes started on it, each with its own working directory and
 log, all sharing one admin token, secret key and environment. :meth:`HostCluster.holder` tells which node holds a campaign's job lease
 (``campaigns.lease_owner`` is ``hostname:pid:nonce``), :meth:`HostCluster.kill` SIGKILLs a
@@ -74,7 +74,7 @@ class HostCluster:
         """The ``crm-host worker`` processes started and not killed."""
         self._names = itertools.count(1)
         self._stack = ExitStack()
-        self._engine = create_engine(database_url, pool_size=1)
+        self._engine = create_engine(database_url)
 
     # --- nodes ----------------------------------------------------------------------------
 
@@ -168,10 +168,11 @@ class HostCluster:
 
 
 @contextmanager
-def host_cluster(base: Path, postgres: Postgres, **env: str) -> Iterator[HostCluster]:
-    """A :class:`HostCluster` on a new database (a copy of the migrated template) of
-    ``postgres``; its nodes are stopped and the database dropped at the end."""
-    url = postgres.database()
+def host_cluster(base: Path, postgres: Postgres | None, **env: str) -> Iterator[HostCluster]:
+    """A :class:`HostCluster` on a new database of ``postgres`` (a copy of the migrated
+    template), dropped at the end; with ``postgres=None`` on a new SQLite file in ``base``
+    (the nodes of one machine sharing it). Its nodes are stopped at the end."""
+    url = postgres.database() if postgres is not None else f"sqlite:///{base / 'host.db'}"
     cluster = HostCluster(base, url, **env)
     try:
         yield cluster
@@ -179,4 +180,5 @@ def host_cluster(base: Path, postgres: Postgres, **env: str) -> Iterator[HostClu
         try:
             cluster.close()
         finally:
-            postgres.drop(url)
+            if postgres is not None:
+                postgres.drop(url)

@@ -1,8 +1,9 @@
-"""Crash windows of a campaign on two nodes sharing one PostgreSQL database (issue 17): two
-real ``crm-host serve`` processes send a campaign with the SendGrid example module to the
+"""Crash windows of a campaign on two nodes sharing one database (issue 17): two real
+``crm-host serve`` processes send a campaign with the SendGrid example module to the
 SendGrid emulator; while one chosen request is held at the emulator, the node whose job
 holds the campaign's lease is SIGKILLed, and the other, still running node takes the job
-over.
+over. The nodes share a PostgreSQL database (their jobs run on the job engine) or a SQLite
+file of one machine (their jobs run on the in-process lease loop).
 
 * mid-batch: a PrepareCampaign batch the service already applied, but the host never
   recorded, is prepared again by the other node (at-least-once, the documented contract),
@@ -36,7 +37,6 @@ from emulators.sendgrid import SendGridState, create_app
 from tests.e2e.cluster import HostCluster, host_cluster
 from tests.e2e.emulator_gate import Gate, Hold
 from tests.e2e.test_campaign_e2e import wait_until
-from tests.postgres import Cluster as Postgres
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 API_KEY = "SG.emulator-api-key"
@@ -154,16 +154,21 @@ def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
     return {"manifest": manifest, "script": (MODULE_DIR / "module.py").read_text()}
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: Postgres) -> Iterator[Fleet]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """The two nodes on a SQLite file (the jobs run on the in-process lease loop) or on a
+    PostgreSQL database (the jobs run on the job engine, procrastinate)."""
+    postgres = (
+        request.getfixturevalue("postgres_cluster") if request.param == "postgresql" else None
+    )
     state = SendGridState()
     gate = Gate(create_app(state))
     with (
         serve(gate) as emulator,
         host_cluster(
-            tmp_path_factory.mktemp("crash"),
-            postgres_cluster,
-            CRM_HOST_EGRESS_ALLOW=emulator.netloc,
+            tmp_path_factory.mktemp("crash"), postgres, CRM_HOST_EGRESS_ALLOW=emulator.netloc
         ) as cluster,
     ):
         fleet = Fleet(cluster, state, gate, emulator)
