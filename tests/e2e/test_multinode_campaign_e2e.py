@@ -4,9 +4,10 @@ with the SendGrid example module to the SendGrid emulator. The worker running th
 SIGKILLed in the middle of a PrepareCampaign batch the service already applied, and the other
 worker finishes the campaign. SendGrid's signed Event Webhook batches for every recipient are
 then posted alternately to the two serve nodes, two at a time, and some again to the other
-node, and every count is checked: deliveries per status on both nodes, each recipient
-prepared once per batch except the one batch in flight at the kill, one single send in the
-service, the same stats on both nodes, and each webhook batch applied once.
+node, and every count is checked: deliveries per status on both nodes, the contacts the
+events unsubscribed, bounced or marked complained, each recipient prepared once per batch
+except the one batch in flight at the kill, one single send in the service, the same stats
+on both nodes, and each webhook batch applied once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ DELIVERY_STATUS = {
     "spamreport": "Complained",
 }
 """The delivery status each outcome's events end at (the highest rank they reach)."""
+SUBSCRIBER_STATUS = {"bounce": "Bounced", "unsubscribe": "Unsubscribed", "spamreport": "Complained"}
+"""What an outcome makes of the contact (the default suppression policy); others stay."""
 
 
 def email(i: int) -> str:
@@ -213,6 +216,10 @@ def test_two_web_nodes_and_two_workers_send_20000_and_apply_each_webhook_once(
             id=campaign_id,
         )
         assert dict(rows) == expected  # type: ignore[arg-type]
+        # what the events did to the contacts (unsubscribes, complaints, hard bounces)
+        subscribers = cluster.query("SELECT status, COUNT(*) FROM contacts GROUP BY status")
+        moved = Counter(SUBSCRIBER_STATUS.get(o, "Subscribed") for o in outcomes.values())
+        assert dict(subscribers) == moved  # type: ignore[arg-type]
         views = []
         for node in cluster.nodes:
             with node.client() as admin:
