@@ -2,12 +2,13 @@
 deployment is, for the tests that kill one node and watch another take over.
 
 A :class:`HostCluster` owns one database (of the test run's PostgreSQL cluster,
-:mod:`tests.postgres`, or a SQLite file the nodes of one machine share) and the ``crm-host serve`` nodes (each on a free port of 127.0.0.1)
-and ``crm-host worker`` processes started on it, each with its own working directory and
-log, all sharing one admin token, secret key and environment. :meth:`HostCluster.holder` tells which node holds a campaign's job lease
-(``campaigns.lease_owner`` is ``hostname:pid:nonce``), :meth:`HostCluster.kill` SIGKILLs a
-node as a crash would (no shutdown: its lease stays), and closing the cluster stops every
-node still running and drops the database.
+:mod:`tests.postgres`, or a SQLite file the nodes of one machine share), the ``crm-host
+serve`` nodes (each on a free port of 127.0.0.1) and the ``crm-host worker`` processes
+started on it, each with its own working directory and log, all sharing one admin token,
+secret key and environment. :meth:`HostCluster.holder` tells which node holds a campaign's
+job lease (``campaigns.lease_owner`` is ``hostname:pid:nonce``), :meth:`HostCluster.kill`
+SIGKILLs a node as a crash would (no shutdown: its lease stays), and closing the cluster
+stops every node still running and drops the database.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ Node = RunningHost | Worker
 
 
 class HostCluster:
-    """``crm-host serve`` nodes on one PostgreSQL database (see the module docstring)."""
+    """``crm-host serve`` nodes and ``crm-host worker`` processes on one database (see the
+    module docstring)."""
 
     def __init__(self, base: Path, database_url: str, **env: str):
         self.base = base
