@@ -31,6 +31,9 @@ from tests.e2e.server import CRM_HOST, RunningHost, _spawn, _stop, _wait_ready, 
 from tests.postgres import Cluster as Postgres
 
 SECRET_KEY = "a passphrase of the multi-node tests, long enough to be accepted"
+READY_SECONDS = 180.0
+"""How long a node may take to answer ``/healthz``: a liveness bound only (several nodes
+import and start on the same two loaded cores at once)."""
 FAST_JOBS = {
     # a SIGKILLed node's job is seen stalled within about 2 s and taken over, so a test's
     # patience suffices (the defaults are minutes apart for production)
@@ -88,7 +91,7 @@ class HostCluster:
         node = _spawn(self._stack, workdir, self.token, free_port(), self.env)
         self.nodes.append(node)
         if wait:
-            _wait_ready(node, timeout=60)
+            _wait_ready(node, timeout=READY_SECONDS)
         return node
 
     def worker(self) -> Worker:
@@ -109,7 +112,7 @@ class HostCluster:
     def ready(self) -> list[RunningHost]:
         """Every node, once each answers ``/healthz``."""
         for node in self.nodes:
-            _wait_ready(node, timeout=60)
+            _wait_ready(node, timeout=READY_SECONDS)
         return list(self.nodes)
 
     def lease_owner(self, campaign_id: str) -> str | None:

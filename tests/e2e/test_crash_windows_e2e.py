@@ -36,7 +36,7 @@ from emulators.runner import RunningServer, serve
 from emulators.sendgrid import SendGridState, create_app
 from tests.e2e.cluster import HostCluster, host_cluster
 from tests.e2e.emulator_gate import Gate, Hold
-from tests.e2e.test_campaign_e2e import wait_until
+from tests.e2e.test_campaign_e2e import CAMPAIGN, wait_until
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 API_KEY = "SG.emulator-api-key"
@@ -103,17 +103,7 @@ class Fleet:
         with self.admin() as admin:
             created = admin.post(
                 f"/api/v1/tenants/{tenant}/campaigns",
-                json={
-                    "module": "sendgrid",
-                    "name": "Launch",
-                    "type": "Email",
-                    "subject": "We launched",
-                    "senderName": "Acme",
-                    "senderEmail": "news@acme.test",
-                    "html": "<p>Hello</p>",
-                    "contactIds": "all",
-                    "batchSize": BATCH,
-                },
+                json={**CAMPAIGN, "module": "sendgrid", "batchSize": BATCH},
             )
             assert created.status_code == 202, created.text
             return str(created.json()["id"])
@@ -154,6 +144,16 @@ def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
     return {"manifest": manifest, "script": (MODULE_DIR / "module.py").read_text()}
 
 
+def module_settings(emulator: RunningServer) -> dict[str, Any]:
+    """The module's settings for the emulator's account."""
+    return {
+        "api_key": API_KEY,
+        "api_base_url": emulator.url,
+        "sender_id": 1,
+        "suppression_group_id": 7,
+    }
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def fleet(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -181,12 +181,7 @@ def fleet(
                     body = package(emulator, idempotent=idempotent)
                     uploaded = admin.post("/api/v1/modules", json=body)
                     assert uploaded.status_code == 201, uploaded.text
-                settings = {
-                    "api_key": API_KEY,
-                    "api_base_url": emulator.url,
-                    "sender_id": 1,
-                    "suppression_group_id": 7,
-                }
+                settings = module_settings(emulator)
                 contacts = [
                     {"id": f"c{i:03d}", "name": f"C {i}", "email": f"u{i}@example.test"}
                     for i in range(CONTACTS)

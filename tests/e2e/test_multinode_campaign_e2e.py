@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
-from emulators.runner import serve
+from emulators.runner import RunningServer, serve
 from emulators.sendgrid import SendGridState, create_app
 from tests.e2e.cluster import HostCluster, Worker, host_cluster
 from tests.e2e.emulator_gate import Gate, Hold
-from tests.e2e.test_campaign_e2e import wait_until
-from tests.e2e.test_crash_windows_e2e import API_KEY, package
+from tests.e2e.test_campaign_e2e import CAMPAIGN, wait_until
+from tests.e2e.test_crash_windows_e2e import module_settings, package
 from tests.postgres import Cluster as Postgres
 
 CONTACTS = 20_000
@@ -75,20 +75,15 @@ class CountingSendGrid(SendGridState):
         return job
 
 
-def set_up(cluster: HostCluster, state: CountingSendGrid, emulator_url: str, body: Any) -> str:
+def set_up(cluster: HostCluster, state: CountingSendGrid, emulator: RunningServer) -> str:
     """The module, tenant ``acme`` with it enabled (signed webhooks required) and the
     contacts, through the first node's API; the webhook URL's path."""
     with cluster.nodes[0].client() as admin:
+        body = package(emulator, idempotent=True)
         uploaded = admin.post("/api/v1/modules", json=body)
         assert uploaded.status_code == 201, uploaded.text
         assert admin.post("/api/v1/tenants", json={"id": "acme", "name": "Acme"}).is_success
-        settings = {
-            "api_key": API_KEY,
-            "api_base_url": emulator_url,
-            "sender_id": 1,
-            "suppression_group_id": 7,
-            "webhook_public_key": state.public_key(),
-        }
+        settings = {**module_settings(emulator), "webhook_public_key": state.public_key()}
         enabled = admin.put("/api/v1/tenants/acme/modules/sendgrid", json={"settings": settings})
         assert enabled.status_code == 200, enabled.text
         contacts = [
@@ -105,17 +100,7 @@ def queue_campaign(cluster: HostCluster) -> str:
     with cluster.nodes[1].client() as admin:
         created = admin.post(
             "/api/v1/tenants/acme/campaigns",
-            json={
-                "module": "sendgrid",
-                "name": "Launch",
-                "type": "Email",
-                "subject": "We launched",
-                "senderName": "Acme",
-                "senderEmail": "news@acme.test",
-                "html": "<p>Hello</p>",
-                "contactIds": "all",
-                "batchSize": BATCH,
-            },
+            json={**CAMPAIGN, "module": "sendgrid", "batchSize": BATCH},
         )
     assert created.status_code == 202, created.text
     return str(created.json()["id"])
@@ -162,7 +147,7 @@ def test_two_web_nodes_and_two_workers_send_20000_and_apply_each_webhook_once(
         cluster.serve(wait=False)
         workers = [cluster.worker(), cluster.worker()]
         cluster.ready()
-        hook_path = set_up(cluster, state, emulator.url, package(emulator, idempotent=True))
+        hook_path = set_up(cluster, state, emulator)
 
         # hold the 8th PrepareCampaign batch (after 20 export chunks) once SendGrid applied it
         hold = Hold("PUT", "/v3/marketing/contacts", nth=CONTACTS // BATCH + 8, applied=True)
