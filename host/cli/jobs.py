@@ -3,6 +3,7 @@ jobs, failed ones first of all, and retrying them)."""
 
 from __future__ import annotations
 
+import logging.config
 from contextlib import closing
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from host.cli.host_options import DatabaseOption, HomeOption, host_settings, open_host
 from host.cli.output import err, handles_errors, out, table
 from host.jobs.pg_queue import LISTED_STATUSES
+from host.logs import logging_config
 from host.platform import Host
 
 WORKER_NEEDS_POSTGRES = (
@@ -32,6 +34,9 @@ def worker(database_url: DatabaseOption = None, home: HomeOption = None) -> None
     if not host.uses_job_engine:
         err.print(WORKER_NEEDS_POSTGRES, markup=False, highlight=False)
         raise typer.Exit(USAGE_EXIT)
+    # the host's loggers as serve has them (INFO, credentials masked, JSON on request): a
+    # worker's log says which campaigns it took over from a dead node
+    logging.config.dictConfig(logging_config(settings.log_format))
     with closing(host):
         host.open()
         err.print(

@@ -1,33 +1,31 @@
-"""Crash windows of a campaign, through real processes: the real ``crm-host serve`` sends a
-campaign with the SendGrid example module to the SendGrid emulator, and is SIGKILLed while
-one chosen request is held at the emulator; a second ``serve`` on the same database takes
-the job over.
+"""Crash windows of a campaign on two nodes sharing one database (issue 17): two real
+``crm-host serve`` processes send a campaign with the SendGrid example module to the
+SendGrid emulator; while one chosen request is held at the emulator, the node whose job
+holds the campaign's lease is SIGKILLed, and the other, still running node takes the job
+over. The nodes share a PostgreSQL database (their jobs run on the job engine) or a SQLite
+file of one machine (their jobs run on the in-process lease loop).
 
 * mid-batch: a PrepareCampaign batch the service already applied, but the host never
-  recorded, is prepared again on restart (at-least-once, the documented contract), and the
-  emulator still holds every recipient once in the campaign's list;
+  recorded, is prepared again by the other node (at-least-once, the documented contract),
+  and the emulator still holds every recipient once in the campaign's list;
 * CreateCampaign: killed before, during (the request lost, or applied with the answer lost)
   and after the creating call. The module as shipped declares CreateCampaign idempotent, so
-  the restarted host calls it again and exactly one single send exists and is scheduled.
+  the other node calls it again and exactly one single send exists and is scheduled.
   The same script without the declaration leaves the campaign Draft, flagged *needs
   attention*, with nothing created again, until an admin resolves it (API and CLI).
 
-Host start-ups dominate the cost, so the tests share one database, emulator and running
-host (module-scoped): each test queues its own campaign on the host that is running, kills
-it at its window and leaves the restarted host running for the next. Tenant ``acme`` runs
-the module as shipped (1.0.0); tenant ``beta`` the same script as 1.0.1 without the
-declaration.
+Node start-ups dominate the cost, so the tests share one database, emulator and pair of
+nodes (module-scoped): each test queues its own campaign, kills the node holding it at its
+window, and starts a replacement once the other node has taken over, so the next test again
+runs on two. Tenant ``acme`` runs the module as shipped (1.0.0); tenant ``beta`` the same
+script as 1.0.1 without the declaration.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +34,9 @@ import pytest
 
 from emulators.runner import RunningServer, serve
 from emulators.sendgrid import SendGridState, create_app
-from tests.cli_runner import Cli
-from tests.e2e.server import RunningHost, running_host
-from tests.e2e.test_campaign_e2e import query, wait_until
+from tests.e2e.cluster import HostCluster, host_cluster
+from tests.e2e.emulator_gate import Gate, Hold
+from tests.e2e.test_campaign_e2e import CAMPAIGN, wait_until
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "module_manifests" / "sendgrid"
 API_KEY = "SG.emulator-api-key"
@@ -46,99 +44,50 @@ CONTACTS = 30
 BATCH = 10
 
 
-@dataclass
-class Hold:
-    """Hold the ``nth`` request matching ``method`` and ``path`` at the emulator: before the
-    service sees it (``applied=False``: it never acts on it) or after it acted and before
-    its answer leaves (``applied=True``)."""
+@dataclass(frozen=True)
+class AtTheKill:
+    """What the database and the service held when the node was killed: the job cannot move
+    while its request is held, so this is read just before the kill."""
 
-    method: str
-    path: str
-    nth: int = 1
-    applied: bool = False
-    seen: int = 0
-    arrived: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def matches(self, scope: dict[str, Any]) -> bool:
-        if scope["method"] != self.method or not re.fullmatch(self.path, scope["path"]):
-            return False
-        self.seen += 1
-        return self.seen == self.nth
-
-
-class Gate:
-    """ASGI middleware in front of the emulator that holds one request (see :class:`Hold`)."""
-
-    def __init__(self, app: Any):
-        self.app = app
-        self.hold: Hold | None = None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        hold = self.hold
-        if scope["type"] != "http" or hold is None or not hold.matches(scope):
-            await self.app(scope, receive, send)
-            return
-        if not hold.applied:
-            hold.arrived.set()
-            await asyncio.to_thread(hold.release.wait)
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        messages: list[dict[str, Any]] = []
-
-        async def keep(message: dict[str, Any]) -> None:
-            messages.append(message)
-
-        await self.app(scope, receive, keep)
-        hold.arrived.set()
-        await asyncio.to_thread(hold.release.wait)
-        for message in messages:
-            await send(message)
+    row: tuple[Any, ...]
+    """The campaign's (stage, status, batches_done)."""
+    single_sends: int
+    listed: int
+    """Recipients in the campaign's list at the service."""
 
 
 @dataclass
 class Fleet:
-    """The shared emulator and the ``serve`` process currently running on the database."""
+    """The shared emulator and the two ``serve`` nodes on the shared database."""
 
-    workdir: Path
+    cluster: HostCluster
     state: SendGridState
     gate: Gate
     emulator: RunningServer
-    server: RunningHost | None = None
     gamma_key: str = ""
     """The API key of tenant ``gamma``, which has nothing: a tenant, not an admin."""
-    _running: AbstractContextManager[RunningHost] | None = None
 
-    def start(self) -> RunningHost:
-        self._running = running_host(
-            self.workdir,
-            CRM_HOST_EGRESS_ALLOW=self.emulator.netloc,
-            CRM_HOST_CAMPAIGN_POLL_SECONDS="0.2",
-        )
-        self.server = self._running.__enter__()
-        return self.server
-
-    def stop(self) -> None:
-        if self._running is not None:
-            self._running.__exit__(None, None, None)
-        self._running = self.server = None
-
-    def kill_at(self, hold: Hold) -> None:
-        """SIGKILL ``serve`` while ``hold`` is held at the emulator (no shutdown: its lease
-        stays, as after a crash) and let the emulator go on; the test looks at what the
-        crash left, then starts the next ``serve`` (:meth:`start`)."""
-        assert self.server is not None
+    def kill_at(self, hold: Hold, campaign_id: str) -> AtTheKill:
+        """SIGKILL the node holding ``campaign_id``'s job while ``hold`` is held at the
+        emulator, let the emulator go on, and wait until the other node has taken the job
+        over (its log names the dead holder); then start a replacement node for the next
+        test. Returns what the kill left."""
         assert hold.arrived.wait(60), f"{hold.method} {hold.path} never arrived"
-        self.server.process.kill()
-        self.server.process.wait()
+        holder, owner = self.cluster.holder(campaign_id), self.cluster.lease_owner(campaign_id)
+        assert holder is not None and owner is not None, "no node of the cluster holds the job"
+        left = AtTheKill(
+            self.row(campaign_id), len(self.single_sends(campaign_id)), self.listed(campaign_id)
+        )
+        self.cluster.kill(holder)
         hold.release.set()
         self.gate.hold = None
-        self.stop()
+        (survivor,) = self.cluster.nodes
+        assert self.cluster.taken_over(campaign_id, owner) is survivor
+        self.cluster.serve(wait=False)
+        return left
 
     def admin(self) -> httpx.Client:
-        assert self.server is not None
-        return self.server.client()
+        return self.cluster.nodes[0].client()
 
     def campaign(self, tenant: str, campaign_id: str) -> dict[str, Any]:
         with self.admin() as admin:
@@ -147,22 +96,14 @@ class Fleet:
             return dict(shown.json())
 
     def queue(self, tenant: str, hold: Hold) -> str:
-        """Hold ``hold`` at the emulator and queue a campaign to everyone; its id."""
+        """Hold ``hold`` at the emulator and queue a campaign to everyone on two running
+        nodes; its id."""
+        assert len(self.cluster.ready()) == 2
         self.gate.hold = hold
         with self.admin() as admin:
             created = admin.post(
                 f"/api/v1/tenants/{tenant}/campaigns",
-                json={
-                    "module": "sendgrid",
-                    "name": "Launch",
-                    "type": "Email",
-                    "subject": "We launched",
-                    "senderName": "Acme",
-                    "senderEmail": "news@acme.test",
-                    "html": "<p>Hello</p>",
-                    "contactIds": "all",
-                    "batchSize": BATCH,
-                },
+                json={**CAMPAIGN, "module": "sendgrid", "batchSize": BATCH},
             )
             assert created.status_code == 202, created.text
             return str(created.json()["id"])
@@ -179,13 +120,15 @@ class Fleet:
         contacts = self.state.contacts.values()
         return sorted(c["email"] for c in contacts if list_id in c["list_ids"])
 
+    def listed(self, campaign_id: str) -> int:
+        lists = [i for i, item in self.state.lists.items() if campaign_id in item["name"]]
+        return sum(len(self.members(list_id)) for list_id in lists)
+
     def row(self, campaign_id: str) -> tuple[Any, ...]:
-        rows = query(
-            self.workdir / "host.db",
-            "SELECT stage, status, batches_done FROM campaigns WHERE id = ?",
-            campaign_id,
+        rows = self.cluster.query(
+            "SELECT stage, status, batches_done FROM campaigns WHERE id = :id", id=campaign_id
         )
-        return rows[0]
+        return tuple(rows[0])
 
 
 def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
@@ -201,25 +144,44 @@ def package(emulator: RunningServer, *, idempotent: bool) -> dict[str, Any]:
     return {"manifest": manifest, "script": (MODULE_DIR / "module.py").read_text()}
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def module_settings(emulator: RunningServer) -> dict[str, Any]:
+    """The module's settings for the emulator's account."""
+    return {
+        "api_key": API_KEY,
+        "api_base_url": emulator.url,
+        "sender_id": 1,
+        "suppression_group_id": 7,
+    }
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """The two nodes on a SQLite file (the jobs run on the in-process lease loop) or on a
+    PostgreSQL database (the jobs run on the job engine, procrastinate)."""
+    postgres = (
+        request.getfixturevalue("postgres_cluster") if request.param == "postgresql" else None
+    )
     state = SendGridState()
     gate = Gate(create_app(state))
-    with serve(gate) as emulator:
-        fleet = Fleet(tmp_path_factory.mktemp("crash"), state, gate, emulator)
-        fleet.start()
+    with (
+        serve(gate) as emulator,
+        host_cluster(
+            tmp_path_factory.mktemp("crash"), postgres, CRM_HOST_EGRESS_ALLOW=emulator.netloc
+        ) as cluster,
+    ):
+        fleet = Fleet(cluster, state, gate, emulator)
+        cluster.serve(wait=False)
+        cluster.serve(wait=False)
+        cluster.ready()
         try:
             with fleet.admin() as admin:
                 for idempotent in (True, False):
                     body = package(emulator, idempotent=idempotent)
                     uploaded = admin.post("/api/v1/modules", json=body)
                     assert uploaded.status_code == 201, uploaded.text
-                settings = {
-                    "api_key": API_KEY,
-                    "api_base_url": emulator.url,
-                    "sender_id": 1,
-                    "suppression_group_id": 7,
-                }
+                settings = module_settings(emulator)
                 contacts = [
                     {"id": f"c{i:03d}", "name": f"C {i}", "email": f"u{i}@example.test"}
                     for i in range(CONTACTS)
@@ -241,7 +203,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         finally:
             if gate.hold is not None:
                 gate.hold.release.set()
-            fleet.stop()
 
 
 EVERYONE = sorted(f"u{i}@example.test" for i in range(CONTACTS))
@@ -258,11 +219,10 @@ def test_batch_in_flight_is_prepared_again_and_each_recipient_is_in_the_list_onc
     hold = Hold("PUT", "/v3/marketing/contacts", nth=5, applied=True)
     puts_before = fleet.state.requests.count(PREPARE_PUT)
     campaign_id = fleet.queue("acme", hold)
-    fleet.kill_at(hold)
-    assert fleet.row(campaign_id) == ("preparing", "Draft", 1)
+    left = fleet.kill_at(hold, campaign_id)
+    assert left.row == ("preparing", "Draft", 1)
+    assert left.listed == 2 * BATCH  # the service has batch 2 already
     list_id = fleet.campaign_list(campaign_id)
-    assert len(fleet.members(list_id)) == 2 * BATCH  # the service has batch 2 already
-    fleet.start()
 
     wait_until(lambda: fleet.campaign("acme", campaign_id)["status"] == "Sending")
     shown = fleet.campaign("acme", campaign_id)
@@ -273,12 +233,11 @@ def test_batch_in_flight_is_prepared_again_and_each_recipient_is_in_the_list_onc
     assert len(fleet.state.contacts) == CONTACTS
     (single,) = fleet.single_sends(campaign_id)
     assert single["send_to"]["list_ids"] == [list_id] and single["status"] == "scheduled"
-    deliveries = query(
-        fleet.workdir / "host.db",
-        "SELECT COUNT(*), MIN(status), MAX(status) FROM deliveries WHERE campaign_id = ?",
-        campaign_id,
+    deliveries = fleet.cluster.query(
+        "SELECT COUNT(*), MIN(status), MAX(status) FROM deliveries WHERE campaign_id = :id",
+        id=campaign_id,
     )
-    assert deliveries == [(CONTACTS, "Sent", "Sent")]
+    assert [tuple(row) for row in deliveries] == [(CONTACTS, "Sent", "Sent")]
 
 
 PREPARE_PUT = "PUT /v3/marketing/contacts"
@@ -302,10 +261,9 @@ def interrupt_create(fleet: Fleet, tenant: str, window: str) -> str:
     (method, path), applied, existing = WINDOWS[window]
     hold = Hold(method, path, applied=applied)
     campaign_id = fleet.queue(tenant, hold)
-    fleet.kill_at(hold)
-    assert fleet.row(campaign_id) == ("creating", "Draft", CONTACTS // BATCH)
-    assert len(fleet.single_sends(campaign_id)) == existing
-    fleet.start()
+    left = fleet.kill_at(hold, campaign_id)
+    assert left.row == ("creating", "Draft", CONTACTS // BATCH)
+    assert left.single_sends == existing
     return campaign_id
 
 
@@ -323,11 +281,12 @@ def test_declared_module_is_asked_again_and_one_single_send_exists(
     assert shown["error"] is None and shown["progress"]["stage"] == "done"
 
 
+@pytest.mark.timeout(300)  # five CLI processes besides the two nodes and a take-over
 def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     fleet: Fleet,
 ) -> None:
     campaign_id = interrupt_create(fleet, "beta", "before")
-    cli = Cli.in_dir(fleet.workdir)
+    cli = fleet.cluster.cli()
     wait_until(lambda: fleet.campaign("beta", campaign_id)["attention"] is not None)
     shown = fleet.campaign("beta", campaign_id)
     assert (shown["status"], shown["progress"]["stage"]) == ("Draft", "creating")
@@ -372,8 +331,7 @@ def test_undeclared_module_needs_attention_and_the_admin_enters_the_service_id(
     with fleet.admin() as admin:
         wait_until(lambda: admin.get(url).json()["attention"] is not None)
         assert admin.get(url).json()["status"] == "Draft"
-        assert fleet.server is not None
-        with fleet.server.client(fleet.gamma_key) as as_tenant:
+        with fleet.cluster.nodes[0].client(fleet.gamma_key) as as_tenant:
             refused = as_tenant.post(
                 url.replace("/beta/", "/gamma/") + "/resolve", json={"notCreated": True}
             )
