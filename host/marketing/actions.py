@@ -60,13 +60,12 @@ from host.contract.types import (
 from host.db.engine import Database
 from host.db.models import Campaign, Contact, ContactUnsubscription, OutboxMessage
 from host.marketing.contact_rows import is_email
-from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward
+from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward, write_moves
 from host.marketing.event_dedupe import DUPLICATE_EVENT, claim_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
     SUBSCRIBER_RANK,
     campaign_moves_forward,
-    delivery_moves_forward,
     subscriber_moves_forward,
 )
 from host.marketing.outbox import QUEUED, clean_header, queue_message, valid_recipient
@@ -266,6 +265,8 @@ class ActionApplier:
                 )
             else:
                 outcome.applied.append(describe(index, action))
+        lookups: Lookups = session.info[LOOKUPS]
+        write_moves(session, [row for rows in lookups.deliveries.values() for row in rows])
         return outcome
 
     def announce(
@@ -336,10 +337,9 @@ class ActionApplier:
         deliveries = session.info[LOOKUPS].deliveries.get((campaign.id, email_key(action.email)))
         if not deliveries:
             raise Skip(UNKNOWN_RECIPIENT, f"{action.email!r} is not a recipient of the campaign")
-        forward = [d for d in deliveries if delivery_moves_forward(d.status, action.status)]
         at = datetime.now(UTC)
-        # conditional: a row a concurrent batch moved past this status stays where it is
-        if not [d for d in forward if move_forward(session, d, action.status, at)]:
+        # moved in memory on the locked rows; apply_in writes them all at the end
+        if not [d for d in deliveries if move_forward(d, action.status, at)]:
             raise Skip(
                 NO_CHANGE, f"delivery is {deliveries[0].status}; {action.status} is not forward"
             )
