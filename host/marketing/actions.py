@@ -122,6 +122,12 @@ def describe(index: int, action: Any) -> dict[str, Any]:
     return described
 
 
+def describe_all(actions: Sequence[Action]) -> list[dict[str, Any]]:
+    """Every action described (:func:`describe`): a caller builds these before its write
+    transaction opens and hands them to :meth:`ActionApplier.apply_in`."""
+    return [describe(index, action) for index, action in enumerate(actions)]
+
+
 def email_key(email: str) -> str:
     return email.strip().lower()
 
@@ -244,11 +250,19 @@ class ActionApplier:
         return outcome
 
     def apply_in(
-        self, session: Session, tenant_id: str, module_id: str, actions: Sequence[Action]
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        actions: Sequence[Action],
+        descriptions: Sequence[dict[str, Any]] | None = None,
     ) -> ApplyOutcome:
         """Apply ``actions`` inside the caller's transaction (a webhook's, which also holds
         the call's storage writes and the receipt). The caller calls :meth:`announce` once
-        that transaction committed."""
+        that transaction committed. ``descriptions``: :func:`describe_all` of ``actions``,
+        built by the caller before its transaction opened."""
+        if descriptions is None:
+            descriptions = describe_all(actions)
         outcome = ApplyOutcome()
         session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
         event_ids = [a.eventId for a in actions if a.eventId is not None]
@@ -261,10 +275,10 @@ class ActionApplier:
                 self._apply_one(session, tenant_id, module_id, action, outcome)
             except Skip as skip:
                 outcome.skipped.append(
-                    {**describe(index, action), "reason": skip.reason, "detail": skip.detail}
+                    {**descriptions[index], "reason": skip.reason, "detail": skip.detail}
                 )
             else:
-                outcome.applied.append(describe(index, action))
+                outcome.applied.append(descriptions[index])
         lookups: Lookups = session.info[LOOKUPS]
         write_moves(session, [row for rows in lookups.deliveries.values() for row in rows])
         return outcome

@@ -20,6 +20,7 @@ unsubscribed from the campaign's category; the policy decides only how contacts 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from host.db.engine import Database
@@ -43,9 +44,14 @@ class SuppressionPolicy(BaseModel):
 
 
 def policy_in(session: Session, tenant_id: str) -> SuppressionPolicy:
-    """The tenant's policy, read inside the caller's transaction."""
-    row = session.get(SuppressionPolicySetting, tenant_id)
-    return SuppressionPolicy() if row is None else SuppressionPolicy.model_validate(row.policy)
+    """The tenant's policy, read inside the caller's transaction (a webhook's write
+    transaction: one column read, no ORM object)."""
+    stored = session.execute(
+        select(SuppressionPolicySetting.policy).where(
+            SuppressionPolicySetting.tenant_id == tenant_id
+        )
+    ).scalar()
+    return SuppressionPolicy() if stored is None else SuppressionPolicy.model_validate(stored)
 
 
 class SuppressionPolicyService:
