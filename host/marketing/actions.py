@@ -58,7 +58,13 @@ from host.contract.types import (
     UpdateDeliveryStatusAction,
 )
 from host.db.engine import Database
-from host.db.models import Campaign, Contact, ContactUnsubscription, OutboxMessage
+from host.db.models import Campaign, ContactUnsubscription, OutboxMessage
+from host.marketing.contact_changes import (
+    ContactRow,
+    insert_contact,
+    locked_contacts,
+    write_changes,
+)
 from host.marketing.contact_rows import is_email
 from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward, write_moves
 from host.marketing.event_dedupe import DUPLICATE_EVENT, claim_events
@@ -148,7 +154,9 @@ class Lookups:
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     deliveries: dict[tuple[str, str], list[DeliveryRow]] = field(default_factory=dict)
-    contacts: dict[str, Contact] = field(default_factory=dict)
+    contacts: dict[str, ContactRow] = field(default_factory=dict)
+    #: every contact row read or created (``contacts`` forgets an address a contact left)
+    contact_rows: list[ContactRow] = field(default_factory=list)
     policy: SuppressionPolicy = field(default_factory=SuppressionPolicy)
 
 
@@ -205,13 +213,9 @@ def prefetch(
         if isinstance(a, UpdateContactAction) and a.newEmail is not None
     }
     for part in chunks(emails):
-        for contact in session.scalars(
-            select(Contact)
-            .where(Contact.tenant_id == tenant_id, Contact.email_key.in_(part))
-            .order_by(Contact.id)
-            .with_for_update()
-        ):
+        for contact in locked_contacts(session, tenant_id, part):
             found.contacts[str(contact.email_key)] = contact
+            found.contact_rows.append(contact)
     return found
 
 
@@ -281,6 +285,7 @@ class ActionApplier:
                 outcome.applied.append(descriptions[index])
         lookups: Lookups = session.info[LOOKUPS]
         write_moves(session, [row for rows in lookups.deliveries.values() for row in rows])
+        write_changes(session, lookups.contact_rows)
         return outcome
 
     def announce(
@@ -336,7 +341,7 @@ class ActionApplier:
             raise Skip(UNKNOWN_CAMPAIGN, f"no campaign with externalId {external_id!r}")
         return campaign
 
-    def _contact(self, session: Session, tenant_id: str, email: str) -> Contact:
+    def _contact(self, session: Session, tenant_id: str, email: str) -> ContactRow:
         contact = session.info[LOOKUPS].contacts.get(email_key(email))
         if contact is None:
             raise Skip(UNKNOWN_CONTACT, f"no contact with email {email!r}")
@@ -362,7 +367,7 @@ class ActionApplier:
             self._suppress(contact, action.status, session.info[LOOKUPS].policy)
 
     @staticmethod
-    def _suppress(contact: Contact, status: str, policy: SuppressionPolicy) -> None:
+    def _suppress(contact: ContactRow, status: str, policy: SuppressionPolicy) -> None:
         """What a delivery that moved to ``status`` does to its contact under ``policy``."""
         new: str | None = None
         if status == DeliveryStatus.Complained and policy.complaint:
@@ -515,7 +520,8 @@ class ActionApplier:
     def _update_contact(
         self, session: Session, tenant_id: str, action: UpdateContactAction
     ) -> None:
-        known: dict[str, Contact] = session.info[LOOKUPS].contacts
+        lookups: Lookups = session.info[LOOKUPS]
+        known = lookups.contacts
         email = action.email.strip()
         new_email = action.newEmail.strip() if action.newEmail is not None else email
         for value in (email, new_email):
@@ -527,9 +533,11 @@ class ActionApplier:
             raise Skip(EMAIL_TAKEN, f"{new_email!r} is the email of contact {holder.id}")
         contact = contact or holder  # a replayed move finds the contact at its new address
         name = action.name.strip() if action.name is not None else None
+        created = contact is None
         if contact is None:
-            contact = Contact(tenant_id=tenant_id, id=uuid.uuid4().hex, name=name or "")
-            session.add(contact)
+            contact = ContactRow(
+                tenant_id, uuid.uuid4().hex, None, None, "", SubscriberStatus.Subscribed, 0
+            )
         else:
             if action.newEmail is None:  # no move: keep the address as the CRM spells it
                 new_email = contact.email or email
@@ -541,3 +549,6 @@ class ActionApplier:
         known[contact.email_key] = contact
         if name is not None:
             contact.name = name
+        if created:
+            insert_contact(session, contact, lookups.contact_rows)
+            lookups.contact_rows.append(contact)
