@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from host.contract.enums import DeliveryStatus, SubscriberStatus
@@ -145,6 +145,19 @@ CAMPAIGN_ROW_ACTIONS = (UpdateCampaignAction, UpdateCampaignStatsAction)
 CONTACT_ACTIONS = (UnsubscribeAction, ResubscribeAction, UpdateContactAction)
 
 
+CAMPAIGNS = (
+    select(Campaign)
+    .where(
+        Campaign.tenant_id == bindparam("tenant"),
+        Campaign.module_id == bindparam("module"),
+        Campaign.external_id.in_(bindparam("external_ids", expanding=True)),
+    )
+    .order_by(Campaign.created_at.desc(), Campaign.id)
+)
+LOCKED_CAMPAIGNS = CAMPAIGNS.with_for_update()
+"""The campaigns a batch names (built once: it runs inside the write transaction)."""
+
+
 @dataclass
 class Lookups:
     """Every row a batch of actions names, read with a few IN queries before applying
@@ -177,19 +190,10 @@ def prefetch(
     # (see host.marketing.delivery_moves); a campaign only when the batch changes it, so
     # delivery events of one campaign do not queue behind each other on PostgreSQL.
     changes_campaigns = any(isinstance(a, CAMPAIGN_ROW_ACTIONS) for a in actions)
+    campaigns = LOCKED_CAMPAIGNS if changes_campaigns else CAMPAIGNS
     for part in chunks(external_ids):
-        campaigns = (
-            select(Campaign)
-            .where(
-                Campaign.tenant_id == tenant_id,
-                Campaign.module_id == module_id,
-                Campaign.external_id.in_(part),
-            )
-            .order_by(Campaign.created_at.desc(), Campaign.id)
-        )
-        if changes_campaigns:
-            campaigns = campaigns.with_for_update()
-        for campaign in session.scalars(campaigns):
+        named = {"tenant": tenant_id, "module": module_id, "external_ids": part}
+        for campaign in session.scalars(campaigns, named):
             found.campaigns.setdefault(str(campaign.external_id), campaign)
     wanted = [
         (found.campaigns[a.externalId].id, email_key(a.email))

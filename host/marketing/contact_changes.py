@@ -71,7 +71,9 @@ def locked_contacts(
     session: Session, tenant_id: str, email_keys: Collection[str]
 ) -> list[ContactRow]:
     """The tenant's contacts with these email keys, locked for this transaction."""
-    rows = session.execute(LOCKED_CONTACTS, {"tenant": tenant_id, "keys": sorted(email_keys)})
+    rows = session.connection().execute(
+        LOCKED_CONTACTS, {"tenant": tenant_id, "keys": sorted(email_keys)}
+    )
     found = [
         ContactRow(tenant_id, cid, email, key, name or "", status, soft_bounces or 0)
         for cid, email, key, name, status, soft_bounces in rows

@@ -57,6 +57,18 @@ FORWARD_UPDATES = {status: _forward_update(status) for status in DELIVERY_RANK}
 """One statement per target status, so each compiles once (plain Core, no ORM bookkeeping)."""
 
 
+_c = DELIVERIES.c
+LOCKED_DELIVERIES = (
+    select(_c.campaign_id, _c.contact_id, _c.email_key, _c.status, _c.history)
+    .where(
+        _c.campaign_id.in_(bindparam("campaigns", expanding=True)),
+        _c.email_key.in_(bindparam("keys", expanding=True)),
+    )
+    .order_by(_c.campaign_id, _c.contact_id)
+    .with_for_update()
+)
+
+
 @dataclass
 class DeliveryRow:
     """One recipient of a campaign as a batch sees it: ``status`` and ``history`` are kept
@@ -87,12 +99,8 @@ def locked_deliveries(
 ) -> list[DeliveryRow]:
     """The deliveries of ``campaign_ids`` to ``email_keys``, locked for this transaction in
     primary-key order (concurrent batches lock in the same order: no deadlock)."""
-    c = DELIVERIES.c
-    rows = session.execute(
-        select(c.campaign_id, c.contact_id, c.email_key, c.status, c.history)
-        .where(c.campaign_id.in_(campaign_ids), c.email_key.in_(email_keys))
-        .order_by(c.campaign_id, c.contact_id)
-        .with_for_update()
+    rows = session.connection().execute(
+        LOCKED_DELIVERIES, {"campaigns": sorted(campaign_ids), "keys": sorted(email_keys)}
     )
     return [
         DeliveryRow(campaign_id, contact_id, str(key), status, list(history or []), status)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from host.calls import mask_secrets
@@ -29,7 +29,7 @@ PREVIEW_CHARS = 2000
 CREDENTIAL_HEADER = re.compile(r"authorization|cookie|signature|token|secret|api[-_]?key", re.I)
 """Header names whose values are credentials or signatures: never displayed."""
 HOOK_TOKEN = re.compile(r"(/hooks/[^/?#]+/[^/?#]+/)[^/?#]+")
-REQUESTS: Table = WebhookRequest.__table__  # type: ignore[assignment]
+REQUEST_INSERT = insert(WebhookRequest.__table__)  # type: ignore[arg-type]
 
 
 def seal_request(
@@ -78,13 +78,14 @@ def store_request(
     """Add the sealed request in the caller's transaction; its id. A Core INSERT: a live
     webhook stores its request inside its write transaction."""
     inserted = session.connection().execute(
-        insert(REQUESTS).values(
-            tenant_id=tenant_id,
-            module_id=module_id,
-            size_bytes=size,
-            sealed=sealed,
-            pending=pending,
-        )
+        REQUEST_INSERT,
+        {
+            "tenant_id": tenant_id,
+            "module_id": module_id,
+            "size_bytes": size,
+            "sealed": sealed,
+            "pending": pending,
+        },
     )
     key = inserted.inserted_primary_key
     assert key is not None  # an INSERT of one row with an autoincrement id

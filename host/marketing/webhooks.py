@@ -62,7 +62,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from host.calls import ModuleResult, mask_secrets
@@ -255,13 +255,14 @@ class Staged:
         )
 
 
-RECEIPTS: Table = WebhookReceipt.__table__  # type: ignore[assignment]
+RECEIPT_INSERT = insert(WebhookReceipt.__table__)  # type: ignore[arg-type]
+"""Built once: the values travel as parameters, so the statement is never rebuilt."""
 
 
 def insert_receipt(session: Session, **values: Any) -> int:
     """Add a receipt in the caller's transaction; its id. A Core INSERT: a live webhook
     writes its receipt inside its write transaction."""
-    inserted = session.connection().execute(insert(RECEIPTS).values(**values))
+    inserted = session.connection().execute(RECEIPT_INSERT, values)
     key = inserted.inserted_primary_key
     assert key is not None  # an INSERT of one row with an autoincrement id
     return int(key[0])
