@@ -13,8 +13,12 @@ parser differs. Ratios to the floor are the host's own cost; sandboxed / in-proc
 sandbox's.
 
     .venv/bin/python benchmarks/webhook_throughput.py --clients 8 --seconds 10
+    .venv/bin/python benchmarks/webhook_throughput.py --database-url postgresql+psycopg://...
 
-Everything listens on 127.0.0.1 on free ports and is stopped at the end.
+With ``--database-url`` (a PostgreSQL server whose user may create databases) every server,
+the floor included, gets a fresh database of its own on that server, dropped at the end; the
+floor then runs the same statements through psycopg. Everything listens on 127.0.0.1 on free
+ports and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,6 +182,20 @@ CREATE TABLE receipts (id INTEGER PRIMARY KEY, tenant_id TEXT, module_id TEXT, s
                        applied INTEGER, skipped TEXT, request_id INTEGER, received_at TEXT);
 """
 
+FLOOR_SCHEMA_POSTGRES = """
+CREATE TABLE contacts (tenant_id TEXT, id TEXT, email_key TEXT, status TEXT,
+                       soft_bounces INTEGER DEFAULT 0, PRIMARY KEY (tenant_id, id));
+CREATE INDEX ix_contacts_email ON contacts (tenant_id, email_key);
+CREATE TABLE deliveries (campaign_id TEXT, contact_id TEXT, email_key TEXT, status TEXT,
+                         history JSONB, PRIMARY KEY (campaign_id, contact_id));
+CREATE INDEX ix_deliveries_email ON deliveries (campaign_id, email_key);
+CREATE TABLE requests (id BIGSERIAL PRIMARY KEY, tenant_id TEXT, module_id TEXT,
+                       headers TEXT, body BYTEA, received_at TEXT);
+CREATE TABLE receipts (id BIGSERIAL PRIMARY KEY, tenant_id TEXT, module_id TEXT,
+                       status INTEGER, applied INTEGER, skipped TEXT, request_id BIGINT,
+                       received_at TEXT);
+"""
+
 FLOOR_STATUS = {
     "processed": "Sent", "delivered": "Delivered", "open": "Opened", "click": "Clicked",
     "deferred": "SoftBounced", "bounce": "Bounced", "dropped": "Failed",
@@ -189,12 +208,56 @@ FLOOR_RANK = {
 RANK_SQL = "CASE status " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in FLOOR_RANK.items()) + " END"
 
 
-def floor_app(database: str) -> Any:
-    """The floor: reads the body, checks the signature, and in ONE SQLite transaction
-    (``BEGIN IMMEDIATE``) stores the raw request, moves each delivery forward (a conditional
-    UPDATE by rank), unsubscribes contacts, and writes a receipt. No ORM, no plugins, no
-    sandbox, no invocation log: what any server doing this work must pay."""
-    import sqlite3
+@dataclass(frozen=True)
+class FloorSQL:
+    """What differs between the floor's two databases: connecting, opening the write
+    transaction, parameter style, appending to a JSON array, and the new row's id."""
+
+    connect: Any
+    begin: str
+    history_append: str
+    insert_request: str
+    placeholder: str = "?"
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", self.placeholder)
+
+
+def floor_sql(url: str) -> FloorSQL:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        def connect_sqlite() -> Any:
+            db = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            return db
+
+        return FloorSQL(
+            connect_sqlite,
+            "BEGIN IMMEDIATE",
+            "json_insert(history, '$[#]', json(?))",
+            "INSERT INTO requests (tenant_id, module_id, headers, body, received_at) "
+            "VALUES ('acme', 'sgmail', ?, ?, ?)",
+        )
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return FloorSQL(
+        lambda: psycopg.connect(dsn, autocommit=True),
+        "BEGIN",
+        "history || jsonb_build_array(?::jsonb)",
+        "INSERT INTO requests (tenant_id, module_id, headers, body, received_at) "
+        "VALUES ('acme', 'sgmail', ?, ?, ?) RETURNING id",
+        "%s",
+    )
+
+
+def floor_app(url: str) -> Any:
+    """The floor: reads the body, checks the signature, and in ONE transaction (``BEGIN
+    IMMEDIATE`` on SQLite) stores the raw request, moves each delivery forward (a
+    conditional UPDATE by rank), unsubscribes contacts, and writes a receipt. No ORM, no
+    plugins, no sandbox, no invocation log: what any server doing this work must pay."""
     import threading
     from datetime import UTC, datetime
 
@@ -204,51 +267,50 @@ def floor_app(database: str) -> Any:
     from starlette.routing import Route
 
     local = threading.local()
+    dialect = floor_sql(url)
+    move = dialect.sql(
+        f"UPDATE deliveries SET status = ?, history = {dialect.history_append} "
+        f"WHERE campaign_id = 'spring' AND email_key = ? AND {RANK_SQL} < ?"
+    )
+    suppress = dialect.sql(
+        "UPDATE contacts SET status = ? WHERE tenant_id = 'acme' AND "
+        "email_key = ? AND status = 'Subscribed'"
+    )
+    store = dialect.sql(dialect.insert_request)
+    receipt = dialect.sql(
+        "INSERT INTO receipts (tenant_id, module_id, status, applied, skipped, "
+        "request_id, received_at) VALUES ('acme', 'sgmail', 200, ?, '[]', ?, ?)"
+    )
 
-    def connection() -> sqlite3.Connection:
+    def connection() -> Any:
         if not hasattr(local, "db"):
-            db = sqlite3.connect(database, isolation_level=None, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            local.db = db
-        return local.db  # type: ignore[no-any-return]
+            local.db = dialect.connect()
+        return local.db
 
     def apply(body: bytes, headers: list[tuple[str, str]]) -> tuple[int, int]:
         events = json.loads(body)
         now = datetime.now(UTC).isoformat()
         db = connection()
         applied = skipped = 0
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(dialect.begin)
         try:
-            request_id = db.execute(
-                "INSERT INTO requests (tenant_id, module_id, headers, body, received_at) "
-                "VALUES ('acme', 'sgmail', ?, ?, ?)",
-                (json.dumps(headers), body, now),
-            ).lastrowid
-            for event in events:
+            stored = db.execute(store, (json.dumps(headers), body, now))
+            request_id = stored.lastrowid if dialect.placeholder == "?" else stored.fetchone()[0]
+            # rows in a fixed order, as the host locks them: no deadlock between batches
+            for event in sorted(events, key=lambda event: event["email"]):
                 status = FLOOR_STATUS.get(event["event"])
                 if status is None:
                     skipped += 1
                     continue
                 entry = json.dumps({"status": status, "at": now})
                 moved = db.execute(
-                    "UPDATE deliveries SET status = ?, history = json_insert(history, '$[#]', "
-                    f"json(?)) WHERE campaign_id = 'spring' AND email_key = ? AND {RANK_SQL} < ?",
-                    (status, entry, event["email"], FLOOR_RANK[status]),
+                    move, (status, entry, event["email"], FLOOR_RANK[status])
                 ).rowcount
                 if status in ("Unsubscribed", "Bounced", "Complained"):
-                    db.execute(
-                        "UPDATE contacts SET status = ? WHERE tenant_id = 'acme' AND "
-                        "email_key = ? AND status = 'Subscribed'",
-                        (status, event["email"]),
-                    )
+                    db.execute(suppress, (status, event["email"]))
                 applied += 1 if moved else 0
                 skipped += 0 if moved else 1
-            db.execute(
-                "INSERT INTO receipts (tenant_id, module_id, status, applied, skipped, "
-                "request_id, received_at) VALUES ('acme', 'sgmail', 200, ?, '[]', ?, ?)",
-                (applied, request_id, now),
-            )
+            db.execute(receipt, (applied, request_id, now))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -280,28 +342,34 @@ def floor_app(database: str) -> Any:
     )
 
 
-def prepare_floor(database: Path) -> None:
+def prepare_floor(url: str) -> None:
     """The floor's tables with the same contacts, campaign recipients and statuses."""
-    import sqlite3
-
-    with sqlite3.connect(database) as db:
-        db.executescript(FLOOR_SCHEMA)
-        db.executemany(
-            "INSERT INTO contacts VALUES ('acme', ?, ?, 'Subscribed', 0)",
-            ((f"c{i}", f"p{i}@example.test") for i in range(RECIPIENTS)),
+    dialect = floor_sql(url)
+    db = dialect.connect()
+    try:
+        db.execute("BEGIN")
+        schema = FLOOR_SCHEMA if dialect.placeholder == "?" else FLOOR_SCHEMA_POSTGRES
+        for statement in filter(str.strip, schema.split(";")):
+            db.execute(statement)
+        cursor = db.cursor()
+        cursor.executemany(
+            dialect.sql("INSERT INTO contacts VALUES ('acme', ?, ?, 'Subscribed', 0)"),
+            [(f"c{i}", f"p{i}@example.test") for i in range(RECIPIENTS)],
         )
-        db.executemany(
-            "INSERT INTO deliveries VALUES ('spring', ?, ?, 'Sent', '[]')",
-            ((f"c{i}", f"p{i}@example.test") for i in range(RECIPIENTS)),
+        cursor.executemany(
+            dialect.sql("INSERT INTO deliveries VALUES ('spring', ?, ?, 'Sent', '[]')"),
+            [(f"c{i}", f"p{i}@example.test") for i in range(RECIPIENTS)],
         )
-    sqlite3.connect(database).close()
+        db.execute("COMMIT")
+    finally:
+        db.close()
 
 
 def serve_floor(port: int) -> None:
     import uvicorn
 
-    database = os.environ["CRM_HOST_DATABASE_URL"].removeprefix("sqlite:///")
-    uvicorn.run(floor_app(database), host="127.0.0.1", port=port, log_level="warning")
+    url = os.environ["CRM_HOST_DATABASE_URL"]
+    uvicorn.run(floor_app(url), host="127.0.0.1", port=port, log_level="warning")
 
 
 # --- harness ----------------------------------------------------------------------------------
@@ -314,15 +382,42 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(kind: str, workdir: Path) -> Iterator[str]:
+def database(kind: str, workdir: Path, server_url: str | None) -> Iterator[str]:
+    """A fresh database for one server: a SQLite file in ``workdir``, or a database of its
+    own on the PostgreSQL server of ``server_url``, dropped afterwards."""
+    if server_url is None:
+        yield f"sqlite:///{workdir / 'host.db'}"
+        return
+    import psycopg
+    from sqlalchemy import make_url
+
+    name = f"crm_bench_{kind}_{os.getpid()}"
+    server = make_url(server_url)
+    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def server(kind: str, workdir: Path, database_url: str) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_HOST_")}
     env.update(
-        CRM_HOST_DATABASE_URL=f"sqlite:///{workdir / 'host.db'}",
+        CRM_HOST_DATABASE_URL=database_url,
         CRM_HOST_ADMIN_TOKEN=ADMIN,
         CRM_HOST_PLUGINS="",
         CRM_HOST_PUBLIC_URL=f"http://127.0.0.1:{port}",
     )
+    if not database_url.startswith("sqlite"):  # no key file beside a database file
+        from cryptography.fernet import Fernet
+
+        env["CRM_HOST_SECRET_KEY"] = Fernet.generate_key().decode()
     if kind == "sandboxed":
         command = [str(CRM_HOST), "serve", "--host", "127.0.0.1", "--port", str(port)]
     else:
@@ -351,7 +446,7 @@ def server(kind: str, workdir: Path) -> Iterator[str]:
         log.close()
 
 
-def prepare(url: str, workdir: Path) -> str:
+def prepare(url: str, database_url: str) -> str:
     """Module, tenant, contacts, campaign with deliveries; returns the webhook URL."""
     from host.db.engine import Database
     from host.db.models import Campaign, Contact, Delivery
@@ -367,7 +462,7 @@ def prepare(url: str, workdir: Path) -> str:
             json={"settings": {"api_key": "SG.key", "webhook_secret": SECRET}},
         )
         enabled.raise_for_status()
-    db = Database(f"sqlite:///{workdir / 'host.db'}")
+    db = Database(database_url)
     with db.transaction() as session:
         session.add_all(
             Contact(
@@ -483,20 +578,21 @@ def measure(kind: str, args: argparse.Namespace) -> dict[int, Figures]:
     sizes and bodies for every kind, so every server starts each size in the same state)."""
     with (
         tempfile.TemporaryDirectory(prefix=f"crm-bench-{kind}-") as tmp,
-        server(kind, Path(tmp)) as url,
+        database(kind, Path(tmp), args.database_url) as database_url,
     ):
         if kind == "floor":
-            prepare_floor(Path(tmp) / "host.db")
-            hook = url + "/hooks/floor"
-        else:
-            hook = prepare(url, Path(tmp))
-        figures = {}
-        for size in args.events:
-            warm = webhook_bodies(args.clients * 4, seed=1, events_per_webhook=size)
-            asyncio.run(load(hook, warm, args.clients, 30))
-            bodies = webhook_bodies(args.max_requests, events_per_webhook=size)
-            figures[size] = asyncio.run(load(hook, bodies, args.clients, args.seconds))
-        return figures
+            prepare_floor(database_url)
+        with server(kind, Path(tmp), database_url) as url:
+            hook = url + "/hooks/floor" if kind == "floor" else prepare(url, database_url)
+            return {size: run_size(hook, size, args) for size in args.events}
+
+
+def run_size(hook: str, size: int, args: argparse.Namespace) -> Figures:
+    """A short warm-up, then the measured load of ``size``-event webhooks."""
+    warm = webhook_bodies(args.clients * 4, seed=1, events_per_webhook=size)
+    asyncio.run(load(hook, warm, args.clients, 30))
+    bodies = webhook_bodies(args.max_requests, events_per_webhook=size)
+    return asyncio.run(load(hook, bodies, args.clients, args.seconds))
 
 
 KINDS_OF_SERVER = ("floor", "baseline", "sandboxed")
@@ -510,6 +606,13 @@ def main() -> None:
     parser.add_argument(
         "--events", type=int, nargs="+", default=[10, 100], help="events per webhook"
     )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (postgresql+psycopg://user@host/db); default: SQLite files",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of all three servers; min/median ratios"
+    )
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -519,13 +622,36 @@ def main() -> None:
     if args.serve_floor:
         serve_floor(args.serve_floor)
         return
-    results = {kind: measure(kind, args) for kind in KINDS_OF_SERVER}
-    print(f"{args.clients} clients, {args.seconds:g} s per server and webhook size")
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    ratios: dict[tuple[int, str], list[float]] = {}
+    for run in range(1, args.repeat + 1):
+        results = {kind: measure(kind, args) for kind in KINDS_OF_SERVER}
+        print(
+            f"run {run}/{args.repeat}: {backend}, {args.clients} clients, "
+            f"{args.seconds:g} s per server and webhook size"
+        )
+        report(results, args.events)
+        for size in args.events:
+            floor = results["floor"][size].rps
+            for kind in ("sandboxed", "baseline"):
+                ratios.setdefault((size, kind), []).append(results[kind][size].rps / floor)
+    if args.repeat > 1:
+        print(f"ratios to the floor over {args.repeat} runs (min / median):")
+        for (size, kind), values in ratios.items():
+            name = "in-process" if kind == "baseline" else kind
+            print(
+                f"{size:>3} events/webhook: {name} / floor "
+                f"{min(values):.0%} / {statistics.median(values):.0%}"
+            )
+
+
+def report(results: dict[str, dict[int, Figures]], sizes: list[int]) -> None:
+    """One run's table and its ratios (measured in that run: the machine's load moves)."""
     print(
         f"{'server':<10} {'events':>6} {'requests':>8} {'errors':>6} {'req/s':>8} "
         f"{'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
     )
-    for size in args.events:
+    for size in sizes:
         for kind in KINDS_OF_SERVER:
             figures = results[kind][size]
             print(
@@ -533,7 +659,7 @@ def main() -> None:
                 f"{figures.rps:>8.1f} {figures.rps * size:>9.1f} {figures.percentile(50):>8.1f} "
                 f"{figures.percentile(99):>8.1f}"
             )
-    for size in args.events:
+    for size in sizes:
         floor = results["floor"][size].rps
         sandboxed = results["sandboxed"][size].rps
         in_process = results["baseline"][size].rps

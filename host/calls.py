@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +66,11 @@ class ModuleResult:
     invoker does, once the value is validated and the caller's own effects succeed, in one
     transaction with them (:meth:`host.invoker.ModuleInvoker.call_resolved`).
 
-    ``records`` build the rows a wrapping plugin (the invocation log) wants stored about the
-    call (each builds one row, so it can be built again): the invoker adds them to that same
-    transaction, so a successful webhook costs one commit
-    rather than one per plugin, and stores them on their own when the transaction fails (the
-    call still happened).
+    ``records`` are rows a wrapping plugin (the invocation log) wants stored about the call,
+    each a (mapped class, column values) pair built before the commit: the invoker inserts
+    them with one Core statement per table in that same transaction, so a successful webhook
+    costs one commit rather than one per plugin, and stores them on their own when the
+    transaction fails (the call still happened).
 
     Hook implementations return this envelope rather than the bare value, because ``None`` is
     a legitimate return of some functions and means "not served here" to pluggy.
@@ -83,7 +82,7 @@ class ModuleResult:
     cpu_ms: float | None = None
     peak_memory_kb: int | None = None
     storage_changes: StorageChanges | None = None
-    records: list[Callable[[], Any]] = field(default_factory=list)
+    records: list[tuple[type[Any], dict[str, Any]]] = field(default_factory=list)
 
 
 def mask_secrets(text: str | None, secrets: tuple[str, ...]) -> str | None:

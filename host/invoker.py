@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import pluggy
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from host.calls import ModuleCall, ModuleResult, mask_secrets
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 CallEffects = Callable[[Session, ModuleResult], None]
 """A caller's own effects of a successful call, run inside the transaction that commits the
 call's storage writes; raising rolls both back (and the exception reaches the caller)."""
+CallPreparation = Callable[[ModuleResult], None]
+"""A caller's work on a successful call's value that needs no database (building rows,
+masking), run just before the effects' transaction opens, so that transaction — on SQLite
+the one writer at a time — holds only statements; raising is like the effects raising."""
 
 
 class ModuleInvoker:
@@ -90,13 +95,15 @@ class ModuleInvoker:
         function: str,
         *,
         effects: CallEffects | None = None,
+        prepare: CallPreparation | None = None,
         **arguments: Any,
     ) -> ModuleResult:
         """Like :meth:`call_with_trace` for an enablement the caller has just resolved (a
         webhook resolves it to check its token), saving a second lookup on a hot path.
 
         On success the call's storage writes and ``effects`` are committed together (see the
-        module docstring); ``effects`` is not run for a failed call."""
+        module docstring), ``prepare`` running first, outside the transaction; neither is
+        run for a failed call."""
         tenant_id, module_id = runtime.tenant_id, runtime.module_id
         contract = contract_function(runtime.manifest.kind, function)
         if contract is None:
@@ -139,10 +146,16 @@ class ModuleInvoker:
                 module=call.module_ref,
                 function=function,
             )
-        self._commit(call, result, effects)
+        self._commit(call, result, effects, prepare)
         return result
 
-    def _commit(self, call: ModuleCall, result: ModuleResult, effects: CallEffects | None) -> None:
+    def _commit(
+        self,
+        call: ModuleCall,
+        result: ModuleResult,
+        effects: CallEffects | None,
+        prepare: CallPreparation | None = None,
+    ) -> None:
         """One write transaction for everything the call changes: its storage writes, the
         caller's effects and the plugins' records. When it fails, the records (the call did
         run) are stored on their own and the failure reaches the caller."""
@@ -152,6 +165,8 @@ class ModuleInvoker:
         if changes is not None:  # a missing row is created first, in its own transaction
             self.storage.ensure_row(call.tenant_id, call.module_id)
         try:
+            if prepare is not None:
+                prepare(result)
             with self.storage.db.write_transaction() as session:
                 if changes is not None:
                     self.storage.apply(session, call.tenant_id, call.module_id, changes)
@@ -171,7 +186,7 @@ class ModuleInvoker:
         session.flush()  # the effects' own failures are theirs, raised here
         try:
             with session.begin_nested():
-                session.add_all(build() for build in result.records)
+                insert_records(session, result.records)
         except Exception:
             log.exception("could not write the invocation log for %s", call.module_ref)
 
@@ -180,6 +195,17 @@ class ModuleInvoker:
             return
         try:
             with self.storage.db.transaction() as session:
-                session.add_all(build() for build in result.records)
+                insert_records(session, result.records)
         except Exception:
             log.exception("could not write the invocation log of a call whose commit failed")
+
+
+def insert_records(session: Session, records: list[tuple[type[Any], dict[str, Any]]]) -> None:
+    """The records as Core INSERTs, one per table (no ORM unit of work: this runs inside
+    the write transaction, which on SQLite every writer waits for)."""
+    by_table: dict[Any, list[dict[str, Any]]] = {}
+    for model, values in records:
+        by_table.setdefault(model.__table__, []).append(values)
+    connection = session.connection()
+    for table, rows in by_table.items():
+        connection.execute(insert(table), rows)

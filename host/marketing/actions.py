@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from host.contract.enums import DeliveryStatus, SubscriberStatus
@@ -58,15 +58,20 @@ from host.contract.types import (
     UpdateDeliveryStatusAction,
 )
 from host.db.engine import Database
-from host.db.models import Campaign, Contact, ContactUnsubscription, OutboxMessage
+from host.db.models import Campaign, ContactUnsubscription, OutboxMessage
+from host.marketing.contact_changes import (
+    ContactRow,
+    insert_contact,
+    locked_contacts,
+    write_changes,
+)
 from host.marketing.contact_rows import is_email
-from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward
+from host.marketing.delivery_moves import DeliveryRow, locked_deliveries, move_forward, write_moves
 from host.marketing.event_dedupe import DUPLICATE_EVENT, claim_events
 from host.marketing.lifecycle import (
     FINAL_CAMPAIGN_STATUSES,
     SUBSCRIBER_RANK,
     campaign_moves_forward,
-    delivery_moves_forward,
     subscriber_moves_forward,
 )
 from host.marketing.outbox import QUEUED, clean_header, queue_message, valid_recipient
@@ -123,6 +128,12 @@ def describe(index: int, action: Any) -> dict[str, Any]:
     return described
 
 
+def describe_all(actions: Sequence[Action]) -> list[dict[str, Any]]:
+    """Every action described (:func:`describe`): a caller builds these before its write
+    transaction opens and hands them to :meth:`ActionApplier.apply_in`."""
+    return [describe(index, action) for index, action in enumerate(actions)]
+
+
 def email_key(email: str) -> str:
     return email.strip().lower()
 
@@ -134,6 +145,19 @@ CAMPAIGN_ROW_ACTIONS = (UpdateCampaignAction, UpdateCampaignStatsAction)
 CONTACT_ACTIONS = (UnsubscribeAction, ResubscribeAction, UpdateContactAction)
 
 
+CAMPAIGNS = (
+    select(Campaign)
+    .where(
+        Campaign.tenant_id == bindparam("tenant"),
+        Campaign.module_id == bindparam("module"),
+        Campaign.external_id.in_(bindparam("external_ids", expanding=True)),
+    )
+    .order_by(Campaign.created_at.desc(), Campaign.id)
+)
+LOCKED_CAMPAIGNS = CAMPAIGNS.with_for_update()
+"""The campaigns a batch names (built once: it runs inside the write transaction)."""
+
+
 @dataclass
 class Lookups:
     """Every row a batch of actions names, read with a few IN queries before applying
@@ -143,7 +167,9 @@ class Lookups:
 
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     deliveries: dict[tuple[str, str], list[DeliveryRow]] = field(default_factory=dict)
-    contacts: dict[str, Contact] = field(default_factory=dict)
+    contacts: dict[str, ContactRow] = field(default_factory=dict)
+    #: every contact row read or created (``contacts`` forgets an address a contact left)
+    contact_rows: list[ContactRow] = field(default_factory=list)
     policy: SuppressionPolicy = field(default_factory=SuppressionPolicy)
 
 
@@ -164,19 +190,10 @@ def prefetch(
     # (see host.marketing.delivery_moves); a campaign only when the batch changes it, so
     # delivery events of one campaign do not queue behind each other on PostgreSQL.
     changes_campaigns = any(isinstance(a, CAMPAIGN_ROW_ACTIONS) for a in actions)
+    campaigns = LOCKED_CAMPAIGNS if changes_campaigns else CAMPAIGNS
     for part in chunks(external_ids):
-        campaigns = (
-            select(Campaign)
-            .where(
-                Campaign.tenant_id == tenant_id,
-                Campaign.module_id == module_id,
-                Campaign.external_id.in_(part),
-            )
-            .order_by(Campaign.created_at.desc(), Campaign.id)
-        )
-        if changes_campaigns:
-            campaigns = campaigns.with_for_update()
-        for campaign in session.scalars(campaigns):
+        named = {"tenant": tenant_id, "module": module_id, "external_ids": part}
+        for campaign in session.scalars(campaigns, named):
             found.campaigns.setdefault(str(campaign.external_id), campaign)
     wanted = [
         (found.campaigns[a.externalId].id, email_key(a.email))
@@ -200,13 +217,9 @@ def prefetch(
         if isinstance(a, UpdateContactAction) and a.newEmail is not None
     }
     for part in chunks(emails):
-        for contact in session.scalars(
-            select(Contact)
-            .where(Contact.tenant_id == tenant_id, Contact.email_key.in_(part))
-            .order_by(Contact.id)
-            .with_for_update()
-        ):
+        for contact in locked_contacts(session, tenant_id, part):
             found.contacts[str(contact.email_key)] = contact
+            found.contact_rows.append(contact)
     return found
 
 
@@ -245,11 +258,19 @@ class ActionApplier:
         return outcome
 
     def apply_in(
-        self, session: Session, tenant_id: str, module_id: str, actions: Sequence[Action]
+        self,
+        session: Session,
+        tenant_id: str,
+        module_id: str,
+        actions: Sequence[Action],
+        descriptions: Sequence[dict[str, Any]] | None = None,
     ) -> ApplyOutcome:
         """Apply ``actions`` inside the caller's transaction (a webhook's, which also holds
         the call's storage writes and the receipt). The caller calls :meth:`announce` once
-        that transaction committed."""
+        that transaction committed. ``descriptions``: :func:`describe_all` of ``actions``,
+        built by the caller before its transaction opened."""
+        if descriptions is None:
+            descriptions = describe_all(actions)
         outcome = ApplyOutcome()
         session.info[LOOKUPS] = prefetch(session, tenant_id, module_id, actions)
         event_ids = [a.eventId for a in actions if a.eventId is not None]
@@ -262,10 +283,13 @@ class ActionApplier:
                 self._apply_one(session, tenant_id, module_id, action, outcome)
             except Skip as skip:
                 outcome.skipped.append(
-                    {**describe(index, action), "reason": skip.reason, "detail": skip.detail}
+                    {**descriptions[index], "reason": skip.reason, "detail": skip.detail}
                 )
             else:
-                outcome.applied.append(describe(index, action))
+                outcome.applied.append(descriptions[index])
+        lookups: Lookups = session.info[LOOKUPS]
+        write_moves(session, [row for rows in lookups.deliveries.values() for row in rows])
+        write_changes(session, lookups.contact_rows)
         return outcome
 
     def announce(
@@ -321,7 +345,7 @@ class ActionApplier:
             raise Skip(UNKNOWN_CAMPAIGN, f"no campaign with externalId {external_id!r}")
         return campaign
 
-    def _contact(self, session: Session, tenant_id: str, email: str) -> Contact:
+    def _contact(self, session: Session, tenant_id: str, email: str) -> ContactRow:
         contact = session.info[LOOKUPS].contacts.get(email_key(email))
         if contact is None:
             raise Skip(UNKNOWN_CONTACT, f"no contact with email {email!r}")
@@ -336,10 +360,9 @@ class ActionApplier:
         deliveries = session.info[LOOKUPS].deliveries.get((campaign.id, email_key(action.email)))
         if not deliveries:
             raise Skip(UNKNOWN_RECIPIENT, f"{action.email!r} is not a recipient of the campaign")
-        forward = [d for d in deliveries if delivery_moves_forward(d.status, action.status)]
         at = datetime.now(UTC)
-        # conditional: a row a concurrent batch moved past this status stays where it is
-        if not [d for d in forward if move_forward(session, d, action.status, at)]:
+        # moved in memory on the locked rows; apply_in writes them all at the end
+        if not [d for d in deliveries if move_forward(d, action.status, at)]:
             raise Skip(
                 NO_CHANGE, f"delivery is {deliveries[0].status}; {action.status} is not forward"
             )
@@ -348,7 +371,7 @@ class ActionApplier:
             self._suppress(contact, action.status, session.info[LOOKUPS].policy)
 
     @staticmethod
-    def _suppress(contact: Contact, status: str, policy: SuppressionPolicy) -> None:
+    def _suppress(contact: ContactRow, status: str, policy: SuppressionPolicy) -> None:
         """What a delivery that moved to ``status`` does to its contact under ``policy``."""
         new: str | None = None
         if status == DeliveryStatus.Complained and policy.complaint:
@@ -501,7 +524,8 @@ class ActionApplier:
     def _update_contact(
         self, session: Session, tenant_id: str, action: UpdateContactAction
     ) -> None:
-        known: dict[str, Contact] = session.info[LOOKUPS].contacts
+        lookups: Lookups = session.info[LOOKUPS]
+        known = lookups.contacts
         email = action.email.strip()
         new_email = action.newEmail.strip() if action.newEmail is not None else email
         for value in (email, new_email):
@@ -513,9 +537,11 @@ class ActionApplier:
             raise Skip(EMAIL_TAKEN, f"{new_email!r} is the email of contact {holder.id}")
         contact = contact or holder  # a replayed move finds the contact at its new address
         name = action.name.strip() if action.name is not None else None
+        created = contact is None
         if contact is None:
-            contact = Contact(tenant_id=tenant_id, id=uuid.uuid4().hex, name=name or "")
-            session.add(contact)
+            contact = ContactRow(
+                tenant_id, uuid.uuid4().hex, None, None, "", SubscriberStatus.Subscribed, 0
+            )
         else:
             if action.newEmail is None:  # no move: keep the address as the CRM spells it
                 new_email = contact.email or email
@@ -527,3 +553,6 @@ class ActionApplier:
         known[contact.email_key] = contact
         if name is not None:
             contact.name = name
+        if created:
+            insert_contact(session, contact, lookups.contact_rows)
+            lookups.contact_rows.append(contact)

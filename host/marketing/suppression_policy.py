@@ -20,6 +20,7 @@ unsubscribed from the campaign's category; the policy decides only how contacts 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from host.db.engine import Database
@@ -42,10 +43,15 @@ class SuppressionPolicy(BaseModel):
     )
 
 
+_POLICIES = SuppressionPolicySetting.__table__.c
+STORED_POLICY = select(_POLICIES.policy).where(_POLICIES.tenant_id == bindparam("tenant"))
+
+
 def policy_in(session: Session, tenant_id: str) -> SuppressionPolicy:
-    """The tenant's policy, read inside the caller's transaction."""
-    row = session.get(SuppressionPolicySetting, tenant_id)
-    return SuppressionPolicy() if row is None else SuppressionPolicy.model_validate(row.policy)
+    """The tenant's policy, read inside the caller's transaction (a webhook's write
+    transaction: one column read, no ORM object)."""
+    stored = session.connection().execute(STORED_POLICY, {"tenant": tenant_id}).scalar()
+    return SuppressionPolicy() if stored is None else SuppressionPolicy.model_validate(stored)
 
 
 class SuppressionPolicyService:

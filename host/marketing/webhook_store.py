@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from host.calls import mask_secrets
@@ -29,6 +29,7 @@ PREVIEW_CHARS = 2000
 CREDENTIAL_HEADER = re.compile(r"authorization|cookie|signature|token|secret|api[-_]?key", re.I)
 """Header names whose values are credentials or signatures: never displayed."""
 HOOK_TOKEN = re.compile(r"(/hooks/[^/?#]+/[^/?#]+/)[^/?#]+")
+REQUEST_INSERT = insert(WebhookRequest.__table__)  # type: ignore[arg-type]
 
 
 def seal_request(
@@ -74,13 +75,21 @@ def store_request(
     *,
     pending: bool = False,
 ) -> int:
-    """Add the sealed request in the caller's transaction; its id."""
-    row = WebhookRequest(
-        tenant_id=tenant_id, module_id=module_id, size_bytes=size, sealed=sealed, pending=pending
+    """Add the sealed request in the caller's transaction; its id. A Core INSERT: a live
+    webhook stores its request inside its write transaction."""
+    inserted = session.connection().execute(
+        REQUEST_INSERT,
+        {
+            "tenant_id": tenant_id,
+            "module_id": module_id,
+            "size_bytes": size,
+            "sealed": sealed,
+            "pending": pending,
+        },
     )
-    session.add(row)
-    session.flush()
-    return row.id
+    key = inserted.inserted_primary_key
+    assert key is not None  # an INSERT of one row with an autoincrement id
+    return int(key[0])
 
 
 def masked_view(

@@ -62,7 +62,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from host.calls import ModuleResult, mask_secrets
@@ -72,7 +72,7 @@ from host.db.models import WebhookReceipt, WebhookRequest
 from host.errors import Conflict, ModuleCallFailed, NotFound
 from host.invoker import ModuleInvoker
 from host.marketing.action_diff import action_records
-from host.marketing.actions import ActionApplier, ApplyOutcome
+from host.marketing.actions import ActionApplier, ApplyOutcome, describe_all
 from host.marketing.webhook_backlog import WebhookBacklog
 from host.marketing.webhook_store import list_requests, open_request, seal_request, store_request
 from host.secrets import SecretBox
@@ -234,6 +234,40 @@ class Processed:
     outcome: ApplyOutcome | None
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A successful call's value made ready before the write transaction opens: the reply
+    to send (secrets masked), the actions described for the receipt's applied/skipped lists
+    and recorded (masked) for shadow runs."""
+
+    result: WebhookResult
+    reply: WebhookReply
+    descriptions: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, result: WebhookResult, secrets: Sequence[str]) -> Staged:
+        return cls(
+            result,
+            reply_from(masked_response(result.response, secrets)),
+            describe_all(result.actions),
+            action_records(result.actions, secrets),
+        )
+
+
+RECEIPT_INSERT = insert(WebhookReceipt.__table__)  # type: ignore[arg-type]
+"""Built once: the values travel as parameters, so the statement is never rebuilt."""
+
+
+def insert_receipt(session: Session, **values: Any) -> int:
+    """Add a receipt in the caller's transaction; its id. A Core INSERT: a live webhook
+    writes its receipt inside its write transaction."""
+    inserted = session.connection().execute(RECEIPT_INSERT, values)
+    key = inserted.inserted_primary_key
+    assert key is not None  # an INSERT of one row with an autoincrement id
+    return int(key[0])
+
+
 class ApplyFailed(Exception):
     """Applying a webhook's actions (or writing its receipt) failed: everything of the
     request, its storage writes included, is rolled back and the receipt says why."""
@@ -391,36 +425,49 @@ class WebhookReceiver:
         so a request that failed — the module, its value, or applying the actions — keeps
         none of them (its request and a failure receipt are then stored on their own)."""
         tenant_id, module_id = target.tenant_id, target.module_id
-        done: list[tuple[Processed, WebhookResult]] = []
+        staged: list[Staged] = []
+        done: list[Processed] = []
         # sealed now, outside the write transaction: it holds the database's write lock
         keep = origin.request_id is None and self.store_requests
         sealed = self._sealed(incoming) if keep else None
 
-        def commit_with(session: Session, called: ModuleResult) -> None:
-            result: WebhookResult = called.value
-            reply = reply_from(masked_response(result.response, target.secret_values))
+        def stage(called: ModuleResult) -> None:
+            """Everything that needs no database, before the write transaction opens."""
             try:
-                outcome = self.actions.apply_in(session, tenant_id, module_id, result.actions)
-                receipt = WebhookReceipt(
+                staged.append(Staged.of(called.value, target.secret_values))
+            except Exception as exc:
+                raise ApplyFailed(exc) from exc
+
+        def commit_with(session: Session, _called: ModuleResult) -> None:
+            """Inside the write transaction: statements only."""
+            ready = staged[0]
+            try:
+                outcome = self.actions.apply_in(
+                    session, tenant_id, module_id, ready.result.actions, ready.descriptions
+                )
+                receipt_id = insert_receipt(
+                    session,
                     tenant_id=tenant_id,
                     module_id=module_id,
-                    status_code=reply.status,
+                    status_code=ready.reply.status,
                     applied=len(outcome.applied),
                     skipped=outcome.skipped,
                     request_id=self._stored(session, target, incoming, origin, sealed),
                     replay_of=origin.replay_of,
                     module_version=target.version,
-                    actions=action_records(result.actions, target.secret_values),
+                    actions=ready.records,
                 )
-                session.add(receipt)
-                session.flush()  # a database error is the actions' failure, not the caller's
             except Exception as exc:
                 raise ApplyFailed(exc) from exc
-            done.append((Processed(reply, receipt.id, outcome), result))
+            done.append(Processed(ready.reply, receipt_id, outcome))
 
         try:
             self.invoker.call_resolved(
-                target, FUNCTION, effects=commit_with, request=fetch_request(incoming)
+                target,
+                FUNCTION,
+                effects=commit_with,
+                prepare=stage,
+                request=fetch_request(incoming),
             )
         except ModuleCallFailed as exc:
             status = 501 if exc.kind == "not_implemented" else 500
@@ -437,10 +484,10 @@ class WebhookReceiver:
         except (NotFound, Conflict):
             # disabled or removed between the lookup and the call
             raise NotFound("no such webhook") from None
-        processed, result = done[0]
+        processed = done[0]
         assert processed.outcome is not None
         self._receipt_recorded(processed.reply.status)
-        self.actions.announce(tenant_id, module_id, result.actions, processed.outcome)
+        self.actions.announce(tenant_id, module_id, staged[0].result.actions, processed.outcome)
         return processed
 
     def _stored(
@@ -485,7 +532,8 @@ class WebhookReceiver:
         masked = mask_secrets(error, target.secret_values) or error
         try:
             with self.db.transaction() as session:
-                receipt = WebhookReceipt(
+                receipt_id = insert_receipt(
+                    session,
                     tenant_id=target.tenant_id,
                     module_id=target.module_id,
                     status_code=status,
@@ -496,9 +544,6 @@ class WebhookReceiver:
                     replay_of=origin.replay_of,
                     module_version=target.version,
                 )
-                session.add(receipt)
-                session.flush()
-                receipt_id = receipt.id
         except Exception:
             log.exception("could not record a webhook receipt")
             return None

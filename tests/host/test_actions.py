@@ -5,12 +5,13 @@ tenant AND module, one transaction, and events that fire only after commit."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from host.contract.types import Action
 from host.db.models import (
@@ -23,6 +24,7 @@ from host.db.models import (
 )
 from host.hookspecs import hookimpl
 from host.marketing.actions import ActionApplier, ApplyOutcome
+from host.marketing.delivery_moves import MovesLost, locked_deliveries, move_forward, write_moves
 from host.platform import Host
 from tests.host.conftest import make_host
 
@@ -137,6 +139,32 @@ def test_delivery_moves_forward_only_with_history_on_each_move(host: Host) -> No
     # a bounce after engagement still wins (the sender must act on it)
     apply(host, delivery_action("Bounced"))
     assert get(host, Delivery, ("a-send", "c1")).status == "Bounced"
+
+
+def test_moves_of_one_batch_are_written_once_with_each_step_in_the_history(host: Host) -> None:
+    """One batch moving the same delivery several times: decided in memory on the locked
+    row, written once at the end, each forward step applied and in the history once."""
+    states = ("Delivered", "Opened", "Delivered", "SoftBounced", "Clicked", "Sent")
+    outcome = apply(host, *(delivery_action(state) for state in states))
+    assert [a["index"] for a in outcome.applied] == [0, 1, 4]
+    assert [s["reason"] for s in outcome.skipped] == ["no_change"] * 3
+    row = get(host, Delivery, ("a-send", "c1"))
+    assert row.status == "Clicked"
+    assert [h["status"] for h in row.history] == ["Delivered", "Opened", "Clicked"]
+    assert get(host, Contact, ("acme", "c1")).soft_bounces == 0
+
+
+def test_a_delivery_moved_behind_the_batchs_lock_rolls_the_batch_back(host: Host) -> None:
+    """The batch reports as applied what it decided on its locked rows; if a row changed
+    anyway (a lock not held), the row count says so and nothing of the batch is kept."""
+    moved_behind = update(Delivery).where(Delivery.campaign_id == "a-send").values(status="Clicked")
+    with pytest.raises(MovesLost), host.db.write_transaction() as session:
+        [row] = locked_deliveries(session, ["a-send"], ["ann@example.test"])
+        session.execute(moved_behind)  # what a writer without the lock could do
+        assert move_forward(row, "Opened", datetime.now(UTC))
+        write_moves(session, [row])
+    stored = get(host, Delivery, ("a-send", "c1"))
+    assert (stored.status, stored.history) == ("Sent", [])
 
 
 def test_campaigns_are_looked_up_by_tenant_and_module(host: Host) -> None:

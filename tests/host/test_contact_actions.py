@@ -206,6 +206,25 @@ def test_update_contact_moves_the_email_once(client: TestClient, host: Host) -> 
     assert contact(client, "ann", tenant="globex")["email"] == "ann@example.test"
 
 
+def test_one_batch_frees_an_address_and_creates_a_contact_there(
+    client: TestClient, host: Host
+) -> None:
+    """Contacts a batch changes are written at its end, one it creates at once: the move
+    away must be written before the new contact takes the address, and the new contact
+    must exist before its category unsubscription (a foreign key) is stored."""
+    move = {"type": "UpdateContact", "email": "ann@example.test", "newEmail": "ann@new.test"}
+    create = {"type": "UpdateContact", "email": "ann@example.test", "name": "Other Ann"}
+    then = [unsubscribe("ann@example.test", "news"), unsubscribe("ann@example.test", {"all": True})]
+    assert post(client, host, move, create, *then).status_code == 200
+    assert last_receipt(client)["applied"] == 4
+    emails = contacts_by_email(client, host)
+    assert emails["ann@new.test"]["id"] == "ann"
+    created = emails["ann@example.test"]
+    assert created["id"] != "ann" and created["name"] == "Other Ann"
+    assert (created["status"], categories(created)) == ("Unsubscribed", ["news"])
+    assert contact(client, "ann")["status"] == "Subscribed"
+
+
 def test_moving_onto_another_contacts_email_is_skipped(client: TestClient, host: Host) -> None:
     before = dump(host)["contacts"]
     move = {"type": "UpdateContact", "email": "ann@example.test", "newEmail": "Bob@example.test"}
