@@ -19,6 +19,10 @@ nodes (module-scoped): each test queues its own campaign, kills the node holding
 window, and starts a replacement once the other node has taken over, so the next test again
 runs on two. Tenant ``acme`` runs the module as shipped (1.0.0); tenant ``beta`` the same
 script as 1.0.1 without the declaration.
+
+Every window runs on PostgreSQL. On SQLite only the take-over differs (the lease loop instead
+of the job engine; what the job does at a window is the same code), so the SQLite pair runs
+the mid-batch window and one CreateCampaign window, which keeps the suite minutes long.
 """
 
 from __future__ import annotations
@@ -154,15 +158,28 @@ def module_settings(emulator: RunningServer) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def fleet(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Fleet]:
-    """The two nodes on a SQLite file (the jobs run on the in-process lease loop) or on a
-    PostgreSQL database (the jobs run on the job engine, procrastinate)."""
-    postgres = (
-        request.getfixturevalue("postgres_cluster") if request.param == "postgresql" else None
-    )
+@pytest.fixture(scope="module")
+def postgresql_fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """Two nodes on a PostgreSQL database: their jobs run on the job engine, procrastinate."""
+    yield from two_nodes(request, request.getfixturevalue("postgres_cluster"))
+
+
+@pytest.fixture(scope="module")
+def sqlite_fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    """Two nodes on a SQLite file: their jobs run on the in-process lease loop."""
+    yield from two_nodes(request, None)
+
+
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest, backend: str) -> Fleet:
+    """The pair of nodes of the test's ``backend``; both pairs live until the module ends,
+    so each starts once whatever order the tests run in."""
+    found: Fleet = request.getfixturevalue(f"{backend}_fleet")
+    return found
+
+
+def two_nodes(request: pytest.FixtureRequest, postgres: Any) -> Iterator[Fleet]:
+    tmp_path_factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
     state = SendGridState()
     gate = Gate(create_app(state))
     with (
@@ -211,6 +228,7 @@ EVERYONE = sorted(f"u{i}@example.test" for i in range(CONTACTS))
 # --- a batch in flight -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_batch_in_flight_is_prepared_again_and_each_recipient_is_in_the_list_once(
     fleet: Fleet,
 ) -> None:
@@ -267,7 +285,10 @@ def interrupt_create(fleet: Fleet, tenant: str, window: str) -> str:
     return campaign_id
 
 
-@pytest.mark.parametrize("window", list(WINDOWS))
+@pytest.mark.parametrize(
+    ("backend", "window"),
+    [("sqlite", "during, answer lost"), *(("postgresql", window) for window in WINDOWS)],
+)
 def test_declared_module_is_asked_again_and_one_single_send_exists(
     fleet: Fleet, window: str
 ) -> None:
@@ -281,6 +302,7 @@ def test_declared_module_is_asked_again_and_one_single_send_exists(
     assert shown["error"] is None and shown["progress"]["stage"] == "done"
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
 @pytest.mark.timeout(300)  # five CLI processes besides the two nodes and a take-over
 def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     fleet: Fleet,
@@ -321,6 +343,7 @@ def test_undeclared_module_needs_attention_and_not_created_creates_it_once(
     assert single["status"] == "scheduled"
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
 @pytest.mark.parametrize("window", ["during, answer lost", "after"])
 def test_undeclared_module_needs_attention_and_the_admin_enters_the_service_id(
     fleet: Fleet, window: str
