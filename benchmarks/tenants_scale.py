@@ -8,8 +8,8 @@ the machine's load hits both), and the ratio printed. Target: within 10 %.
     .venv/bin/python benchmarks/tenants_scale.py                      # SQLite, 10 vs 10,000
     .venv/bin/python benchmarks/tenants_scale.py --database postgresql
 
-``--database postgresql`` starts a throwaway cluster (``tests/postgres.py``: private socket,
-no TCP port) and stops it at the end.
+``--database postgresql`` starts a throwaway cluster and stops it at the end;
+``--database-url`` uses an existing server instead (``bench_databases.py``).
 
 What is timed: a POST to the real HTTP app (``create_app``, in-process ASGI client) through
 the token lookup, the module call, one transaction applying the actions (deliveries moved,
@@ -36,8 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_databases import add_options, databases, kind  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
@@ -154,27 +154,13 @@ def webhook_body(n: int) -> bytes:
     ).encode()
 
 
-# --- the two databases ------------------------------------------------------------------------
+# --- the two hosts ----------------------------------------------------------------------------
 
 
-@contextmanager
-def databases(kind: str, workdir: Path) -> Iterator[tuple[str, str]]:
-    """Two empty databases of ``kind`` (migrated by ``Host.open``): SQLite files, or two
-    databases of a throwaway PostgreSQL cluster stopped afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'small.db'}", f"sqlite:///{workdir / 'large.db'}"
-        return
-    from tests.postgres import start_cluster
-
-    cluster = start_cluster()
-    try:
-        yield cluster.database(), cluster.database()
-    finally:
-        cluster.stop()
-
-
-def open_host(url: str) -> Host:
+def open_host(url: str, target_cache_s: float | None) -> Host:
+    cache = {} if target_cache_s is None else {"webhook_target_cache_seconds": target_cache_s}
     settings = HostSettings(
+        **cache,
         database_url=url,
         secret_key="benchmark secret key",
         plugins=[],
@@ -304,9 +290,9 @@ class Setup:
     setup_s: float
 
 
-def build(url: str, tenants: int, contacts: int, stack: ExitStack) -> Setup:
+def build(args: argparse.Namespace, url: str, tenants: int, stack: ExitStack) -> Setup:
     started = time.perf_counter()
-    host = open_host(url)
+    host = open_host(url, args.target_cache_seconds)
     stack.callback(host.close)
     paths = []
     for tenant_id, module_id in hot_pairs():
@@ -315,7 +301,7 @@ def build(url: str, tenants: int, contacts: int, stack: ExitStack) -> Setup:
     cold = tenants - HOT
     if cold > 0:
         enable_through_services(host, "cold-pattern")
-        copy_cold_tenants(host, "cold-pattern", cold - 1, contacts)
+        copy_cold_tenants(host, "cold-pattern", cold - 1, args.cold_contacts)
         check_copies_are_real(host)
     client = stack.enter_context(TestClient(create_app(host)))
     with host.db.transaction() as session:
@@ -363,24 +349,31 @@ def send_round(setup: Setup, first: int, count: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    add_options(parser)
     parser.add_argument("--tenants", type=int, default=10_000, help="tenants of the large run")
     parser.add_argument("--cold-contacts", type=int, default=5, help="contacts per cold tenant")
     parser.add_argument("--webhooks", type=int, default=200, help="webhooks per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warm-up", type=int, default=50, help="webhooks before the rounds")
+    parser.add_argument(
+        "--target-cache-seconds",
+        type=float,
+        help="CRM_HOST_WEBHOOK_TARGET_CACHE_SECONDS of both hosts (0: read every webhook's "
+        "target from the database); default: the host's default",
+    )
     args = parser.parse_args()
     if args.tenants < HOT:
         parser.error(f"--tenants must be at least {HOT} (the hot tenants)")
 
     with tempfile.TemporaryDirectory(prefix="crm-bench-tenants-") as tmp, ExitStack() as stack:
-        small_url, large_url = stack.enter_context(databases(args.database, Path(tmp)))
-        small = build(small_url, HOT, args.cold_contacts, stack)
-        large = build(large_url, args.tenants, args.cold_contacts, stack)
+        small_url, large_url = stack.enter_context(databases(args, Path(tmp), 2))
+        small = build(args, small_url, HOT, stack)
+        large = build(args, large_url, args.tenants, stack)
         print(
-            f"{args.database}: setup {small.tenants:,} tenants {small.setup_s:.1f} s, "
+            f"{kind(args)}: setup {small.tenants:,} tenants {small.setup_s:.1f} s, "
             f"{large.tenants:,} tenants {large.setup_s:.1f} s "
-            f"({len(MODULES)} modules each, {args.cold_contacts} contacts per cold tenant)",
+            f"({len(MODULES)} modules each, {args.cold_contacts} contacts per cold tenant; "
+            f"target cache {small.host.settings.webhook_target_cache_seconds:g} s)",
             flush=True,
         )
         for setup in (small, large):
