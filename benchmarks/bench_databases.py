@@ -3,7 +3,8 @@ temporary directory (the default), a throwaway PostgreSQL cluster started for th
 (``--database postgresql``: ``tests/postgres.py``'s cluster, on a private unix socket with no
 TCP port, stopped at the end), or an existing PostgreSQL server (``--database-url``, a URL of
 a database there, e.g. ``postgres``, as a role allowed to create databases: the benchmark
-creates its own databases next to it and drops them at the end).
+creates its own databases next to it, empty or copied from ``--database-template``, and drops
+them at the end).
 
 Each database is handed out empty or at the schema's head; ``Host.open()`` migrates it.
 """
@@ -26,6 +27,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="a PostgreSQL server to use instead of a throwaway cluster (implies "
         "--database postgresql); the benchmark creates and drops its own databases there",
     )
+    parser.add_argument(
+        "--database-template",
+        metavar="NAME",
+        help="with --database-url: create the databases as copies of this one (e.g. one "
+        "already migrated to the schema's head, which saves migrating each)",
+    )
 
 
 def kind(args: argparse.Namespace) -> str:
@@ -36,7 +43,7 @@ def kind(args: argparse.Namespace) -> str:
 def databases(args: argparse.Namespace, workdir: Path, count: int) -> Iterator[list[str]]:
     """``count`` fresh database URLs, removed afterwards."""
     if args.database_url:
-        with _on_server(args.database_url, count) as urls:
+        with _on_server(args.database_url, count, args.database_template) as urls:
             yield urls
     elif args.database == "postgresql":
         from tests.postgres import start_cluster
@@ -51,16 +58,17 @@ def databases(args: argparse.Namespace, workdir: Path, count: int) -> Iterator[l
 
 
 @contextmanager
-def _on_server(url: str, count: int) -> Iterator[list[str]]:
+def _on_server(url: str, count: int, template: str | None) -> Iterator[list[str]]:
     server = make_url(url)
     if not server.drivername.startswith("postgresql"):
         raise SystemExit(f"--database-url: not a PostgreSQL URL: {server.drivername}")
     names = [f"crm_bench_{secrets.token_hex(4)}_{n}" for n in range(count)]
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             for name in names:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
+                connection.execute(text(f'CREATE DATABASE "{name}"{copy}'))
         try:
             yield [
                 server.set(database=name).render_as_string(hide_password=False) for name in names
