@@ -12,6 +12,10 @@ what procrastinate does with the job:
   when that lease expires, never failed;
 * a stop request (SIGTERM, ``serve`` shutting down) ended it after its current batch → put
   back to ``todo`` at once, the campaign resumable;
+* the provider rate-limited a batch call → the job parks (it records the wait and gives the
+  lease up, :class:`CampaignJob` ``park_rate_limited``) and is retried at
+  ``rate_limited_until``: a waiting campaign holds none of the worker's slots, which every
+  tenant shares;
 * it crashed (an unexpected error: a bug, the database gone) → its lease is given up, the
   masked error recorded, and it is retried with exponential backoff up to
   ``job_max_attempts`` runs; then it is ``failed`` and waits for ``crm-host jobs retry``.
@@ -65,6 +69,14 @@ class LeaseHeld(Exception):
         self.retry_in = retry_in
 
 
+class RateLimitWait(Exception):
+    """The campaign waits for its provider's rate limit: run it again in ``retry_in`` s."""
+
+    def __init__(self, campaign_id: str, retry_in: float):
+        super().__init__(f"campaign {campaign_id} waits for its service's rate limit")
+        self.retry_in = retry_in
+
+
 class Interrupted(Exception):
     """A stop request ended the job after its batch: the campaign is resumable."""
 
@@ -103,6 +115,8 @@ class CampaignRetry(BaseRetryStrategy):
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if isinstance(exception, LeaseHeld):
             return RetryDecision(retry_at=_in(exception.retry_in))
+        if isinstance(exception, RateLimitWait):
+            return RetryDecision(retry_at=_in(exception.retry_in), priority=RESUMED_PRIORITY)
         if isinstance(exception, Interrupted):
             return RetryDecision(retry_at=_in(0), priority=RESUMED_PRIORITY)
         if isinstance(exception, Crashed) and exception.crashes < self.settings.max_attempts:
@@ -140,13 +154,17 @@ class CampaignTask:
 
     def __call__(self, context: JobContext, campaign_id: str) -> None:
         owner = new_owner()
+        if (parked := self._parked_for(campaign_id)) is not None:
+            raise RateLimitWait(campaign_id, parked)  # taken up early (a retry by hand)
         if self.runner.claim(campaign_id, owner=owner) is None:
             wait = self._lease_left(campaign_id)
             if wait is None:
                 return  # nothing to run (final, flagged, gone): the job is done
             raise LeaseHeld(campaign_id, wait)
         try:
-            stage = self.runner.run(campaign_id, owner=owner, stop=self.stop)
+            stage = self.runner.run(
+                campaign_id, owner=owner, stop=self.stop, park_rate_limited=True
+            )
         except LeaseLost as exc:
             log.warning("%s", exc)  # another runner goes on with it
             return
@@ -159,6 +177,8 @@ class CampaignTask:
             raise Crashed(f"campaign {campaign_id}: job crashed", crashes) from exc
         if stage in FINAL_STAGES or self._flagged(campaign_id):
             return
+        if (parked := self._parked_for(campaign_id)) is not None:
+            raise RateLimitWait(campaign_id, parked)
         raise Interrupted(f"campaign {campaign_id}: stopped at {stage}, requeued")
 
     def _lease_left(self, campaign_id: str) -> float | None:
@@ -174,6 +194,17 @@ class CampaignTask:
         if row.lease_until is None:
             return 0.0
         return max(0.5, (row.lease_until - utcnow()).total_seconds() + 0.5)
+
+    def _parked_for(self, campaign_id: str) -> float | None:
+        """Seconds the campaign still waits for its provider's rate limit, else None."""
+        with self.db.transaction() as session:
+            until = session.scalar(
+                select(Campaign.rate_limited_until).where(
+                    Campaign.id == campaign_id, Campaign.stage.not_in(FINAL_STAGES)
+                )
+            )
+        left = None if until is None else (until - utcnow()).total_seconds()
+        return left if left is not None and left > 0 else None
 
     def _flagged(self, campaign_id: str) -> bool:
         with self.db.transaction() as session:

@@ -96,7 +96,9 @@ ProgressCallback = Callable[[CampaignProgress], None]
 
 
 class _StoppedWhileWaiting(Exception):
-    """A stop request arrived while the job waited for its tenant's sandbox share."""
+    """The job stops waiting and leaves the campaign resumable: a stop request arrived while
+    it waited for its tenant's sandbox share or a provider's rate limit, or it hands a
+    rate-limit wait back to its runner (``park_rate_limited``)."""
 
 
 class LeaseLost(Exception):
@@ -246,7 +248,11 @@ class CampaignJob:
     """Runs (or resumes) one campaign whose lease ``owner`` holds. ``stop`` asks it to stop
     before the next batch and leave the campaign resumable; ``on_progress`` sees the
     progress view after every committed step (the CLI's progress bar); ``rate_limits``
-    bounds its waits for the provider's rate limit."""
+    bounds its waits for the provider's rate limit. With ``park_rate_limited`` the job does
+    not sleep through such a wait: it records it, gives its lease up and returns, and its
+    runner takes the campaign up again once the wait is over — so a job thread (or a
+    worker's slot), which all tenants share, is never held by a tenant whose service, or
+    whose module, keeps answering 429."""
 
     def __init__(
         self,
@@ -260,6 +266,7 @@ class CampaignJob:
         stop: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
         rate_limits: RateLimitPolicy | None = None,
+        park_rate_limited: bool = False,
     ):
         self.db = db
         self.invoker = invoker
@@ -270,6 +277,7 @@ class CampaignJob:
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.rate_limits = rate_limits or RateLimitPolicy()
+        self.park_rate_limited = park_rate_limited
         with self.db.transaction() as session:
             row = session.get(Campaign, campaign_id)
             if row is None:
@@ -485,7 +493,8 @@ class CampaignJob:
         """Wait what the service asked when ``failure`` is a rate-limited call (else raise
         it again), or raise :class:`ProviderRateLimitExceeded` once the campaign's waits
         would pass their total bound. The wait and its end are committed (the progress
-        shows them; the total survives a restart); a stop or cancel request ends it."""
+        shows them; the total survives a restart); a stop or cancel request ends it, and a
+        parking job hands it to its runner instead of sleeping."""
         now = utcnow()
         limit = provider_rate_limit(failure, now)
         if limit is None:
@@ -501,6 +510,8 @@ class CampaignJob:
                 rate_limit_waited_s=self.state.rate_limit_waited_s + decision.wait_s,
             )
         self._report()
+        if self.park_rate_limited:
+            raise _StoppedWhileWaiting  # the runner resumes it at rate_limited_until
         deadline = time.monotonic() + decision.wait_s
         renew_every = self.lease.total_seconds() / 3
         renewed = time.monotonic()

@@ -7,6 +7,10 @@ PostgreSQL alike, so two processes on one database — two servers, or a server 
 every batch it commits; when its process dies, the lease expires and any runner resumes the
 campaign after its last finished batch. A lease held by a process of *this* machine that no
 longer exists is taken over at once (a restart after a crash does not wait for the expiry).
+
+The threads run jobs that park on a provider's rate limit (``park_rate_limited``): a
+campaign waiting for its service's ``Retry-After`` holds no thread, and the threads pass it
+by until its ``rate_limited_until``.
 """
 
 from __future__ import annotations
@@ -123,6 +127,10 @@ class CampaignJobRunner:
         )
         if campaign_id is not None:
             query = query.where(Campaign.id == campaign_id)
+        else:  # a campaign parked on a rate limit waits for its time
+            query = query.where(
+                or_(Campaign.rate_limited_until.is_(None), Campaign.rate_limited_until <= now)
+            )
         with self.db.transaction() as session:
             rows = session.execute(query.order_by(Campaign.created_at).limit(50)).all()
         for cid, holder, until in rows:
@@ -162,9 +170,11 @@ class CampaignJobRunner:
         owner: str | None = None,
         stop: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
+        park_rate_limited: bool = False,
     ) -> CampaignStage:
         """Run a campaign this runner (or ``owner``) has claimed, in the calling thread;
-        returns the stage reached (final, or where a stop left it)."""
+        returns the stage reached (final, or where a stop or a parked rate-limit wait left
+        it: see :class:`CampaignJob`)."""
         job = CampaignJob(
             self.db,
             self.invoker,
@@ -175,6 +185,7 @@ class CampaignJobRunner:
             stop=stop or self._stop,
             on_progress=on_progress,
             rate_limits=self.rate_limits,
+            park_rate_limited=park_rate_limited,
         )
         return job.run()
 
@@ -192,7 +203,7 @@ class CampaignJobRunner:
                 self._wake.clear()
                 continue
             try:
-                stage = self.run(campaign_id)
+                stage = self.run(campaign_id, park_rate_limited=True)
                 log.info("campaign %s: job ended at stage %s", campaign_id, stage)
             except LeaseLost as exc:
                 log.warning("%s", exc)

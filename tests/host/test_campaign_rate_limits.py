@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from host.api.app import create_app
 from host.db.models import Campaign, Delivery, Invocation
-from host.marketing.campaign_job import CampaignProgress
+from host.marketing.campaign_job import CampaignProgress, utcnow
 from host.marketing.campaigns import CampaignDraft
 from host.marketing.contact_rows import ContactRow
 from host.marketing.job_runner import new_owner
@@ -28,6 +28,7 @@ from sandbox.pool import SandboxPool
 from tests.cli_runner import Cli
 from tests.host.conftest import ADMIN_TOKEN, SECRET_KEY, email_manifest, make_host
 from tests.host.console_client import signed_in_admin
+from tests.host.test_job_engine import wait_until
 from tests.sandbox.http_servers import LocalHTTPServer, RequestHandler
 
 SCRIPT = """\
@@ -348,3 +349,65 @@ def test_a_throttled_create_is_called_again_only_when_declared_idempotent(
     shown = row(host, second)
     assert shown.error is not None and "the service answered HTTP 429" in shown.error
     assert shown.rate_limit_waited_s == 0 and shown.external_id is None
+
+
+def end_the_wait(host: Host, campaign_id: str) -> None:
+    """Move the clock of a parked campaign's wait to now, for both of its schedulers: the
+    campaign row the job threads read, and on PostgreSQL the job engine's retry time."""
+    with host.db.transaction() as session:
+        session.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(rate_limited_until=utcnow())
+        )
+        if host.uses_job_engine:
+            session.execute(
+                text(
+                    "UPDATE procrastinate_jobs SET scheduled_at = now() "
+                    "WHERE queueing_lock = :lock AND status = 'todo'"
+                ),
+                {"lock": f"campaign:{campaign_id}"},
+            )
+
+
+def test_a_campaign_waiting_for_its_rate_limit_holds_no_job_thread(
+    db_path: Path, pool: SandboxPool, provider: Service
+) -> None:
+    """One job thread (one worker slot on PostgreSQL) for every tenant: while acme's
+    campaign waits out its service's Retry-After, beta's campaign, queued after it, runs to
+    Sent on that thread; acme's then resumes and prepares each recipient once."""
+    host = open_host(db_path, pool, provider, campaign_workers=1, campaign_poll_seconds=0.2)
+    try:
+        host.tenants.create("beta", "Beta")
+        host.tenants.configure("beta", "limited", settings={"base_url": provider.server.url("")})
+        host.contacts.upsert("beta", [ContactRow("rows[0]", "B", id="b0", email="b0@example.test")])
+        provider.throttle("/batch", 1, **{"Retry-After": "600"})
+        host.start()
+        waiting = queue(host)
+        wait_until(lambda: row(host, waiting).rate_limited_until is not None, "acme's wait")
+        beta = host.campaigns.create("beta", beta_draft()).id
+        wait_until(lambda: row(host, beta).status == "Sending", "beta's campaign sent")
+        parked = row(host, waiting)
+        assert parked.rate_limited_until is not None and parked.lease_owner is None
+        assert (parked.stage, parked.batches_done) == ("preparing", 0)
+        assert provider.throttled == ["/batch"]
+
+        end_the_wait(host, waiting)
+        wait_until(lambda: row(host, waiting).status == "Sending", "acme's campaign sent")
+        done = row(host, waiting)
+        assert (done.batches_done, done.prepared, done.rate_limited_until) == (3, CONTACTS, None)
+        accepted = sorted(e for batch in provider.accepted for e in batch)
+        assert accepted == sorted([*EVERYONE, "b0@example.test"])  # each recipient once
+    finally:
+        host.close()
+
+
+def beta_draft() -> CampaignDraft:
+    return CampaignDraft(
+        module="limited",
+        name="Beta news",
+        type="Email",
+        subject="Hello",
+        senderName="Beta",
+        senderEmail="news@beta.test",
+        html="<p>Hi</p>",
+        contactIds="all",
+    )
