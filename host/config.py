@@ -197,8 +197,9 @@ class HostSettings(BaseSettings):
         1,
         ge=1,
         le=32,
-        description="PostgreSQL: campaigns of one tenant whose jobs run at the same time, "
-        "across every worker (procrastinate locks, one per slot).",
+        description="Campaigns of one tenant whose jobs run at the same time: on PostgreSQL "
+        "across every worker (procrastinate locks, one per slot), on SQLite among the "
+        "server's job threads (a `crm-host campaign send` runs outside the limit).",
     )
     job_max_attempts: int = Field(
         5, ge=1, le=100, description="PostgreSQL: runs of a crashing job before it is failed."

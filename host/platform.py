@@ -283,6 +283,7 @@ class Host:
             lease_seconds=settings.campaign_lease_seconds,
             poll_seconds=settings.campaign_poll_seconds,
             rate_limits=RateLimitPolicy.from_settings(settings),
+            tenant_concurrency=settings.job_tenant_concurrency,
         )
         self.job_queue: CampaignQueue
         if self.uses_job_engine:

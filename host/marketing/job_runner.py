@@ -8,6 +8,10 @@ every batch it commits; when its process dies, the lease expires and any runner 
 campaign after its last finished batch. A lease held by a process of *this* machine that no
 longer exists is taken over at once (a restart after a crash does not wait for the expiry).
 
+A tenant's campaigns take at most ``tenant_concurrency`` of the threads at once (the count
+is a condition of the claiming UPDATE, so two threads cannot both pass it): one tenant's
+several large campaigns leave the other threads to the other tenants.
+
 The threads run jobs that park on a provider's rate limit (``park_rate_limited``): a
 campaign waiting for its service's ``Retry-After`` holds no thread, and the threads pass it
 by until its ``rate_limited_until``.
@@ -20,10 +24,12 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pluggy
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from host.db.engine import Database
 from host.db.models import Campaign
@@ -73,11 +79,13 @@ class CampaignJobRunner:
         lease_seconds: float,
         poll_seconds: float,
         rate_limits: RateLimitPolicy | None = None,
+        tenant_concurrency: int | None = None,
     ):
         self.db = db
         self.invoker = invoker
         self.hooks = hooks
         self.workers = workers
+        self.tenant_concurrency = tenant_concurrency
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.rate_limits = rate_limits or RateLimitPolicy()
@@ -122,9 +130,9 @@ class CampaignJobRunner:
         (default: this runner); returns its id, or None if there is none free."""
         owner = owner or self.owner
         now = utcnow()
-        query = select(Campaign.id, Campaign.lease_owner, Campaign.lease_until).where(
-            Campaign.stage.in_(ACTIVE_STAGES), Campaign.attention_reason.is_(None)
-        )
+        query = select(
+            Campaign.id, Campaign.tenant_id, Campaign.lease_owner, Campaign.lease_until
+        ).where(Campaign.stage.in_(ACTIVE_STAGES), Campaign.attention_reason.is_(None))
         if campaign_id is not None:
             query = query.where(Campaign.id == campaign_id)
         else:  # a campaign parked on a rate limit waits for its time
@@ -133,7 +141,7 @@ class CampaignJobRunner:
             )
         with self.db.transaction() as session:
             rows = session.execute(query.order_by(Campaign.created_at).limit(50)).all()
-        for cid, holder, until in rows:
+        for cid, tenant_id, holder, until in rows:
             expired = holder is None or until is None or until < now
             dead = not expired and owner_is_dead(str(holder))
             if not (expired or dead):
@@ -148,6 +156,8 @@ class CampaignJobRunner:
             ]
             if not dead:  # still expired when we write (a renewal in between wins)
                 conditions.append(or_(Campaign.lease_until.is_(None), Campaign.lease_until < now))
+            if campaign_id is None and self.tenant_concurrency is not None:
+                conditions.append(self._tenant_has_room(str(tenant_id), str(cid), now))
             with self.db.transaction() as session:
                 taken = session.execute(
                     update(Campaign)
@@ -162,6 +172,23 @@ class CampaignJobRunner:
                     log.info("campaign %s: resuming the job of %s", cid, holder)
                 return str(cid)
         return None
+
+    def _tenant_has_room(self, tenant_id: str, campaign_id: str, now: datetime) -> Any:
+        """The tenant runs fewer than ``tenant_concurrency`` other campaigns under a live
+        lease (a condition of the claiming UPDATE, evaluated atomically with it)."""
+        others = aliased(Campaign)
+        running = (
+            select(func.count())
+            .select_from(others)
+            .where(
+                others.tenant_id == tenant_id,
+                others.id != campaign_id,
+                others.stage.in_(ACTIVE_STAGES),
+                others.lease_until >= now,
+            )
+            .scalar_subquery()
+        )
+        return running < self.tenant_concurrency
 
     def run(
         self,

@@ -414,6 +414,38 @@ def test_the_lease_keeps_a_second_runner_out(host: Host) -> None:
     assert campaign(host, created.id).batches_done == 0
 
 
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_tenants_campaigns_take_at_most_its_share_of_the_job_threads(
+    host: Host, limit: int
+) -> None:
+    """Acme queues two campaigns before beta queues one: with a limit of one campaign a
+    tenant, the second thread takes beta's, not acme's second; acme's waits for a free
+    share (a limit of two lets it run)."""
+    setup_tenant(host)
+    add_contacts(host, 3)
+    host.tenants.create("beta", "Beta")
+    host.tenants.configure("beta", "rec", settings={})
+    add_contacts(host, 1, tenant_id="beta")
+    acme = [host.campaigns.create("acme", draft()).id for _ in range(2)]
+    beta = host.campaigns.create("beta", draft()).id
+    runner = CampaignJobRunner(
+        host.db,
+        host.invoker,
+        host.hooks,
+        workers=3,
+        lease_seconds=60,
+        poll_seconds=1,
+        tenant_concurrency=limit,
+    )
+    claimed = [runner.claim(owner=new_owner()) for _ in range(3)]
+    if limit == 1:
+        assert claimed == [acme[0], beta, None]
+    else:
+        assert claimed == [acme[0], acme[1], beta]
+    # the limit is the server's threads': a campaign asked for by id (the CLI) is not held
+    assert runner.claim(acme[1], owner=new_owner()) == (acme[1] if limit == 1 else None)
+
+
 def test_a_lease_of_a_dead_local_process_is_taken_over_at_once(host: Host) -> None:
     import subprocess
     import sys
