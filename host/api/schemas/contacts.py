@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
 from host.api.api_model import ApiModel, IsoTime, from_names
 
