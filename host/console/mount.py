@@ -44,13 +44,16 @@ ROUTERS = (
 )
 
 
+def static_files() -> StaticFiles:
+    """The console's CSS and JS. ``follow_symlink``: the README's install
+    (``editable_mode=strict``) links each file from a tree of symlinks into the checkout,
+    and without it every asset answered 404."""
+    return StaticFiles(packages=[("host.console", "static")], follow_symlink=True)
+
+
 def install_console(app: FastAPI) -> None:
     """Mount the console's pages and static files on the host's app."""
-    app.mount(
-        "/console/static",
-        StaticFiles(packages=[("host.console", "static")]),
-        name="console-static",
-    )
+    app.mount("/console/static", static_files(), name="console-static")
     for router in ROUTERS:
         app.include_router(router)
     install_console_errors(app)

@@ -154,3 +154,34 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert readme_test is not None
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"\n{readme_test.group(1)}\n" in ci
+
+
+SERVE_STATIC = """
+import sys
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+sys.path.insert(0, sys.argv[1])  # the install's link tree before the suite's checkout
+from host.console.mount import static_files
+app = FastAPI()
+app.mount("/static", static_files())
+answer = TestClient(app).get("/static/console.css")
+print(answer.status_code, len(answer.content))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_the_readme_install_serves_the_consoles_static_files(sdk_venv) -> None:
+    """The strict editable install links each file from a tree of symlinks into the
+    checkout: the console serves its CSS through them (it answered 404 before)."""
+    venv_python, _work, _env = sdk_venv
+    (tree,) = venv_python.parents[2].glob("clone/build/__editable__*")
+    css = tree / "host" / "console" / "static" / "console.css"
+    assert css.is_symlink()
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_STATIC, str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split() == ["200", str(len(css.read_bytes()))]
