@@ -299,3 +299,12 @@ def test_retry_rule_backs_off_exponentially_and_never_fails_a_held_lease() -> No
     interrupted = rule.get_retry_decision(exception=Interrupted("stop"), job=job)
     assert interrupted is not None and interrupted.priority == 10
     assert wait(RuntimeError("not wrapped")) is None
+
+
+def test_a_jobs_listing_with_an_unknown_status_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    cli = Cli.in_dir(tmp_path)
+    listed = cli.run("jobs", "list", "--status", "stuck")
+    assert listed.returncode == 2, listed.stderr
+    assert listed.stderr.count("\n") == 1, listed.stderr
+    assert "--status" in listed.stderr and "todo, doing, failed" in listed.stderr
+    assert "Traceback" not in listed.stderr and not (tmp_path / "host.db").exists()
